@@ -1,0 +1,3 @@
+from mtlskit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The ``mtlskit`` command: one module per command group, nothing but argument handling.
+
+Exit codes (DESIGN.md §5): 0 success or accept, 1 a negative verdict, 2 unusable
+input or usage; an ``InputError`` becomes one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+
+import click
+
+from mtlskit import __version__
+from mtlskit.errors import InputError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mtlskit")
+def cli() -> None:
+    """Client-certificate authentication for mTLS: inspect, lint, issue, verify, authorize."""
+
+
+def _register() -> None:
+    # One line per command module; each module defines exactly one click command or group.
+    from mtlskit.cli import inspect as inspect_command
+
+    cli.add_command(inspect_command.command)
+    # -- further command modules register below this line --
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process and return the exit code (the console script's entry point)."""
+    # pyca warns about RFC 5280 violations (negative serials, ...); lint reports those instead.
+    warnings.filterwarnings("ignore", module="mtlskit")
+    try:
+        result = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="mtlskit", standalone_mode=False
+        )
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if exc.exit_code == 2 else exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("mtlskit: aborted", err=True)
+        return 2
+    except InputError as exc:
+        click.echo(f"mtlskit: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    return result if isinstance(result, int) else 0

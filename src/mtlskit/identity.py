@@ -1,0 +1,253 @@
+"""Who a client certificate says the client is.
+
+``SpiffeId`` and ``TrustDomain`` follow the SPIFFE-ID specification exactly (the
+strict parser of go-spiffe v2, whose error texts these reuse). ``ClientIdentity``
+is the one place mtlskit decides which certificate field is the identity: the
+subjectAltName (RFC 5280 §4.2.1.6), in a fixed precedence, and the subject CN
+only when a caller explicitly allows that legacy fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mtlskit.errors import MtlskitError
+
+__all__ = [
+    "ClientIdentity",
+    "IdentityError",
+    "IdentityKind",
+    "SpiffeId",
+    "SpiffeIdError",
+    "TrustDomain",
+    "san_entries",
+]
+
+MAX_SPIFFE_ID_BYTES: Final = 2048
+MAX_TRUST_DOMAIN_BYTES: Final = 255
+
+_TD_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
+_PATH_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
+)
+
+_BAD_TD_CHAR: Final = (
+    "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores"
+)
+_BAD_PATH_CHAR: Final = (
+    "path segment characters are limited to letters, numbers, dots, dashes, and underscores"
+)
+
+
+class SpiffeIdError(MtlskitError, ValueError):
+    """A string is not a valid SPIFFE ID or trust domain; ``reason`` is the spec rule broken."""
+
+    def __init__(self, value: str, reason: str, *, what: str = "SPIFFE ID") -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {what} {value!r}: {reason}")
+
+
+def _check_trust_domain(name: str, whole: str, what: str) -> None:
+    if not name:
+        raise SpiffeIdError(whole, "trust domain is missing", what=what)
+    if len(name.encode()) > MAX_TRUST_DOMAIN_BYTES:
+        raise SpiffeIdError(
+            whole, f"trust domain is longer than {MAX_TRUST_DOMAIN_BYTES} bytes", what=what
+        )
+    if not _TD_CHARS.issuperset(name):
+        raise SpiffeIdError(whole, _BAD_TD_CHAR, what=what)
+
+
+def _check_path(path: str, whole: str) -> None:
+    """Empty, or '/'-led segments; checked left to right so the first fault is the one named."""
+    if not path:
+        return
+    if not path.startswith("/"):
+        raise SpiffeIdError(whole, "path must have a leading slash")
+    start = 0
+    for position, char in enumerate(path):
+        if char == "/":
+            if position:
+                _check_segment(path[start:position], whole, last=False)
+            start = position
+        elif char not in _PATH_CHARS:
+            raise SpiffeIdError(whole, _BAD_PATH_CHAR)
+    _check_segment(path[start:], whole, last=True)
+
+
+def _check_segment(segment: str, whole: str, *, last: bool) -> None:
+    if segment == "/":
+        reason = "path cannot have a trailing slash" if last else "path cannot contain empty segments"
+        raise SpiffeIdError(whole, reason)
+    if segment in {"/.", "/.."}:
+        raise SpiffeIdError(whole, "path cannot contain dot segments")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustDomain:
+    """A SPIFFE trust domain such as ``acme.com``: the unit that one CA bundle vouches for."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_trust_domain(self.name, self.name, "trust domain")
+
+    @classmethod
+    def parse(cls, text: str) -> TrustDomain:
+        """``acme.com`` or ``spiffe://acme.com`` (a SPIFFE ID's trust domain is taken too)."""
+        if text.startswith("spiffe://"):
+            return SpiffeId.parse(text).trust_domain
+        if not text:
+            raise SpiffeIdError(text, "trust domain is missing", what="trust domain")
+        return cls(text)
+
+    @property
+    def id_string(self) -> str:
+        return f"spiffe://{self.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class SpiffeId:
+    """``spiffe://trust-domain/path``, validated when constructed."""
+
+    trust_domain: TrustDomain
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        _check_path(self.path, f"spiffe://{self.trust_domain.name}{self.path}")
+        if len(str(self).encode()) > MAX_SPIFFE_ID_BYTES:
+            raise SpiffeIdError(str(self), f"longer than {MAX_SPIFFE_ID_BYTES} bytes")
+
+    @classmethod
+    def parse(cls, text: str) -> SpiffeId:
+        """Parse the whole string; nothing is normalized, so what passes is byte-exact."""
+        if not text:
+            raise SpiffeIdError(text, "cannot be empty")
+        if not text.startswith("spiffe://"):
+            raise SpiffeIdError(text, "scheme is missing or invalid")
+        if len(text.encode()) > MAX_SPIFFE_ID_BYTES:
+            raise SpiffeIdError(text, f"longer than {MAX_SPIFFE_ID_BYTES} bytes")
+        rest = text[len("spiffe://") :]
+        slash = rest.find("/")
+        name, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+        _check_trust_domain(name, text, "SPIFFE ID")
+        _check_path(path, text)
+        return cls(TrustDomain(name), path)
+
+    @classmethod
+    def is_spiffe_uri(cls, uri: str) -> bool:
+        """Whether a URI claims to be a SPIFFE ID (scheme compared case-insensitively)."""
+        return uri[:9].lower() == "spiffe://" or uri[:7].lower() == "spiffe:"
+
+    def member_of(self, trust_domain: TrustDomain) -> bool:
+        return self.trust_domain == trust_domain
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.path[1:].split("/")) if self.path else ()
+
+    def __str__(self) -> str:
+        return f"spiffe://{self.trust_domain.name}{self.path}"
+
+
+class IdentityKind(StrEnum):
+    """Where the identity was found, in the order ``ClientIdentity`` looks."""
+
+    SPIFFE = "spiffe"
+    URI = "uri"
+    DNS = "dns"
+    EMAIL = "email"
+    CN = "cn"
+
+
+class IdentityError(MtlskitError):
+    """No usable identity; ``code`` is the stable rejection code (DESIGN.md §5)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def san_entries(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientIdentity:
+    """The identity a client certificate asserts, and where it came from.
+
+    ``legacy`` is true when it came from the subject CN, which no standard defines
+    as a client identity: callers must opt in and should show it as a warning.
+    """
+
+    kind: IdentityKind
+    value: str
+    spiffe_id: SpiffeId | None = None
+    legacy: bool = False
+    others: tuple[str, ...] = field(default=())  # the other SAN values, for display
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate, *, allow_cn: bool = False) -> ClientIdentity:
+        """Precedence: SPIFFE URI SAN, other URI SAN, DNS SAN, email SAN, then CN if allowed.
+
+        A certificate that carries a SPIFFE URI is judged as an SVID: the URI must be a
+        valid SPIFFE ID and the only URI SAN, or no identity is returned at all.
+        """
+        san = san_entries(cert)
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san else []
+        dns = san.get_values_for_type(x509.DNSName) if san else []
+        emails = san.get_values_for_type(x509.RFC822Name) if san else []
+        everything = tuple(uris + dns + emails)
+
+        spiffe_uris = [uri for uri in uris if SpiffeId.is_spiffe_uri(uri)]
+        if spiffe_uris:
+            if len(uris) > 1:
+                raise IdentityError(
+                    "spiffe_multiple_uri_sans",
+                    f"an X509-SVID must carry exactly one URI SAN; this one has {len(uris)}: "
+                    + ", ".join(uris),
+                )
+            try:
+                spiffe_id = SpiffeId.parse(spiffe_uris[0])
+            except SpiffeIdError as exc:
+                raise IdentityError("spiffe_id_invalid", str(exc)) from None
+            return cls(
+                kind=IdentityKind.SPIFFE,
+                value=str(spiffe_id),
+                spiffe_id=spiffe_id,
+                others=_without(everything, spiffe_uris[0]),
+            )
+        for kind, values in ((IdentityKind.URI, uris), (IdentityKind.DNS, dns), (IdentityKind.EMAIL, emails)):
+            if values:
+                return cls(kind=kind, value=values[0], others=_without(everything, values[0]))
+        if allow_cn:
+            cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            if cns and isinstance(cns[0].value, str) and cns[0].value:
+                return cls(kind=IdentityKind.CN, value=cns[0].value, legacy=True)
+        if san is None:
+            raise IdentityError("san_missing", "certificate has no subjectAltName extension")
+        raise IdentityError(
+            "san_missing", "subjectAltName has no URI, DNS or email entry to take an identity from"
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "value": self.value}
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _without(values: tuple[str, ...], chosen: str) -> tuple[str, ...]:
+    return tuple(value for value in values if value != chosen)

@@ -203,6 +203,32 @@ class TestCA:
         """The root alone: what a service puts in its client trust store."""
         return self.root.cert_pem
 
+    def crl(
+        self,
+        revoked: tuple[int, ...] = (),
+        *,
+        last_update: dt.datetime | None = None,
+        next_update: dt.datetime | None = None,
+    ) -> x509.CertificateRevocationList:
+        """A CRL from the issuing CA listing ``revoked`` serials; fresh for a day by default."""
+        last = last_update or _now() - dt.timedelta(minutes=5)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.issuer.cert.subject)
+            .last_update(last)
+            .next_update(next_update or last + dt.timedelta(days=1))
+            .add_extension(x509.CRLNumber(1), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuer.key.public_key()),  # type: ignore[arg-type]
+                critical=False,
+            )
+        )
+        for serial in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(last).build()
+            )
+        return builder.sign(self.issuer.key, _sign_hash(self.issuer.key, "sha256"))  # type: ignore[arg-type]
+
     def issue(self, spec: LeafSpec | None = None, *, key: PrivateKey | None = None) -> IssuedCert:
         """A leaf built from ``spec`` (clean by default); ``key`` reuses an existing key pair."""
         spec = spec or LeafSpec()

@@ -1,0 +1,62 @@
+"""Shared fixtures: one test CA per session, the CLI run in-process, integration gating."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mtlskit.cli import main
+from mtlskit.testca import IssuedCert, LeafSpec, TestCA
+
+SPIFFE_ID = "spiffe://acme.com/billing/payments"
+CLEAN = LeafSpec(uris=(SPIFFE_ID,))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``mtlskit ARGS`` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str | os.PathLike[str]) -> CliResult:
+        capsys.readouterr()
+        code = main([os.fspath(arg) for arg in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ca() -> TestCA:
+    return TestCA(name="acme")
+
+
+@pytest.fixture(scope="session")
+def clean_leaf(ca: TestCA) -> IssuedCert:
+    return ca.issue(CLEAN)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def require_program(name: str) -> str:
+    """The program's path; a skip with a reason on a laptop, a failure in CI (MTLSKIT_REQUIRE_INTEGRATION=1)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed; .ci/run installs it"
+    if os.environ.get("MTLSKIT_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -52,7 +52,10 @@ def write(path: Path, data: bytes) -> Path:
 
 
 def require_program(name: str) -> str:
-    """The program's path; a skip with a reason on a laptop, a failure in CI (MTLSKIT_REQUIRE_INTEGRATION=1)."""
+    """The program's path: a skip with a reason on a laptop, a failure in CI.
+
+    CI sets MTLSKIT_REQUIRE_INTEGRATION=1, so a missing program there is an install bug.
+    """
     found = shutil.which(name)
     if found:
         return found

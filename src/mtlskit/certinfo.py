@@ -61,16 +61,22 @@ def is_self_signed(cert: x509.Certificate) -> bool:
 
 
 def issuer_class(chain: list[x509.Certificate]) -> IssuerClass:
-    """Self-signed leaf, chain to a public root, chain to a private root, or unknown.
+    """Public root, self-signed end entity, private root, or unknown.
 
-    A leaf given without its issuer is ``unknown`` unless a public root signed it
+    A self-signed CA certificate not among the public roots is a private root; a
+    leaf given without its issuer is ``unknown`` unless a public root signed it
     directly: "private" is only said when a private root is actually in hand.
     """
-    if is_self_signed(chain[0]):
-        return IssuerClass.SELF_SIGNED
     if find_public_root(chain) is not None:
         return IssuerClass.PUBLIC
+    if is_self_signed(chain[0]) and not _is_ca(chain[0]):
+        return IssuerClass.SELF_SIGNED
     return IssuerClass.PRIVATE if is_self_signed(chain[-1]) else IssuerClass.UNKNOWN
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    basic = extension_or_none(cert, x509.BasicConstraints)
+    return bool(basic and basic.value.ca)
 
 
 def extension_or_none(cert: x509.Certificate, kind: type[Any]) -> Any:
@@ -142,7 +148,9 @@ class CertificateSummary:
             "key_usage": self.key_usage,
             "key_usage_critical": self.key_usage_critical,
             "extended_key_usage": (
-                [{"name": name, "oid": oid} for name, oid in self.eku] if self.eku is not None else None
+                [{"name": name, "oid": oid} for name, oid in self.eku]
+                if self.eku is not None
+                else None
             ),
             "subject_alt_names": self.san,
             "identity": self.identity.as_dict() | {"legacy": self.identity.legacy}
@@ -167,7 +175,7 @@ def summarize(chain: list[x509.Certificate], index: int = 0) -> CertificateSumma
         identity = ClientIdentity.from_certificate(cert, allow_cn=True)
     except IdentityError as exc:
         identity_error = f"{exc.code}: {exc}"
-    signature = cert.signature_algorithm_oid._name  # noqa: SLF001 - pyca's readable OID name
+    signature = cert.signature_algorithm_oid._name
     return CertificateSummary(
         index=index,
         subject=cert.subject.rfc4514_string() or "(empty)",
@@ -181,7 +189,11 @@ def summarize(chain: list[x509.Certificate], index: int = 0) -> CertificateSumma
             None
             if basic is None
             else f"CA:{'TRUE' if basic.value.ca else 'FALSE'}"
-            + (f", pathlen:{basic.value.path_length}" if basic.value.path_length is not None else "")
+            + (
+                f", pathlen:{basic.value.path_length}"
+                if basic.value.path_length is not None
+                else ""
+            )
             + (" (critical)" if basic.critical else "")
         ),
         key_usage=None if usage is None else _key_usage_names(usage.value),

@@ -18,10 +18,10 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.utils import CryptographyDeprecationWarning
 
 from mtlskit.errors import InputError
 
@@ -62,7 +62,12 @@ _PEM_BLOCK: Final = re.compile(
 )
 _PEM_BEGIN: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _CERT_LABELS: Final = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
-_KEY_LABELS: Final = {b"PRIVATE KEY", b"EC PRIVATE KEY", b"RSA PRIVATE KEY", b"ENCRYPTED PRIVATE KEY"}
+_KEY_LABELS: Final = {
+    b"PRIVATE KEY",
+    b"EC PRIVATE KEY",
+    b"RSA PRIVATE KEY",
+    b"ENCRYPTED PRIVATE KEY",
+}
 _WRONG_TYPE: Final = {
     b"CERTIFICATE REQUEST": "a certificate signing request (CSR)",
     b"NEW CERTIFICATE REQUEST": "a certificate signing request (CSR)",
@@ -199,7 +204,7 @@ def _certificates_from_binary(
     except ValueError:
         pass
     if is_pkcs12(data):
-        key, certs = _open_pkcs12(data, source, password)
+        _, certs = _open_pkcs12(data, source, password)
         if not certs:
             raise InputError("PKCS#12 file holds no certificate", source=source)
         return certs
@@ -216,7 +221,9 @@ def _certificates_from_binary(
     except ValueError:
         pass
     else:
-        raise InputError("contains a certificate revocation list (CRL), not a certificate", source=source)
+        raise InputError(
+            "contains a certificate revocation list (CRL), not a certificate", source=source
+        )
     if data[:1] == b"\x30":
         raise InputError("is not a valid DER certificate (truncated or corrupt)", source=source)
     raise InputError("is not a certificate: neither PEM, DER nor PKCS#12", source=source)
@@ -245,7 +252,9 @@ def _pem_blocks(data: bytes, source: str) -> list[tuple[bytes, bytes, bytes]]:
                 f"PEM block {len(blocks) + 1} ({label.decode()}) has corrupt base64", source=source
             ) from None
         if not raw:
-            raise InputError(f"PEM block {len(blocks) + 1} ({label.decode()}) is empty", source=source)
+            raise InputError(
+                f"PEM block {len(blocks) + 1} ({label.decode()}) is empty", source=source
+            )
         blocks.append((label, raw, match.group(0)))
         position = match.end()
     return blocks
@@ -276,9 +285,13 @@ def _open_pkcs12(
                 "(--password-file, MTLSKIT_PKCS12_PASSWORD or the prompt)",
                 source=source,
             ) from None
-        raise InputError("wrong password for PKCS#12 file (or the file is corrupt)", source=source) from None
+        raise InputError(
+            "wrong password for PKCS#12 file (or the file is corrupt)", source=source
+        ) from None
     except UnsupportedAlgorithm as exc:
-        raise InputError(f"PKCS#12 file uses an unsupported algorithm: {exc}", source=source) from None
+        raise InputError(
+            f"PKCS#12 file uses an unsupported algorithm: {exc}", source=source
+        ) from None
     certs = [bundle.cert.certificate] if bundle.cert else []
     certs += [extra.certificate for extra in bundle.additional_certs]
     key = bundle.key
@@ -293,22 +306,33 @@ def _load_key(raw: bytes, source: str, password: bytes | None, *, der: bool = Fa
         return loader(raw, password)
     except TypeError:
         if password is None:
-            raise InputError("private key is encrypted; a password is needed", source=source) from None
-        raise InputError("private key is not encrypted, but a password was given", source=source) from None
+            raise InputError(
+                "private key is encrypted; a password is needed", source=source
+            ) from None
+        raise InputError(
+            "private key is not encrypted, but a password was given", source=source
+        ) from None
     except ValueError as exc:
         if password is not None and "password" in str(exc).lower():
             raise InputError("wrong password for the private key", source=source) from None
         if der:
-            raise InputError("is not a private key: neither PEM, DER nor PKCS#12", source=source) from None
+            raise InputError(
+                "is not a private key: neither PEM, DER nor PKCS#12", source=source
+            ) from None
         raise InputError("private key is malformed or truncated", source=source) from None
     except UnsupportedAlgorithm as exc:
-        raise InputError(f"private key uses an unsupported algorithm: {exc}", source=source) from None
+        raise InputError(
+            f"private key uses an unsupported algorithm: {exc}", source=source
+        ) from None
 
 
 def _check_key_type(key: object, source: str) -> PrivateKey:
     if isinstance(
         key,
-        rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey,
+        rsa.RSAPrivateKey
+        | ec.EllipticCurvePrivateKey
+        | ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey,
     ):
         return key
     raise InputError(f"unsupported private key type {type(key).__name__}", source=source)

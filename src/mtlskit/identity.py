@@ -32,12 +32,11 @@ MAX_SPIFFE_ID_BYTES: Final = 2048
 MAX_TRUST_DOMAIN_BYTES: Final = 255
 
 _TD_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
-_PATH_CHARS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_"
-)
+_PATH_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 _BAD_TD_CHAR: Final = (
-    "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores"
+    "trust domain characters are limited to lowercase letters, numbers, dots, dashes, "
+    + "and underscores"
 )
 _BAD_PATH_CHAR: Final = (
     "path segment characters are limited to letters, numbers, dots, dashes, and underscores"
@@ -83,7 +82,9 @@ def _check_path(path: str, whole: str) -> None:
 
 def _check_segment(segment: str, whole: str, *, last: bool) -> None:
     if segment == "/":
-        reason = "path cannot have a trailing slash" if last else "path cannot contain empty segments"
+        reason = (
+            "path cannot have a trailing slash" if last else "path cannot contain empty segments"
+        )
         raise SpiffeIdError(whole, reason)
     if segment in {"/.", "/.."}:
         raise SpiffeIdError(whole, "path cannot contain dot segments")
@@ -229,7 +230,11 @@ class ClientIdentity:
                 spiffe_id=spiffe_id,
                 others=_without(everything, spiffe_uris[0]),
             )
-        for kind, values in ((IdentityKind.URI, uris), (IdentityKind.DNS, dns), (IdentityKind.EMAIL, emails)):
+        for kind, values in (
+            (IdentityKind.URI, uris),
+            (IdentityKind.DNS, dns),
+            (IdentityKind.EMAIL, emails),
+        ):
             if values:
                 return cls(kind=kind, value=values[0], others=_without(everything, values[0]))
         if allow_cn:

@@ -53,7 +53,7 @@ def _now() -> dt.datetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeafSpec:
-    """Everything about a leaf the tests may want to get wrong; the defaults are a clean client cert.
+    """Everything about a leaf a test may want wrong; the defaults make a clean client cert.
 
     ``None`` for an extension means "leave it out". ``key_type`` also takes
     ``rsa-1024``, which no production path generates.
@@ -143,8 +143,13 @@ class TestCA:
         root_key = _key(key_type)
         root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} root CA")])
         root = self._ca_cert(
-            subject=root_name, key=root_key, issuer=root_name, signer=root_key, now=now,
-            path_length=None, constraints=None,
+            subject=root_name,
+            key=root_key,
+            issuer=root_name,
+            signer=root_key,
+            now=now,
+            path_length=None,
+            constraints=None,
         )
         self.root = IssuedCert(root, root_key, (root,))
         constraints = None
@@ -158,13 +163,20 @@ class TestCA:
             key = _key(key_type)
             subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} issuing CA")])
             cert = self._ca_cert(
-                subject=subject, key=key, issuer=root_name, signer=root_key, now=now,
-                path_length=0, constraints=constraints,
+                subject=subject,
+                key=key,
+                issuer=root_name,
+                signer=root_key,
+                now=now,
+                path_length=0,
+                constraints=constraints,
             )
             self.issuer = IssuedCert(cert, key, (cert, root))
         else:
             if constraints is not None:
-                raise ValueError("name constraints need an intermediate (a root's are not enforced)")
+                raise ValueError(
+                    "name constraints need an intermediate (a root's are not enforced)"
+                )
             self.issuer = self.root
 
     @staticmethod
@@ -188,7 +200,9 @@ class TestCA:
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(_key_usage(frozenset({"key_cert_sign", "crl_sign"})), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),  # type: ignore[arg-type]
                 critical=False,
@@ -269,7 +283,9 @@ def build_leaf(
             critical=True,
         )
     if spec.key_usage is not None:
-        builder = builder.add_extension(_key_usage(spec.key_usage), critical=spec.key_usage_critical)
+        builder = builder.add_extension(
+            _key_usage(spec.key_usage), critical=spec.key_usage_critical
+        )
     if spec.eku is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(spec.eku)), critical=False)
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in spec.uris]
@@ -284,7 +300,9 @@ def build_leaf(
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
         )
         signer_public = signer.public_key()
-        if isinstance(signer_public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        if isinstance(
+            signer_public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+        ):
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_public), critical=False
             )

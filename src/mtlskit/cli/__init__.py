@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="mtlskit")
     try:
         result = cli.main(
-            args=list(argv) if argv is not None else None, prog_name="mtlskit", standalone_mode=False
+            args=list(argv) if argv is not None else None,
+            prog_name="mtlskit",
+            standalone_mode=False,
         )
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m mtlskit.demo
+	$(BIN)/mtlskit demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

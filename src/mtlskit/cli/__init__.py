@@ -26,8 +26,10 @@ def cli() -> None:
 
 def _register() -> None:
     # One line per command module; each module defines exactly one click command or group.
+    from mtlskit.cli import demo as demo_command
     from mtlskit.cli import inspect as inspect_command
 
+    cli.add_command(demo_command.command)
     cli.add_command(inspect_command.command)
     # -- further command modules register below this line --
 

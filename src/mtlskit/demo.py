@@ -133,9 +133,10 @@ def run(console: Console | None = None) -> int:
             leaf = json.loads(out)["results"][0]
             identity = leaf["identity"]
             shown = f"{identity['kind']}: {identity['value']}" if identity else "none"
+            fingerprint = Fingerprint.parse(leaf["fingerprint_sha256"]).colon_hex
             console.print(
                 f"identity [cyan]{shown}[/cyan]   issuer class [magenta]{leaf['issuer_class']}"
-                f"[/magenta]   sha256 {Fingerprint.parse(leaf['fingerprint_sha256']).colon_hex[:23]}…"
+                f"[/magenta]   sha256 {fingerprint[:23]}…"
             )
             code, out, err = _cli("lint", str(path))
             console.print(out.rstrip() or err.rstrip())

@@ -1,0 +1,86 @@
+"""The entry point: a chain, some profiles and an instant in; one report per certificate out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from cryptography import x509
+
+from mtlskit.lint._finding import CertificateReport, Finding
+from mtlskit.lint._profiles import DEFAULT_PROFILE, PROFILES, Profile
+from mtlskit.lint._rules import CertRule, ChainRule
+from mtlskit.lint._view import CertView, LintContext
+
+__all__ = ["lint_chain", "resolve_profiles"]
+
+_T = TypeVar("_T")
+
+
+def resolve_profiles(names: Iterable[str | Profile]) -> tuple[Profile, ...]:
+    """Profiles by name (or as given); ``ValueError`` names an unknown one and the known ones."""
+    resolved: list[Profile] = []
+    for item in names:
+        if isinstance(item, Profile):
+            resolved.append(item)
+            continue
+        try:
+            resolved.append(PROFILES[item])
+        except KeyError:
+            known = ", ".join(PROFILES)
+            raise ValueError(f"unknown lint profile {item!r} (known: {known})") from None
+    return tuple(resolved) or (PROFILES[DEFAULT_PROFILE],)
+
+
+def _unique(rules: Iterable[_T]) -> tuple[_T, ...]:
+    """Keep the first of each rule: profiles share rule objects, and a rule reports once."""
+    return tuple(dict.fromkeys(rules))
+
+
+def lint_chain(
+    chain: Sequence[x509.Certificate],
+    profiles: Iterable[str | Profile] = (DEFAULT_PROFILE,),
+    *,
+    at: dt.datetime,
+    public_bundle: str | None = None,
+) -> list[CertificateReport]:
+    """Lint ``chain`` (leaf first) under ``profiles`` at instant ``at`` (timezone-aware).
+
+    Leaf rules run on ``chain[0]``, CA rules on the rest, chain rules across them.
+    ``public_bundle`` replaces certifi's roots for the ``public-ca`` profile (tests).
+
+    >>> from mtlskit.testca import LeafSpec, TestCA
+    >>> leaf = TestCA().issue(LeafSpec(dns=("client.acme.com",)))
+    >>> import datetime as dt
+    >>> [r.codes for r in lint_chain([leaf.cert], at=dt.datetime.now(dt.UTC))]
+    [set()]
+    """
+    if not chain:
+        return []
+    if at.tzinfo is None:
+        raise ValueError("lint_chain needs a timezone-aware instant")
+    chosen = resolve_profiles(profiles)
+    leaf_rules: tuple[CertRule, ...] = _unique(rule for p in chosen for rule in p.leaf)
+    ca_rules: tuple[CertRule, ...] = _unique(rule for p in chosen for rule in p.ca)
+    chain_rules: tuple[ChainRule, ...] = _unique(rule for p in chosen for rule in p.chain)
+    views = tuple(CertView.of(cert, index) for index, cert in enumerate(chain))
+    ctx = LintContext(views, at=at, public_bundle=public_bundle)
+    found: list[list[Finding]] = [[] for _ in views]
+    for view in views:
+        for rule in leaf_rules if view.index == 0 else ca_rules:
+            finding = rule.apply(view, ctx)
+            if finding is not None:
+                found[view.index].append(finding)
+    if len(views) > 1 or any(rule.code == "chain_too_deep" for rule in chain_rules):
+        for rule in chain_rules:
+            for index, finding in rule.apply(ctx):
+                found[index].append(finding)
+    return [
+        CertificateReport(
+            index=view.index,
+            subject=view.subject,
+            findings=tuple(sorted(found[view.index], key=lambda f: f.severity.rank)),
+        )
+        for view in views
+    ]

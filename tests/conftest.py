@@ -24,8 +24,12 @@ class CliResult:
 
 
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    """Run ``mtlskit ARGS`` in-process; returns exit code, stdout and stderr."""
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run ``mtlskit ARGS`` in-process; returns exit code, stdout and stderr.
+
+    Tables are rendered 200 columns wide so that assertions see unwrapped cells.
+    """
+    monkeypatch.setenv("COLUMNS", "200")
 
     def run(*args: str | os.PathLike[str]) -> CliResult:
         capsys.readouterr()

@@ -134,6 +134,7 @@ class TestCA:
         self,
         *,
         name: str = "mtlskit test",
+        organization: str | None = None,
         intermediate: bool = True,
         key_type: str = "ec-p256",
         permitted_uri_hosts: tuple[str, ...] = (),
@@ -141,7 +142,8 @@ class TestCA:
     ) -> None:
         now = _now()
         root_key = _key(key_type)
-        root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} root CA")])
+        org = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
+        root_name = x509.Name([*org, x509.NameAttribute(NameOID.COMMON_NAME, f"{name} root CA")])
         root = self._ca_cert(
             subject=root_name,
             key=root_key,
@@ -161,7 +163,9 @@ class TestCA:
             )
         if intermediate:
             key = _key(key_type)
-            subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} issuing CA")])
+            subject = x509.Name(
+                [*org, x509.NameAttribute(NameOID.COMMON_NAME, f"{name} issuing CA")]
+            )
             cert = self._ca_cert(
                 subject=subject,
                 key=key,

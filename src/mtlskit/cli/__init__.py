@@ -6,6 +6,7 @@ input or usage; an ``InputError`` becomes one line on stderr, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,19 +19,39 @@ from mtlskit.errors import InputError
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Imports a command's module only when that command runs: fast start, isolated failures."""
+
+    lazy: dict[str, str] = {}  # noqa: RUF012 - filled once below, read-only afterwards
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module = importlib.import_module(self.lazy[name])
+            self.add_command(module.command, name)
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="mtlskit")
 def cli() -> None:
     """Client-certificate authentication for mTLS: inspect, lint, issue, verify, authorize."""
 
 
-def _register() -> None:
-    # One line per command module; each module defines exactly one click command or group.
-    from mtlskit.cli import demo as demo_command
-    from mtlskit.cli import inspect as inspect_command
+_LazyGroup.lazy = {
+    "demo": "mtlskit.cli.demo",
+    "inspect": "mtlskit.cli.inspect",
+    "survey": "mtlskit.cli.survey",
+}
 
-    cli.add_command(demo_command.command)
-    cli.add_command(inspect_command.command)
+
+def _register() -> None:
+    """Eagerly registered commands (the lazy table above is preferred for new ones)."""
     # -- further command modules register below this line --
 
 

@@ -112,9 +112,14 @@ def test_audit_findings_on_a_messy_store(tmp_path, run_cli, ca):
             ca=True,
             key_usage=frozenset({"key_cert_sign", "crl_sign"}),
             eku=(SERVER_AUTH,),
+            lifetime=dt.timedelta(days=3650),
         )
     )
-    pinned = ca.issue(LeafSpec(uris=("spiffe://acme.com/solo",), self_signed=True))
+    pinned = ca.issue(
+        LeafSpec(
+            uris=("spiffe://acme.com/solo",), self_signed=True, lifetime=dt.timedelta(days=365)
+        )
+    )
     now = dt.datetime.now(UTC)
     expired = TestCA(name="old").issue(
         LeafSpec(

@@ -126,9 +126,9 @@ PUBLIC_CA: Final = Profile(
     "identity, and clientAuth against the root programs' dates",
     leaf=(
         r.PUBLIC_CA_ISSUER,
-        r.PUBLIC_CA_CLIENT_AUTH_FORBIDDEN,
-        r.PUBLIC_CA_CLIENT_AUTH_PHASED_OUT,
-        r.PUBLIC_CA_CLIENT_AUTH_ENDING,
+        r.PUBLIC_CA_CLIENT_AUTH_NO_LONGER_ISSUED,
+        r.PUBLIC_CA_CLIENT_AUTH_PHASING_OUT,
+        r.PUBLIC_CA_CLIENT_AUTH_ALLOWED,
     ),
     ca=(r.PUBLIC_CA_INTERMEDIATE_CLIENT_AUTH,),
 )

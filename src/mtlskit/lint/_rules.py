@@ -21,7 +21,7 @@ from mtlskit.certinfo import EKU_NAMES
 from mtlskit.identity import SpiffeId, SpiffeIdError
 from mtlskit.lint._finding import Finding, Severity
 from mtlskit.lint._view import CertView, LintContext
-from mtlskit.publicca import CLIENT_AUTH_TIMELINE
+from mtlskit.publicca import CLIENT_AUTH_TIMELINE, ClientAuthStatus, client_auth_status
 
 __all__ = ["CertRule", "ChainRule"]
 
@@ -920,18 +920,12 @@ AWS_CHAIN_TOO_DEEP = chain_too_deep(4, reference=AWS_MTLS, who="AWS ALB")
 
 # --- publicly trusted issuers ----------------------------------------------------------
 
-_LEAF_EVENTS: Final = tuple(e for e in CLIENT_AUTH_TIMELINE if e.applies_to == "leaf")
-_CA_EVENTS: Final = tuple(e for e in CLIENT_AUTH_TIMELINE if e.applies_to == "intermediate")
-
-
-def _public_root_name(ctx: LintContext) -> str | None:
-    root = ctx.public_root
-    return None if root is None else root.subject.rfc4514_string()
-
 
 def _public_issuer(view: CertView, ctx: LintContext) -> str | None:
-    root = _public_root_name(ctx)
-    return None if root is None else f"the chain ends in the publicly trusted root {root!r}"
+    root = ctx.public_root
+    if root is None:
+        return None
+    return f"the chain ends in the publicly trusted root {root.subject.rfc4514_string()!r}"
 
 
 PUBLIC_CA_ISSUER = CertRule(
@@ -945,99 +939,61 @@ PUBLIC_CA_ISSUER = CertRule(
 )
 
 
-def _public_leaf_client_auth(view: CertView) -> tuple[dt.date, list[str]] | None:
-    if view.eku is None or CLIENT_AUTH not in view.eku:
-        return None
-    issued = view.not_before.date()
-    passed = [f"{e.date}: {e.rule} ({e.source})" for e in _LEAF_EVENTS if e.date <= issued]
-    return issued, passed
+def _client_auth_status(status: ClientAuthStatus, *, is_ca: bool) -> CertCheck:
+    """A check that fires when a publicly trusted cert's clientAuth verdict is ``status``."""
+
+    def check(view: CertView, ctx: LintContext) -> str | None:
+        if ctx.public_root is None or (is_ca and view.self_issued):
+            return None
+        verdict = client_auth_status(view.cert, is_ca=is_ca)
+        if verdict.status is not status:
+            return None
+        what = f"CA certificate {view.index}" if is_ca else "this publicly trusted leaf"
+        issued = view.not_before.date().isoformat()
+        if verdict.events:
+            return f"{what}, issued {issued}, allows clientAuth and is {verdict.explain()}"
+        ahead = "; ".join(
+            f"{e.date}: {e.rule}" for e in CLIENT_AUTH_TIMELINE if e.applies_to == "leaf"
+        )
+        return f"{what}, issued {issued}, allows clientAuth; dates ahead: {ahead}"
+
+    return check
 
 
-def _public_forbidden(view: CertView, ctx: LintContext) -> str | None:
-    if ctx.public_root is None or (found := _public_leaf_client_auth(view)) is None:
-        return None
-    issued, _ = found
-    last = _LEAF_EVENTS[-1]
-    if issued < last.date:
-        return None
-    return (
-        f"a publicly trusted leaf issued {issued} carries clientAuth, after {last.date}: "
-        f"{last.rule} ({last.source})"
-    )
-
-
-PUBLIC_CA_CLIENT_AUTH_FORBIDDEN = CertRule(
-    code="public_ca_client_auth_forbidden",
+PUBLIC_CA_CLIENT_AUTH_NO_LONGER_ISSUED = CertRule(
+    code="public_ca_client_auth_no_longer_issued",
     severity=Severity.ERROR,
-    reference=CHROME_SPLIT,
-    advice="Browsers' root programs no longer allow it, so the issuer is out of policy; "
-    "use a private CA for client certificates",
-    check=_public_forbidden,
+    reference=CHROME_SPLIT + "; " + LETS_ENCRYPT,
+    advice="It was issued after the final cut-off, so its issuer is out of policy and the "
+    "certificate may be distrusted; use a private CA for client certificates",
+    check=_client_auth_status(ClientAuthStatus.NO_LONGER_ISSUED, is_ca=False),
 )
 
-
-def _public_phased_out(view: CertView, ctx: LintContext) -> str | None:
-    if ctx.public_root is None or (found := _public_leaf_client_auth(view)) is None:
-        return None
-    issued, passed = found
-    if not passed or issued >= _LEAF_EVENTS[-1].date:
-        return None
-    return f"a publicly trusted leaf issued {issued} carries clientAuth after: " + "; ".join(passed)
-
-
-PUBLIC_CA_CLIENT_AUTH_PHASED_OUT = CertRule(
-    code="public_ca_client_auth_phased_out",
+PUBLIC_CA_CLIENT_AUTH_PHASING_OUT = CertRule(
+    code="public_ca_client_auth_phasing_out",
     severity=Severity.WARNING,
     reference=CHROME_SPLIT + "; " + LETS_ENCRYPT,
-    advice="Public CAs are dropping clientAuth; its renewal will likely not carry it, so "
-    "move client authentication to a private CA now",
-    check=_public_phased_out,
+    advice="Public CAs are dropping clientAuth and its renewal will likely lack it; move "
+    "client authentication to a private CA now",
+    check=_client_auth_status(ClientAuthStatus.PHASING_OUT, is_ca=False),
 )
 
-
-def _public_ending(view: CertView, ctx: LintContext) -> str | None:
-    if ctx.public_root is None or (found := _public_leaf_client_auth(view)) is None:
-        return None
-    issued, passed = found
-    if passed:
-        return None
-    ahead = "; ".join(f"{e.date}: {e.rule}" for e in _LEAF_EVENTS)
-    return f"a publicly trusted leaf issued {issued} carries clientAuth; ahead: {ahead}"
-
-
-PUBLIC_CA_CLIENT_AUTH_ENDING = CertRule(
+PUBLIC_CA_CLIENT_AUTH_ALLOWED = CertRule(
     code="public_ca_client_auth_ending",
     severity=Severity.NOTICE,
     reference=CHROME_SPLIT,
     advice="It works today, but public certificates issued after those dates will lack "
     "clientAuth; plan a private CA before renewal",
-    check=_public_ending,
+    check=_client_auth_status(ClientAuthStatus.ALLOWED, is_ca=False),
 )
-
-
-def _public_intermediate(view: CertView, ctx: LintContext) -> str | None:
-    if ctx.public_root is None or view.self_issued or view.eku is None:
-        return None
-    if CLIENT_AUTH not in view.eku:
-        return None
-    issued = view.not_before.date()
-    passed = [e for e in _CA_EVENTS if e.date <= issued]
-    if not passed:
-        return None
-    event = passed[-1]
-    return (
-        f"public intermediate {view.index}, issued {issued}, carries clientAuth after "
-        f"{event.date}: {event.rule}"
-    )
-
 
 PUBLIC_CA_INTERMEDIATE_CLIENT_AUTH = CertRule(
     code="public_ca_intermediate_client_auth",
     severity=Severity.WARNING,
     reference=CHROME_SPLIT,
-    advice="Chrome distrusts new public intermediates that are not serverAuth-only; expect "
-    "this hierarchy to stop issuing client certificates",
-    check=_public_intermediate,
+    advice="Chrome requires public intermediates disclosed from that date to be "
+    "serverAuth-only; expect this hierarchy to stop issuing client certificates",
+    check=_client_auth_status(ClientAuthStatus.NO_LONGER_ISSUED, is_ca=True),
 )
 
 

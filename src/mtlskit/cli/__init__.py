@@ -47,6 +47,7 @@ _LazyGroup.lazy = {
     "audit": "mtlskit.cli.audit",
     "demo": "mtlskit.cli.demo",
     "inspect": "mtlskit.cli.inspect",
+    "lint": "mtlskit.cli.lint",
     "survey": "mtlskit.cli.survey",
 }
 
@@ -54,8 +55,6 @@ _LazyGroup.lazy = {
 def _register() -> None:
     """Eagerly registered commands (the lazy table above is preferred for new ones)."""
     # -- further command modules register below this line --
-    from mtlskit.cli import lint as lint_command
-    cli.add_command(lint_command.command)
 
 
 _register()

@@ -251,3 +251,18 @@ def test_survey_bad_target_is_a_usage_error(run_cli):
         2,
         "mtlskit: error: not a port number in 'host:notaport'\n",
     )
+
+
+def test_lint_public_ca_profile_flags_the_stranger_with_dates(tmp_path, run_cli, simulated_public):
+    stranger = _dv(simulated_public, dt.datetime(2027, 4, 1, tzinfo=UTC))
+    chain = write(tmp_path / "stranger.pem", stranger.chain_pem)
+    result = run_cli("lint", "--json", "--profile", "public-ca", chain)
+    leaf = json.loads(result.out)["results"][0]
+    messages = " ".join(f["message"] + f["reference"] for f in leaf["findings"])
+    assert result.code == 1, result.out
+    assert "2027-03-15" in messages
+    assert "Chrome Root Program Policy" in messages
+    early = _dv(simulated_public, dt.datetime(2025, 4, 1, tzinfo=UTC))
+    chain = write(tmp_path / "early.pem", early.chain_pem)
+    result = run_cli("lint", "--json", "--profile", "public-ca", chain)
+    assert result.code == 0, result.out

@@ -38,12 +38,13 @@ KeyUsageName = Literal[
     "key_cert_sign",
     "crl_sign",
 ]
-HashName = Literal["sha256", "sha384", "sha512", "sha1"]
+HashName = Literal["sha256", "sha384", "sha512", "sha1", "sha224"]
 _HASHES: Final = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
     "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,  # below SHA-256, yet still signable with pyca (SHA-1 is not)
 }
 
 

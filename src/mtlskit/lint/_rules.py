@@ -587,8 +587,8 @@ def _issuer_elsewhere(ctx: LintContext, child: CertView) -> int | None:
 
 def _order(ctx: LintContext) -> Iterator[tuple[int, str]]:
     for child, parent in _links(ctx):
-        if child.cert.issuer == parent.cert.subject:
-            continue
+        if child.self_issued or child.cert.issuer == parent.cert.subject:
+            continue  # a root issues itself: nothing above it to be out of order
         elsewhere = _issuer_elsewhere(ctx, child)
         if elsewhere is not None:
             yield (
@@ -612,8 +612,10 @@ CHAIN_ORDER = ChainRule(
 
 def _issuer_mismatch(ctx: LintContext) -> Iterator[tuple[int, str]]:
     for child, parent in _links(ctx):
-        if child.cert.issuer == parent.cert.subject or _issuer_elsewhere(ctx, child) is not None:
+        if child.self_issued or child.cert.issuer == parent.cert.subject:
             continue
+        if _issuer_elsewhere(ctx, child) is not None:
+            continue  # chain_order reports it
         yield (
             child.index,
             (

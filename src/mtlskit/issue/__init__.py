@@ -1,0 +1,93 @@
+"""``issue``: certificate profiles, self-signed certificates, the private CA's logic, CRLs.
+
+Pure over a ``Store`` protocol (``mtlskit.store`` provides the SQL one): the CA core
+decides identity policy, builds every extension itself from identity + key + profile,
+lints before release and records before returning. The clock is always a parameter.
+
+>>> import datetime as dt
+>>> from mtlskit.certs import generate_private_key
+>>> key = generate_private_key()
+>>> now = dt.datetime.now(dt.UTC)
+>>> cert = build_self_signed(
+...     key=key, identity=parse_identity("spiffe://acme.com/billing"), profile=CLIENT_AUTH,
+...     not_before=now, not_after=now + dt.timedelta(days=1))
+>>> lint_errors((cert,), CLIENT_AUTH, now)
+[]
+"""
+
+from mtlskit.issue._audit import GENESIS_HASH, AuditEntry, AuditProblem, verify_audit_chain
+from mtlskit.issue._build import (
+    BACKDATE,
+    Issuer,
+    build_ca_certificate,
+    build_leaf,
+    build_self_signed,
+    signature_hash,
+)
+from mtlskit.issue._ca import CertificateAuthority, Issued, lint_errors
+from mtlskit.issue._config import CaConfig, parse_ca_config, render_ca_config
+from mtlskit.issue._crl import build_crl
+from mtlskit.issue._csr import CsrReview, load_csr, review_csr
+from mtlskit.issue._policy import (
+    IdentityPattern,
+    IdentityPolicy,
+    IssuanceRefused,
+    format_duration,
+    key_type_name,
+    parse_duration,
+)
+from mtlskit.issue._profile import (
+    CLIENT_AUTH,
+    PROFILES,
+    SPIFFE,
+    CertificateProfile,
+    general_name,
+    parse_identity,
+)
+from mtlskit.issue._store import (
+    CertificateRecord,
+    CertificateStatus,
+    SerialTaken,
+    Store,
+    UnknownCertificate,
+)
+
+__all__ = [
+    "BACKDATE",
+    "CLIENT_AUTH",
+    "GENESIS_HASH",
+    "PROFILES",
+    "SPIFFE",
+    "AuditEntry",
+    "AuditProblem",
+    "CaConfig",
+    "CertificateAuthority",
+    "CertificateProfile",
+    "CertificateRecord",
+    "CertificateStatus",
+    "CsrReview",
+    "IdentityPattern",
+    "IdentityPolicy",
+    "IssuanceRefused",
+    "Issued",
+    "Issuer",
+    "SerialTaken",
+    "Store",
+    "UnknownCertificate",
+    "build_ca_certificate",
+    "build_crl",
+    "build_leaf",
+    "build_self_signed",
+    "format_duration",
+    "general_name",
+    "key_type_name",
+    "lint_errors",
+    "load_csr",
+    "parse_ca_config",
+    "parse_duration",
+    "parse_identity",
+    "render_ca_config",
+    "review_csr",
+    "signature_hash",
+    "verify_audit_chain",
+]

@@ -1,0 +1,212 @@
+"""Build and sign certificates: leaves from identity + key + profile, and the CA's own.
+
+Pure, and the only place a leaf's extensions are chosen. The builder takes a public
+key and an identity, never a CSR, so nothing a requester asks for can reach the
+certificate unless the profile already says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.x509.oid import NameOID
+
+from mtlskit.certs import PrivateKey, PublicKey
+from mtlskit.identity import ClientIdentity
+from mtlskit.issue._profile import CertificateProfile, general_name
+
+__all__ = [
+    "BACKDATE",
+    "Issuer",
+    "build_ca_certificate",
+    "build_leaf",
+    "build_self_signed",
+    "signature_hash",
+]
+
+BACKDATE: Final = dt.timedelta(minutes=5)  # tolerate clients whose clock runs a little behind
+_MAX_CN: Final = 64  # ub-common-name (RFC 5280 appendix A)
+_LEAF_USAGE: Final = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+_CA_USAGE: Final = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issuer:
+    """A signing CA: its certificate and key, and its chain up to and including the root."""
+
+    cert: x509.Certificate
+    key: PrivateKey
+    chain: tuple[x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if self.cert.public_key() != self.key.public_key():
+            raise ValueError("the issuer's key does not belong to its certificate")
+
+
+def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+    """SHA-384 for P-384 and larger curves (matched strength), SHA-256 otherwise; EdDSA none."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _subject(identity: ClientIdentity) -> x509.Name:
+    """CN = the identity when it fits (logs and old tools show it); else an empty subject."""
+    if len(identity.value) <= _MAX_CN:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.value)])
+    return x509.Name([])
+
+
+def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def _leaf_builder(
+    *,
+    identity: ClientIdentity,
+    public_key: PublicKey,
+    profile: CertificateProfile,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    serial: int,
+    issuer_name: x509.Name | None,
+) -> x509.CertificateBuilder:
+    subject = _subject(identity)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name if issuer_name is not None else subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_USAGE, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(profile.eku)), critical=False)
+        .add_extension(
+            # RFC 5280 §4.2.1.6: critical when the subject is empty.
+            x509.SubjectAlternativeName([general_name(identity)]),
+            critical=len(subject) == 0,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+    )
+
+
+def build_leaf(
+    *,
+    issuer: Issuer,
+    identity: ClientIdentity,
+    public_key: PublicKey,
+    profile: CertificateProfile,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    serial: int,
+) -> x509.Certificate:
+    """A client certificate signed by ``issuer``; every extension comes from ``profile``."""
+    builder = _leaf_builder(
+        identity=identity,
+        public_key=public_key,
+        profile=profile,
+        not_before=not_before,
+        not_after=not_after,
+        serial=serial,
+        issuer_name=issuer.cert.subject,
+    ).add_extension(_authority_key_id(issuer.cert), critical=False)
+    return builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
+
+
+def build_self_signed(
+    *,
+    key: PrivateKey,
+    identity: ClientIdentity,
+    profile: CertificateProfile,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    """A self-signed client certificate for pinning: CA:FALSE, with AKI = its own SKI
+    (pyca's verifier rejects a self-signed leaf without AKI)."""
+    public_key = key.public_key()
+    builder = _leaf_builder(
+        identity=identity,
+        public_key=public_key,
+        profile=profile,
+        not_before=not_before,
+        not_after=not_after,
+        serial=x509.random_serial_number(),
+        issuer_name=None,
+    ).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            x509.SubjectKeyIdentifier.from_public_key(public_key)  # type: ignore[arg-type]
+        ),
+        critical=False,
+    )
+    return builder.sign(key, signature_hash(key))  # type: ignore[arg-type]
+
+
+def build_ca_certificate(
+    *,
+    common_name: str,
+    key: PrivateKey,
+    signer: Issuer | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    path_length: int | None,
+    name_constraints: x509.NameConstraints | None = None,
+) -> x509.Certificate:
+    """A root (``signer`` None: self-signed) or an intermediate signed by ``signer``."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    public_key = key.public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer.cert.subject if signer else subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_CA_USAGE, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+    )
+    if signer is not None:
+        builder = builder.add_extension(_authority_key_id(signer.cert), critical=False)
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key),  # type: ignore[arg-type]
+            critical=False,
+        )
+    if name_constraints is not None:
+        builder = builder.add_extension(name_constraints, critical=True)
+    signing_key = signer.key if signer else key
+    return builder.sign(signing_key, signature_hash(signing_key))  # type: ignore[arg-type]

@@ -1,0 +1,192 @@
+"""The CA's decisions in one place: check the request, build, lint, record, hand out.
+
+Pure over a ``Store``: the clock is a parameter, the records come through the protocol.
+The order of ``issue`` is the point of this module: policy before signing, lint before
+recording, recording (durably) before returning. A certificate that fails lint is
+never returned and never recorded as valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Final
+
+from cryptography import x509
+
+from mtlskit.certs import Fingerprint, PublicKey, certificate_pem
+from mtlskit.identity import ClientIdentity
+from mtlskit.issue._build import BACKDATE, Issuer, build_leaf
+from mtlskit.issue._crl import build_crl
+from mtlskit.issue._csr import CsrReview, review_csr
+from mtlskit.issue._policy import IdentityPolicy, IssuanceRefused, format_duration
+from mtlskit.issue._profile import CertificateProfile
+from mtlskit.issue._store import CertificateRecord, SerialTaken, Store
+from mtlskit.lint import Severity, lint_chain
+
+__all__ = ["CertificateAuthority", "Issued", "lint_errors"]
+
+SERIAL_ATTEMPTS: Final = 4  # a collision of 159 random bits is a bug or an attack, not luck
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issued:
+    """A certificate the CA signed, its chain (leaf first, root last), and what it refused."""
+
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    dropped: tuple[str, ...] = field(default=())
+    recorded: bool = True
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint.of(self.cert)
+
+
+def lint_errors(
+    chain: tuple[x509.Certificate, ...], profile: CertificateProfile, now: dt.datetime
+) -> list[str]:
+    """The error findings mtlskit's own lint reports for ``chain`` under the profile."""
+    reports = lint_chain(list(chain), [profile.lint_profile], at=now)
+    return [
+        f"{finding.code} (certificate {report.index}): {finding.message}"
+        for report in reports
+        for finding in report.findings
+        if finding.severity is Severity.ERROR
+    ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateAuthority:
+    """A private CA: one issuer, one profile, one identity policy, one store."""
+
+    issuer: Issuer
+    profile: CertificateProfile
+    policy: IdentityPolicy
+    store: Store
+    default_ttl: dt.timedelta
+    crl_validity: dt.timedelta
+
+    def _check(
+        self, identity: ClientIdentity, key: PublicKey, ttl: dt.timedelta, now: dt.datetime
+    ) -> None:
+        if self.profile.spiffe_only and identity.spiffe_id is None:
+            raise IssuanceRefused(
+                "profile", f"profile {self.profile.name} issues SPIFFE IDs only, not {identity}"
+            )
+        self.policy.check(identity, key, ttl)
+        if now + ttl > self.issuer.cert.not_valid_after_utc:
+            raise IssuanceRefused(
+                "issuer_validity",
+                f"a {format_duration(ttl)} certificate would outlive the issuing CA "
+                f"(valid until {self.issuer.cert.not_valid_after_utc.isoformat()})",
+            )
+
+    def _refuse(self, refused: IssuanceRefused, identity: ClientIdentity, now: dt.datetime) -> None:
+        self.store.record_event(
+            "refuse",
+            {"identity": identity.value, "rule": refused.rule, "reason": refused.reason},
+            at=now,
+        )
+
+    def issue(
+        self,
+        identity: ClientIdentity,
+        public_key: PublicKey,
+        *,
+        now: dt.datetime,
+        ttl: dt.timedelta | None = None,
+        dropped: tuple[str, ...] = (),
+        dry_run: bool = False,
+    ) -> Issued:
+        """Sign a certificate for ``identity`` and ``public_key``, or raise ``IssuanceRefused``.
+
+        ``dry_run`` builds, signs and lints exactly as for real, but records nothing and
+        writes no audit entry: what it returns is what would have been issued.
+        """
+        ttl = ttl or self.default_ttl
+        try:
+            self._check(identity, public_key, ttl, now)
+        except IssuanceRefused as refused:
+            if not dry_run:
+                self._refuse(refused, identity, now)
+            raise
+        for _ in range(SERIAL_ATTEMPTS):
+            cert = build_leaf(
+                issuer=self.issuer,
+                identity=identity,
+                public_key=public_key,
+                profile=self.profile,
+                not_before=now - BACKDATE,
+                not_after=now + ttl,
+                serial=x509.random_serial_number(),
+            )
+            chain = (cert, *self.issuer.chain)
+            # The leaf with its issuer: every leaf rule plus the links to the CA that signed
+            # it. The CA certificates themselves do not change between issues.
+            errors = lint_errors(chain[:2], self.profile, now)
+            if errors:
+                refused = IssuanceRefused("lint", "; ".join(errors))
+                if not dry_run:
+                    self._refuse(refused, identity, now)
+                raise refused
+            if dry_run:
+                return Issued(cert=cert, chain=chain, dropped=dropped, recorded=False)
+            try:
+                self.store.add_certificate(
+                    CertificateRecord(
+                        serial=cert.serial_number,
+                        identity=identity.value,
+                        fingerprint=str(Fingerprint.of(cert)),
+                        not_before=cert.not_valid_before_utc,
+                        not_after=cert.not_valid_after_utc,
+                        profile=self.profile.name,
+                        pem=certificate_pem(cert),
+                        issued_at=now,
+                    )
+                )
+            except SerialTaken:
+                continue
+            return Issued(cert=cert, chain=chain, dropped=dropped)
+        raise RuntimeError(f"{SERIAL_ATTEMPTS} random serials in a row were taken")
+
+    def sign(
+        self,
+        csr: x509.CertificateSigningRequest,
+        identity: ClientIdentity,
+        *,
+        now: dt.datetime,
+        ttl: dt.timedelta | None = None,
+        dry_run: bool = False,
+        source: str = "<csr>",
+    ) -> Issued:
+        """Issue for a CSR's key: the CA, not the CSR, decides every extension."""
+        review: CsrReview = review_csr(csr, identity=identity, profile=self.profile, source=source)
+        return self.issue(
+            identity,
+            review.public_key,
+            now=now,
+            ttl=ttl,
+            dropped=review.dropped,
+            dry_run=dry_run,
+        )
+
+    def revoke(
+        self, serial: int, *, reason: x509.ReasonFlags, now: dt.datetime
+    ) -> CertificateRecord:
+        return self.store.revoke(serial, reason=reason, at=now)
+
+    def crl(self, *, now: dt.datetime) -> x509.CertificateRevocationList:
+        """A fresh CRL with the next CRL number; expired certificates drop off it."""
+        revoked = self.store.revoked_unexpired(now)
+        number = self.store.next_crl_number(
+            at=now,
+            detail={"revoked": len(revoked), "next_update": (now + self.crl_validity).isoformat()},
+        )
+        return build_crl(
+            issuer=self.issuer,
+            revoked=revoked,
+            number=number,
+            this_update=now,
+            next_update=now + self.crl_validity,
+        )

@@ -1,0 +1,135 @@
+"""``ca.toml``: the CA's configuration, validated with pydantic; unknown keys are errors.
+
+Pure: TOML text in, ``CaConfig`` out (and back, for ``ca init``). Every error is a
+``ConfigError`` whose message names the file and the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from mtlskit.certs import KeyType
+from mtlskit.errors import ConfigError, InputError
+from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
+
+__all__ = ["CaConfig", "parse_ca_config", "render_ca_config"]
+
+_KEY_TYPES = tuple(kind.value for kind in KeyType)
+
+
+class CaConfig(BaseModel):
+    """What a CA issues and to whom. Durations are text (``24h``) so the file reads as written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    profile: Literal["client-auth", "spiffe"] = "client-auth"
+    trust_domain: str | None = None
+    intermediate: bool = True
+    default_ttl: str = "24h"
+    max_ttl: str = "7d"
+    crl_validity: str = "7d"
+    allowed_ids: list[str] = []
+    key_types: list[str] = list(_KEY_TYPES)
+    database: str = "ca.db"
+
+    @field_validator("default_ttl", "max_ttl", "crl_validity")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("allowed_ids")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for text in value:
+            IdentityPattern.parse(text)
+        return value
+
+    @field_validator("key_types")
+    @classmethod
+    def _key_types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in _KEY_TYPES:
+                raise ValueError(f"unknown key type {name!r} (known: {', '.join(_KEY_TYPES)})")
+        return value
+
+    def durations(self) -> tuple[dt.timedelta, dt.timedelta, dt.timedelta]:
+        """(default TTL, max TTL, CRL validity)."""
+        return (
+            parse_duration(self.default_ttl),
+            parse_duration(self.max_ttl),
+            parse_duration(self.crl_validity),
+        )
+
+    def policy(self) -> IdentityPolicy:
+        return IdentityPolicy(
+            allowed_ids=tuple(IdentityPattern.parse(text) for text in self.allowed_ids),
+            max_ttl=parse_duration(self.max_ttl),
+            key_types=frozenset(self.key_types),
+        )
+
+
+def parse_ca_config(text: bytes, *, source: str) -> CaConfig:
+    """Validate ``ca.toml``; the first problem becomes one ``ConfigError`` naming its key."""
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("is not UTF-8 text", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    try:
+        config = CaConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown key {key!r}", source=source) from None
+        if error["type"] == "missing":
+            raise ConfigError(f"missing required key {key!r}", source=source) from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"key {key!r}: {message}", source=source) from None
+    except InputError as exc:  # raised inside a validator with its own wording
+        raise ConfigError(exc.detail, source=source) from None
+    if config.default_ttl and parse_duration(config.default_ttl) > parse_duration(config.max_ttl):
+        raise ConfigError(
+            f"key 'default_ttl': {config.default_ttl} is longer than max_ttl {config.max_ttl}",
+            source=source,
+        )
+    return config
+
+
+def render_ca_config(config: CaConfig) -> str:
+    """The commented ``ca.toml`` that ``ca init`` writes (TOML strings are JSON-compatible here)."""
+
+    def value(item: object) -> str:
+        return json.dumps(item)
+
+    lines = [
+        "# mtlskit CA configuration. Unknown keys are an error.",
+        f"name = {value(config.name)}",
+        "# client-auth: EKU clientAuth only; spiffe: X509-SVID (EKU serverAuth + clientAuth)",
+        f"profile = {value(config.profile)}",
+    ]
+    if config.trust_domain:
+        lines.append(f"trust_domain = {value(config.trust_domain)}")
+    lines += [
+        "# true: issuing.pem/issuing.key sign leaves; false: the root signs them",
+        f"intermediate = {'true' if config.intermediate else 'false'}",
+        "# lifetimes: 15m, 24h, 7d, 1h30m",
+        f"default_ttl = {value(config.default_ttl)}",
+        f"max_ttl = {value(config.max_ttl)}",
+        f"crl_validity = {value(config.crl_validity)}",
+        "# who may get a certificate; '*' = one path segment, '**' = any depth. Empty: nobody.",
+        f"allowed_ids = {value(config.allowed_ids)}",
+        f"key_types = {value(config.key_types)}",
+        "# a SQLite file relative to this directory, or a SQLAlchemy URL",
+        f"database = {value(config.database)}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""What an issued client certificate looks like: the profiles, and the identity it names.
+
+A ``CertificateProfile`` is data, not code: the builder reads it and decides every
+extension from it, so what the CA signs never depends on what a requester asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+from mtlskit.errors import InputError
+from mtlskit.identity import ClientIdentity, IdentityKind, SpiffeId, SpiffeIdError
+
+__all__ = [
+    "CLIENT_AUTH",
+    "PROFILES",
+    "SPIFFE",
+    "CertificateProfile",
+    "general_name",
+    "parse_identity",
+]
+
+_DNS_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateProfile:
+    """The fixed shape of a leaf: EKUs, whether the identity must be a SPIFFE ID, and which
+    lint profile it must pass before it leaves the CA."""
+
+    name: str
+    eku: tuple[ObjectIdentifier, ...]
+    spiffe_only: bool
+    lint_profile: str
+    description: str
+
+
+CLIENT_AUTH: Final = CertificateProfile(
+    name="client-auth",
+    eku=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+    spiffe_only=False,
+    lint_profile="client-auth",
+    description="CA:FALSE, keyUsage digitalSignature (critical), EKU clientAuth only, "
+    "SAN = the identity",
+)
+SPIFFE: Final = CertificateProfile(
+    name="spiffe",
+    # The X509-SVID spec expects both when EKU is present: an SVID serves and connects.
+    eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    spiffe_only=True,
+    lint_profile="spiffe",
+    description="X509-SVID: one SPIFFE ID URI SAN, CA:FALSE, keyUsage digitalSignature "
+    "(critical), EKU serverAuth + clientAuth",
+)
+PROFILES: Final = {profile.name: profile for profile in (CLIENT_AUTH, SPIFFE)}
+
+
+def parse_identity(text: str) -> ClientIdentity:
+    """The identity a certificate is issued for, from ``--id``.
+
+    ``spiffe://…`` is a SPIFFE ID (validated per spec), ``scheme:…`` another URI,
+    ``user@host`` an email, anything else a DNS name. Nothing is normalized: what is
+    allowed by policy is byte-for-byte what goes into the SAN.
+    """
+    if SpiffeId.is_spiffe_uri(text):
+        try:
+            spiffe_id = SpiffeId.parse(text)
+        except SpiffeIdError as exc:
+            raise InputError(str(exc), source="--id") from None
+        return ClientIdentity(kind=IdentityKind.SPIFFE, value=text, spiffe_id=spiffe_id)
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", text) and "@" not in text.split(":", 1)[0]:
+        return ClientIdentity(kind=IdentityKind.URI, value=text)
+    if "@" in text:
+        if not _EMAIL.fullmatch(text):
+            raise InputError(f"not a valid email identity: {text!r}", source="--id")
+        return ClientIdentity(kind=IdentityKind.EMAIL, value=text)
+    labels = text.split(".")
+    if len(text) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise InputError(
+            f"not a valid identity: {text!r} (expected spiffe://…, a URI, an email, "
+            "or a lower-case DNS name)",
+            source="--id",
+        )
+    return ClientIdentity(kind=IdentityKind.DNS, value=text)
+
+
+def general_name(identity: ClientIdentity) -> x509.GeneralName:
+    """The SAN entry that carries ``identity``."""
+    if identity.kind in {IdentityKind.SPIFFE, IdentityKind.URI}:
+        return x509.UniformResourceIdentifier(identity.value)
+    if identity.kind is IdentityKind.EMAIL:
+        return x509.RFC822Name(identity.value)
+    if identity.kind is IdentityKind.DNS:
+        return x509.DNSName(identity.value)
+    raise ValueError(f"cannot issue for a {identity.kind} identity")

@@ -1,0 +1,89 @@
+"""The CA's tables, in SQLAlchemy Core types that SQLite and PostgreSQL both have.
+
+Serials are 159-bit integers, wider than any SQL integer, so they are stored as
+lower-case hex text; times are naive UTC ``DateTime`` (aware values in Python),
+except the audit log's, which is the exact ISO text that was hashed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Final
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+__all__ = ["SCHEMA_VERSION", "audit_log", "certificates", "counters", "metadata", "revocations"]
+
+SCHEMA_VERSION: Final = 1
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC in Python, naive UTC in the database (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+metadata = MetaData()
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("serial", String(40), primary_key=True),  # uniqueness of serials, enforced here
+    Column("identity", Text, nullable=False, index=True),
+    Column("fingerprint", String(71), nullable=False, unique=True),
+    Column("not_before", UtcDateTime, nullable=False),
+    Column("not_after", UtcDateTime, nullable=False, index=True),
+    Column("profile", String(32), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # valid | revoked
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("pem", LargeBinary, nullable=False),
+)
+
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("serial", String(40), ForeignKey("certificates.serial"), primary_key=True),
+    Column("revoked_at", UtcDateTime, nullable=False),
+    Column("reason", String(32), nullable=False),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(32), primary_key=True),  # crl_number, schema_version
+    Column("value", Integer, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # gap-free, set by us
+    Column("at", String(40), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)

@@ -36,9 +36,14 @@ def issue_under(parent: IssuedCert, spec: LeafSpec) -> IssuedCert:
 
 def sub_cas(parent: IssuedCert, depth: int) -> IssuedCert:
     """``depth`` CA certificates stacked under ``parent``, without pathLen limits."""
-    for _ in range(depth):
-        parent = issue_under(parent, CA_SPEC)
+    for level in range(depth):
+        parent = issue_under(parent, ca_spec(f"level {level}"))
     return parent
+
+
+def ca_spec(name: str, **changes: object) -> LeafSpec:
+    """A CA certificate's spec with its own subject name, so issuer names chain as in life."""
+    return CA_SPEC.replace(common_name=f"acme {name} CA", **changes)
 
 
 def leaf_spec(**changes: object) -> LeafSpec:
@@ -57,22 +62,22 @@ def with_san(*names: x509.GeneralName) -> tuple[tuple[x509.ExtensionType, bool],
 
 
 def wrong_eku_intermediate(ca: TestCA) -> Chain:
-    server_only = issue_under(ca.root, CA_SPEC.replace(eku=(SERVER_AUTH,)))
+    server_only = issue_under(ca.root, ca_spec("server-only", eku=(SERVER_AUTH,)))
     return list(issue_under(server_only, CLEAN).chain)
 
 
 def non_ca_intermediate(ca: TestCA) -> Chain:
-    not_a_ca = issue_under(ca.root, LeafSpec(dns=("not-a-ca.acme.com",)))
+    not_a_ca = issue_under(ca.root, LeafSpec(dns=("not-a-ca.acme.com",), common_name="not a CA"))
     return list(issue_under(not_a_ca, CLEAN).chain)
 
 
 def intermediate_without_cert_sign(ca: TestCA) -> Chain:
-    weak = issue_under(ca.root, CA_SPEC.replace(key_usage=frozenset({"digital_signature"})))
+    weak = issue_under(ca.root, ca_spec("no-cert-sign", key_usage=frozenset({"digital_signature"})))
     return list(issue_under(weak, CLEAN).chain)
 
 
 def spiffe_ca_with_path(ca: TestCA) -> Chain:
-    signing = issue_under(ca.root, CA_SPEC.replace(uris=("spiffe://acme.com/ca",)))
+    signing = issue_under(ca.root, ca_spec("spiffe", uris=("spiffe://acme.com/ca",)))
     return list(issue_under(signing, CLEAN).chain)
 
 
@@ -100,7 +105,7 @@ def chain_wrong_aki(ca: TestCA) -> Chain:
 
 def chain_past_path_length(ca: TestCA) -> Chain:
     # ca.issuer has pathLenConstraint 0; one more CA under it breaks that.
-    return list(issue_under(issue_under(ca.issuer, CA_SPEC), CLEAN).chain)
+    return list(issue_under(issue_under(ca.issuer, ca_spec("too deep")), CLEAN).chain)
 
 
 def chain_depth(certificates: int) -> Callable[[TestCA], Chain]:

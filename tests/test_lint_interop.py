@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from cryptography import x509
 
 from conftest import require_program
 from mtlskit.certs import load_certificates
@@ -127,3 +128,45 @@ def test_openssl_v1_certificate(tmp_path: Path) -> None:
     chain = load_certificates((tmp_path / "v1.pem").read_bytes())
     assert "x509_version_unsupported" in codes(chain, ("aws-alb",))[0]
     assert {"eku_missing", "san_missing"} <= codes(chain)[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("defect", "code"),
+    [("server_eku_intermediate", "ca_eku_excludes_client_auth"), ("any_eku_leaf", "eku_any_only")],
+)
+def test_openssl_refuses_what_lint_says_it_refuses(tmp_path: Path, defect: str, code: str) -> None:
+    """The advice of these rules cites OpenSSL; `openssl verify -purpose sslclient` agrees."""
+    from mtlskit.certs import chain_pem
+    from mtlskit.testca import SERVER_AUTH, TestCA
+    from test_lint import CLEAN, ca_spec, issue_under
+
+    ca = TestCA(name="acme", intermediate=False)
+    if defect == "server_eku_intermediate":
+        issuer = issue_under(ca.root, ca_spec("server-only", eku=(SERVER_AUTH,)))
+        chain = list(issue_under(issuer, CLEAN).chain)
+    else:
+        any_eku = (x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)
+        chain = list(issue_under(ca.root, CLEAN.replace(eku=any_eku)).chain)
+    assert code in set().union(*codes(chain))
+    (tmp_path / "leaf.pem").write_bytes(chain_pem(chain[:1]))
+    (tmp_path / "untrusted.pem").write_bytes(chain_pem(chain[1:-1]) or chain_pem(chain[-1:]))
+    (tmp_path / "root.pem").write_bytes(chain_pem(chain[-1:]))
+    verify = subprocess.run(
+        [require_program("openssl"), "verify", "-purpose", "sslclient", "-CAfile", "root.pem",
+         "-untrusted", "untrusted.pem", "leaf.pem"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (
+        verify.returncode != 0 and "unsuitable certificate purpose" in verify.stdout + verify.stderr
+    )
+    # Negative control: the clean chain passes the same check.
+    clean = list(issue_under(ca.root, CLEAN).chain)
+    (tmp_path / "leaf.pem").write_bytes(chain_pem(clean[:1]))
+    (tmp_path / "untrusted.pem").write_bytes(chain_pem(clean[-1:]))
+    ok = subprocess.run(
+        [require_program("openssl"), "verify", "-purpose", "sslclient", "-CAfile", "root.pem",
+         "-untrusted", "untrusted.pem", "leaf.pem"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -179,7 +179,7 @@ KEY_USAGE_NO_DIGITAL_SIGNATURE = CertRule(
     severity=Severity.ERROR,
     reference=RFC8446_CV,
     advice="Add digitalSignature: a TLS client proves possession of its key by signing "
-    "CertificateVerify, and OpenSSL refuses a client certificate whose keyUsage forbids it",
+    "CertificateVerify, which TLS 1.3 allows only with this bit when keyUsage is present",
     check=_no_digital_signature,
 )
 
@@ -227,8 +227,8 @@ EKU_ANY_ONLY = CertRule(
     code="eku_any_only",
     severity=Severity.ERROR,
     reference=RFC5280_EKU,
-    advice="List clientAuth explicitly: strict verifiers do not read anyExtendedKeyUsage "
-    "as clientAuth, and a key good for every purpose is more than a client needs",
+    advice="List clientAuth explicitly: OpenSSL and pyca both refuse a client certificate "
+    "whose only EKU is anyExtendedKeyUsage",
     check=_eku_any_only,
 )
 
@@ -563,7 +563,7 @@ CA_EKU_EXCLUDES_CLIENT_AUTH = CertRule(
     code="ca_eku_excludes_client_auth",
     severity=Severity.ERROR,
     reference=RFC5280_EKU + "; " + GCP_MTLS + " (error client_cert_chain_invalid_eku)",
-    advice="Verifiers that nest EKU (GCP, Windows, many others) reject every client "
+    advice="Verifiers that nest EKU (OpenSSL's sslclient purpose, GCP) reject every client "
     "certificate below it; issue clients from a CA without EKU or with clientAuth",
     check=_ca_eku_excludes,
 )

@@ -25,7 +25,12 @@ from mtlskit.issue._build import (
     signature_hash,
 )
 from mtlskit.issue._ca import CertificateAuthority, Issued, lint_errors
-from mtlskit.issue._config import CaConfig, parse_ca_config, render_ca_config
+from mtlskit.issue._config import (
+    CaConfig,
+    parse_ca_config,
+    render_ca_config,
+    validate_ca_config,
+)
 from mtlskit.issue._crl import build_crl
 from mtlskit.issue._csr import CsrReview, load_csr, review_csr
 from mtlskit.issue._policy import (
@@ -89,5 +94,6 @@ __all__ = [
     "render_ca_config",
     "review_csr",
     "signature_hash",
+    "validate_ca_config",
     "verify_audit_chain",
 ]

@@ -17,7 +17,7 @@ from mtlskit.certs import KeyType
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
 
-__all__ = ["CaConfig", "parse_ca_config", "render_ca_config"]
+__all__ = ["CaConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
 
 _KEY_TYPES = tuple(kind.value for kind in KeyType)
 
@@ -83,6 +83,11 @@ def parse_ca_config(text: bytes, *, source: str) -> CaConfig:
         raise ConfigError("is not UTF-8 text", source=source) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    return validate_ca_config(data, source=source)
+
+
+def validate_ca_config(data: dict[str, object], *, source: str) -> CaConfig:
+    """Validate already-parsed settings (``ca init`` options take this path too)."""
     try:
         config = CaConfig.model_validate(data)
     except ValidationError as exc:

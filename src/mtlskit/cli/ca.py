@@ -1,0 +1,629 @@
+"""``mtlskit ca``: a private CA in a directory: init, issue, sign, revoke, crl, list, audit.
+
+Argument handling only: the decisions are ``mtlskit.issue.CertificateAuthority``'s,
+the records ``mtlskit.store.SqlStore``'s. Every input (config, passphrase, CSR) is
+read and checked before the store is opened, so a bad one changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+from cryptography import x509
+
+from mtlskit.certs import (
+    Fingerprint,
+    KeyType,
+    certificate_pem,
+    chain_pem,
+    generate_private_key,
+    load_certificates,
+    load_private_key,
+    private_key_pem,
+)
+from mtlskit.errors import InputError
+from mtlskit.files import read_bytes, read_password, write_public, write_secret
+from mtlskit.identity import SpiffeIdError, TrustDomain
+from mtlskit.issue import (
+    PROFILES,
+    CaConfig,
+    CertificateAuthority,
+    CertificateStatus,
+    IssuanceRefused,
+    Issued,
+    Issuer,
+    build_ca_certificate,
+    load_csr,
+    parse_ca_config,
+    parse_duration,
+    parse_identity,
+    render_ca_config,
+    validate_ca_config,
+    verify_audit_chain,
+)
+
+if TYPE_CHECKING:
+    from mtlskit.store import SqlStore
+
+PASSPHRASE_ENV: Final = "MTLSKIT_CA_PASSPHRASE"
+CONFIG: Final = "ca.toml"
+ROOT_VALIDITY: Final = dt.timedelta(days=3650)
+ISSUING_VALIDITY: Final = dt.timedelta(days=1825)
+_REASONS: Final = [reason.value for reason in x509.ReasonFlags]
+
+_passphrase_option = click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"CA key passphrase (first line); else ${PASSPHRASE_ENV}, else a prompt on a TTY.",
+)
+_dir_argument = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _refused(refused: IssuanceRefused) -> None:
+    """A CA refusal is a negative verdict: one line, exit 1."""
+    click.echo(f"mtlskit: {refused}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+# --- reading a CA directory --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _CaDir:
+    path: Path
+    config: CaConfig
+
+    @property
+    def issuer_stem(self) -> str:
+        return "issuing" if self.config.intermediate else "root"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def _read_dir(directory: Path) -> _CaDir:
+    config_path = directory / CONFIG
+    if not config_path.exists():
+        raise InputError(
+            f"is not a CA directory (no {CONFIG}; run `mtlskit ca init` first)",
+            source=str(directory),
+        )
+    data = read_bytes(config_path, what="CA configuration")
+    return _CaDir(path=directory, config=parse_ca_config(data, source=str(config_path)))
+
+
+def _issuer(ca_dir: _CaDir, passphrase_file: Path | None) -> Issuer:
+    stem = ca_dir.issuer_stem
+    key_path = ca_dir.file(f"{stem}.key")
+    key_data = read_bytes(key_path, what="CA key")
+    password = None
+    if b"ENCRYPTED PRIVATE KEY" in key_data:
+        password = read_password(
+            file=passphrase_file, env=PASSPHRASE_ENV, prompt="CA key passphrase: "
+        )
+        if password is None:
+            raise InputError(
+                f"the CA key is encrypted: give --passphrase-file or set ${PASSPHRASE_ENV}",
+                source=str(key_path),
+            )
+    try:
+        key = load_private_key(key_data, source=str(key_path), password=password)
+    except InputError as exc:
+        if "wrong password" in exc.detail:
+            raise InputError("wrong passphrase for the CA key", source=str(key_path)) from None
+        raise
+    chain_path = ca_dir.file("chain.pem")
+    chain = tuple(load_certificates(read_bytes(chain_path), source=str(chain_path)))
+    if chain[0].public_key() != key.public_key():
+        raise InputError(f"{key_path} does not belong to its certificate", source=str(chain_path))
+    return Issuer(cert=chain[0], key=key, chain=chain)
+
+
+def _store(ca_dir: _CaDir, *, create: bool = False) -> SqlStore:
+    from mtlskit.store import SqlStore, database_url  # SQLAlchemy loads only for CA commands
+
+    return SqlStore.open(database_url(ca_dir.path, ca_dir.config.database), create=create)
+
+
+def _authority(ca_dir: _CaDir, issuer: Issuer, store: SqlStore) -> CertificateAuthority:
+    default_ttl, _, crl_validity = ca_dir.config.durations()
+    return CertificateAuthority(
+        issuer=issuer,
+        profile=PROFILES[ca_dir.config.profile],
+        policy=ca_dir.config.policy(),
+        store=store,
+        default_ttl=default_ttl,
+        crl_validity=crl_validity,
+    )
+
+
+def _ttl(text: str | None) -> dt.timedelta | None:
+    return parse_duration(text, source="--ttl") if text is not None else None
+
+
+def _report(issued: Issued, files: dict[str, str], as_json: bool) -> None:
+    cert = issued.cert
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "serial": f"{cert.serial_number:x}",
+                    "fingerprint": str(issued.fingerprint),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "files": files,
+                    "dropped": list(issued.dropped),
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"issued serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc}")
+    click.echo(f"SHA-256 fingerprint: {issued.fingerprint}")
+    for what, path in files.items():
+        click.echo(f"  {what}: {path}")
+    for item in issued.dropped:
+        click.echo(f"dropped from the CSR: {item}")
+
+
+# --- the group ---------------------------------------------------------------------
+
+
+@click.group("ca")
+def command() -> None:
+    """A private CA that checks identity and decides every attribute itself.
+
+    Files in DIR: ca.toml (policy), root.pem (the trust anchor to hand to services),
+    chain.pem (issuing CA up to the root), the encrypted CA keys, and ca.db (records and
+    a hash-chained audit log).
+    """
+
+
+@command.command("init")
+@_dir_argument
+@click.option(
+    "--name", help="CA name, used in the CA certificates' subjects (default: DIR's name)."
+)
+@click.option("--trust-domain", help="SPIFFE trust domain; allows spiffe://TD/** by default.")
+@click.option("--no-intermediate", is_flag=True, help="One tier: the root signs leaves itself.")
+@click.option(
+    "--key-type",
+    type=click.Choice([kind.value for kind in KeyType]),
+    default=KeyType.EC_P256.value,
+    show_default=True,
+    help="For the CA keys.",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(sorted(PROFILES)),
+    default="client-auth",
+    show_default=True,
+    help="client-auth: EKU clientAuth only; spiffe: X509-SVID (serverAuth + clientAuth).",
+)
+@click.option(
+    "--allow",
+    "allowed",
+    multiple=True,
+    help="Allowed identity pattern ('*' one segment, '**' any depth); repeatable.",
+)
+@click.option("--max-ttl", default="7d", show_default=True, help="Longest lifetime issued.")
+@click.option("--default-ttl", default="24h", show_default=True, help="Lifetime without --ttl.")
+@click.option("--db", help="SQLAlchemy URL of the store (default: SQLite ca.db in DIR).")
+@click.option(
+    "--name-constraints",
+    is_flag=True,
+    help="Constrain the issuing CA to the trust domain as a DNS name. Opt-in: it does not "
+    "constrain URI SANs (SPIFFE IDs); see --name-constraints-uri.",
+)
+@click.option(
+    "--name-constraints-uri",
+    is_flag=True,
+    help="Also add a URI name constraint for the trust domain. Chains with it are REJECTED "
+    "by pyca/cryptography's verifier (and so by `mtlskit verify`): 'unsupported name "
+    "constraint'. Only for verifiers known to enforce it (OpenSSL does).",
+)
+@_passphrase_option
+@click.option(
+    "--insecure-no-passphrase",
+    is_flag=True,
+    help="Store the CA keys UNENCRYPTED. For throwaway test CAs only.",
+)
+def init_command(  # noqa: PLR0917 - click passes every option by keyword
+    directory: Path,
+    name: str | None,
+    trust_domain: str | None,
+    no_intermediate: bool,
+    key_type: str,
+    profile: str,
+    allowed: tuple[str, ...],
+    max_ttl: str,
+    default_ttl: str,
+    db: str | None,
+    name_constraints: bool,
+    name_constraints_uri: bool,
+    passphrase_file: Path | None,
+    insecure_no_passphrase: bool,
+) -> None:
+    """Create a root CA, an issuing intermediate (default) and the CA's store and policy.
+
+    The CA keys are encrypted at rest with a passphrase from --passphrase-file or
+    $MTLSKIT_CA_PASSPHRASE; without one, init refuses unless --insecure-no-passphrase.
+    With no --allow and no --trust-domain nobody may get a certificate (default deny).
+
+    \b
+    Example:
+      MTLSKIT_CA_PASSPHRASE=... mtlskit ca init ca/ --trust-domain acme.com
+    """
+    if (directory / CONFIG).exists():
+        raise InputError(f"is already a CA directory ({CONFIG} exists)", source=str(directory))
+    try:
+        domain = TrustDomain.parse(trust_domain).name if trust_domain else None
+    except SpiffeIdError as exc:
+        raise InputError(str(exc), source="--trust-domain") from None
+    patterns = list(allowed) or ([f"spiffe://{domain}/**"] if domain else [])
+    settings: dict[str, object] = {
+        "name": name or directory.resolve().name,
+        "profile": profile,
+        "intermediate": not no_intermediate,
+        "default_ttl": default_ttl,
+        "max_ttl": max_ttl,
+        "allowed_ids": patterns,
+        "database": db or "ca.db",
+    }
+    if domain:
+        settings["trust_domain"] = domain
+    config = validate_ca_config(settings, source="ca init options")
+    config_text = render_ca_config(config)
+    constraints = None
+    if name_constraints or name_constraints_uri:
+        if domain is None:
+            raise InputError("--name-constraints needs --trust-domain")
+        if no_intermediate:
+            raise InputError("--name-constraints needs the intermediate (roots are not checked)")
+        permitted: list[x509.GeneralName] = [x509.DNSName(domain)]
+        if name_constraints_uri:
+            permitted.append(x509.UniformResourceIdentifier(domain))
+        constraints = x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+    password = read_password(
+        file=passphrase_file, env=PASSPHRASE_ENV, prompt="New CA key passphrase: "
+    )
+    if password is None and not insecure_no_passphrase:
+        raise InputError(
+            f"no passphrase for the CA keys: give --passphrase-file, set ${PASSPHRASE_ENV}, "
+            "or (test CAs only) --insecure-no-passphrase"
+        )
+    if password == b"":
+        raise InputError("the CA key passphrase is empty")
+    ca_dir = _CaDir(path=directory, config=config)
+    now = _now()
+    root_key = generate_private_key(key_type)
+    root_cert = build_ca_certificate(
+        common_name=f"{config.name} root CA",
+        key=root_key,
+        signer=None,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + ROOT_VALIDITY,
+        path_length=None if no_intermediate else 0,
+    )
+    root = Issuer(cert=root_cert, key=root_key, chain=(root_cert,))
+    keys = {"root": root_key}
+    chain: tuple[x509.Certificate, ...] = (root_cert,)
+    if not no_intermediate:
+        issuing_key = generate_private_key(key_type)
+        issuing_cert = build_ca_certificate(
+            common_name=f"{config.name} issuing CA",
+            key=issuing_key,
+            signer=root,
+            not_before=now - dt.timedelta(hours=1),
+            not_after=now + ISSUING_VALIDITY,
+            path_length=0,
+            name_constraints=constraints,
+        )
+        keys["issuing"] = issuing_key
+        chain = (issuing_cert, root_cert)
+    directory.mkdir(parents=True, exist_ok=True)
+    store = _store(ca_dir, create=True)
+    try:
+        for stem, key in keys.items():
+            write_secret(directory / f"{stem}.key", private_key_pem(key, password))
+        write_public(directory / "root.pem", certificate_pem(root_cert))
+        if not no_intermediate:
+            write_public(directory / "issuing.pem", certificate_pem(chain[0]))
+        write_public(directory / "chain.pem", chain_pem(list(chain)))
+        store.record_event(
+            "init",
+            {
+                "name": config.name,
+                "root": str(Fingerprint.of(root_cert)),
+                "issuer": str(Fingerprint.of(chain[0])),
+                "encrypted": password is not None,
+            },
+            at=now,
+        )
+    finally:
+        store.close()
+    write_public(directory / CONFIG, config_text.encode())
+    click.echo(f"created CA {config.name!r} in {directory} (profile {config.profile})")
+    click.echo(f"trust anchor for services: {directory / 'root.pem'}")
+    click.echo(f"root SHA-256: {Fingerprint.of(root_cert)}")
+    if password is None:
+        click.echo("WARNING: CA keys are stored unencrypted (--insecure-no-passphrase)", err=True)
+    if not patterns:
+        click.echo(
+            f"note: no identity is allowed yet; add patterns to allowed_ids in {directory / CONFIG}"
+        )
+
+
+@command.command("issue")
+@_dir_argument
+@click.option("--id", "identity", required=True, help="The identity to issue for.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--ttl", help="Lifetime, e.g. 15m, 24h (default: ca.toml's default_ttl).")
+@click.option(
+    "--key-type",
+    type=click.Choice([kind.value for kind in KeyType]),
+    default=KeyType.EC_P256.value,
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_passphrase_option
+def issue_command(  # noqa: PLR0917
+    directory: Path,
+    identity: str,
+    out: Path,
+    ttl: str | None,
+    key_type: str,
+    as_json: bool,
+    passphrase_file: Path | None,
+) -> None:
+    """Generate a key here and issue a certificate for it (key.pem is written 0600).
+
+    OUTDIR gets cert.pem (the leaf), chain.pem (leaf + intermediate: what the client
+    presents), key.pem and ca.pem (the root, for the client to check servers with).
+
+    \b
+    Example:
+      mtlskit ca issue ca/ --id spiffe://acme.com/billing/payments --out client/ --ttl 24h
+    """
+    ca_dir = _read_dir(directory)
+    target = parse_identity(identity)
+    lifetime = _ttl(ttl)
+    if (out / "key.pem").exists():
+        raise InputError(
+            "already exists; remove it or choose another --out", source=str(out / "key.pem")
+        )
+    issuer = _issuer(ca_dir, passphrase_file)
+    key = generate_private_key(key_type)
+    store = _store(ca_dir)
+    try:
+        issued = _authority(ca_dir, issuer, store).issue(
+            target, key.public_key(), now=_now(), ttl=lifetime
+        )
+    except IssuanceRefused as refused:
+        _refused(refused)
+        return
+    finally:
+        store.close()
+    files = {
+        "certificate": str(write_public(out / "cert.pem", certificate_pem(issued.cert))),
+        "chain": str(write_public(out / "chain.pem", chain_pem(list(issued.chain[:-1])))),
+        "key": str(write_secret(out / "key.pem", private_key_pem(key))),
+        "root": str(write_public(out / "ca.pem", certificate_pem(issued.chain[-1]))),
+    }
+    _report(issued, files, as_json)
+
+
+@command.command("sign")
+@_dir_argument
+@click.argument("csr", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--id", "identity", required=True, help="The identity to issue for.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Leaf + chain, PEM.")
+@click.option("--ttl", help="Lifetime, e.g. 15m, 24h (default: ca.toml's default_ttl).")
+@click.option("--dry-run", is_flag=True, help="Print the exact certificate; record nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_passphrase_option
+def sign_command(  # noqa: PLR0917
+    directory: Path,
+    csr: Path,
+    identity: str,
+    out: Path | None,
+    ttl: str | None,
+    dry_run: bool,
+    as_json: bool,
+    passphrase_file: Path | None,
+) -> None:
+    """Issue a certificate for a CSR's key. The CA decides every extension.
+
+    Only the CSR's public key is used (its signature must verify), and its requested SAN
+    only when it equals --id. Every other request (CA:TRUE, serverAuth, other names,
+    extensions the profile lacks) is dropped and listed.
+
+    \b
+    Example:
+      mtlskit ca sign ca/ client.csr --id spiffe://acme.com/billing/payments --out client.pem
+    """
+    if out is None and not dry_run:
+        raise click.UsageError("--out is required unless --dry-run")
+    ca_dir = _read_dir(directory)
+    target = parse_identity(identity)
+    lifetime = _ttl(ttl)
+    request = load_csr(read_bytes(csr, what="CSR"), source=str(csr))
+    issuer = _issuer(ca_dir, passphrase_file)
+    store = _store(ca_dir)
+    try:
+        issued = _authority(ca_dir, issuer, store).sign(
+            request, target, now=_now(), ttl=lifetime, dry_run=dry_run, source=str(csr)
+        )
+    except IssuanceRefused as refused:
+        _refused(refused)
+        return
+    finally:
+        store.close()
+    if dry_run:
+        from mtlskit.certinfo import summarize
+
+        summary = summarize(list(issued.chain)).as_dict(_now())
+        click.echo(json.dumps(summary | {"dropped": list(issued.dropped)}, indent=2))
+        click.echo(certificate_pem(issued.cert).decode(), nl=False)
+        click.echo("dry run: nothing was recorded or written", err=True)
+        return
+    assert out is not None
+    path = write_public(out, chain_pem(list(issued.chain[:-1])))
+    _report(issued, {"certificate": str(path)}, as_json)
+
+
+def _parse_serial(text: str) -> int:
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        return int(cleaned, 16)
+    except ValueError:
+        raise InputError(f"not a serial number: {text!r} (expected hex)", source="SERIAL") from None
+
+
+@command.command("revoke")
+@_dir_argument
+@click.argument("serial", required=False)
+@click.option("--cert", "cert_path", type=click.Path(dir_okay=False), help="Revoke this cert.")
+@click.option(
+    "--reason",
+    type=click.Choice(_REASONS, case_sensitive=False),
+    default="unspecified",
+    show_default=True,
+    help="RFC 5280 §5.3.1 reason code.",
+)
+def revoke_command(directory: Path, serial: str | None, cert_path: str | None, reason: str) -> None:
+    """Revoke by serial (hex, as `ca list` shows it) or by certificate file; then run `ca crl`.
+
+    \b
+    Example:
+      mtlskit ca revoke ca/ 3f2a... --reason keyCompromise
+    """
+    if (serial is None) == (cert_path is None):
+        raise click.UsageError("give either SERIAL or --cert")
+    ca_dir = _read_dir(directory)
+    fingerprint = None
+    if cert_path is not None:
+        cert = load_certificates(read_bytes(cert_path, what="certificate"), source=cert_path)[0]
+        number, fingerprint = cert.serial_number, str(Fingerprint.of(cert))
+    else:
+        number = _parse_serial(serial or "")
+    flag = next(item for item in x509.ReasonFlags if item.value.lower() == reason.lower())
+    store = _store(ca_dir)
+    try:
+        if fingerprint is not None:
+            record = store.get(number)
+            if record is None or record.fingerprint != fingerprint:
+                raise InputError("was not issued by this CA", source=cert_path)
+        record = store.revoke(number, reason=flag, at=_now())
+    finally:
+        store.close()
+    click.echo(f"revoked {number:x} ({record.identity}), reason {flag.value}")
+
+
+@command.command("crl")
+@_dir_argument
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_passphrase_option
+def crl_command(directory: Path, out: Path, passphrase_file: Path | None) -> None:
+    """Write a fresh CRL (PEM) signed by the issuing CA, with the next CRL number.
+
+    \b
+    Example:
+      mtlskit ca crl ca/ --out ca/crl.pem     # then reload nginx (ssl_crl) or the gateway
+    """
+    ca_dir = _read_dir(directory)
+    issuer = _issuer(ca_dir, passphrase_file)
+    store = _store(ca_dir)
+    try:
+        crl = _authority(ca_dir, issuer, store).crl(now=_now())
+    finally:
+        store.close()
+    from cryptography.hazmat.primitives import serialization
+
+    write_public(out, crl.public_bytes(serialization.Encoding.PEM))
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    click.echo(
+        f"wrote {out}: CRL number {number}, {len(crl)} revoked, next update {crl.next_update_utc}"
+    )
+
+
+@command.command("list")
+@_dir_argument
+@click.option("--status", type=click.Choice([status.value for status in CertificateStatus]))
+@click.option("--json", "as_json", is_flag=True)
+def list_command(directory: Path, status: str | None, as_json: bool) -> None:
+    """The certificates this CA issued, with their status now."""
+    ca_dir = _read_dir(directory)
+    now = _now()
+    store = _store(ca_dir)
+    try:
+        records = store.certificates(status=CertificateStatus(status) if status else None, now=now)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"certificates": [r.as_dict(now) for r in records]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("serial", "identity", "status", "not after", "fingerprint")
+    for record in records:
+        table.add_row(
+            f"{record.serial:x}",
+            record.identity,
+            record.status(now).value,
+            record.not_after.isoformat(),
+            record.fingerprint[:23] + "…",
+        )
+    Console().print(table)
+
+
+@command.group("audit")
+def audit_group() -> None:
+    """The hash-chained audit log: verify it, export it."""
+
+
+@audit_group.command("verify")
+@_dir_argument
+def audit_verify_command(directory: Path) -> None:
+    """Recompute every entry's hash and link; exit 1 naming the first tampered entry."""
+    ca_dir = _read_dir(directory)
+    store = _store(ca_dir)
+    try:
+        entries = store.audit_entries()
+    finally:
+        store.close()
+    problem = verify_audit_chain(entries)
+    if problem is not None:
+        click.echo(f"audit log TAMPERED: {problem}")
+        raise click.exceptions.Exit(1)
+    head = entries[-1].hash if entries else "(empty)"
+    click.echo(f"audit log intact: {len(entries)} entries, head {head}")
+
+
+@audit_group.command("export")
+@_dir_argument
+@click.option("--json", "as_json", is_flag=True, required=True, help="JSON (the only format).")
+def audit_export_command(directory: Path, as_json: bool) -> None:
+    """Print every audit entry as JSON, with the head hash to keep elsewhere."""
+    ca_dir = _read_dir(directory)
+    store = _store(ca_dir)
+    try:
+        entries = store.audit_entries()
+    finally:
+        store.close()
+    problem = verify_audit_chain(entries)
+    document: dict[str, Any] = {
+        "entries": [entry.as_dict() for entry in entries],
+        "head": entries[-1].hash if entries else None,
+        "intact": problem is None,
+    }
+    click.echo(json.dumps(document, indent=2))

@@ -435,3 +435,10 @@ def test_chain_pem_roundtrip_lints_the_same(ca: TestCA) -> None:
     assert [r.codes for r in lint_chain(again, at=NOW)] == [
         r.codes for r in lint_chain(chain, at=NOW)
     ]
+
+
+def test_unparseable_extensions_report_once_not_as_absent(ca: TestCA) -> None:
+    """An empty EKU SEQUENCE does not parse: say so, instead of 'EKU, SAN, keyUsage absent'."""
+    chain = leaf(ca, eku=(), lifetime=dt.timedelta(days=400))
+    codes = lint_chain(chain, list(PROFILES), at=NOW)[0].codes
+    assert codes == {"extensions_malformed", "validity_over_398_days"}

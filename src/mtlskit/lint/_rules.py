@@ -75,8 +75,13 @@ class CertRule:
     reference: str
     advice: str
     check: CertCheck
+    # False for rules that read no extension: they still run when extensions do not parse,
+    # while the others stay quiet rather than report "absent" for "unreadable".
+    needs_extensions: bool = True
 
     def apply(self, view: CertView, ctx: LintContext) -> Finding | None:
+        if self.needs_extensions and view.extensions_error is not None:
+            return None
         found = self.check(view, ctx)
         if found is None:
             return None
@@ -395,6 +400,7 @@ CERT_EXPIRED = CertRule(
     reference=RFC5280_VALIDITY,
     advice="Renew it, and automate renewal so short lifetimes do not cause outages",
     check=_expired,
+    needs_extensions=False,
 )
 
 
@@ -410,6 +416,7 @@ CERT_NOT_YET_VALID = CertRule(
     reference=RFC5280_VALIDITY,
     advice="Check the issuing CA's clock, or wait: verifiers reject it until then",
     check=_not_yet_valid,
+    needs_extensions=False,
 )
 
 _398_DAYS: Final = dt.timedelta(days=398)
@@ -428,6 +435,7 @@ VALIDITY_OVER_398_DAYS = CertRule(
     advice="Issue client certificates for 90 days or less and renew automatically: a leaked "
     "key stays usable until expiry wherever revocation is not checked",
     check=_over_398,
+    needs_extensions=False,
 )
 
 
@@ -443,6 +451,7 @@ VALIDITY_OVER_90_DAYS = CertRule(
     advice="Consider 90 days or less with automated renewal; shorter lifetimes limit what a "
     "stolen key is worth",
     check=_over_90,
+    needs_extensions=False,
 )
 
 
@@ -469,6 +478,7 @@ KEY_TOO_WEAK = CertRule(
     advice="Use EC P-256 (or RSA of 2048 bits or more); smaller keys are below 112-bit "
     "security and refused by OpenSSL's default security level",
     check=_too_weak,
+    needs_extensions=False,
 )
 
 
@@ -490,6 +500,7 @@ KEY_TYPE_UNSUPPORTED = CertRule(
     advice="Use EC P-256/P-384/P-521, RSA of 2048 bits or more, or Ed25519; TLS libraries "
     "and load balancers do not agree on anything else",
     check=_unusual_key,
+    needs_extensions=False,
 )
 
 
@@ -509,6 +520,7 @@ SIGNATURE_ALGORITHM_WEAK = CertRule(
     advice="Reissue it signed with SHA-256 or stronger: SHA-1 and MD5 collisions are "
     "practical and current TLS stacks refuse such signatures",
     check=_weak_signature,
+    needs_extensions=False,
 )
 
 
@@ -856,6 +868,7 @@ GCP_KEY_TYPE = CertRule(
     reference=GCP_MTLS,
     advice="GCP's load balancer accepts RSA 2048/3072/4096 and ECDSA P-256/P-384 keys only",
     check=_key_allowed({2048, 3072, 4096}, {"secp256r1", "secp384r1"}, "GCP's load balancer"),
+    needs_extensions=False,
 )
 
 AWS_KEY_TYPE = CertRule(
@@ -865,6 +878,7 @@ AWS_KEY_TYPE = CertRule(
     advice="AWS ALB accepts RSA keys of 2048 to 8192 bits and ECDSA secp256r1, secp384r1 "
     "and secp521r1 keys only",
     check=_key_allowed(set(range(2048, 8193)), {"secp256r1", "secp384r1", "secp521r1"}, "AWS ALB"),
+    needs_extensions=False,
 )
 
 
@@ -891,6 +905,7 @@ GCP_SIGNATURE = CertRule(
     reference=GCP_MTLS,
     advice="Sign with RSA or ECDSA and SHA-256, SHA-384 or SHA-512",
     check=_signature_allowed("GCP's load balancer"),
+    needs_extensions=False,
 )
 
 AWS_SIGNATURE = CertRule(
@@ -899,6 +914,7 @@ AWS_SIGNATURE = CertRule(
     reference=AWS_MTLS,
     advice="Sign with RSA, RSASSA-PSS or ECDSA and SHA-256, SHA-384 or SHA-512",
     check=_signature_allowed("AWS ALB"),
+    needs_extensions=False,
 )
 
 
@@ -914,6 +930,7 @@ X509_V1 = CertRule(
     reference=AWS_MTLS,
     advice="AWS ALB accepts X.509v3 certificates only; reissue it as v3 with extensions",
     check=_v1,
+    needs_extensions=False,
 )
 
 GCP_CHAIN_TOO_DEEP = chain_too_deep(10, reference=GCP_MTLS, who="GCP's load balancer")
@@ -1012,4 +1029,5 @@ EXTENSIONS_MALFORMED = CertRule(
     advice="Verifiers reject a certificate whose extensions do not parse (duplicates, bad "
     "DER); reissue it",
     check=_extensions_malformed,
+    needs_extensions=False,
 )

@@ -126,7 +126,9 @@ class CertView:
             aki=aki.value.key_identifier if aki else None,  # type: ignore[attr-defined]
             identity=identity,
             identity_error=identity_error,
-            key=key_info(public_key),
+            key=KeyInfo(algorithm="unparseable", size=0)
+            if public_key is None
+            else key_info(public_key),
             signature_key_type=_SIGNATURE_KEY_TYPES.get(oid, oid.dotted_string),
             signature_hash=hash_algorithm.name if hash_algorithm else None,
             not_before=cert.not_valid_before_utc,

@@ -122,7 +122,7 @@ def command(
             console.print(
                 f"{escape(path)} [{report.index}] {role}: {escape(report.subject)}  [green]clean[/]"
             )
-    summary = ", ".join(f"{count} {severity}" for severity, count in counts.items())
+    summary = ", ".join(f"{severity}: {count}" for severity, count in counts.items())
     verdict = "[bold red]FAIL[/]" if failed else "[green]PASS[/]"
     console.print(f"{verdict} ({', '.join(chosen)}): {summary}")
     return 1 if failed else 0

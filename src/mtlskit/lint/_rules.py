@@ -88,7 +88,7 @@ class CertRule:
         return Finding(
             code=self.code,
             severity=self.severity,
-            message=f"{found}. {self.advice}",
+            message=_sentence(found, self.advice),
             reference=self.reference,
         )
 
@@ -110,10 +110,18 @@ class ChainRule:
                 Finding(
                     code=self.code,
                     severity=self.severity,
-                    message=f"{found}. {self.advice}",
+                    message=_sentence(found, self.advice),
                     reference=self.reference,
                 ),
             )
+
+
+def _sentence(found: str, advice: str) -> str:
+    """What was found, then what to do, as two sentences (camelCase names keep their case)."""
+    first = found.split(" ", 1)[0]
+    if not any(char.isupper() for char in first[1:]):
+        found = found[:1].upper() + found[1:]
+    return f"{found}. {advice}."
 
 
 def _eku_names(oids: Iterable[x509.ObjectIdentifier]) -> str:

@@ -2,8 +2,9 @@
 
 Like trustme, but it can also build every defect that lint, verify and probe must
 catch: expired, CA:TRUE leaf, serverAuth-only EKU, no SAN, two SPIFFE URIs, RSA-1024,
-a SHA-1 signature. Never use it for real clients: keys live in memory and the CA
-checks nothing before it signs. Everything is reached through ``TestCA``:
+a SHA-224 signature (cryptography ≥ 46 refuses to sign with SHA-1; tests that need a
+SHA-1 certificate make it with the openssl CLI). Never use it for real clients: keys
+live in memory and the CA checks nothing before it signs. Everything is reached through ``TestCA``:
 
 >>> ca = TestCA(name="demo")
 >>> leaf = ca.issue(LeafSpec(uris=("spiffe://acme.com/billing/payments",)))

@@ -1,0 +1,221 @@
+"""The authorization policy (DESIGN.md §6): default deny, allow rules, enforce or shadow.
+
+``Policy.from_toml`` validates the file with pydantic (an unknown key is a
+``ConfigError`` that names it) and compiles it into a ``RuleIndex``. A policy is
+itself an authorizer: ``policy.authorize(decision)`` returns the decision with
+the rule that allowed it, or a rejection saying that nothing did. The small
+constructors below (``authorize_id``, ``authorize_member_of``, ...) build
+one-rule policies, the way go-spiffe's ``tlsconfig.AuthorizeID`` and friends do.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from mtlskit.authz._rules import Route, Rule, RuleIndex, RuleKind
+from mtlskit.errors import ConfigError
+from mtlskit.identity import TrustDomain
+from mtlskit.verify import Code, Decision, Reason, Verdict
+
+__all__ = [
+    "Mode",
+    "Policy",
+    "authorize_any",
+    "authorize_fingerprint",
+    "authorize_id",
+    "authorize_matching",
+    "authorize_member_of",
+    "authorize_one_of",
+]
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    SHADOW = "shadow"  # decide and report, never deny
+
+
+class _AllowModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = None
+    trust_domain: str | None = None
+    dns: str | None = None
+    email: str | None = None
+    fingerprint: str | None = None
+    routes: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> _AllowModel:
+        given = [kind.value for kind in RuleKind if getattr(self, kind.value) is not None]
+        if len(given) != 1:
+            keys = ", ".join(kind.value for kind in RuleKind)
+            raise ValueError(f"needs exactly one of {keys}; got {', '.join(given) or 'none'}")
+        return self
+
+
+class _PolicyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["enforce", "shadow"] = "enforce"
+    allow: list[_AllowModel] = []
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    first = exc.errors()[0]
+    where = _location(tuple(first["loc"]))
+    if first["type"] == "extra_forbidden":
+        return ConfigError(f"unknown key {where!r}", source=source)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{where}: {message}", source=source)
+
+
+class Policy:
+    """A compiled policy; immutable, shared by every connection. Build with a ``from_*`` method."""
+
+    __slots__ = ("_index", "mode", "source")
+
+    def __init__(
+        self, rules: Iterable[Rule], *, mode: Mode = Mode.ENFORCE, source: str = ""
+    ) -> None:
+        self.mode = Mode(mode)
+        self.source = source
+        self._index = RuleIndex(rules)
+
+    @classmethod
+    def from_toml(cls, text: str | bytes, *, source: str = "<policy>") -> Policy:
+        try:
+            data = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+        return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
+        try:
+            model = _PolicyModel.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(exc, source) from None
+        rules = []
+        for index, allow in enumerate(model.allow):
+            kind = next(kind for kind in RuleKind if getattr(allow, kind.value) is not None)
+            try:
+                routes = tuple(Route.parse(route) for route in allow.routes)
+            except ConfigError as exc:
+                raise ConfigError(f"allow[{index}].routes: {exc}", source=source) from None
+            rules.append(
+                Rule(kind=kind, value=getattr(allow, kind.value), routes=routes, index=index)
+            )
+        try:
+            return cls(rules, mode=Mode(model.mode), source=source)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), source=source) from None
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._index.rules
+
+    def match(
+        self, decision: Decision, *, method: str | None = None, path: str | None = None
+    ) -> Rule | None:
+        """The rule that allows this client (and request, if given); see ``RuleIndex.match``."""
+        return self._index.match(
+            decision.identity, decision.chain[0] if decision.chain else None, method, path
+        )
+
+    def authorize(
+        self, decision: Decision, *, method: str | None = None, path: str | None = None
+    ) -> Decision:
+        """Allow with the matching rule named, or deny by default (shadow: report, keep the accept).
+
+        Rejected decisions pass through unchanged: authorization never rescues a
+        certificate that failed verification. Without ``method``/``path`` (a
+        connection, or ``mtlskit verify``) rules with routes count as matching;
+        the gateway passes both for every request.
+        """
+        if decision.verdict is not Verdict.ACCEPT:
+            return decision
+        rule = self.match(decision, method=method, path=path)
+        if rule is not None:
+            return Decision(
+                verdict=Verdict.ACCEPT,
+                identity=decision.identity,
+                chain=decision.chain,
+                reasons=decision.reasons,
+                rule=rule.name,
+                pinned=decision.pinned,
+                valid_until=decision.valid_until,
+            )
+        who = (
+            f"{decision.identity.kind.value} {decision.identity.value}"
+            if decision.identity
+            else f"certificate {decision.chain[0] if decision.chain else '(none)'}"
+        )
+        request = f" for {method} {path}" if method is not None and path is not None else ""
+        message = f"no allow rule matches {who}{request} (default deny)"
+        if self.mode is Mode.SHADOW:
+            message = f"shadow mode, not enforced: {message}"
+        return Decision(
+            verdict=Verdict.ACCEPT if self.mode is Mode.SHADOW else Verdict.REJECT,
+            identity=decision.identity,
+            chain=decision.chain,
+            reasons=(*decision.reasons, Reason(code=Code.IDENTITY_NOT_AUTHORIZED, message=message)),
+            pinned=decision.pinned,
+            valid_until=decision.valid_until,
+        )
+
+    __call__ = authorize
+
+    def __repr__(self) -> str:
+        return f"Policy({len(self.rules)} rules, mode={self.mode.value}, source={self.source!r})"
+
+
+class _AnyPolicy(Policy):
+    __slots__ = ()
+
+    def match(
+        self, decision: Decision, *, method: str | None = None, path: str | None = None
+    ) -> Rule | None:
+        return _ANY
+
+
+_ANY = Rule(kind=RuleKind.ID, value="*any*", index=0)
+
+
+def authorize_any() -> Policy:
+    """Every verified client; only sensible where the trust store alone decides."""
+    return _AnyPolicy(())
+
+
+def authorize_id(identity: str) -> Policy:
+    return Policy([Rule(kind=RuleKind.ID, value=identity)])
+
+
+def authorize_one_of(*identities: str) -> Policy:
+    return Policy(
+        [Rule(kind=RuleKind.ID, value=value, index=i) for i, value in enumerate(identities)]
+    )
+
+
+def authorize_member_of(trust_domain: TrustDomain | str) -> Policy:
+    return Policy([Rule(kind=RuleKind.TRUST_DOMAIN, value=str(trust_domain))])
+
+
+def authorize_matching(pattern: str) -> Policy:
+    """``spiffe://acme.com/billing/*`` (one segment) or ``.../billing/**`` (one or more)."""
+    return Policy([Rule(kind=RuleKind.ID, value=pattern)])
+
+
+def authorize_fingerprint(fingerprint: str) -> Policy:
+    return Policy([Rule(kind=RuleKind.FINGERPRINT, value=fingerprint)])

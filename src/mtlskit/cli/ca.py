@@ -38,6 +38,7 @@ from mtlskit.issue import (
     Issued,
     Issuer,
     build_ca_certificate,
+    build_crl,
     load_csr,
     parse_ca_config,
     parse_duration,
@@ -101,8 +102,9 @@ def _read_dir(directory: Path) -> _CaDir:
     return _CaDir(path=directory, config=parse_ca_config(data, source=str(config_path)))
 
 
-def _issuer(ca_dir: _CaDir, passphrase_file: Path | None) -> Issuer:
-    stem = ca_dir.issuer_stem
+def _issuer(ca_dir: _CaDir, passphrase_file: Path | None, *, stem: str | None = None) -> Issuer:
+    """The issuing CA (or, with ``stem="root"``, the root) with its key decrypted."""
+    stem = stem or ca_dir.issuer_stem
     key_path = ca_dir.file(f"{stem}.key")
     key_data = read_bytes(key_path, what="CA key")
     password = None
@@ -121,7 +123,7 @@ def _issuer(ca_dir: _CaDir, passphrase_file: Path | None) -> Issuer:
         if "wrong password" in exc.detail:
             raise InputError("wrong passphrase for the CA key", source=str(key_path)) from None
         raise
-    chain_path = ca_dir.file("chain.pem")
+    chain_path = ca_dir.file("chain.pem" if stem == ca_dir.issuer_stem else f"{stem}.pem")
     chain = tuple(load_certificates(read_bytes(chain_path), source=str(chain_path)))
     if chain[0].public_key() != key.public_key():
         raise InputError(f"{key_path} does not belong to its certificate", source=str(chain_path))
@@ -131,7 +133,11 @@ def _issuer(ca_dir: _CaDir, passphrase_file: Path | None) -> Issuer:
 def _store(ca_dir: _CaDir, *, create: bool = False) -> SqlStore:
     from mtlskit.store import SqlStore, database_url  # SQLAlchemy loads only for CA commands
 
-    return SqlStore.open(database_url(ca_dir.path, ca_dir.config.database), create=create)
+    return SqlStore.open(
+        database_url(ca_dir.path, ca_dir.config.database),
+        create=create,
+        synchronous="FULL" if ca_dir.config.durability == "full" else "NORMAL",
+    )
 
 
 def _authority(ca_dir: _CaDir, issuer: Issuer, store: SqlStore) -> CertificateAuthority:
@@ -311,7 +317,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         signer=None,
         not_before=now - dt.timedelta(hours=1),
         not_after=now + ROOT_VALIDITY,
-        path_length=None if no_intermediate else 0,
+        path_length=0 if no_intermediate else 1,  # root → issuing CA → leaves, no deeper
     )
     root = Issuer(cert=root_cert, key=root_key, chain=(root_cert,))
     keys = {"root": root_key}
@@ -531,9 +537,22 @@ def revoke_command(directory: Path, serial: str | None, cert_path: str | None, r
 @command.command("crl")
 @_dir_argument
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--issuer-only",
+    is_flag=True,
+    help="Only the issuing CA's CRL; by default the root's CRL (over the intermediate) "
+    "follows it, because nginx checks CRLs for every CA in the chain.",
+)
 @_passphrase_option
-def crl_command(directory: Path, out: Path, passphrase_file: Path | None) -> None:
+def crl_command(
+    directory: Path, out: Path, issuer_only: bool, passphrase_file: Path | None
+) -> None:
     """Write a fresh CRL (PEM) signed by the issuing CA, with the next CRL number.
+
+    With an intermediate, the file holds two CRLs: the issuing CA's (listing revoked
+    client certificates) first, then the root's (over the intermediate), both with the
+    same CRL number. nginx's ssl_crl (OpenSSL CRL_CHECK_ALL) fails every client with
+    "unable to get certificate CRL" unless each CA in the chain has one.
 
     \b
     Example:
@@ -541,17 +560,34 @@ def crl_command(directory: Path, out: Path, passphrase_file: Path | None) -> Non
     """
     ca_dir = _read_dir(directory)
     issuer = _issuer(ca_dir, passphrase_file)
+    root = None
+    if ca_dir.config.intermediate and not issuer_only:
+        root = _issuer(ca_dir, passphrase_file, stem="root")
+    now = _now()
     store = _store(ca_dir)
     try:
-        crl = _authority(ca_dir, issuer, store).crl(now=_now())
+        authority = _authority(ca_dir, issuer, store)
+        crl = authority.crl(now=now)
     finally:
         store.close()
     from cryptography.hazmat.primitives import serialization
 
-    write_public(out, crl.public_bytes(serialization.Encoding.PEM))
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    crls = [crl]
+    if root is not None:
+        crls.append(
+            build_crl(
+                issuer=root,
+                revoked=(),
+                number=number,
+                this_update=now,
+                next_update=now + authority.crl_validity,
+            )
+        )
+    write_public(out, b"".join(item.public_bytes(serialization.Encoding.PEM) for item in crls))
     click.echo(
         f"wrote {out}: CRL number {number}, {len(crl)} revoked, next update {crl.next_update_utc}"
+        + (" (+ the root's CRL)" if root is not None else "")
     )
 
 

@@ -122,9 +122,9 @@ class CertificateAuthority:
                 serial=x509.random_serial_number(),
             )
             chain = (cert, *self.issuer.chain)
-            # The leaf with its issuer: every leaf rule plus the links to the CA that signed
-            # it. The CA certificates themselves do not change between issues.
-            errors = lint_errors(chain[:2], self.profile, now)
+            # The whole chain, every time: a CA defect (a root's pathlen of 0 over an
+            # intermediate) shows up only when the leaf is linted with all of it.
+            errors = lint_errors(chain, self.profile, now)
             if errors:
                 refused = IssuanceRefused("lint", "; ".join(errors))
                 if not dry_run:

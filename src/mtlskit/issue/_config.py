@@ -37,6 +37,9 @@ class CaConfig(BaseModel):
     allowed_ids: list[str] = []
     key_types: list[str] = list(_KEY_TYPES)
     database: str = "ca.db"
+    # SQLite only. full: fsync on every commit, a returned certificate survives power loss.
+    # normal: WAL without that fsync, survives a crash of mtlskit but not of the machine.
+    durability: Literal["full", "normal"] = "full"
 
     @field_validator("default_ttl", "max_ttl", "crl_validity")
     @classmethod
@@ -135,6 +138,9 @@ def render_ca_config(config: CaConfig) -> str:
         f"key_types = {value(config.key_types)}",
         "# a SQLite file relative to this directory, or a SQLAlchemy URL",
         f"database = {value(config.database)}",
+        "# SQLite: full = fsync per certificate (survives power loss); normal = WAL without it",
+        "# (survives a crash of mtlskit, not of the machine; faster). See docs on durability.",
+        f"durability = {value(config.durability)}",
         "",
     ]
     return "\n".join(lines)

@@ -55,6 +55,8 @@ _LazyGroup.lazy = {
 def _register() -> None:
     """Eagerly registered commands (the lazy table above is preferred for new ones)."""
     # -- further command modules register below this line --
+    from mtlskit.cli import verify as verify_command
+    cli.add_command(verify_command.command)
     from mtlskit.cli import ca as ca_command
     from mtlskit.cli import export as export_command
     from mtlskit.cli import selfsigned as selfsigned_command

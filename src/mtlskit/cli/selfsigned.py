@@ -16,7 +16,7 @@ from mtlskit.certs import (
 )
 from mtlskit.errors import InputError
 from mtlskit.files import write_public, write_secret
-from mtlskit.issue import CLIENT_AUTH, build_self_signed, lint_errors, parse_identity
+from mtlskit.issue import BACKDATE, CLIENT_AUTH, build_self_signed, lint_errors, parse_identity
 
 
 @click.command("selfsigned")
@@ -63,8 +63,8 @@ def command(identity: str, out: Path, key_type: str, days: int) -> None:
         key=key,
         identity=target,
         profile=CLIENT_AUTH,
-        not_before=now - dt.timedelta(minutes=5),
-        not_after=now + dt.timedelta(days=days),
+        not_before=now - BACKDATE,
+        not_after=now - BACKDATE + dt.timedelta(days=days),  # exactly --days, backdate included
     )
     errors = lint_errors((cert,), CLIENT_AUTH, now)
     if errors:  # a bug in the builder, never the user's fault: fail loudly, write nothing

@@ -1,0 +1,142 @@
+"""nginx as the consumer: `ssl_verify_client on` takes a `ca issue` certificate, and with the
+CRL from `ca crl` in `ssl_crl` it refuses the revoked one. nginx runs in a temp dir, in the
+foreground, on an ephemeral port, and is stopped by its own pid."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import require_program, write
+from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
+
+ID = "spiffe://acme.com/billing/payments"
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def nginx_ca(tmp_path, run_cli):
+    nginx = require_program("nginx")
+    passphrase = write(tmp_path / "pass", b"nginx test passphrase\n")
+    ca = tmp_path / "ca"
+    assert (
+        run_cli(
+            "ca", "init", ca, "--trust-domain", "acme.com", "--passphrase-file", passphrase
+        ).code
+        == 0
+    )
+    for name in ("good", "gone"):
+        result = run_cli(
+            "ca", "issue", ca, "--id", ID, "--out", tmp_path / name, "--passphrase-file", passphrase
+        )
+        assert result.code == 0, result.err
+    assert (
+        run_cli(
+            "ca",
+            "revoke",
+            ca,
+            "--cert",
+            tmp_path / "gone" / "cert.pem",
+            "--reason",
+            "keyCompromise",
+        ).code
+        == 0
+    )
+    assert (
+        run_cli(
+            "ca", "crl", ca, "--out", tmp_path / "crl.pem", "--passphrase-file", passphrase
+        ).code
+        == 0
+    )
+
+    server_ca = TestCA(name="nginx server")
+    server = server_ca.issue(LeafSpec(dns=("localhost",), eku=(SERVER_AUTH,)))
+    write(tmp_path / "server.pem", server.chain_pem)
+    write(tmp_path / "server.key", server.key_pem)
+    write(tmp_path / "server-ca.pem", server_ca.bundle_pem)
+    port = _free_port()
+    work = tmp_path / "nginx"
+    work.mkdir()
+    temp_paths = " ".join(
+        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = write(
+        work / "nginx.conf",
+        f"""
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log info;
+events {{ worker_connections 32; }}
+http {{
+  access_log off;
+  {temp_paths}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {tmp_path}/server.pem;
+    ssl_certificate_key {tmp_path}/server.key;
+    ssl_client_certificate {ca}/root.pem;
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    ssl_crl {tmp_path}/crl.pem;
+    location / {{ return 200 "$ssl_client_verify\\n"; }}
+  }}
+}}
+""".encode(),
+    )
+    process = subprocess.Popen(
+        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                error = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"nginx did not start: {error}")
+            time.sleep(0.05)
+    try:
+        yield port, tmp_path
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _get(port: int, tmp_path, client: str | None) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=tmp_path / "server-ca.pem")
+    if client is not None:
+        ctx.load_cert_chain(tmp_path / client / "chain.pem", tmp_path / client / "key.pem")
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_nginx_accepts_issued_and_rejects_revoked(nginx_ca):
+    port, tmp_path = nginx_ca
+    assert _get(port, tmp_path, "good") == (200, "SUCCESS\n")
+    status, body = _get(port, tmp_path, "gone")
+    assert status == 400 and "The SSL certificate error" in body
+    log = (tmp_path / "nginx" / "error.log").read_text()
+    assert "certificate revoked" in log
+    status, body = _get(port, tmp_path, None)  # negative control: no certificate at all
+    assert status == 400 and "No required SSL certificate was sent" in body

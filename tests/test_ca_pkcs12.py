@@ -1,4 +1,4 @@
-"""`mtlskit export pkcs12`: AES-256/PBKDF2 by default, legacy on request; OpenSSL and Java read it."""
+"""`mtlskit export pkcs12`: AES-256 + PBKDF2 default, --legacy if asked; read by OpenSSL, Java."""
 
 from __future__ import annotations
 

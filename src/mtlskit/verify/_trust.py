@@ -25,7 +25,7 @@ from mtlskit.certinfo import is_self_signed
 from mtlskit.certs import Fingerprint, load_certificates
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.identity import SpiffeIdError, TrustDomain
-from mtlskit.publicca import public_roots as certifi_roots
+from mtlskit.publicca import find_public_root
 
 __all__ = ["RevocationList", "TrustStore", "load_crl", "parse_spiffe_bundle"]
 
@@ -107,21 +107,6 @@ class RevocationList:
         return self.next_update is None or at > self.next_update
 
 
-def _is_public(cert: x509.Certificate, roots: Mapping[bytes, x509.Certificate]) -> bool:
-    """A public root itself, or a CA directly signed by one (signature checked, not just names)."""
-    root = roots.get(cert.subject.public_bytes())
-    if root is not None and root == cert:
-        return True
-    issuer = roots.get(cert.issuer.public_bytes())
-    if issuer is None or issuer == cert:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrustStore:
     """Immutable trust for client certificates; build with ``TrustStore.build``.
@@ -150,9 +135,7 @@ class TrustStore:
     )
     # Memo of CRL signature checks by (issuer name DER, issuer fingerprint): the
     # issuing CA usually arrives in the presented chain, so it is checked on first use.
-    _public_roots: Mapping[bytes, x509.Certificate] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    _public_bundle: str | None = field(default=None, repr=False, compare=False)
     _crl_signatures: dict[tuple[bytes, bytes], bool] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -167,15 +150,15 @@ class TrustStore:
         crls: Iterable[x509.CertificateRevocationList] = (),
         allow_public_roots: bool = False,
         allow_stale_crls: bool = False,
-        public_roots: Mapping[bytes, x509.Certificate] | None = None,
+        public_bundle: str | None = None,
     ) -> TrustStore:
         """Check and index the inputs; ``ConfigError`` for a configuration that cannot be right.
 
-        ``public_roots`` (subject DER → root) defaults to certifi's Mozilla roots.
+        Public roots are certifi's Mozilla roots plus ``public_bundle`` (default:
+        ``$MTLSKIT_EXTRA_PUBLIC_ROOTS``), as ``mtlskit.publicca`` defines them.
         ``allow_public_roots`` is a dangerous switch: a public CA signs for anyone who
         controls a domain, so the verifier insists on an identity policy beside it.
         """
-        roots = certifi_roots() if public_roots is None else public_roots
         bundles: dict[TrustDomain, tuple[x509.Certificate, ...]] = {}
         for name, certs in (spiffe_bundles or {}).items():
             try:
@@ -194,12 +177,15 @@ class TrustStore:
         for cert in _dedupe(tuple(anchors)):
             if Fingerprint.of(cert) in bound:
                 continue  # bound to a trust domain: never a general anchor
-            if _is_public(cert, roots) and not allow_public_roots:
+            if (
+                find_public_root([cert], bundle=public_bundle) is not None
+                and not allow_public_roots
+            ):
                 refused.append(cert)
             else:
                 usable.append(cert)
         for domain, certs in bundles.items():
-            public = [cert for cert in certs if _is_public(cert, roots)]
+            public = [c for c in certs if find_public_root([c], bundle=public_bundle) is not None]
             if public and not allow_public_roots:
                 raise ConfigError(
                     f"the bundle for trust domain {domain} contains the public root "
@@ -225,7 +211,7 @@ class TrustStore:
             allow_stale_crls=allow_stale_crls,
             _store=Store(usable) if usable else None,
             _bundle_stores={domain: Store(list(certs)) for domain, certs in bundles.items()},
-            _public_roots=roots,
+            _public_bundle=public_bundle,
         )
 
     @property
@@ -259,15 +245,8 @@ class TrustStore:
         return known
 
     def public_root_of(self, cert: x509.Certificate) -> x509.Certificate | None:
-        """The public root that is ``cert`` or directly signed it (configured or certifi roots)."""
-        refused = self.refused_issuer_of(cert)
-        if refused is not None:
-            return refused
-        if not _is_public(cert, self._public_roots):
-            return None
-        return self._public_roots.get(cert.subject.public_bytes()) or self._public_roots.get(
-            cert.issuer.public_bytes()
-        )
+        """The public root that is ``cert`` or directly signed it (refused anchors included)."""
+        return self.refused_issuer_of(cert) or find_public_root([cert], bundle=self._public_bundle)
 
     def refused_issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
         """The refused public anchor that is ``cert`` or signed it, if any."""

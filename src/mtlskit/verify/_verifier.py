@@ -358,13 +358,14 @@ class Verifier:
                 )
             elif trust.refused_public and store is None:
                 names = ", ".join(_name(cert) for cert in trust.refused_public[:3])
-                reasons.append(
+                _replace(
+                    reasons,
                     Reason(
                         code=Code.PUBLIC_CA_NOT_ALLOWED,
                         message=f"the trust store's anchors are public roots ({names}) and were "
                         "refused: allow_public_roots is not set",
                         depth=None,
-                    )
+                    ),
                 )
         return None
 

@@ -45,25 +45,20 @@ def cli() -> None:
 
 _LazyGroup.lazy = {
     "audit": "mtlskit.cli.audit",
+    "ca": "mtlskit.cli.ca",
     "demo": "mtlskit.cli.demo",
+    "export": "mtlskit.cli.export",
     "inspect": "mtlskit.cli.inspect",
     "lint": "mtlskit.cli.lint",
+    "selfsigned": "mtlskit.cli.selfsigned",
     "survey": "mtlskit.cli.survey",
+    "verify": "mtlskit.cli.verify",
 }
 
 
 def _register() -> None:
     """Eagerly registered commands (the lazy table above is preferred for new ones)."""
     # -- further command modules register below this line --
-    from mtlskit.cli import verify as verify_command
-    cli.add_command(verify_command.command)
-    from mtlskit.cli import ca as ca_command
-    from mtlskit.cli import export as export_command
-    from mtlskit.cli import selfsigned as selfsigned_command
-
-    cli.add_command(selfsigned_command.command)
-    cli.add_command(ca_command.command)
-    cli.add_command(export_command.command)
 
 
 _register()

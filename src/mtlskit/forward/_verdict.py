@@ -138,7 +138,7 @@ def read_nginx(escaped_cert: str | None, verify: str | None = None) -> Forwarded
         return ForwardedClient(present=True, verified=False, error=status[len("FAILED:") :] or None)
     chain = tuple(certificates_from_url_encoded_pem(cert_text, source="ssl_client_escaped_cert"))
     verified = status == "SUCCESS"
-    error = status[len("FAILED:") :] or None if status.startswith("FAILED:") else None
+    error = (status[len("FAILED:") :] or None) if status.startswith("FAILED:") else None
     try:
         identity: ClientIdentity | None = ClientIdentity.from_certificate(chain[0])
     except IdentityError:

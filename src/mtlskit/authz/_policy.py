@@ -148,15 +148,7 @@ class Policy:
             return decision
         rule = self.match(decision, method=method, path=path)
         if rule is not None:
-            return Decision(
-                verdict=Verdict.ACCEPT,
-                identity=decision.identity,
-                chain=decision.chain,
-                reasons=decision.reasons,
-                rule=rule.name,
-                pinned=decision.pinned,
-                valid_until=decision.valid_until,
-            )
+            return decision.with_rule(rule.name)
         who = (
             f"{decision.identity.kind.value} {decision.identity.value}"
             if decision.identity

@@ -131,13 +131,25 @@ def test_cert_not_yet_valid(run_cli, files, clean_leaf):
 
 def test_chain_untrusted_and_expired_are_both_reported(run_cli, tmp_path, ca):
     stranger = TestCA(name="stranger").issue(
-        CLEAN.replace(not_before=NOW - dt.timedelta(days=3), not_after=NOW - dt.timedelta(days=1))
+        CLEAN.replace(
+            not_before=NOW - dt.timedelta(hours=12), not_after=NOW - dt.timedelta(hours=1)
+        )
     )
     client = write(tmp_path / "c.pem", stranger.chain_pem)
     root = write(tmp_path / "root.pem", ca.bundle_pem)
     _, out = verify_json(run_cli, client, "--trust", root)
     assert codes(out) == ["cert_expired", "chain_untrusted"]
     assert out["reasons"][1]["depth"] == 1
+
+
+def test_no_common_validity_window_reports_each_expiry(ca):
+    """Leaf valid only before its CA existed: pyca cannot judge the path, the dates say why."""
+    leaf = TestCA(name="early").issue(
+        CLEAN.replace(not_before=NOW - dt.timedelta(days=3), not_after=NOW - dt.timedelta(days=2))
+    )
+    trust = TrustStore.build(anchors=[leaf.chain[-1]])
+    decision = Verifier(trust=trust).verify(leaf.chain[:-1], at=NOW)
+    assert decision.codes == (Code.CERT_EXPIRED,)
 
 
 def test_chain_untrusted(run_cli, tmp_path, ca):

@@ -300,7 +300,10 @@ class Verifier:
             if verified is not None:
                 return verified
             failure = _pyca_reason(error or "", top)
-            if failure is not None and not any(r.code is failure.code for r in reasons):
+            timely = all(fact.not_before <= at <= fact.not_after for fact in presented)
+            if failure.code is Code.CERT_EXPIRED and not timely:
+                pass  # no common validity window: the per-certificate checks say which expired
+            elif not any(r.code is failure.code for r in reasons):
                 reasons.append(failure)
         elif trust.pins and not trust.anchors and not trust.bundles:
             pass  # pins only: handled below as a pin mismatch
@@ -537,7 +540,7 @@ def _inside_validity(facts: Sequence[_Facts], at: dt.datetime) -> dt.datetime:
     return start if at < start else end
 
 
-def _pyca_reason(message: str, top: int) -> Reason | None:
+def _pyca_reason(message: str, top: int) -> Reason:
     """pyca's error string → a stable code; the explicit checks cover the rest."""
     if "unsupported name constraint" in message:
         return Reason(

@@ -9,6 +9,7 @@ only when a caller explicitly allows that legacy fallback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -210,8 +211,28 @@ class ClientIdentity:
         uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san else []
         dns = san.get_values_for_type(x509.DNSName) if san else []
         emails = san.get_values_for_type(x509.RFC822Name) if san else []
-        everything = tuple(uris + dns + emails)
+        if uris or dns or emails:
+            return cls.from_sans(uris, dns, emails)
+        if allow_cn:
+            cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            if cns and isinstance(cns[0].value, str) and cns[0].value:
+                return cls(kind=IdentityKind.CN, value=cns[0].value, legacy=True)
+        if san is None:
+            raise IdentityError("san_missing", "certificate has no subjectAltName extension")
+        raise IdentityError(
+            "san_missing", "subjectAltName has no URI, DNS or email entry to take an identity from"
+        )
 
+    @classmethod
+    def from_sans(
+        cls,
+        uris: Sequence[str],
+        dns: Sequence[str] = (),
+        emails: Sequence[str] = (),
+    ) -> ClientIdentity:
+        """The same precedence and SVID rule for SAN values that arrive without a certificate
+        (a proxy's XFCC or GCP headers): SPIFFE URI, other URI, DNS, email."""
+        everything = (*uris, *dns, *emails)
         spiffe_uris = [uri for uri in uris if SpiffeId.is_spiffe_uri(uri)]
         if spiffe_uris:
             if len(uris) > 1:
@@ -237,12 +258,6 @@ class ClientIdentity:
         ):
             if values:
                 return cls(kind=kind, value=values[0], others=_without(everything, values[0]))
-        if allow_cn:
-            cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            if cns and isinstance(cns[0].value, str) and cns[0].value:
-                return cls(kind=IdentityKind.CN, value=cns[0].value, legacy=True)
-        if san is None:
-            raise IdentityError("san_missing", "certificate has no subjectAltName extension")
         raise IdentityError(
             "san_missing", "subjectAltName has no URI, DNS or email entry to take an identity from"
         )

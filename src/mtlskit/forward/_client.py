@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from mtlskit.certs import Fingerprint
-from mtlskit.identity import ClientIdentity, IdentityError, IdentityKind, SpiffeId, SpiffeIdError
+from mtlskit.identity import ClientIdentity, IdentityError
 
 __all__ = ["ForwardedClient", "identity_from_sans"]
 
@@ -98,28 +98,7 @@ def identity_from_sans(
     ``Cert``, GCP without ``_leaf``). The precedence and the SVID rule (a SPIFFE URI
     must be the only URI SAN and valid) are the same; ``None`` when nothing usable.
     """
-    everything = (*uris, *dns, *emails)
-    spiffe_uris = [uri for uri in uris if SpiffeId.is_spiffe_uri(uri)]
-    if spiffe_uris:
-        if len(uris) > 1:
-            return None
-        try:
-            spiffe_id = SpiffeId.parse(spiffe_uris[0])
-        except SpiffeIdError:
-            return None
-        return ClientIdentity(
-            kind=IdentityKind.SPIFFE,
-            value=str(spiffe_id),
-            spiffe_id=spiffe_id,
-            others=tuple(v for v in everything if v != spiffe_uris[0]),
-        )
-    for kind, values in (
-        (IdentityKind.URI, uris),
-        (IdentityKind.DNS, dns),
-        (IdentityKind.EMAIL, emails),
-    ):
-        if values:
-            return ClientIdentity(
-                kind=kind, value=values[0], others=tuple(v for v in everything if v != values[0])
-            )
-    return None
+    try:
+        return ClientIdentity.from_sans(uris, dns, emails)
+    except IdentityError:
+        return None

@@ -146,7 +146,8 @@ class Policy:
         """
         if decision.verdict is not Verdict.ACCEPT:
             return decision
-        rule = self.match(decision, method=method, path=path)
+        chain = decision.chain
+        rule = self._index.match(decision.identity, chain[0] if chain else None, method, path)
         if rule is not None:
             return decision.with_rule(rule.name)
         who = (

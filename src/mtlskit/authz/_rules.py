@@ -210,9 +210,14 @@ class RuleIndex:
             return None
         value = identity.value
         kind = identity.kind
-        found = _first(self._exact.get(value), method, path)
-        if found is not None:
-            return found
+        exact = self._exact.get(value)
+        if exact is not None:
+            if not exact[0].routes:
+                return exact[0]  # the common case, without a call
+            found = _first(exact, method, path)
+            if found is not None:
+                return found
+        found = None
         if kind is IdentityKind.DNS and self._dns:
             found = _first(self._dns.get(value.lower().rstrip(".")), method, path)
         elif kind is IdentityKind.EMAIL and self._email:

@@ -9,6 +9,7 @@ only when a caller explicitly allows that legacy fallback.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,6 +55,8 @@ class SpiffeIdError(MtlskitError, ValueError):
 
 
 def _check_trust_domain(name: str, whole: str, what: str) -> None:
+    if len(name) <= MAX_TRUST_DOMAIN_BYTES and _VALID_TRUST_DOMAIN.fullmatch(name):
+        return
     if not name:
         raise SpiffeIdError(whole, "trust domain is missing", what=what)
     if len(name.encode()) > MAX_TRUST_DOMAIN_BYTES:
@@ -64,10 +67,14 @@ def _check_trust_domain(name: str, whole: str, what: str) -> None:
         raise SpiffeIdError(whole, _BAD_TD_CHAR, what=what)
 
 
+_VALID_PATH: Final = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)*")
+_VALID_TRUST_DOMAIN: Final = re.compile(r"[a-z0-9._-]+")
+
+
 def _check_path(path: str, whole: str) -> None:
     """Empty, or '/'-led segments; checked left to right so the first fault is the one named."""
-    if not path:
-        return
+    if not path or _VALID_PATH.fullmatch(path):
+        return  # the common case, in one regex; the loop below only names the fault
     if not path.startswith("/"):
         raise SpiffeIdError(whole, "path must have a leading slash")
     start = 0
@@ -143,7 +150,14 @@ class SpiffeId:
         name, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
         _check_trust_domain(name, text, "SPIFFE ID")
         _check_path(path, text)
-        return cls(TrustDomain(name), path)
+        # Validated above: build without running the constructors' checks a second time
+        # (this sits on the verifier's per-handshake path).
+        trust_domain = object.__new__(TrustDomain)
+        object.__setattr__(trust_domain, "name", name)
+        spiffe_id = object.__new__(cls)
+        object.__setattr__(spiffe_id, "trust_domain", trust_domain)
+        object.__setattr__(spiffe_id, "path", path)
+        return spiffe_id
 
     @classmethod
     def is_spiffe_uri(cls, uri: str) -> bool:
@@ -208,9 +222,16 @@ class ClientIdentity:
         valid SPIFFE ID and the only URI SAN, or no identity is returned at all.
         """
         san = san_entries(cert)
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san else []
-        dns = san.get_values_for_type(x509.DNSName) if san else []
-        emails = san.get_values_for_type(x509.RFC822Name) if san else []
+        uris: list[str] = []
+        dns: list[str] = []
+        emails: list[str] = []
+        for name in san or ():  # one pass; get_values_for_type would walk the SAN three times
+            if isinstance(name, x509.UniformResourceIdentifier):
+                uris.append(name.value)
+            elif isinstance(name, x509.DNSName):
+                dns.append(name.value)
+            elif isinstance(name, x509.RFC822Name):
+                emails.append(name.value)
         if uris or dns or emails:
             return cls.from_sans(uris, dns, emails)
         if allow_cn:

@@ -47,6 +47,7 @@ _LazyGroup.lazy = {
     "audit": "mtlskit.cli.audit",
     "ca": "mtlskit.cli.ca",
     "demo": "mtlskit.cli.demo",
+    "gateway": "mtlskit.cli.gateway",
     "export": "mtlskit.cli.export",
     "inspect": "mtlskit.cli.inspect",
     "lint": "mtlskit.cli.lint",

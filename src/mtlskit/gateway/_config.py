@@ -1,0 +1,201 @@
+"""``gateway.toml`` (DESIGN.md §6): validated once, paths made absolute, never mutated.
+
+pydantic checks the shape (an unknown key is a ``ConfigError`` that names it);
+relative paths are resolved against the config file's directory so the gateway
+behaves the same whatever directory it was started from. Reading the files the
+config names is ``_generation``'s job, because that is what a reload repeats.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mtlskit.errors import ConfigError
+from mtlskit.files import read_bytes
+
+__all__ = ["ClientAuthMode", "GatewayConfig", "load_config", "parse_address"]
+
+
+class ClientAuthMode(StrEnum):
+    """GCP's two mTLS modes, by their GCP meaning."""
+
+    REJECT_INVALID = "reject_invalid"  # a certificate is required and must pass both gates
+    ALLOW_INVALID_OR_MISSING = "allow_invalid_or_missing"  # forward with a verdict; backend decides
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) → ``(host, port)``; a ``ValueError`` says what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(_Section):
+    address: str = "127.0.0.1:8443"
+    cert: Path
+    key: Path
+    tls_versions: list[Literal["1.2", "1.3"]] = ["1.2", "1.3"]
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class ClientAuthConfig(_Section):
+    mode: ClientAuthMode = ClientAuthMode.REJECT_INVALID
+    trust: list[Path] = []
+    pins: list[str] = []
+    crls: list[Path] = []
+    spiffe_bundles: dict[str, Path] = {}
+    policy: Path | None = None
+    allow_missing_eku: bool = False
+    max_chain_depth: int = Field(default=8, ge=0, le=16)
+
+
+class UpstreamConfig(_Section):
+    urls: list[str] = Field(min_length=1)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    pool_size: int = Field(default=64, ge=0)  # idle keep-alive connections kept per upstream
+    health_interval: float = Field(default=5.0, gt=0)  # how often a down upstream is re-probed
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, values: list[str]) -> list[str]:
+        for url in values:
+            if not url.startswith("http://"):
+                raise ValueError(f"{url!r}: only http:// upstreams are supported")
+            parse_address(url.removeprefix("http://").rstrip("/"))
+        return values
+
+
+class ForwardConfig(_Section):
+    formats: list[Literal["xfcc", "gcp", "aws", "rfc9440", "verdict"]] = ["xfcc", "verdict"]
+
+
+class MetricsConfig(_Section):
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value)
+        return value
+
+
+class LimitsConfig(_Section):
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=1)
+    max_body_bytes: int = Field(default=16 * 2**20, ge=0)
+    handshake_timeout: float = Field(default=10.0, gt=0)
+    idle_timeout: float = Field(default=60.0, gt=0)  # no request (or no bytes mid-request)
+    drain_timeout: float = Field(default=10.0, ge=0)  # SIGTERM: how long in-flight work may take
+
+
+class LogConfig(_Section):
+    access: str = "-"  # a file path, or "-" for standard error
+    connection: str = "-"
+
+
+class ReloadConfig(_Section):
+    poll_interval: float = Field(default=2.0, ge=0)  # 0: reload on SIGHUP only
+
+
+class _GatewayModel(_Section):
+    listen: ListenConfig
+    client_auth: ClientAuthConfig = ClientAuthConfig()
+    upstream: UpstreamConfig
+    forward: ForwardConfig = ForwardConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    log: LogConfig = LogConfig()
+    reload: ReloadConfig = ReloadConfig()
+
+
+GatewayConfig = _GatewayModel
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
+    """Every configured path resolved against the config file's directory."""
+
+    def fix(path: Path) -> Path:
+        return path if path.is_absolute() else base / path
+
+    def fix_log(text: str) -> str:
+        return text if text == "-" else str(fix(Path(text)))
+
+    auth = model.client_auth
+    return model.model_copy(
+        update={
+            "listen": model.listen.model_copy(
+                update={"cert": fix(model.listen.cert), "key": fix(model.listen.key)}
+            ),
+            "client_auth": auth.model_copy(
+                update={
+                    "trust": [fix(p) for p in auth.trust],
+                    "crls": [fix(p) for p in auth.crls],
+                    "spiffe_bundles": {d: fix(p) for d, p in auth.spiffe_bundles.items()},
+                    "policy": fix(auth.policy) if auth.policy is not None else None,
+                }
+            ),
+            "log": model.log.model_copy(
+                update={
+                    "access": fix_log(model.log.access),
+                    "connection": fix_log(model.log.connection),
+                }
+            ),
+        }
+    )
+
+
+def config_from_mapping(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:
+    try:
+        model = _GatewayModel.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _location(tuple(first["loc"]))
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown key {where!r}", source=source) from None
+        if first["type"] == "missing":
+            raise ConfigError(f"missing key {where!r}", source=source) from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}", source=source) from None
+    auth = model.client_auth
+    if not (auth.trust or auth.pins or auth.spiffe_bundles):
+        raise ConfigError(
+            "client_auth needs at least one of trust, pins or spiffe_bundles: "
+            "with no trust every client would be refused",
+            source=source,
+        )
+    return _absolute(model, base)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate ``gateway.toml``; every failure is a one-line ``ConfigError``."""
+    source = str(path)
+    raw = read_bytes(path, what="gateway config")
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    return config_from_mapping(data, source=source, base=Path(path).resolve().parent)

@@ -1,0 +1,751 @@
+"""One client connection: TLS over memory BIOs, the two gates, then the HTTP/1.1 relay.
+
+The protocol object only moves bytes (TCP in → incoming BIO, outgoing BIO → TCP)
+and wakes one coroutine, ``run``, which walks the lifecycle table of
+``_lifecycle``. Flushing the outgoing BIO after every TLS step is what gets a
+refused client its alert (``unknown_ca``, ``decrypt_error``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import secrets
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import httptools
+from cryptography import x509
+
+from mtlskit.forward import ForwardedClient, forward_headers, sanitize_headers
+from mtlskit.gateway._config import ClientAuthMode
+from mtlskit.gateway._http import (
+    ClientRequestError,
+    Framing,
+    RequestHead,
+    UpstreamError,
+    chunk,
+    error_response,
+    request_framing,
+    response_head,
+    upstream_request_head,
+)
+from mtlskit.gateway._lifecycle import Event, Lifecycle, State
+from mtlskit.gateway._tls import classify_handshake_error, peer_chain
+from mtlskit.gateway._upstream import UpstreamConnection
+from mtlskit.verify import Decision
+
+if TYPE_CHECKING:
+    from mtlskit.gateway._generation import Generation
+    from mtlskit.gateway._server import Gateway
+
+__all__ = ["ClientConnection", "ClientView"]
+
+_HIGH_WATER: Final = 256 * 1024  # pause reading the client above this much unread TLS data
+_READ_SIZE: Final = 64 * 1024
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Closed(Exception):
+    """The client went away (EOF or reset); nothing more can be sent."""
+
+
+class ClientView:
+    """What the gateway concluded about one presented chain: reused across connections.
+
+    Keyed by (generation, chain): the decision, the identity headers for the
+    upstream and the certificate fields for the connection log are computed once.
+    """
+
+    __slots__ = ("decision", "expires", "headers", "leaf_fields")
+
+    def __init__(self, decision: Decision, headers: list[tuple[bytes, bytes]], leaf: Any) -> None:
+        self.decision = decision
+        self.headers = headers
+        self.leaf_fields = leaf
+        self.expires = 0.0
+
+    @classmethod
+    def of(cls, generation: Generation, chain: tuple[bytes, ...]) -> ClientView:
+        now = dt.datetime.now(dt.UTC)
+        if not chain:
+            decision = generation.verifier.verify([], at=now)
+            client = ForwardedClient.missing()
+            return cls(decision, forward_headers(client, generation.forward), None)
+        decision = generation.cache.verify(generation.verifier, chain, at=now)
+        certs = [x509.load_der_x509_certificate(der) for der in chain]
+        error = None if decision.accepted else decision.reasons[0].code.value
+        client = ForwardedClient.from_chain(certs, verified=decision.accepted, error=error)
+        leaf = certs[0]
+        fields = {
+            "subject": leaf.subject.rfc4514_string(),
+            "issuer": leaf.issuer.rfc4514_string(),
+            "serial": f"{leaf.serial_number:x}",
+            "not_before": leaf.not_valid_before_utc.isoformat(),
+            "not_after": leaf.not_valid_after_utc.isoformat(),
+            "sha256": hashlib.sha256(chain[0]).hexdigest(),
+        }
+        return cls(decision, forward_headers(client, generation.forward), fields)
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.generation = gateway.generation
+        self.life = Lifecycle()
+        self.transport: asyncio.Transport | None = None
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = self.generation.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.peer = "?"
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof = False
+        self._paused = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._events: list[tuple[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._view: ClientView | None = None
+        self._client_ip = "?"
+        # request parsing state
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._head_raw = 0
+        self._in_head = False
+        self._parse_error: ClientRequestError | None = None
+        self._parser: httptools.HttpRequestParser | None = None
+
+    # --- protocol: bytes in and out ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self._client_ip = str(peer[0]) if peer else "?"
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.gateway.connections.add(self)
+        self.gateway.metrics.open_connections += 1
+        self._task = asyncio.get_running_loop().create_task(self.run())
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        if self.incoming.pending > _HIGH_WATER and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # keep the transport: the coroutine decides when to close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._can_write.set()
+        self._wake()
+        if self in self.gateway.connections:
+            self.gateway.connections.discard(self)
+            self.gateway.metrics.open_connections -= 1
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self, timeout: float) -> None:
+        """Until more bytes, EOF or a wake-up; ``TimeoutError`` after ``timeout`` seconds."""
+        if self._eof:
+            raise _Closed
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, timeout)
+        finally:
+            self._waiter = None
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def _send(self, data: bytes) -> None:
+        if self._eof and (self.transport is None or self.transport.is_closing()):
+            raise _Closed
+        self.tls.write(data)
+        self._flush()
+        if not self._can_write.is_set():
+            try:
+                await asyncio.wait_for(self._can_write.wait(), self.gateway.limits.idle_timeout)
+            except TimeoutError:
+                raise _Closed from None
+
+    async def _read(self, timeout: float) -> bytes:
+        """Decrypted bytes; ``b""`` at EOF or close_notify."""
+        while True:
+            try:
+                data = self.tls.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                self._flush()
+                try:
+                    await self._wait(timeout)
+                except _Closed:
+                    return b""
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+            except ssl.SSLError:
+                return b""
+            self._flush()  # TLS 1.3 may answer a KeyUpdate
+            return data
+
+    # --- the lifecycle ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except (_Closed, ConnectionError):
+            self.life.handle(Event.EOF)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # mtlskit's bug: log it, drop this connection only
+            self.gateway.connection_log.write(
+                {"event": "error", "peer": self.peer, "error": repr(exc)}
+            )
+        finally:
+            self._close()
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        if not await self._handshake(started):
+            return
+        handshake_ms = (time.monotonic() - started) * 1000
+        view = self._verify(handshake_ms)
+        self._view = view
+        refused = not view.decision.accepted and self.generation.mode is (
+            ClientAuthMode.REJECT_INVALID
+        )
+        self.life.handle(Event.REFUSED if refused else Event.VERIFIED)
+        self._parser = httptools.HttpRequestParser(self)
+        while not self.life.closed:
+            head = await self._next_head()
+            if head is None:
+                return
+            if self.life.state is State.REFUSING:
+                self.life.handle(Event.REQUEST_HEAD)
+                await self._refuse(head, view.decision)
+                return
+            self.life.handle(Event.REQUEST_HEAD)
+            await self._request(head)
+
+    async def _handshake(self, started: float) -> bool:
+        gateway = self.gateway
+        deadline = started + gateway.limits.handshake_timeout
+        while True:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush()
+                try:
+                    await self._wait(deadline - time.monotonic())
+                except TimeoutError:
+                    self.life.handle(Event.TIMEOUT)
+                    gateway.metrics.handshake("timeout")
+                    self._log_failure("timeout", None, "no complete handshake in time")
+                    return False
+                except _Closed:
+                    self.life.handle(Event.EOF)
+                    gateway.metrics.handshake("eof")
+                    return False
+                continue
+            except ssl.SSLError as exc:
+                self._flush()  # the alert
+                failure = classify_handshake_error(exc)
+                self.life.handle(Event.HANDSHAKE_FAILED)
+                gateway.metrics.handshake("failed", failure.label)
+                self._log_failure("failed", failure.label, failure.detail, failure.verify_code)
+                return False
+            except OSError:
+                self.life.handle(Event.EOF)
+                return False
+            self._flush()
+            self.life.handle(Event.HANDSHAKE_OK)
+            return True
+
+    def _log_failure(
+        self, outcome: str, code: str | None, detail: str, verify_code: int | None = None
+    ) -> None:
+        self.gateway.connection_log.write(
+            {
+                "event": "connection",
+                "peer": self.peer,
+                "outcome": f"handshake_{outcome}",
+                "verify": f"FAILED:{code}" if code else "NONE",
+                "code": code,
+                "detail": detail,
+                "openssl_verify_code": verify_code,
+                "generation": self.generation.number,
+            }
+        )
+
+    def _verify(self, handshake_ms: float) -> ClientView:
+        """mtlskit's gate, always; resumed sessions find their chain by leaf fingerprint."""
+        gateway = self.gateway
+        chain, resumed = peer_chain(self.tls)
+        if chain:
+            leaf_key = hashlib.sha256(chain[0]).digest()
+            if len(chain) == 1 and resumed:
+                chain = gateway.chains.get(leaf_key, chain)
+            else:
+                gateway.remember_chain(leaf_key, chain)
+        view = gateway.view(self.generation, chain)
+        decision = view.decision
+        if not chain:
+            verify = "NONE"
+        elif decision.accepted:
+            verify = "SUCCESS"
+        else:
+            verify = f"FAILED:{decision.reasons[0].code.value}"
+        code = None if decision.accepted else decision.reasons[0].code.value
+        gateway.metrics.handshake("ok" if decision.accepted else "rejected", code or "")
+        cipher = self.tls.cipher()
+        gateway.connection_log.write(
+            {
+                "event": "connection",
+                "peer": self.peer,
+                "outcome": "accepted" if decision.accepted else "rejected",
+                "tls_version": self.tls.version(),
+                "cipher": cipher[0] if cipher else None,
+                "handshake_ms": round(handshake_ms, 3),
+                "resumed": resumed,
+                "verify": verify,
+                "code": code,
+                "reasons": [reason.as_dict() for reason in decision.reasons],
+                "identity": decision.identity.as_dict() if decision.identity else None,
+                "leaf": view.leaf_fields,
+                "mode": self.generation.mode.value,
+                "generation": self.generation.number,
+            }
+        )
+        return view
+
+    # --- HTTP parsing callbacks (httptools) --------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        limits = self.gateway.limits
+        if len(self._headers) > limits.max_headers:
+            self._parse_error = ClientRequestError("too many header fields", status_hint=431)
+            raise self._parse_error
+        if self._head_bytes > limits.max_header_bytes:
+            self._parse_error = ClientRequestError("header section too large", status_hint=431)
+            raise self._parse_error
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        self._in_head = False
+        head = RequestHead(
+            method=parser.get_method().decode("ascii", "replace"),
+            target=self._url,
+            version=parser.get_http_version(),
+            headers=tuple(self._headers),
+            keep_alive=parser.should_keep_alive(),
+        )
+        self._events.append(("head", head))
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        self._events.append(("end", None))
+
+    async def _next_event(self, timeout: float) -> tuple[str, Any]:
+        """The next parser event, reading and parsing more bytes as needed."""
+        while not self._events:
+            data = await self._read(timeout)
+            if not data:
+                return ("eof", None)
+            assert self._parser is not None
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                raise ClientRequestError(
+                    "protocol upgrades are not relayed", status_hint=501
+                ) from None
+            except httptools.HttpParserError:
+                error = self._parse_error or ClientRequestError("malformed HTTP request")
+                raise error from None
+            # An unfinished header line is invisible to on_header: count raw bytes too.
+            self._head_raw = self._head_raw + len(data) if self._in_head else 0
+            if self._head_raw > 2 * self.gateway.limits.max_header_bytes:
+                raise ClientRequestError("header section too large", status_hint=431)
+        return self._events.pop(0)
+
+    async def _next_head(self) -> RequestHead | None:
+        limits = self.gateway.limits
+        try:
+            if self.gateway.draining and not self._events:
+                self.life.handle(Event.SHUTDOWN)
+                return None
+            kind, value = await self._next_event(limits.idle_timeout)
+        except TimeoutError:
+            self.life.handle(Event.TIMEOUT)
+            if self._in_head:
+                await self._error(408, self._request_id(), code="request_timeout")
+            return None
+        except ClientRequestError as exc:
+            self.life.handle(Event.BAD_REQUEST)
+            await self._error(exc.status_hint, self._request_id(), code=str(exc))
+            return None
+        if kind == "eof":
+            self.life.handle(Event.EOF)
+            return None
+        if kind != "head":  # body or end before a head: cannot happen with llhttp
+            raise AssertionError(f"parser event {kind} outside a request")
+        return value  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _request_id() -> str:
+        return secrets.token_hex(8)
+
+    async def _error(
+        self, status: int, request_id: str, *, code: str, head: RequestHead | None = None
+    ) -> None:
+        """A generic response (the reason goes to the access log only), then close."""
+        self.gateway.metrics.request(status)
+        self._access(head, status, request_id, code=code, started=time.monotonic())
+        with contextlib.suppress(_Closed, ConnectionError):
+            await self._send(error_response(status, request_id=request_id, close=True))
+
+    def _access(
+        self,
+        head: RequestHead | None,
+        status: int,
+        request_id: str,
+        *,
+        started: float,
+        code: str | None = None,
+        upstream: str | None = None,
+        sent: int = 0,
+    ) -> None:
+        decision = self._view.decision if self._view else None
+        self.gateway.access_log.write(
+            {
+                "event": "request",
+                "request_id": request_id,
+                "peer": self.peer,
+                "method": head.method if head else None,
+                "path": head.path if head else None,
+                "status": status,
+                "code": code,
+                "identity": decision.identity.value if decision and decision.identity else None,
+                "verified": decision.accepted if decision else False,
+                "upstream": upstream,
+                "bytes_sent": sent,
+                "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            }
+        )
+
+    async def _refuse(self, head: RequestHead, decision: Decision) -> None:
+        request_id = self._request_id()
+        await self._error(403, request_id, code=decision.reasons[0].code.value, head=head)
+
+    # --- one request -----------------------------------------------------------------
+
+    async def _request(self, head: RequestHead) -> None:
+        gateway = self.gateway
+        generation = self.generation
+        request_id = self._request_id()
+        started = time.monotonic()
+        try:
+            framing, length = request_framing(head, max_body_bytes=gateway.limits.max_body_bytes)
+        except ClientRequestError as exc:
+            self.life.handle(Event.BAD_REQUEST)
+            await self._error(exc.status_hint, request_id, code=str(exc), head=head)
+            return
+        view = self._view
+        assert view is not None
+        decision = view.decision
+        if decision.accepted and generation.policy is not None:
+            decision = generation.policy.authorize(decision, method=head.method, path=head.path)
+            if not decision.accepted:
+                self.life.handle(Event.DENIED)
+                code = decision.reasons[-1].code.value
+                if framing is Framing.NONE and head.keep_alive and not gateway.draining:
+                    await self._skip_body()
+                    gateway.metrics.request(403)
+                    self._access(head, 403, request_id, code=code, started=started)
+                    await self._send(error_response(403, request_id=request_id, close=False))
+                else:
+                    self.life.state = State.CLOSED  # a body we will not read: close
+                    await self._error(403, request_id, code=code, head=head)
+                return
+        self.life.handle(Event.FORWARD)
+        try:
+            conn = await gateway.pool.acquire()
+        except UpstreamError as exc:
+            self.life.handle(Event.CLOSE)
+            await self._error(exc.status_hint, request_id, code=str(exc), head=head)
+            return
+        try:
+            keep_alive, status, sent = await self._relay(
+                head, framing, length, conn, request_id, view
+            )
+        except UpstreamError as exc:
+            conn.close()
+            self.life.handle(Event.CLOSE)
+            await self._error(exc.status_hint, request_id, code=str(exc), head=head)
+            return
+        except ClientRequestError as exc:
+            conn.close()
+            self.life.handle(Event.BAD_REQUEST)
+            await self._error(exc.status_hint, request_id, code=str(exc), head=head)
+            return
+        except BaseException:
+            conn.close()
+            raise
+        gateway.metrics.request(status)
+        self._access(
+            head, status, request_id, started=started, upstream=conn.upstream.url, sent=sent
+        )
+        self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
+
+    async def _skip_body(self) -> None:
+        while True:
+            kind, _ = await self._next_event(self.gateway.limits.idle_timeout)
+            if kind in ("end", "eof"):
+                return
+
+    async def _relay(  # noqa: PLR0917 - one request's parts, passed once
+        self,
+        head: RequestHead,
+        framing: Framing,
+        length: int,
+        conn: UpstreamConnection,
+        request_id: str,
+        view: ClientView,
+    ) -> tuple[bool, int, int]:
+        """Stream the request up and the response down; (client keep-alive, status, bytes)."""
+        gateway = self.gateway
+        limits = gateway.limits
+        headers = sanitize_headers(head.headers, also=self.generation.forward.sanitized_names)
+        wire = upstream_request_head(
+            head,
+            framing=framing,
+            length=length,
+            client_ip=self._client_ip,
+            request_id=request_id,
+            headers=headers,
+            identity=view.headers,
+        )
+        if framing is not Framing.NONE and any(
+            value.strip().lower() == b"100-continue" for value in head.values(b"expect")
+        ):
+            await self._send(_CONTINUE)
+        writer = conn.writer
+        sent_at = time.monotonic()
+        try:
+            writer.write(wire)
+            received = 0
+            while True:
+                kind, value = await self._next_event(limits.idle_timeout)
+                if kind == "eof":
+                    raise _Closed
+                if kind == "end":
+                    if framing is Framing.CHUNKED:
+                        writer.write(chunk(b""))
+                    break
+                received += len(value)
+                if received > limits.max_body_bytes:
+                    raise ClientRequestError("body larger than the limit", status_hint=413)
+                writer.write(chunk(value) if framing is Framing.CHUNKED else value)
+                await writer.drain()  # backpressure: the upstream sets the pace
+            await writer.drain()
+        except TimeoutError:
+            raise ClientRequestError("request body stalled", status_hint=408) from None
+        except (ConnectionError, OSError) as exc:
+            raise UpstreamError(f"write to {conn.upstream.url} failed: {exc}") from None
+        return await self._response(head, conn, request_id, sent_at)
+
+    async def _response(
+        self, head: RequestHead, conn: UpstreamConnection, request_id: str, sent_at: float
+    ) -> tuple[bool, int, int]:
+        gateway = self.gateway
+        collector = _ResponseCollector()
+        parser = httptools.HttpResponseParser(collector)
+        collector.parser = parser
+        read_timeout = gateway.read_timeout
+        started = False
+        framing = Framing.NONE
+        client_keep_alive = head.keep_alive and not gateway.draining
+        sent = 0
+        status = 0
+        while True:
+            if not collector.events:
+                try:
+                    data = await asyncio.wait_for(conn.reader.read(_READ_SIZE), read_timeout)
+                except TimeoutError:
+                    if started:
+                        raise _Closed from None  # head already sent: nothing to do but abort
+                    raise UpstreamError("upstream read timed out", status_hint=504) from None
+                except (ConnectionError, OSError) as exc:
+                    if started:
+                        raise _Closed from None
+                    raise UpstreamError(f"upstream connection failed: {exc}") from None
+                if not data:
+                    if started and framing is Framing.CHUNKED and collector.close_delimited:
+                        collector.events.append(("end", None))
+                        conn.close()
+                        collector.reusable = False
+                    elif started:
+                        raise _Closed  # truncated response: the client must see a broken one
+                    else:
+                        raise UpstreamError("upstream closed without a response")
+                else:
+                    try:
+                        parser.feed_data(data)
+                    except httptools.HttpParserError as exc:
+                        if started:
+                            raise _Closed from None
+                        raise UpstreamError(f"malformed upstream response: {exc}") from None
+                continue
+            kind, value = collector.events.pop(0)
+            if kind == "head":
+                status, reason, headers, length, upstream_keep_alive = value
+                if 100 <= status < 200 and status != 101:
+                    collector.reset_interim()
+                    continue  # interim response: the gateway already answered 100-continue
+                gateway.metrics.upstream_latency(time.monotonic() - sent_at)
+                no_body = head.method == "HEAD" or status in (204, 304)
+                if no_body:
+                    framing = Framing.NONE
+                elif length is not None:
+                    framing = Framing.LENGTH
+                else:
+                    framing = Framing.CHUNKED
+                    collector.close_delimited = not collector.chunked
+                if framing is Framing.CHUNKED and head.version == "1.0":
+                    client_keep_alive = False
+                    wire_framing = Framing.NONE
+                else:
+                    wire_framing = framing
+                collector.reusable = upstream_keep_alive and not collector.close_delimited
+                await self._send(
+                    response_head(
+                        status,
+                        reason,
+                        headers,
+                        framing=wire_framing,
+                        length=length or 0,
+                        keep_alive=client_keep_alive,
+                        request_id=request_id,
+                    )
+                )
+                started = True
+                if no_body:
+                    conn_reusable = head.method != "HEAD" and collector.reusable
+                    gateway.pool.release(conn, reusable=conn_reusable and not collector.events)
+                    return client_keep_alive, status, sent
+            elif kind == "body":
+                sent += len(value)
+                if framing is Framing.CHUNKED and head.version != "1.0":
+                    await self._send(chunk(value))
+                else:
+                    await self._send(value)
+            elif kind == "end":
+                if framing is Framing.CHUNKED and head.version != "1.0":
+                    await self._send(chunk(b""))
+                gateway.pool.release(conn, reusable=collector.reusable)
+                return client_keep_alive, status, sent
+
+    # --- closing ---------------------------------------------------------------------
+
+    def _close(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.life.state is not State.HANDSHAKE:
+            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                self.tls.unwrap()
+            self._flush()
+        transport.close()
+
+    def shutdown(self) -> None:
+        """Drain: an idle connection closes now, a busy one after its response."""
+        self._wake()
+        if self.life.state is State.IDLE and not self._events and self._task is not None:
+            self._task.cancel()
+
+
+class _ResponseCollector:
+    """httptools callbacks for one upstream response, turned into events."""
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
+        self.events: list[tuple[str, Any]] = []
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.chunked = False
+        self.length: int | None = None
+        self.close_delimited = False
+        self.reusable = False
+
+    def reset_interim(self) -> None:
+        self.headers = []
+        self.reason = b""
+        self.chunked = False
+        self.length = None
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"content-length":
+            self.length = int(value) if value.strip().isdigit() else None
+        elif lower == b"transfer-encoding":
+            self.chunked = b"chunked" in value.lower()
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.events.append(
+            (
+                "head",
+                (
+                    self.parser.get_status_code(),
+                    self.reason,
+                    list(self.headers),
+                    None if self.chunked else self.length,
+                    self.parser.should_keep_alive(),
+                ),
+            )
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        self.events.append(("end", None))

@@ -1,0 +1,152 @@
+"""Everything a reload replaces, built whole from the files and swapped in one assignment.
+
+A ``Generation`` holds the TLS context (OpenSSL's gate), the ``Verifier``
+(mtlskit's gate), the policy and the forwarding formats. Connections keep the
+generation they started with; new connections take the newest. A reload that
+fails (a bad CRL, a typo in the policy) is logged and the old generation stays.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+
+from mtlskit.authz import Policy
+from mtlskit.certs import Fingerprint, chain_pem, load_certificates
+from mtlskit.errors import ConfigError
+from mtlskit.files import read_bytes
+from mtlskit.forward import ForwardConfig
+from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
+from mtlskit.gateway._tls import server_context
+from mtlskit.verify import TrustStore, VerificationCache, Verifier, load_crl, parse_spiffe_bundle
+
+__all__ = ["Generation", "file_stamps", "load_generation", "watched_files"]
+
+_NUMBERS: Final = itertools.count(1)
+_CERT_SUFFIXES: Final = (".pem", ".crt", ".cer", ".der")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Generation:
+    number: int
+    context: ssl.SSLContext
+    verifier: Verifier
+    cache: VerificationCache
+    policy: Policy | None
+    forward: ForwardConfig
+    mode: ClientAuthMode
+    stamps: tuple[tuple[str, float, int], ...]
+
+    @property
+    def require_client_cert(self) -> bool:
+        return self.mode is ClientAuthMode.REJECT_INVALID
+
+
+def _expand(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; directories contribute their certificate files, sorted."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in _CERT_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
+def watched_files(config: GatewayConfig) -> list[Path]:
+    auth = config.client_auth
+    files = [config.listen.cert, config.listen.key, *_expand(auth.trust), *auth.crls]
+    files += [Path(pin) for pin in auth.pins if not pin.lower().startswith("sha256:")]
+    files += list(auth.spiffe_bundles.values())
+    if auth.policy is not None:
+        files.append(auth.policy)
+    return files
+
+
+def file_stamps(paths: Iterable[Path]) -> tuple[tuple[str, float, int], ...]:
+    """(path, mtime, size) per file: cheap to poll, changes when a file is replaced."""
+    stamps = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            stamps.append((str(path), info.st_mtime, info.st_size))
+        except OSError:
+            stamps.append((str(path), -1.0, -1))
+    return tuple(stamps)
+
+
+def _certificates(path: Path, what: str) -> list[x509.Certificate]:
+    return load_certificates(read_bytes(path, what=what), source=str(path))
+
+
+def load_generation(config: GatewayConfig) -> Generation:
+    """Read every file the config names; ``ConfigError``/``InputError`` name the bad one."""
+    auth = config.client_auth
+    stamps = file_stamps(watched_files(config))
+    anchors = [cert for path in _expand(auth.trust) for cert in _certificates(path, "trust file")]
+    pins: list[Fingerprint] = []
+    pinned: list[x509.Certificate] = []
+    for pin in auth.pins:
+        if pin.lower().startswith("sha256:"):
+            pins.append(Fingerprint.parse(pin))
+        else:  # a certificate file: pinned by fingerprint, and OpenSSL must see it too
+            certs = _certificates(Path(pin), "pinned certificate")
+            pinned += certs
+            pins += [Fingerprint.of(cert) for cert in certs]
+    bundles = {
+        domain: parse_spiffe_bundle(read_bytes(path, what="SPIFFE bundle"), source=str(path))
+        for domain, path in auth.spiffe_bundles.items()
+    }
+    crls = [load_crl(read_bytes(path, what="CRL"), source=str(path)) for path in auth.crls]
+    trust = TrustStore.build(anchors=anchors, spiffe_bundles=bundles, pins=pins, crls=crls)
+    policy = None
+    if auth.policy is not None:
+        policy = Policy.from_toml(read_bytes(auth.policy, what="policy"), source=str(auth.policy))
+    verifier = Verifier(
+        trust=trust,
+        allow_missing_eku=auth.allow_missing_eku,
+        max_chain_depth=auth.max_chain_depth,
+    )
+    openssl_trust = [*trust.anchors, *(c for certs in trust.bundles.values() for c in certs)]
+    openssl_trust += pinned
+    if not openssl_trust and auth.mode is ClientAuthMode.REJECT_INVALID:
+        raise ConfigError(
+            "no certificate for OpenSSL to trust: hex pins need the pinned certificate "
+            "file in client_auth.pins or client_auth.trust",
+            source="client_auth",
+        )
+    try:
+        context = server_context(
+            cert=str(config.listen.cert),
+            key=str(config.listen.key),
+            trust_pem=chain_pem(openssl_trust) if openssl_trust else b"",
+            require_client_cert=auth.mode is ClientAuthMode.REJECT_INVALID,
+            versions=tuple(config.listen.tls_versions),
+        )
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"cannot load the server certificate/key ({config.listen.cert}, "
+            f"{config.listen.key}): {exc}",
+            source="listen",
+        ) from None
+    try:
+        forward = ForwardConfig(formats=tuple(config.forward.formats))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(str(exc), source="forward.formats") from None
+    return Generation(
+        number=next(_NUMBERS),
+        context=context,
+        verifier=verifier,
+        cache=VerificationCache(),
+        policy=policy,
+        forward=forward,
+        mode=auth.mode,
+        stamps=stamps,
+    )

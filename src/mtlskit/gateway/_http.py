@@ -1,0 +1,225 @@
+"""The HTTP/1.1 decisions of the relay, without sockets: framing, limits, header rewriting.
+
+Errors are typed by whose fault they are and carry the status to answer with:
+``ClientRequestError`` (400/413/431, the client's) and ``UpstreamError``
+(502/503/504, the upstream's). The shell picks the response from the type and
+its ``status_hint``, never from a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from http import HTTPStatus
+from typing import Final
+
+from mtlskit.errors import MtlskitError
+
+__all__ = [
+    "HOP_BY_HOP",
+    "ClientRequestError",
+    "Framing",
+    "RequestHead",
+    "UpstreamError",
+    "chunk",
+    "error_response",
+    "request_framing",
+    "response_head",
+    "upstream_request_head",
+]
+
+Header = tuple[bytes, bytes]
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies still see.
+HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the gateway for every request; whatever a client sent under these names is dropped.
+GATEWAY_SET: Final = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"forwarded"}
+)
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class ClientRequestError(MtlskitError):
+    """The client sent something the gateway will not relay; answer ``status_hint`` and close."""
+
+    def __init__(self, message: str, *, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class UpstreamError(MtlskitError):
+    """The upstream failed: refused (502), none healthy (503), too slow (504), broke (502)."""
+
+    def __init__(self, message: str, *, status_hint: int = 502) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class Framing(StrEnum):
+    NONE = "none"  # no body
+    LENGTH = "length"
+    CHUNKED = "chunked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestHead:
+    """A parsed request line and headers, as bytes (httptools hands over bytes)."""
+
+    method: str
+    target: bytes
+    version: str  # "1.1" / "1.0"
+    headers: tuple[Header, ...]
+    keep_alive: bool
+
+    @property
+    def path(self) -> str:
+        """The path without query, for authorization; absolute-form targets are reduced."""
+        target = self.target.decode("latin-1")
+        if target.startswith(("http://", "https://")):
+            rest = target.split("://", 1)[1]
+            target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        return target.split("?", 1)[0].split("#", 1)[0]
+
+    def values(self, name: bytes) -> list[bytes]:
+        return [value for key, value in self.headers if key.lower() == name]
+
+
+def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing, int]:
+    """How the body is delimited, or a ``ClientRequestError`` for anything ambiguous.
+
+    The smuggling guards: Content-Length together with Transfer-Encoding, more
+    than one Content-Length (even equal ones), a Transfer-Encoding other than a
+    lone ``chunked``, and a non-numeric length are all 400 and close (RFC 9112 §6.3).
+    """
+    lengths = head.values(b"content-length")
+    encodings = head.values(b"transfer-encoding")
+    if lengths and encodings:
+        raise ClientRequestError("both Content-Length and Transfer-Encoding")
+    if len(lengths) > 1 or any(b"," in value for value in lengths):
+        raise ClientRequestError("more than one Content-Length")
+    if encodings:
+        if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
+            raise ClientRequestError("Transfer-Encoding other than a single chunked")
+        if head.version == "1.0":
+            raise ClientRequestError("Transfer-Encoding in an HTTP/1.0 request")
+        return Framing.CHUNKED, -1
+    if lengths:
+        value = lengths[0].strip()
+        if not value.isdigit() or len(value) > 18:
+            raise ClientRequestError("Content-Length is not a number")
+        length = int(value)
+        if length > max_body_bytes:
+            raise ClientRequestError("body larger than the limit", status_hint=413)
+        return (Framing.LENGTH, length) if length else (Framing.NONE, 0)
+    return Framing.NONE, 0
+
+
+def _connection_tokens(headers: Iterable[Header]) -> set[bytes]:
+    """Field names listed in Connection: hop-by-hop too (RFC 9110 §7.6.1)."""
+    return {
+        token.strip().lower()
+        for key, value in headers
+        if key.lower() == b"connection"
+        for token in value.split(b",")
+        if token.strip()
+    }
+
+
+def upstream_request_head(
+    head: RequestHead,
+    *,
+    framing: Framing,
+    length: int,
+    client_ip: str,
+    request_id: str,
+    headers: Sequence[Header],
+    identity: Sequence[Header],
+) -> bytes:
+    """The request line and headers sent upstream (keep-alive, HTTP/1.1).
+
+    ``headers`` are the client's, already sanitized (``mtlskit.forward``: a client
+    must never be able to speak for its certificate). Removed here: hop-by-hop
+    fields and those named in Connection, ``Expect`` (the gateway answers
+    100-continue itself), and the ``X-Forwarded-*``/``X-Request-Id`` it sets.
+    ``X-Forwarded-For`` is replaced, not appended: this is the edge, and what a
+    client claims about earlier hops is unverified.
+    """
+    drop = HOP_BY_HOP | GATEWAY_SET | _connection_tokens(head.headers) | {b"expect"}
+    if framing is not Framing.NONE or head.method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        drop = drop | {b"content-length"}
+    lines = [f"{head.method} ".encode() + head.target + b" HTTP/1.1"]
+    lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
+    if framing is Framing.CHUNKED:
+        lines.append(b"transfer-encoding: chunked")
+    elif framing is Framing.LENGTH or head.method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        lines.append(b"content-length: %d" % max(length, 0))
+    lines.append(b"x-forwarded-for: " + client_ip.encode("ascii"))
+    lines.append(b"x-forwarded-proto: https")
+    lines.append(b"x-request-id: " + request_id.encode("ascii"))
+    lines += [key + b": " + value for key, value in identity]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    headers: Sequence[Header],
+    *,
+    framing: Framing,
+    length: int,
+    keep_alive: bool,
+    request_id: str,
+    version: str = "1.1",
+) -> bytes:
+    """The upstream response's head as sent to the client, with this hop's framing."""
+    drop = HOP_BY_HOP | {b"content-length", b"x-request-id"} | _connection_tokens(headers)
+    status_line = f"HTTP/{version} {status} ".encode() + (reason or b"")
+    lines = [status_line]
+    lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
+    if framing is Framing.CHUNKED:
+        lines.append(b"transfer-encoding: chunked")
+    elif framing is Framing.LENGTH:
+        lines.append(b"content-length: %d" % length)
+    lines.append(b"x-request-id: " + request_id.encode("ascii"))
+    lines.append(b"connection: keep-alive" if keep_alive else b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body; the empty chunk ends the body."""
+    return b"%x\r\n" % len(data) + data + b"\r\n" if data else b"0\r\n\r\n"
+
+
+def error_response(status: int, *, request_id: str, close: bool) -> bytes:
+    """A generic response: the status and the request id, never the reason behind it.
+
+    The reason code goes to the gateway's log under the same request id; a client
+    learns nothing it could use to probe the policy.
+    """
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase}\nrequest id: {request_id}\n".encode()
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "content-type: text/plain; charset=utf-8\r\n"
+        f"content-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\n"
+        f"connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+    ).encode() + body
+
+
+def valid_header_name(name: bytes) -> bool:
+    return _TOKEN.fullmatch(name) is not None

@@ -1,0 +1,196 @@
+"""The gateway process: listeners, reload, drain, metrics endpoint.
+
+Reload builds a whole new ``Generation`` (TLS context, trust store, CRLs,
+policy) and swaps it in with one assignment: connections already established
+keep theirs, the next handshake uses the new one. A reload that fails keeps
+the old generation and says why in the connection log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import Final
+
+from mtlskit.errors import InputError
+from mtlskit.gateway._config import GatewayConfig, parse_address
+from mtlskit.gateway._connection import ClientConnection, ClientView
+from mtlskit.gateway._generation import Generation, file_stamps, load_generation, watched_files
+from mtlskit.gateway._log import JsonLog
+from mtlskit.gateway._metrics import Metrics
+from mtlskit.gateway._upstream import UpstreamPool
+
+__all__ = ["Gateway"]
+
+_MEMO_LIMIT: Final = 10_000
+_MEMO_SECONDS: Final = 30.0
+
+
+class Gateway:
+    """An mTLS-terminating HTTP/1.1 reverse proxy built from a ``GatewayConfig``.
+
+    ``await start()`` binds the listeners (port 0 picks a free one; see
+    ``address``), ``reload()`` swaps in freshly read trust/CRLs/policy/certificate,
+    ``await drain()`` stops accepting and lets in-flight requests finish.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.read_timeout = config.upstream.read_timeout
+        self.generation: Generation = load_generation(config)
+        self.pool = UpstreamPool(
+            list(config.upstream.urls),
+            connect_timeout=config.upstream.connect_timeout,
+            pool_size=config.upstream.pool_size,
+            health_interval=config.upstream.health_interval,
+        )
+        self.metrics = Metrics()
+        self.access_log = JsonLog(config.log.access)
+        self.connection_log = (
+            self.access_log
+            if config.log.connection == config.log.access
+            else JsonLog(config.log.connection)
+        )
+        self.connections: set[ClientConnection] = set()
+        self.chains: dict[bytes, tuple[bytes, ...]] = {}
+        self.draining = False
+        self.address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self._views: dict[tuple[int, tuple[bytes, ...]], ClientView] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    # --- shared per-client memo ---------------------------------------------------------
+
+    def remember_chain(self, leaf_sha256: bytes, chain: tuple[bytes, ...]) -> None:
+        """The chain a leaf came with, for sessions resumed without one (DESIGN.md §4)."""
+        if len(self.chains) >= _MEMO_LIMIT:
+            self.chains.pop(next(iter(self.chains)))
+        self.chains[leaf_sha256] = chain
+
+    def view(self, generation: Generation, chain: tuple[bytes, ...]) -> ClientView:
+        """The verdict and identity headers for a chain, memoized for a short while.
+
+        Never past the decision's ``valid_until`` (notAfter, CRL nextUpdate) and never
+        across generations: a reload makes every old entry unreachable.
+        """
+        key = (generation.number, chain)
+        now = time.time()
+        view = self._views.get(key)
+        if view is not None and view.expires > now:
+            return view
+        view = ClientView.of(generation, chain)
+        until = view.decision.valid_until
+        view.expires = min(now + _MEMO_SECONDS, until.timestamp() if until else now)
+        if len(self._views) >= _MEMO_LIMIT:
+            self._views.clear()
+        self._views[key] = view
+        return view
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = parse_address(self.config.listen.address)
+        server = await loop.create_server(
+            lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
+        )
+        self._servers.append(server)
+        self.address = server.sockets[0].getsockname()[:2]
+        if self.config.metrics.address is not None:
+            mhost, mport = parse_address(self.config.metrics.address)
+            metrics_server = await asyncio.start_server(self._serve_metrics, mhost, mport)
+            self._servers.append(metrics_server)
+            self.metrics_address = metrics_server.sockets[0].getsockname()[:2]
+        self._tasks.append(loop.create_task(self.pool.health_loop()))
+        if self.config.reload.poll_interval > 0:
+            self._tasks.append(loop.create_task(self._poll_files()))
+        self.connection_log.write(
+            {
+                "event": "start",
+                "address": f"{self.address[0]}:{self.address[1]}",
+                "mode": self.generation.mode.value,
+                "generation": self.generation.number,
+            }
+        )
+
+    def reload(self) -> bool:
+        """Re-read every file; swap atomically on success, keep the old generation on failure."""
+        try:
+            generation = load_generation(self.config)
+        except InputError as exc:  # ConfigError included
+            self.metrics.reloads["failed"] += 1
+            self.connection_log.write({"event": "reload", "ok": False, "error": str(exc)})
+            return False
+        self.generation = generation
+        self._views.clear()
+        self.metrics.reloads["ok"] += 1
+        self.connection_log.write({"event": "reload", "ok": True, "generation": generation.number})
+        return True
+
+    async def _poll_files(self) -> None:
+        interval = self.config.reload.poll_interval
+        while True:
+            await asyncio.sleep(interval)
+            stamps = file_stamps(watched_files(self.config))
+            if stamps != self.generation.stamps:
+                self.reload()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop accepting, close idle connections, give busy ones ``timeout`` seconds."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = time.monotonic() + (self.limits.drain_timeout if timeout is None else timeout)
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        for task in self._tasks:
+            task.cancel()
+        self.pool.close()
+        self.connection_log.write({"event": "stop"})
+        self._stopped.set()
+
+    def close_logs(self) -> None:
+        self.access_log.close()
+        if self.connection_log is not self.access_log:
+            self.connection_log.close()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT (drain) with SIGHUP as reload; the CLI's main loop."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        await self.drain()
+        self.close_logs()
+
+    # --- metrics endpoint ------------------------------------------------------------
+
+    async def _serve_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(Exception):
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            target = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            if target.split(b"?")[0] == b"/metrics":
+                body = self.metrics.render()
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n"
+            else:
+                body = b"not found\n"
+                head = b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
+            writer.write(head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+        writer.close()

@@ -1,0 +1,130 @@
+"""Upstreams: round robin over the healthy ones, a keep-alive pool each, simple health checks.
+
+Passive checks mark an upstream down when a connection to it fails; an active
+loop probes the down ones with a TCP connect every ``health_interval`` and puts
+them back. When every upstream is down the answer is 503 without trying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from mtlskit.gateway._config import parse_address
+from mtlskit.gateway._http import UpstreamError
+
+__all__ = ["Upstream", "UpstreamConnection", "UpstreamPool"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Upstream:
+    url: str
+    host: str
+    port: int
+    idle: deque[UpstreamConnection] = field(default_factory=deque)
+    down_since: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.down_since is None
+
+
+@dataclass(slots=True, kw_only=True)
+class UpstreamConnection:
+    upstream: Upstream
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    reused: bool = False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class UpstreamPool:
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        connect_timeout: float,
+        pool_size: int,
+        health_interval: float,
+    ) -> None:
+        self.upstreams = []
+        for url in urls:
+            host, port = parse_address(url.removeprefix("http://").rstrip("/"))
+            self.upstreams.append(Upstream(url=url, host=host, port=port))
+        self.connect_timeout = connect_timeout
+        self.pool_size = pool_size
+        self.health_interval = health_interval
+        self._next = 0
+
+    def _pick(self) -> list[Upstream]:
+        """Healthy upstreams in round-robin order starting at the next one."""
+        count = len(self.upstreams)
+        start = self._next
+        self._next = (self._next + 1) % count
+        ordered = [self.upstreams[(start + i) % count] for i in range(count)]
+        return [u for u in ordered if u.healthy]
+
+    async def acquire(self) -> UpstreamConnection:
+        """A pooled or new connection; ``UpstreamError`` 503 (none healthy), 502, or 504."""
+        candidates = self._pick()
+        if not candidates:
+            raise UpstreamError("no healthy upstream", status_hint=503)
+        last: UpstreamError | None = None
+        for upstream in candidates[:2]:  # one retry on the next upstream
+            while upstream.idle:
+                conn = upstream.idle.pop()
+                if not conn.reader.at_eof() and not conn.writer.is_closing():
+                    conn.reused = True
+                    return conn
+                conn.close()
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(upstream.host, upstream.port),
+                    self.connect_timeout,
+                )
+            except TimeoutError:
+                upstream.down_since = time.monotonic()
+                last = UpstreamError(f"connect to {upstream.url} timed out", status_hint=504)
+                continue
+            except OSError as exc:
+                upstream.down_since = time.monotonic()
+                last = UpstreamError(f"connect to {upstream.url} failed: {exc}", status_hint=502)
+                continue
+            return UpstreamConnection(upstream=upstream, reader=reader, writer=writer)
+        assert last is not None
+        raise last
+
+    def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
+        idle = conn.upstream.idle
+        if reusable and len(idle) < self.pool_size and not conn.writer.is_closing():
+            idle.append(conn)
+        else:
+            conn.close()
+
+    async def health_loop(self) -> None:
+        """Probe down upstreams with a TCP connect; runs until cancelled."""
+        while True:
+            await asyncio.sleep(self.health_interval)
+            for upstream in self.upstreams:
+                if upstream.healthy:
+                    continue
+                try:
+                    _, writer = await asyncio.wait_for(
+                        asyncio.open_connection(upstream.host, upstream.port),
+                        self.connect_timeout,
+                    )
+                except (OSError, TimeoutError):
+                    continue
+                writer.close()
+                upstream.down_since = None
+
+    def close(self) -> None:
+        for upstream in self.upstreams:
+            while upstream.idle:
+                upstream.idle.pop().close()

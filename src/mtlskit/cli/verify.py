@@ -1,7 +1,8 @@
 """``mtlskit verify CERT``: would this client certificate be accepted, and if not, why not?
 
-Reads the files named on the command line, builds a ``TrustStore`` and a
-``Verifier`` (and a ``Policy`` with ``--policy``), and prints the ``Decision``.
+Reads the files named on the command line (through ``mtlskit.trustfiles``, as
+``authz-server`` does), builds a ``TrustStore`` and a ``Verifier`` (and a
+``Policy`` with ``--policy``), and prints the ``Decision``.
 Exit 0 accept, 1 reject, 2 unusable input.
 """
 
@@ -13,12 +14,10 @@ import json
 import click
 from rich.console import Console
 
-from mtlskit.authz import Policy
-from mtlskit.certs import Fingerprint
 from mtlskit.cli._inputs import read_certificates
 from mtlskit.errors import InputError
-from mtlskit.files import read_bytes
-from mtlskit.verify import Decision, TrustStore, Verifier, load_crl, parse_spiffe_bundle
+from mtlskit.trustfiles import TrustFiles, read_policy
+from mtlskit.verify import Decision, Verifier
 
 
 def _parse_at(text: str | None) -> dt.datetime:
@@ -33,14 +32,13 @@ def _parse_at(text: str | None) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _bundles(specs: tuple[str, ...]) -> dict[str, list]:  # type: ignore[type-arg]
-    bundles: dict[str, list] = {}  # type: ignore[type-arg]
+def _bundles(specs: tuple[str, ...]) -> dict[str, list[str]]:
+    bundles: dict[str, list[str]] = {}
     for spec in specs:
         domain, sep, path = spec.partition("=")
         if not sep or not domain or not path:
             raise InputError(f"--spiffe-bundle {spec!r} must be TRUST_DOMAIN=FILE")
-        certs = parse_spiffe_bundle(read_bytes(path, what="SPIFFE bundle"), source=path)
-        bundles.setdefault(domain, []).extend(certs)
+        bundles.setdefault(domain, []).append(path)
     return bundles
 
 
@@ -166,20 +164,15 @@ def command(  # click passes every option by keyword
     chain = read_certificates(cert)
     if chain_file is not None:
         chain += read_certificates(chain_file)
-    pins = [Fingerprint.parse(text) for text in pin]
-    store = TrustStore.build(
-        anchors=[anchor for path in trust for anchor in read_certificates(path)],
+    store = TrustFiles(
+        trust=trust,
+        pins=pin,
+        crls=crl,
         spiffe_bundles=_bundles(spiffe_bundles),
-        pins=pins,
-        crls=[load_crl(read_bytes(path, what="CRL file"), source=path) for path in crl],
         allow_public_roots=allow_public_roots,
         allow_stale_crls=allow_stale_crl,
-    )
-    policy = (
-        Policy.from_toml(read_bytes(policy_file, what="policy file"), source=policy_file)
-        if policy_file
-        else None
-    )
+    ).load()
+    policy = read_policy(policy_file) if policy_file else None
     verifier = Verifier(
         trust=store,
         allow_missing_eku=allow_missing_eku,

@@ -54,19 +54,14 @@ from mtlskit.forward._encoding import (
 )
 from mtlskit.forward._headers import Headers, header, header_values
 from mtlskit.identity import ClientIdentity, IdentityError, SpiffeId, SpiffeIdError, san_entries
+from mtlskit.verify import GCP_ERRORS
 
 __all__ = ["GCP_ERRORS", "GcpHeaderNames", "gcp_error", "gcp_headers", "read_gcp"]
 
-# mtlskit's stable codes (DESIGN.md §5) → what GCP puts in client_cert_error. Codes with
-# no GCP counterpart take its catch-all, as GCP itself does for reasons it doesn't name.
-GCP_ERRORS: Final[dict[str, str]] = {
-    "cert_not_provided": "client_cert_not_provided",
-    "eku_missing_client_auth": "client_cert_chain_invalid_eku",
-    "chain_too_deep": "client_cert_chain_exceeded_limit",
-    "key_too_weak": "client_cert_invalid_rsa_key_size",
-}
+# mtlskit's stable codes → GCP's client_cert_error words live with the codes, in verify;
+# codes with no GCP counterpart take its catch-all, as GCP itself does.
 _GCP_CATCH_ALL: Final = "client_cert_validation_failed"
-_FROM_GCP: Final = {gcp: code for code, gcp in GCP_ERRORS.items()}
+_FROM_GCP: Final = {gcp: code.value for code, gcp in GCP_ERRORS.items() if gcp != _GCP_CATCH_ALL}
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SERIAL: Final = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2})*")
 _LIMITS: Final = {

@@ -8,13 +8,14 @@ certificate unless the profile already says so.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlskit.certs import PrivateKey, PublicKey
 from mtlskit.identity import ClientIdentity
@@ -26,6 +27,7 @@ __all__ = [
     "build_ca_certificate",
     "build_leaf",
     "build_self_signed",
+    "build_server_certificate",
     "signature_hash",
 ]
 
@@ -210,3 +212,43 @@ def build_ca_certificate(
         builder = builder.add_extension(name_constraints, critical=True)
     signing_key = signer.key if signer else key
     return builder.sign(signing_key, signature_hash(signing_key))  # type: ignore[arg-type]
+
+
+def build_server_certificate(
+    *,
+    issuer: Issuer,
+    public_key: PublicKey,
+    hosts: tuple[str, ...],
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    """The CA server's own TLS certificate: EKU serverAuth only, SAN = its DNS names and IPs.
+
+    Only ``mtlskit ca serve`` uses this; client certificates never get serverAuth from
+    the client-auth profile, and a client cannot present this one (OpenSSL refuses a
+    serverAuth-only certificate as a client).
+    """
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    if not names:
+        raise ValueError("a server certificate needs at least one host name or address")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:_MAX_CN])]))
+        .issuer_name(issuer.cert.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_USAGE, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+        .add_extension(_authority_key_id(issuer.cert), critical=False)
+    )
+    return builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]

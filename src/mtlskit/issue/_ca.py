@@ -82,6 +82,26 @@ class CertificateAuthority:
                 f"(valid until {self.issuer.cert.not_valid_after_utc.isoformat()})",
             )
 
+    def check(
+        self,
+        identity: ClientIdentity,
+        public_key: PublicKey,
+        *,
+        now: dt.datetime,
+        ttl: dt.timedelta | None = None,
+    ) -> None:
+        """Raise ``IssuanceRefused`` as ``issue`` would, without signing or recording anything.
+
+        Enrollment asks first, so a request the policy refuses never burns its token.
+        """
+        self._check(identity, public_key, ttl or self.default_ttl, now)
+
+    def record_refusal(
+        self, refused: IssuanceRefused, identity: ClientIdentity, now: dt.datetime
+    ) -> None:
+        """Audit a refusal found by ``check`` (``issue`` audits its own)."""
+        self._refuse(refused, identity, now)
+
     def _refuse(self, refused: IssuanceRefused, identity: ClientIdentity, now: dt.datetime) -> None:
         self.store.record_event(
             "refuse",

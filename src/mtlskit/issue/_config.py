@@ -11,15 +11,32 @@ import json
 import tomllib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mtlskit.certs import KeyType
 from mtlskit.errors import ConfigError, InputError
+from mtlskit.issue._enroll import ApprovalRule
 from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
 
 __all__ = ["CaConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
 
 _KEY_TYPES = tuple(kind.value for kind in KeyType)
+
+
+class ApprovalConfig(BaseModel):
+    """``[[approval]]``: identities matching ``ids`` wait for ``approvers`` distinct people."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ids: list[str] = Field(min_length=1)
+    approvers: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("ids")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for text in value:
+            IdentityPattern.parse(text)
+        return value
 
 
 class CaConfig(BaseModel):
@@ -40,6 +57,8 @@ class CaConfig(BaseModel):
     # SQLite only. full: fsync on every commit, a returned certificate survives power loss.
     # normal: WAL without that fsync, survives a crash of mtlskit but not of the machine.
     durability: Literal["full", "normal"] = "full"
+    # enrollment: identities that need human approval after their token is redeemed
+    approval: list[ApprovalConfig] = []
 
     @field_validator("default_ttl", "max_ttl", "crl_validity")
     @classmethod
@@ -68,6 +87,15 @@ class CaConfig(BaseModel):
             parse_duration(self.default_ttl),
             parse_duration(self.max_ttl),
             parse_duration(self.crl_validity),
+        )
+
+    def approval_rules(self) -> tuple[ApprovalRule, ...]:
+        return tuple(
+            ApprovalRule(
+                ids=tuple(IdentityPattern.parse(text) for text in rule.ids),
+                approvers=rule.approvers,
+            )
+            for rule in self.approval
         )
 
     def policy(self) -> IdentityPolicy:
@@ -141,6 +169,11 @@ def render_ca_config(config: CaConfig) -> str:
         "# SQLite: full = fsync per certificate (survives power loss); normal = WAL without it",
         "# (survives a crash of mtlskit, not of the machine; faster). See docs on durability.",
         f"durability = {value(config.durability)}",
-        "",
+        "# enrollment tokens for identities matching an [[approval]] rule wait for that many",
+        "# distinct approvers (`mtlskit ca requests approve`), e.g.",
+        '# [[approval]]\n# ids = ["spiffe://acme.com/prod/**"]\n# approvers = 2',
     ]
+    for rule in config.approval:
+        lines += ["[[approval]]", f"ids = {value(rule.ids)}", f"approvers = {rule.approvers}"]
+    lines.append("")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -24,9 +25,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
-__all__ = ["SCHEMA_VERSION", "audit_log", "certificates", "counters", "metadata", "revocations"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "approvals",
+    "audit_log",
+    "certificates",
+    "counters",
+    "enrollment_requests",
+    "metadata",
+    "revocations",
+    "tokens",
+]
 
-SCHEMA_VERSION: Final = 1
+# 2: enrollment tokens, requests and approvals (a version-1 store gains them on open).
+SCHEMA_VERSION: Final = 2
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -86,4 +98,38 @@ audit_log = Table(
     Column("detail", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("hash", String(64), primary_key=True),  # SHA-256 of the token; the token is not kept
+    Column("identity", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),  # set once, by one conditional UPDATE
+)
+
+enrollment_requests = Table(
+    "enrollment_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("identity", Text, nullable=False),
+    Column("csr", LargeBinary, nullable=False),
+    Column("csr_sha256", String(64), nullable=False),
+    Column("required", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # pending|approved|issuing|issued|denied
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("serial", String(40), nullable=True),
+    Column("client", Text, nullable=False),
+    Index("ix_enrollment_requests_status", "status"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("request_id", String(32), ForeignKey("enrollment_requests.id"), primary_key=True),
+    Column("approver", Text, primary_key=True),  # the same approver twice is one row
+    Column("csr_sha256", String(64), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
 )

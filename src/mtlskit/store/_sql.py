@@ -24,19 +24,29 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from mtlskit.errors import InputError
 from mtlskit.issue import (
+    Approval,
     AuditEntry,
     CertificateRecord,
     CertificateStatus,
+    EnrollmentRefused,
+    EnrollmentRequest,
+    RequestStatus,
     SerialTaken,
+    TokenRecord,
     UnknownCertificate,
+    approvals_counted,
+    unredeemable,
 )
 from mtlskit.store._schema import (
     SCHEMA_VERSION,
+    approvals,
     audit_log,
     certificates,
     counters,
+    enrollment_requests,
     metadata,
     revocations,
+    tokens,
 )
 
 __all__ = ["SqlStore", "Synchronous", "database_url"]
@@ -71,8 +81,36 @@ def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
     )
 
 
+def _token(row: Any) -> TokenRecord:
+    return TokenRecord(
+        hash=row.hash,
+        identity=row.identity,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        used_at=row.used_at,
+    )
+
+
+def _enrollment_request(row: Any, given: Any) -> EnrollmentRequest:
+    return EnrollmentRequest(
+        id=row.id,
+        identity=row.identity,
+        csr_pem=row.csr,
+        csr_sha256=row.csr_sha256,
+        required=row.required,
+        status=RequestStatus(row.status),
+        created_at=row.created_at,
+        approvals=tuple(
+            Approval(approver=item.approver, csr_sha256=item.csr_sha256, at=item.at)
+            for item in given
+        ),
+        serial=int(row.serial, 16) if row.serial else None,
+        client=row.client,
+    )
+
+
 class SqlStore:
-    """The ``mtlskit.issue.Store`` protocol over SQLAlchemy Core."""
+    """The ``mtlskit.issue.Store`` and ``EnrollmentStore`` protocols over SQLAlchemy Core."""
 
     def __init__(self, engine: Engine, *, source: str) -> None:
         self._engine = engine
@@ -121,6 +159,15 @@ class SqlStore:
             version = conn.scalar(
                 select(counters.c.value).where(counters.c.name == "schema_version")
             )
+        if version == 1:  # version 2 only added the enrollment tables
+            with self._write() as conn:
+                metadata.create_all(conn, tables=[tokens, enrollment_requests, approvals])
+                conn.execute(
+                    update(counters)
+                    .where(counters.c.name == "schema_version")
+                    .values(value=SCHEMA_VERSION)
+                )
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise InputError(
                 f"CA store schema version {version}, this mtlskit reads {SCHEMA_VERSION}",
@@ -235,6 +282,224 @@ class SqlStore:
     def record_event(self, event: str, detail: Mapping[str, Any], *, at: dt.datetime) -> None:
         with self._write() as conn:
             self._append_audit(conn, event, detail, at)
+
+    # --- enrollment: tokens, requests, approvals ---------------------------------------
+
+    def add_token(self, record: TokenRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    hash=record.hash,
+                    identity=record.identity,
+                    created_at=record.created_at,
+                    expires_at=record.expires_at,
+                )
+            )
+            self._append_audit(
+                conn,
+                "token",
+                {
+                    "token_sha256": record.hash,
+                    "identity": record.identity,
+                    "expires_at": record.expires_at.isoformat(),
+                },
+                record.created_at,
+            )
+
+    def find_token(self, hash: str) -> TokenRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.hash == hash)).first()
+        return _token(row) if row is not None else None
+
+    def redeem_token(self, hash: str, *, at: dt.datetime, detail: Mapping[str, Any]) -> TokenRecord:
+        refusal: EnrollmentRefused | None = None
+        with self._write() as conn:
+            # The whole race is this one statement: only an unused, unexpired row matches.
+            done = conn.execute(
+                update(tokens)
+                .where(tokens.c.hash == hash, tokens.c.used_at.is_(None), tokens.c.expires_at > at)
+                .values(used_at=at)
+            )
+            row = conn.execute(select(tokens).where(tokens.c.hash == hash)).first()
+            if done.rowcount == 1 and row is not None:
+                self._append_audit(conn, "redeem", {"token_sha256": hash, **detail}, at)
+            else:
+                refusal = unredeemable(_token(row) if row is not None else None, at)
+                if row is not None:
+                    self._append_audit(
+                        conn,
+                        "redeem_refused",
+                        {"token_sha256": hash, "code": refusal.code, **detail},
+                        at,
+                    )
+        if refusal is not None or row is None:
+            raise refusal or unredeemable(None, at)
+        return _token(row)
+
+    def add_request(self, request: EnrollmentRequest) -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(enrollment_requests).values(
+                    id=request.id,
+                    identity=request.identity,
+                    csr=request.csr_pem,
+                    csr_sha256=request.csr_sha256,
+                    required=request.required,
+                    status=request.status.value,
+                    created_at=request.created_at,
+                    serial=None,
+                    client=request.client,
+                )
+            )
+            self._append_audit(
+                conn,
+                "request",
+                {
+                    "request": request.id,
+                    "identity": request.identity,
+                    "csr_sha256": request.csr_sha256,
+                    "required": request.required,
+                    "client": request.client,
+                },
+                request.created_at,
+            )
+
+    def _request(self, conn: Connection, request_id: str) -> EnrollmentRequest | None:
+        row = conn.execute(
+            select(enrollment_requests).where(enrollment_requests.c.id == request_id)
+        ).first()
+        if row is None:
+            return None
+        given = conn.execute(
+            select(approvals).where(approvals.c.request_id == request_id).order_by(approvals.c.at)
+        )
+        return _enrollment_request(row, given)
+
+    def get_request(self, request_id: str) -> EnrollmentRequest | None:
+        with self._engine.connect() as conn:
+            return self._request(conn, request_id)
+
+    def requests(self, *, status: RequestStatus | None = None) -> Sequence[EnrollmentRequest]:
+        query = select(enrollment_requests.c.id).order_by(enrollment_requests.c.created_at)
+        if status is not None:
+            query = query.where(enrollment_requests.c.status == status.value)
+        with self._engine.connect() as conn:
+            ids = list(conn.scalars(query))
+            return [found for key in ids if (found := self._request(conn, key)) is not None]
+
+    def _pending(self, conn: Connection, request_id: str) -> EnrollmentRequest:
+        request = self._request(conn, request_id)
+        if request is None:
+            raise InputError(f"no enrollment request {request_id!r}", source="ID")
+        if request.status not in {RequestStatus.PENDING, RequestStatus.APPROVED}:
+            raise InputError(
+                f"request {request_id} is {request.status.value}, no longer open", source="ID"
+            )
+        return request
+
+    def approve_request(
+        self, request_id: str, *, approver: str, csr_sha256: str, at: dt.datetime
+    ) -> tuple[EnrollmentRequest, bool]:
+        with self._write() as conn:
+            request = self._pending(conn, request_id)
+            if csr_sha256 != request.csr_sha256:
+                raise InputError(
+                    f"request {request_id} is for CSR sha256 {request.csr_sha256}, "
+                    f"not {csr_sha256}: approve what you reviewed",
+                    source="--csr-sha256",
+                )
+            added = approver not in {a.approver for a in request.approvals}
+            if added:
+                conn.execute(
+                    insert(approvals).values(
+                        request_id=request_id, approver=approver, csr_sha256=csr_sha256, at=at
+                    )
+                )
+            counted = approvals_counted(
+                (*request.approvals, Approval(approver=approver, csr_sha256=csr_sha256, at=at)),
+                request.csr_sha256,
+            )
+            if len(counted) >= request.required and request.status is RequestStatus.PENDING:
+                conn.execute(
+                    update(enrollment_requests)
+                    .where(enrollment_requests.c.id == request_id)
+                    .values(status=RequestStatus.APPROVED.value)
+                )
+            self._append_audit(
+                conn,
+                "approve",
+                {
+                    "request": request_id,
+                    "identity": request.identity,
+                    "approver": approver,
+                    "csr_sha256": csr_sha256,
+                    "counted": len(counted),
+                    "required": request.required,
+                    "repeat": not added,
+                },
+                at,
+            )
+            updated = self._request(conn, request_id)
+        assert updated is not None
+        return updated, added
+
+    def deny_request(
+        self, request_id: str, *, approver: str, reason: str, at: dt.datetime
+    ) -> EnrollmentRequest:
+        with self._write() as conn:
+            request = self._pending(conn, request_id)
+            conn.execute(
+                update(enrollment_requests)
+                .where(enrollment_requests.c.id == request_id)
+                .values(status=RequestStatus.DENIED.value)
+            )
+            self._append_audit(
+                conn,
+                "deny",
+                {
+                    "request": request_id,
+                    "identity": request.identity,
+                    "approver": approver,
+                    "reason": reason,
+                },
+                at,
+            )
+            updated = self._request(conn, request_id)
+        assert updated is not None
+        return updated
+
+    def claim_request(self, request_id: str) -> bool:
+        with self._write() as conn:
+            done = conn.execute(
+                update(enrollment_requests)
+                .where(
+                    enrollment_requests.c.id == request_id,
+                    enrollment_requests.c.status == RequestStatus.APPROVED.value,
+                )
+                .values(status=RequestStatus.ISSUING.value)
+            )
+        return done.rowcount == 1
+
+    def finish_request(
+        self, request_id: str, *, serial: int | None, at: dt.datetime
+    ) -> EnrollmentRequest:
+        with self._write() as conn:
+            status = RequestStatus.APPROVED if serial is None else RequestStatus.ISSUED
+            conn.execute(
+                update(enrollment_requests)
+                .where(
+                    enrollment_requests.c.id == request_id,
+                    enrollment_requests.c.status == RequestStatus.ISSUING.value,
+                )
+                .values(status=status.value, serial=f"{serial:x}" if serial is not None else None)
+            )
+            if serial is not None:
+                self._append_audit(
+                    conn, "request_issued", {"request": request_id, "serial": f"{serial:x}"}, at
+                )
+            updated = self._request(conn, request_id)
+        assert updated is not None
+        return updated
 
     # --- reads ----------------------------------------------------------------------
 

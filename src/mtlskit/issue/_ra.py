@@ -1,0 +1,196 @@
+"""The registration authority: who gets a certificate through enrollment and renewal.
+
+Pure over the store protocols. The order of ``enroll`` is the point: every check that
+needs no state change (token known and fresh, CSR signature, identity, CA policy) runs
+before the one atomic redemption, so a bad request burns no token and a good one can
+be redeemed exactly once. Renewal trusts the TLS layer for proof of possession and
+checks the rest against the CA's own records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mtlskit.certs import Fingerprint, load_certificates
+from mtlskit.errors import InputError
+from mtlskit.issue._ca import CertificateAuthority, Issued
+from mtlskit.issue._csr import load_csr, review_csr
+from mtlskit.issue._enroll import (
+    ApprovalRule,
+    EnrollmentRefused,
+    EnrollmentRequest,
+    EnrollmentStore,
+    RequestStatus,
+    check_csr_identity,
+    csr_hash,
+    new_request_id,
+    required_approvals,
+    token_hash,
+    unredeemable,
+)
+from mtlskit.issue._policy import IssuanceRefused
+from mtlskit.issue._profile import parse_identity
+from mtlskit.issue._store import Store
+
+__all__ = ["RegistrationAuthority"]
+
+
+class _Records(Store, EnrollmentStore, Protocol):
+    """A store that keeps both certificates and enrollment state (``SqlStore`` does)."""
+
+
+def _csr(data: bytes | str) -> x509.CertificateSigningRequest:
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        return load_csr(raw, source="csr")
+    except InputError as exc:
+        raise EnrollmentRefused("csr_invalid", str(exc), status=400) from None
+
+
+def _refused(refused: IssuanceRefused) -> EnrollmentRefused:
+    return EnrollmentRefused("issuance_refused", str(refused), status=403)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationAuthority:
+    """Enrollment by token (with an optional approval queue) and renewal, over one CA."""
+
+    authority: CertificateAuthority
+    records: _Records
+    approval: tuple[ApprovalRule, ...] = ()
+
+    def _check_csr(
+        self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime
+    ) -> None:
+        """Everything about a CSR that can be refused without changing a record."""
+        check_csr_identity(csr, identity)
+        target = parse_identity(identity)
+        try:
+            review = review_csr(csr, identity=target, profile=self.authority.profile, source="csr")
+        except InputError as exc:
+            raise EnrollmentRefused("csr_invalid", str(exc), status=400) from None
+        try:
+            self.authority.check(target, review.public_key, now=now)
+        except IssuanceRefused as refused:
+            self.authority.record_refusal(refused, target, now)
+            raise _refused(refused) from None
+
+    def _sign(self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime) -> Issued:
+        try:
+            return self.authority.sign(csr, parse_identity(identity), now=now, source="csr")
+        except IssuanceRefused as refused:
+            raise _refused(refused) from None
+
+    def enroll(
+        self, token: str, csr_data: bytes | str, *, now: dt.datetime, client: str = ""
+    ) -> Issued | EnrollmentRequest:
+        """Redeem ``token`` for a certificate, or for a pending request when approval is needed."""
+        hashed = token_hash(token)
+        csr = _csr(csr_data)
+        record = self.records.find_token(hashed)
+        if record is None or record.used_at is not None or record.expires_at <= now:
+            raise unredeemable(record, now)
+        self._check_csr(csr, record.identity, now)
+        required = required_approvals(self.approval, record.identity)
+        digest = csr_hash(csr)
+        self.records.redeem_token(
+            hashed,
+            at=now,
+            detail={"identity": record.identity, "csr_sha256": digest, "client": client},
+        )
+        if not required:
+            return self._sign(csr, record.identity, now)
+        request = EnrollmentRequest(
+            id=new_request_id(),
+            identity=record.identity,
+            csr_pem=csr.public_bytes(Encoding.PEM),
+            csr_sha256=digest,
+            required=required,
+            status=RequestStatus.PENDING,
+            created_at=now,
+            client=client,
+        )
+        self.records.add_request(request)
+        return request
+
+    def poll(self, request_id: str, *, now: dt.datetime) -> Issued | EnrollmentRequest:
+        """A pending request as it stands, or its certificate once enough people approved it."""
+        request = self.records.get_request(request_id)
+        if request is None:
+            raise EnrollmentRefused("request_unknown", "no such enrollment request", status=404)
+        if request.status is RequestStatus.DENIED:
+            raise EnrollmentRefused("request_denied", "this enrollment request was denied")
+        if request.status is RequestStatus.ISSUED and request.serial is not None:
+            stored = self.authority.store.get(request.serial)
+            if stored is None:
+                raise RuntimeError(
+                    f"request {request.id} names serial {request.serial:x}, not stored"
+                )
+            cert = load_certificates(stored.pem, source="store")[0]
+            return Issued(cert=cert, chain=(cert, *self.authority.issuer.chain))
+        if request.status is not RequestStatus.APPROVED or not self.records.claim_request(
+            request.id
+        ):
+            return request
+        csr = _csr(request.csr_pem)
+        if csr_hash(csr) != request.csr_sha256 or len(request.approved_by) < request.required:
+            self.records.finish_request(request.id, serial=None, at=now)
+            raise RuntimeError(f"request {request.id} was approved for a different CSR")
+        try:
+            issued = self._sign(csr, request.identity, now)
+        except BaseException:
+            self.records.finish_request(request.id, serial=None, at=now)
+            raise
+        self.records.finish_request(request.id, serial=issued.cert.serial_number, at=now)
+        return issued
+
+    def renew(
+        self,
+        presented: x509.Certificate,
+        csr_data: bytes | str | None,
+        *,
+        now: dt.datetime,
+    ) -> Issued:
+        """A new certificate for the holder of ``presented`` (its key proven by the TLS
+        handshake): same identity, new serial, the same key unless a CSR brings a new one."""
+        issuer = self.authority.issuer.cert
+        try:
+            presented.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise EnrollmentRefused(
+                "cert_unknown", "certificate was not issued by this CA"
+            ) from None
+        stored = self.authority.store.get(presented.serial_number)
+        if stored is None or stored.fingerprint != str(Fingerprint.of(presented)):
+            raise EnrollmentRefused("cert_unknown", "certificate is not in this CA's records")
+        if stored.revoked_at is not None:
+            raise EnrollmentRefused("cert_revoked", "certificate is revoked")
+        if stored.not_after <= now:
+            raise EnrollmentRefused("cert_expired", "certificate has expired; enroll again")
+        identity = parse_identity(stored.identity)
+        try:
+            if csr_data is None:
+                issued = self.authority.issue(identity, presented.public_key(), now=now)
+            else:
+                csr = _csr(csr_data)
+                self._check_csr(csr, stored.identity, now)
+                issued = self.authority.sign(csr, identity, now=now, source="csr")
+        except IssuanceRefused as refused:
+            raise _refused(refused) from None
+        self.authority.store.record_event(
+            "renew",
+            {
+                "identity": stored.identity,
+                "from": f"{stored.serial:x}",
+                "to": f"{issued.cert.serial_number:x}",
+                "rekey": csr_data is not None,
+            },
+            at=now,
+        )
+        return issued

@@ -80,7 +80,9 @@ class EchoBackend:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property

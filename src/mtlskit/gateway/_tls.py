@@ -110,7 +110,7 @@ def peer_chain(ssl_object: ssl.SSLObject) -> tuple[tuple[bytes, ...], bool]:
     """
     inner = getattr(ssl_object, "_sslobj", None)
     getter = getattr(inner, "get_unverified_chain", None)
-    chain = getter() if getter is not None else None
+    chain = [cert for cert in (getter() or ()) if cert is not None] if getter else []
     if chain:
         return tuple(cert.public_bytes(2) for cert in chain), False
     leaf = ssl_object.getpeercert(binary_form=True)

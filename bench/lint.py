@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from bench.report import Section, machine, table
+from bench.report import Goal, Section, machine, table
 from mtlskit.lint import lint_chain
 from mtlskit.testca import CLIENT_AUTH, SERVER_AUTH, LeafSpec, TestCA
 
@@ -152,4 +152,18 @@ def run(quick: bool) -> Section:
             f"Machine: {machine()}.",
         ]
     )
-    return Section(title="lint: certificates per second vs pkilint", body=body)
+    return Section(
+        title="lint: certificates per second vs pkilint",
+        body=body,
+        goals=[
+            Goal(
+                name="lint certificates/s vs pkilint",
+                target=f"≥ {GOAL:.0f}× pkilint",
+                measured=f"{ratio:.1f}× ({medians[next(iter(linters))]:,.0f}/s vs {theirs:,.0f}/s)",
+                met=ratio >= GOAL,
+                issue="#2",
+            )
+        ],
+        peer="pkilint `lint_pkix_cert` (Python API, validator built once)",
+        method=f"{count} varied certificates, DER in, median of {repeats} interleaved passes",
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from bench.report import Section, table
+from bench.report import Goal, Section, table
 from mtlskit.authz import Policy, Rule, RuleKind
 from mtlskit.certs import certificate_pem
 from mtlskit.identity import ClientIdentity, IdentityKind, SpiffeId
@@ -160,7 +160,35 @@ def run(quick: bool) -> Section:
             "one-file invocation.",
         ]
     )
-    return Section(title="Client certificate verification and authorization", body=body)
+    return Section(
+        title="Client certificate verification and authorization",
+        body=body,
+        goals=[
+            Goal(
+                name="verification time over pyca's bare client verifier",
+                target="≤ +25%",
+                measured=f"+{overhead:.0%} ({rates['mtlskit']:,.0f}/s vs {rates['pyca']:,.0f}/s)",
+                met=overhead <= 0.25,
+                issue="#5",
+            ),
+            Goal(
+                name="VerificationCache hits",
+                target="≥ 200,000/s",
+                measured=f"{cache_rate:,.0f}/s",
+                met=cache_rate >= 200_000,
+                issue="#5",
+            ),
+            Goal(
+                name=f"authorization decisions, {rules_n:,} rules (mixed)",
+                target="≥ 500,000/s",
+                measured=f"{authz_rate:,.0f}/s",
+                met=authz_rate >= 500_000,
+                issue="#5",
+            ),
+        ],
+        peer="pyca `build_client_verifier` bare; `openssl verify -purpose sslclient`",
+        method=f"{chains_n} P-256 chains, median of {repeats} interleaved runs",
+    )
 
 
 def _authz(quick: bool, repeats: int) -> tuple[float, float, int]:

@@ -1,0 +1,97 @@
+"""The benchmark report writer on synthetic sections: goals table, slot, plots, curve shapes.
+
+No timing here: the figures are the benchmarks' business; these tests only prove
+that whatever they measure reaches docs/benchmarks.md in the promised shape.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pytest
+
+# bench/ is a top-level package of the repository, not of the installed distribution.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.__main__ import gateway_slot
+from bench.report import (
+    Goal,
+    Section,
+    flat_goal,
+    log_slope,
+    plot,
+    render_report,
+    write_report,
+)
+
+VERSIONS = {"Python": "3.11", "cryptography": "50"}
+
+
+def _section(images: list[Path] | None = None) -> Section:
+    return Section(
+        title="lint: certificates per second vs pkilint",
+        body="| linter | certs/s |\n|---|---|\n| mtlskit | 10 |",
+        images=images or [],
+        goals=[
+            Goal(name="lint vs pkilint", target="≥ 4×", measured="5.0×", met=True, issue="#2"),
+            Goal(name="cache hits", target="≥ 200,000/s", measured="1,000/s", met=False),
+        ],
+        peer="pkilint",
+        method="100 certificates",
+        seconds=1.5,
+    )
+
+
+def test_report_has_versions_goals_and_sections(tmp_path: Path) -> None:
+    text = render_report(
+        [_section(), gateway_slot()],
+        report=tmp_path / "benchmarks.md",
+        generated=dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
+        quick=True,
+        versions_of=VERSIONS,
+    )
+    assert "| cryptography | 50 |" in text
+    assert "| lint vs pkilint | #2 | ≥ 4× | 5.0× | met |" in text
+    assert "| cache hits |  | ≥ 200,000/s | 1,000/s | **not met** |" in text
+    assert "pending" in text and "bench/gateway.py" in text
+    assert "| lint: certificates per second vs pkilint | pkilint | 100 certificates | 2 s |" in text
+    assert text.index("## Goals") < text.index("## lint: certificates per second vs pkilint")
+
+
+def test_plot_is_written_and_linked_relative_to_the_report(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr("bench.report.OUT_DIR", tmp_path / "out")
+    image = plot(
+        "curve",
+        title="t",
+        xlabel="n",
+        ylabel="µs",
+        series={"a": [(1, 1.0), (10, 1.1), (100, 1.2)]},
+        quick=True,
+    )
+    assert image == tmp_path / "out" / "img" / "curve.png"
+    assert image.read_bytes().startswith(b"\x89PNG")
+    report = write_report(
+        [_section([image])],
+        tmp_path / "out" / "benchmarks.md",
+        generated=dt.datetime.now(dt.UTC),
+        quick=True,
+        versions_of=VERSIONS,
+    )
+    assert "![curve](img/curve.png)" in report.read_text()
+
+
+@pytest.mark.parametrize(
+    ("points", "flat"),
+    [
+        ([(1, 5.0), (1_000, 5.1), (1_000_000, 5.0)], True),
+        ([(10, 1.0), (100, 1.3), (1_000, 1.6), (10_000, 1.9)], True),  # logarithmic
+        ([(10, 1.0), (100, 10.0), (1_000, 100.0)], False),  # linear
+    ],
+)
+def test_flat_goal_tells_log_from_linear(points, flat) -> None:
+    goal = flat_goal("curve", points)
+    assert goal.met is flat
+    assert (log_slope(points) > 0.9) is (not flat)

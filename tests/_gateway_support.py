@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import ssl
 import threading
@@ -99,7 +100,12 @@ class GatewayThread:
 
     def __init__(self, config_path: Path) -> None:
         self.gateway = Gateway(load_config(config_path))
-        self.loop = asyncio.new_event_loop()
+        if os.environ.get("MTLSKIT_GATEWAY_LOOP") == "uvloop":  # the CLI's loop, when installed
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.call(self.gateway.start())
@@ -205,10 +211,9 @@ health_interval = 0.5
 access = "access.log"
 connection = "connection.log"
 
-[reload]
-poll_interval = 0
 """
         + body
+        + ("" if "[reload]" in body else "\n[reload]\npoll_interval = 0\n")
     )
     return config
 

@@ -529,3 +529,70 @@ def test_copied_certificate_with_a_foreign_key_gets_decrypt_error(site, start, c
         connection.handshakeClientCert(chain, real, settings=settings, serverName="localhost")
         connection.write(GET)
         assert connection.read().startswith(b"HTTP/1.1 200 ")
+
+
+def test_subprocess_sighup_reloads_and_sigterm_drains(site, ca):
+    """The real command: SIGHUP re-reads the CRL, SIGTERM exits 0 after draining."""
+    import os
+    import signal
+    import sys
+
+    leaf = ca.issue(LeafSpec(uris=(SPIFFE_ID,)))
+    crl = site.dir / "issuing.crl"
+    crl.write_bytes(ca.crl().public_bytes(Encoding.PEM))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(
+        site, ca.bundle_pem, '[client_auth]\ntrust = ["trust.pem"]\ncrls = ["issuing.crl"]\n'
+    )
+    config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "gateway", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        site.wait_for_record(lambda r: r.get("event") == "start")
+        context = site.client_context(leaf)
+        assert https_request(port, context, GET).startswith(b"HTTP/1.1 200 ")
+        crl.write_bytes(ca.crl((leaf.cert.serial_number,)).public_bytes(Encoding.PEM))
+        os.kill(process.pid, signal.SIGHUP)
+        site.wait_for_record(lambda r: r.get("event") == "reload" and r["ok"])
+        assert https_request(port, context, GET).startswith(b"HTTP/1.1 403 ")
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_file_change_polling_reloads_the_policy(site, start, clean_leaf):
+    (site.dir / "policy.toml").write_text('[[allow]]\nid = "spiffe://acme.com/nobody"\n')
+    gateway = start(
+        '[client_auth]\ntrust = ["trust.pem"]\npolicy = "policy.toml"\n'
+        "[reload]\npoll_interval = 0.1\n"
+    )
+    context = site.client_context(clean_leaf)
+    assert https_request(gateway.port, context, GET).startswith(b"HTTP/1.1 403 ")
+    (site.dir / "policy.toml").write_text(f'[[allow]]\nid = "{SPIFFE_ID}"\n# changed\n')
+    site.wait_for_record(lambda r: r.get("event") == "reload" and r["ok"])
+    assert https_request(gateway.port, context, GET).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_broken_reload_keeps_the_old_generation(site, start, clean_leaf):
+    gateway = start(
+        '[client_auth]\ntrust = ["trust.pem"]\ncrls = ["issuing.crl"]\n'.replace(
+            'crls = ["issuing.crl"]\n', ""
+        )
+    )
+    (site.dir / "trust.pem").write_text("not a certificate")
+    assert not gateway.reload()
+    assert https_request(gateway.port, site.client_context(clean_leaf), GET).startswith(
+        b"HTTP/1.1 200 "
+    )
+    record = site.wait_for_record(lambda r: r.get("event") == "reload")
+    assert record["ok"] is False and "trust.pem" in record["error"]

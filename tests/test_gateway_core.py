@@ -1,0 +1,139 @@
+"""The gateway's sans-IO parts: the lifecycle table, framing and header rewriting, TLS errors."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from mtlskit.gateway import (
+    TRANSITIONS,
+    ClientRequestError,
+    Event,
+    Lifecycle,
+    LifecycleError,
+    State,
+    classify_handshake_error,
+)
+from mtlskit.gateway._http import Framing, RequestHead, request_framing, upstream_request_head
+from mtlskit.verify import Code
+
+
+def _head(*headers: tuple[bytes, bytes], method: str = "POST", version: str = "1.1"):
+    return RequestHead(
+        method=method, target=b"/a?b=c", version=version, headers=headers, keep_alive=True
+    )
+
+
+def test_every_state_is_in_the_table_and_closed_is_final():
+    assert set(TRANSITIONS) == set(State)
+    assert TRANSITIONS[State.CLOSED] == {}
+    reachable = {State.HANDSHAKE}
+    for targets in TRANSITIONS.values():
+        reachable |= set(targets.values())
+    assert reachable == set(State)
+
+
+def test_a_keep_alive_walk_and_an_illegal_event():
+    life = Lifecycle()
+    for event, state in [
+        (Event.HANDSHAKE_OK, State.VERIFY),
+        (Event.VERIFIED, State.IDLE),
+        (Event.REQUEST_HEAD, State.REQUEST),
+        (Event.FORWARD, State.RELAY),
+        (Event.RESPONSE_DONE, State.IDLE),
+        (Event.REQUEST_HEAD, State.REQUEST),
+        (Event.DENIED, State.IDLE),
+        (Event.EOF, State.CLOSED),
+    ]:
+        assert life.handle(event) is state
+    assert life.handle(Event.TIMEOUT) is State.CLOSED  # late news is harmless
+    fresh = Lifecycle()
+    with pytest.raises(LifecycleError, match="event forward is not allowed in state handshake"):
+        fresh.handle(Event.FORWARD)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (((b"Content-Length", b"3"), (b"Transfer-Encoding", b"chunked")), 400),
+        (((b"Content-Length", b"3"), (b"content-length", b"3")), 400),
+        (((b"Content-Length", b"3, 3"),), 400),
+        (((b"Content-Length", b"-1"),), 400),
+        (((b"Transfer-Encoding", b"chunked, gzip"),), 400),
+        (((b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")), 400),
+        (((b"Content-Length", b"99999999"),), 413),
+    ],
+)
+def test_ambiguous_framing_is_the_clients_fault(headers, status):
+    with pytest.raises(ClientRequestError) as info:
+        request_framing(_head(*headers), max_body_bytes=1000)
+    assert info.value.status_hint == status
+
+
+def test_framing_of_clean_requests():
+    assert request_framing(
+        _head(
+            (b"Content-Length", b"12"),
+        ),
+        max_body_bytes=100,
+    ) == (
+        Framing.LENGTH,
+        12,
+    )
+    assert request_framing(
+        _head(
+            (b"Transfer-Encoding", b"Chunked"),
+        ),
+        max_body_bytes=100,
+    )[0] is (Framing.CHUNKED)
+    assert request_framing(_head(method="GET"), max_body_bytes=100) == (Framing.NONE, 0)
+
+
+def test_upstream_head_drops_hop_by_hop_and_sets_forwarding_fields():
+    head = _head(
+        (b"Host", b"api"),
+        (b"Connection", b"keep-alive, X-Secret-Hop"),
+        (b"X-Secret-Hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Upgrade", b"h2c"),
+        (b"X-Forwarded-For", b"6.6.6.6"),
+        (b"Expect", b"100-continue"),
+        (b"Transfer-Encoding", b"chunked"),
+        method="POST",
+    )
+    wire = upstream_request_head(
+        head,
+        framing=Framing.CHUNKED,
+        length=-1,
+        client_ip="192.0.2.7",
+        request_id="abc",
+        headers=head.headers,
+        identity=[(b"X-Mtlskit-Client-Verified", b"true")],
+    ).decode()
+    lines = wire.split("\r\n")
+    assert lines[0] == "POST /a?b=c HTTP/1.1"
+    lower = wire.lower()
+    for gone in ("x-secret-hop", "keep-alive", "upgrade", "6.6.6.6", "expect", "connection:"):
+        assert gone not in lower
+    assert "transfer-encoding: chunked" in lower
+    assert "x-forwarded-for: 192.0.2.7" in lower
+    assert "x-forwarded-proto: https" in lower
+    assert "x-request-id: abc" in lower
+    assert wire.endswith("X-Mtlskit-Client-Verified: true\r\n\r\n")
+
+
+def test_handshake_errors_map_to_stable_codes():
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_code = 20
+    verify.verify_message = "unable to get local issuer certificate"
+    assert classify_handshake_error(verify).code is Code.CHAIN_UNTRUSTED
+    verify.verify_code = 26
+    assert classify_handshake_error(verify).code is Code.EKU_MISSING_CLIENT_AUTH
+    bad_signature = ssl.SSLError(1, "[SSL: BAD_SIGNATURE] bad signature")
+    bad_signature.reason = "BAD_SIGNATURE"
+    assert classify_handshake_error(bad_signature).code is Code.PROOF_OF_POSSESSION_FAILED
+    noise = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER]")
+    noise.reason = "WRONG_VERSION_NUMBER"
+    failure = classify_handshake_error(noise)
+    assert failure.code is None and failure.label == "tls_error"

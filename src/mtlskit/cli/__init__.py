@@ -45,7 +45,9 @@ def cli() -> None:
 
 _LazyGroup.lazy = {
     "audit": "mtlskit.cli.audit",
+    "authz-server": "mtlskit.cli.authz_server",
     "ca": "mtlskit.cli.ca",
+    "config": "mtlskit.cli.config",
     "demo": "mtlskit.cli.demo",
     "gateway": "mtlskit.cli.gateway",
     "export": "mtlskit.cli.export",

@@ -1,0 +1,165 @@
+"""``authz.toml``: what ``mtlskit authz-server --config FILE`` reads.
+
+```toml
+[listen]
+address = "127.0.0.1:9191"          # plain HTTP, loopback: only the proxy talks to it
+
+[client_auth]                       # the keys of gateway.toml's [client_auth], plus intermediates
+mode = "reject_invalid"             # or "allow_invalid_or_missing": always 200, verdict headers
+trust = ["ca/root.pem"]
+intermediates = ["ca/issuing.pem"]  # nginx/HAProxy forward the leaf only
+pins = []
+crls = ["crl.pem"]
+spiffe_bundles = {}
+policy = "policy.toml"              # omitted: every verified client is allowed
+allow_missing_eku = false
+max_chain_depth = 8
+
+[cache]
+enabled = true
+max_entries = 100000
+ttl = 300                           # seconds an accept is kept (never past notAfter/nextUpdate)
+reject_ttl = 30
+
+[forward]
+formats = ["xfcc", "verdict"]       # identity headers returned to the proxy on allow
+
+[log]
+decisions = "-"                     # JSON lines; a path, or "-" for standard error
+```
+
+The gateway's own config loader had not landed when this was written, so the
+``[client_auth]`` section is modelled here with the same keys and meanings; when it
+lands, share it. Relative paths are relative to the file's directory (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mtlskit.errors import ConfigError
+from mtlskit.files import read_bytes
+
+__all__ = ["AuthzServerConfig", "ClientAuthMode", "load_config", "parse_address"]
+
+
+class ClientAuthMode(StrEnum):
+    REJECT_INVALID = "reject_invalid"
+    ALLOW_INVALID_OR_MISSING = "allow_invalid_or_missing"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` → ``(host, port)``; a ``ValueError`` says what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenSection(_Section):
+    address: str = "127.0.0.1:9191"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class ClientAuthSection(_Section):
+    mode: ClientAuthMode = ClientAuthMode.REJECT_INVALID
+    trust: list[Path] = []
+    intermediates: list[Path] = []
+    pins: list[str] = []
+    crls: list[Path] = []
+    spiffe_bundles: dict[str, Path] = {}
+    policy: Path | None = None
+    allow_missing_eku: bool = False
+    allow_stale_crls: bool = False
+    max_chain_depth: int = Field(default=8, ge=0, le=16)
+
+
+class CacheSection(_Section):
+    enabled: bool = True
+    max_entries: int = Field(default=100_000, ge=1)
+    ttl: float = Field(default=300.0, gt=0)
+    reject_ttl: float = Field(default=30.0, ge=0)
+
+
+class ForwardSection(_Section):
+    formats: list[Literal["xfcc", "gcp", "aws", "rfc9440", "verdict"]] = ["xfcc", "verdict"]
+
+
+class LogSection(_Section):
+    decisions: str = "-"
+
+
+class AuthzServerConfig(_Section):
+    listen: ListenSection = ListenSection()
+    client_auth: ClientAuthSection
+    cache: CacheSection = CacheSection()
+    forward: ForwardSection = ForwardSection()
+    log: LogSection = LogSection()
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _absolute(config: AuthzServerConfig, base: Path) -> AuthzServerConfig:
+    def fix(path: Path) -> Path:
+        return path if path.is_absolute() else base / path
+
+    auth = config.client_auth
+    log = config.log
+    decisions = log.decisions if log.decisions == "-" else str(fix(Path(log.decisions)))
+    return config.model_copy(
+        update={
+            "client_auth": auth.model_copy(
+                update={
+                    "trust": [fix(p) for p in auth.trust],
+                    "intermediates": [fix(p) for p in auth.intermediates],
+                    "crls": [fix(p) for p in auth.crls],
+                    "spiffe_bundles": {d: fix(p) for d, p in auth.spiffe_bundles.items()},
+                    "policy": fix(auth.policy) if auth.policy else None,
+                }
+            ),
+            "log": log.model_copy(update={"decisions": decisions}),
+        }
+    )
+
+
+def load_config(path: str | Path) -> AuthzServerConfig:
+    """Parse and validate; a ``ConfigError`` names the file and the key."""
+    source = str(path)
+    try:
+        data = tomllib.loads(read_bytes(path, what="config file").decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    try:
+        config = AuthzServerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _location(tuple(first["loc"]))
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown key {where!r}", source=source) from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message}", source=source) from None
+    auth = config.client_auth
+    if not (auth.trust or auth.pins or auth.spiffe_bundles):
+        raise ConfigError(
+            "[client_auth] needs at least one of trust, pins or spiffe_bundles", source=source
+        )
+    return _absolute(config, Path(path).resolve().parent)

@@ -1,0 +1,133 @@
+"""What every generated proxy configuration needs, in one value; and the header names it handles.
+
+Pure: paths are only written into the text, never opened. The CLI checks that the
+files exist and reads nothing else; a generator is a function ``ProxySetup -> str``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mtlskit.authzserver import cleared_by_proxy
+from mtlskit.errors import InputError
+from mtlskit.forward import ForwardConfig, HeaderFormat
+from mtlskit.forward._aws import (
+    AWS_CHAIN,
+    AWS_ISSUER,
+    AWS_LEAF,
+    AWS_SERIAL,
+    AWS_SUBJECT,
+    AWS_VALIDITY,
+)
+from mtlskit.forward._rfc9440 import CLIENT_CERT, CLIENT_CERT_CHAIN
+from mtlskit.forward._sanitize import SPOOFABLE_NAMES, SPOOFABLE_PREFIXES
+from mtlskit.forward._verdict import (
+    VERDICT_ERROR,
+    VERDICT_FINGERPRINT,
+    VERDICT_IDENTITY,
+    VERDICT_IDENTITY_KIND,
+    VERDICT_PRESENT,
+    VERDICT_VERIFIED,
+)
+from mtlskit.forward._xfcc import XFCC
+
+__all__ = ["Endpoint", "ProxySetup", "forwarded_names", "spoofable_regex"]
+
+
+def forwarded_names(formats: tuple[HeaderFormat, ...]) -> tuple[str, ...]:
+    """Header names authz-server may return for these formats, in writing order."""
+    names: list[str] = []
+    for kind in formats:
+        if kind is HeaderFormat.XFCC:
+            names.append(XFCC)
+        elif kind is HeaderFormat.GCP:
+            names += ForwardConfig().gcp.names()
+        elif kind is HeaderFormat.AWS:
+            names += [AWS_CHAIN, AWS_LEAF, AWS_SERIAL, AWS_ISSUER, AWS_SUBJECT, AWS_VALIDITY]
+        elif kind is HeaderFormat.RFC9440:
+            names += [CLIENT_CERT, CLIENT_CERT_CHAIN]
+        else:
+            names += [
+                VERDICT_PRESENT,
+                VERDICT_VERIFIED,
+                VERDICT_ERROR,
+                VERDICT_FINGERPRINT,
+                VERDICT_IDENTITY,
+                VERDICT_IDENTITY_KIND,
+            ]
+    return tuple(names)
+
+
+def spoofable_regex() -> str:
+    """One anchored, case-insensitive regex for every name ``forward.is_spoofable`` removes.
+
+    ``-`` and ``_`` are interchangeable, as in the sanitizer's folding.
+    """
+
+    def spell(text: str) -> str:
+        return "[-_]".join(re.escape(part) for part in text.split("-"))
+
+    whole = [spell(name) for name in sorted(SPOOFABLE_NAMES)]
+    prefixes = [spell(prefix) + ".*" for prefix in SPOOFABLE_PREFIXES]
+    return "(?i)^(" + "|".join(whole + prefixes) + ")$"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """``http://host:port`` split once; only plain HTTP on a private network is generated."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str, *, what: str) -> Endpoint:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in {"", "/"}:
+            raise InputError(f"{url!r} must be http://HOST:PORT", source=what)
+        return cls(host=parts.hostname, port=parts.port or 80)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxySetup:
+    """Everything a generator writes into a proxy configuration.
+
+    - ``trust``/``crl``: one file each, as nginx and HAProxy take them (the CLI
+      concatenates several). The CRL must cover every CA in the chain: with CRL
+      checking on, OpenSSL fails a chain whose intermediate has no CRL.
+    - ``verify_depth``: certificates above the leaf nginx may walk; nginx's
+      default of 1 rejects every leaf issued by an intermediate.
+    - ``forward``: the formats authz-server returns, whose headers the proxy copies.
+    """
+
+    listen: str = "127.0.0.1:8443"
+    server_name: str = "_"
+    server_cert: Path
+    server_key: Path
+    trust: Path
+    crl: Path | None = None
+    verify_depth: int = 2
+    upstream: Endpoint
+    authz: Endpoint
+    forward: tuple[HeaderFormat, ...] = (HeaderFormat.XFCC, HeaderFormat.VERDICT)
+    generated_by: str = "mtlskit config"
+
+    @property
+    def forwarded(self) -> tuple[str, ...]:
+        return forwarded_names(self.forward)
+
+    @property
+    def cleared(self) -> tuple[str, ...]:
+        """Names cleared by exact name (the forwarded ones are overwritten instead)."""
+        forwarded = {name.lower() for name in self.forwarded}
+        return tuple(name for name in cleared_by_proxy() if name.lower() not in forwarded)
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "0.0.0.0", int(port)

@@ -1,4 +1,5 @@
-"""``mtlskit ca``: a private CA in a directory: init, issue, sign, revoke, crl, list, audit.
+"""``mtlskit ca``: a private CA in a directory: init, issue, sign, revoke, crl, list, audit,
+and enrollment: token, requests, serve.
 
 Argument handling only: the decisions are ``mtlskit.issue.CertificateAuthority``'s,
 the records ``mtlskit.store.SqlStore``'s. Every input (config, passphrase, CSR) is
@@ -37,13 +38,16 @@ from mtlskit.issue import (
     IssuanceRefused,
     Issued,
     Issuer,
+    RequestStatus,
     build_ca_certificate,
     build_crl,
     load_csr,
+    new_token,
     parse_ca_config,
     parse_duration,
     parse_identity,
     render_ca_config,
+    required_approvals,
     validate_ca_config,
     verify_audit_chain,
 )
@@ -663,3 +667,248 @@ def audit_export_command(directory: Path, as_json: bool) -> None:
         "intact": problem is None,
     }
     click.echo(json.dumps(document, indent=2))
+
+
+# --- enrollment: tokens, the approval queue, the HTTPS API ---------------------------
+
+
+@command.command("token")
+@_dir_argument
+@click.option("--id", "identity", required=True, help="The one identity this token enrolls.")
+@click.option("--ttl", default="15m", show_default=True, help="How long the token is redeemable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the token and its details as JSON.")
+def token_command(directory: Path, identity: str, ttl: str, as_json: bool) -> None:
+    """Print a one-time enrollment token bound to exactly one identity.
+
+    The token is shown once: the CA keeps only its SHA-256. It is redeemed once (by
+    `mtlskit enroll`), expires after --ttl, and enrolls only --id. Hand it to the
+    client over a channel you trust.
+
+    \b
+    Example:
+      mtlskit ca token ca/ --id spiffe://acme.com/billing/payments --ttl 15m
+    """
+    ca_dir = _read_dir(directory)
+    target = parse_identity(identity)
+    lifetime = parse_duration(ttl, source="--ttl")
+    patterns = ca_dir.config.policy().allowed_ids
+    if not any(pattern.matches(target.value) for pattern in patterns):
+        _refused(
+            IssuanceRefused(
+                "allowed_ids",
+                f"identity {target.value} matches no allowed pattern "
+                f"({', '.join(str(p) for p in patterns) or 'none configured'})",
+            )
+        )
+        return
+    now = _now()
+    token, record = new_token(target, now=now, ttl=lifetime)
+    required = required_approvals(ca_dir.config.approval_rules(), target.value)
+    store = _store(ca_dir)
+    try:
+        store.add_token(record)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "token": token,
+                    "identity": target.value,
+                    "expires_at": record.expires_at.isoformat(),
+                    "approvers_required": required,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(token)
+    note = f"; then {required} approver(s) must approve" if required else ""
+    click.echo(
+        f"one-time token for {target.value}, valid until {record.expires_at.isoformat()}{note}",
+        err=True,
+    )
+
+
+@command.group("requests")
+def requests_group() -> None:
+    """The approval queue: enrollment requests waiting for N distinct approvers."""
+
+
+@requests_group.command("list")
+@_dir_argument
+@click.option("--status", type=click.Choice([status.value for status in RequestStatus]))
+@click.option("--json", "as_json", is_flag=True)
+def requests_list_command(directory: Path, status: str | None, as_json: bool) -> None:
+    """Requests with their identity, CSR hash and approvers (pending ones by default)."""
+    ca_dir = _read_dir(directory)
+    store = _store(ca_dir)
+    try:
+        found = store.requests(status=RequestStatus(status) if status else None)
+    finally:
+        store.close()
+    if status is None:
+        found = [r for r in found if r.status in {RequestStatus.PENDING, RequestStatus.APPROVED}]
+    if as_json:
+        click.echo(json.dumps({"requests": [r.as_dict() for r in found]}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "identity", "status", "approvals", "csr sha256", "client")
+    for request in found:
+        table.add_row(
+            request.id,
+            request.identity,
+            request.status.value,
+            f"{len(request.approved_by)}/{request.required} {', '.join(request.approved_by)}",
+            request.csr_sha256,
+            request.client,
+        )
+    Console().print(table)
+
+
+@requests_group.command("approve")
+@_dir_argument
+@click.argument("request_id", metavar="ID")
+@click.option("--approver", required=True, help="Who approves (recorded in the audit log).")
+@click.option(
+    "--csr-sha256",
+    help="The CSR hash you reviewed (from `ca requests list`); refused if it differs.",
+)
+def requests_approve_command(
+    directory: Path, request_id: str, approver: str, csr_sha256: str | None
+) -> None:
+    """Approve a request; with enough distinct approvers its client gets the certificate.
+
+    The approval names the request's CSR hash, so it cannot be reused for another key.
+    The same approver twice counts once.
+    """
+    ca_dir = _read_dir(directory)
+    if not approver.strip():
+        raise InputError("the approver name is empty", source="--approver")
+    store = _store(ca_dir)
+    try:
+        request = store.get_request(request_id)
+        if request is None:
+            raise InputError(f"no enrollment request {request_id!r}", source="ID")
+        updated, added = store.approve_request(
+            request_id,
+            approver=approver.strip(),
+            csr_sha256=(csr_sha256 or request.csr_sha256).lower().removeprefix("sha256:"),
+            at=_now(),
+        )
+    finally:
+        store.close()
+    counted = len(updated.approved_by)
+    if not added:
+        click.echo(f"{approver} had already approved {request_id}; it still counts once")
+    click.echo(
+        f"request {request_id} ({updated.identity}): {counted} of {updated.required} approvals, "
+        f"status {updated.status.value}"
+    )
+
+
+@requests_group.command("deny")
+@_dir_argument
+@click.argument("request_id", metavar="ID")
+@click.option("--approver", required=True, help="Who denies (recorded in the audit log).")
+@click.option("--reason", default="", help="Why, for the audit log.")
+def requests_deny_command(directory: Path, request_id: str, approver: str, reason: str) -> None:
+    """Deny a request: its client is told `request_denied`; the token stays used."""
+    ca_dir = _read_dir(directory)
+    store = _store(ca_dir)
+    try:
+        updated = store.deny_request(request_id, approver=approver, reason=reason, at=_now())
+    finally:
+        store.close()
+    click.echo(f"request {request_id} ({updated.identity}) denied")
+
+
+@command.command("serve")
+@_dir_argument
+@click.option("--listen", default="127.0.0.1:8444", show_default=True, help="HOST:PORT (0: any).")
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Name or address in the server certificate (default: the listen host and localhost).",
+)
+@click.option(
+    "--max-token-failures",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Failed token attempts per client address per --failure-window before 429.",
+)
+@click.option("--failure-window", default="1m", show_default=True, help="e.g. 1m, 1h.")
+@_passphrase_option
+def serve_command(  # noqa: PLR0917
+    directory: Path,
+    listen: str,
+    hostnames: tuple[str, ...],
+    max_token_failures: int,
+    failure_window: str,
+    passphrase_file: Path | None,
+) -> None:
+    """Serve the CA's HTTPS API: enroll with a token, poll approvals, renew over mTLS, CRL, bundle.
+
+    The server certificate is issued by this CA at start (serverAuth, 30 days or less),
+    so clients pin the CA's root: `mtlskit enroll URL --ca-fingerprint` with the root
+    SHA-256 printed here. The OpenAPI document is at /openapi.json.
+
+    \b
+    Example:
+      MTLSKIT_CA_PASSPHRASE=... mtlskit ca serve ca/ --listen 127.0.0.1:8444
+    """
+    from mtlskit.caserver import CaServer, FailureLimiter, bind, server_context, uvicorn_server
+    from mtlskit.issue import RegistrationAuthority
+
+    ca_dir = _read_dir(directory)
+    window = parse_duration(failure_window, source="--failure-window")
+    if ":" not in listen:
+        raise InputError("expected HOST:PORT", source="--listen")
+    issuer = _issuer(ca_dir, passphrase_file)
+    try:
+        sock = bind(listen)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot listen: {exc}", source="--listen") from None
+    host, port = sock.getsockname()[:2]
+    now = _now()
+    context, server_cert = server_context(
+        issuer, hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))), now=now
+    )
+    store = _store(ca_dir)
+    store.record_event(
+        "serve",
+        {
+            "listen": f"{host}:{port}",
+            "server_certificate": str(Fingerprint.of(server_cert)),
+            "serial": f"{server_cert.serial_number:x}",
+            "not_after": server_cert.not_valid_after_utc.isoformat(),
+        },
+        at=now,
+    )
+    ra = RegistrationAuthority(
+        authority=_authority(ca_dir, issuer, store),
+        records=store,
+        approval=ca_dir.config.approval_rules(),
+    )
+    server = CaServer(
+        ra,
+        name=ca_dir.config.name,
+        trust_domain=ca_dir.config.trust_domain,
+        limiter=FailureLimiter(limit=max_token_failures, window=window.total_seconds()),
+        close=store.close,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving CA {ca_dir.config.name!r} on https://{shown}:{port}")
+    click.echo(f"root SHA-256: {Fingerprint.of(issuer.chain[-1])}", nl=True)
+    import sys
+
+    sys.stdout.flush()
+    try:
+        uvicorn_server(server.app, context).run(sockets=[sock])
+    finally:
+        server.close()
+        sock.close()

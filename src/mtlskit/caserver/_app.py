@@ -1,0 +1,295 @@
+"""The CA's HTTP API as a Starlette app: a thin shell over ``RegistrationAuthority``.
+
+Every call into the CA (store, signing) runs on one dedicated thread: the store is
+used by one thread only, and the event loop stays free for TLS handshakes. Errors
+are JSON ``{"code", "message"}`` with the stable codes of ``ERROR_CODES``; a
+client's fault is a 4xx chosen from the exception type, never from its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mtlskit.caserver._bundle import spiffe_bundle
+from mtlskit.caserver._limit import FailureLimiter
+from mtlskit.caserver._openapi import openapi_document
+from mtlskit.certs import certificate_pem, chain_pem
+from mtlskit.errors import InputError
+from mtlskit.identity import ClientIdentity, IdentityError
+from mtlskit.issue import (
+    EnrollmentRefused,
+    EnrollmentRequest,
+    Issued,
+    RegistrationAuthority,
+)
+
+__all__ = ["MAX_BODY", "CaServer"]
+
+MAX_BODY: Final = 64 * 1024  # a CSR is ~1 KiB; an RSA-4096 one with extensions stays far below
+_TOKEN_FAILURES: Final = frozenset(
+    {"token_invalid", "token_used", "token_expired", "identity_mismatch"}
+)
+_REQUEST_ID: Final = re.compile(r"[0-9a-f]{32}")
+_log = logging.getLogger("mtlskit.caserver")
+_T = TypeVar("_T")
+
+
+def _error(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _issued(issued: Issued, status: int) -> Response:
+    cert = issued.cert
+    try:
+        identity = ClientIdentity.from_certificate(cert).value
+    except IdentityError:
+        identity = ""
+    return JSONResponse(
+        {
+            "status": "issued",
+            "serial": f"{cert.serial_number:x}",
+            "identity": identity,
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "certificate": certificate_pem(cert).decode(),
+            "chain": chain_pem(list(issued.chain[:-1])).decode(),
+            "ca": certificate_pem(issued.chain[-1]).decode(),
+        },
+        status_code=status,
+    )
+
+
+def _pending(request: EnrollmentRequest) -> Response:
+    return JSONResponse(
+        {
+            "status": "pending",
+            "code": "approval_pending",
+            "message": f"waiting for {request.required} approver(s); poll its request",
+            "request_id": request.id,
+            "approvals": len(request.approved_by),
+            "required": request.required,
+            "csr_sha256": request.csr_sha256,
+        },
+        status_code=202,
+    )
+
+
+async def _json_object(request: Request, *, required: bool) -> dict[str, Any]:
+    """The body as a JSON object (size-limited); ``{}`` for an empty optional body."""
+    size, chunks = 0, []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise EnrollmentRefused(
+                "request_too_large", f"request body is larger than {MAX_BODY} bytes", status=413
+            )
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip() and not required:
+        return {}
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise EnrollmentRefused("request_invalid", "body is not JSON", status=400) from None
+    if not isinstance(document, dict):
+        raise EnrollmentRefused("request_invalid", "body is not a JSON object", status=400)
+    return document
+
+
+def _string(document: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = document.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise EnrollmentRefused(
+            "request_invalid", f"field {key!r} must be a non-empty string", status=400
+        )
+    return value
+
+
+@dataclass(slots=True, kw_only=True)
+class _CrlCache:
+    revoked: tuple[int, ...]
+    built: dt.datetime
+    der: bytes
+
+
+class CaServer:
+    """One CA behind the HTTP API; ``app`` is the ASGI application to serve over TLS."""
+
+    def __init__(
+        self,
+        ra: RegistrationAuthority,
+        *,
+        name: str,
+        trust_domain: str | None,
+        limiter: FailureLimiter,
+        close: Callable[[], None] = lambda: None,
+        refresh_hint: int = 3600,
+    ) -> None:
+        self._ra = ra
+        self._name = name
+        self._trust_domain = trust_domain
+        self._limiter = limiter
+        self._close = close
+        self._refresh_hint = refresh_hint
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlskit-ca")
+        self._crl: _CrlCache | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/v1/enroll", self.enroll, methods=["POST"]),
+                Route("/v1/requests/{request_id}", self.poll, methods=["GET"]),
+                Route("/v1/renew", self.renew, methods=["POST"]),
+                Route("/v1/crl", self.crl, methods=["GET"]),
+                Route("/v1/bundle", self.bundle, methods=["GET"]),
+            ],
+            exception_handlers={
+                EnrollmentRefused: self._refused,
+                InputError: self._bad_input,
+                HTTPException: self._http_error,
+                Exception: self._internal_error,
+            },
+        )
+
+    def close(self) -> None:
+        """Finish the CA thread's work, then close the store from that same thread."""
+        self._thread.submit(self._close).result()
+        self._thread.shutdown(wait=True)
+
+    async def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    # --- errors ---------------------------------------------------------------------
+
+    async def _refused(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, EnrollmentRefused)
+        return _error(exc.code, exc.message, exc.status)
+
+    async def _bad_input(self, request: Request, exc: Exception) -> Response:
+        return _error("request_invalid", str(exc), 400)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "request_invalid")
+        return _error(code, str(exc.detail), exc.status_code, headers=exc.headers)
+
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
+        _log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error("internal_error", "the CA failed on this request; see its log", 500)
+
+    # --- endpoints ------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        await self._call(self._ra.authority.store.get, 0)
+        return JSONResponse({"status": "ok", "ca": self._name})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(title=f"mtlskit CA {self._name}"))
+
+    async def enroll(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        wait = self._limiter.retry_after(client, time.monotonic())
+        if wait is not None:
+            return _error(
+                "rate_limited",
+                "too many failed token attempts from this address",
+                429,
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        document = await _json_object(request, required=True)
+        token = _string(document, "token", required=True)
+        csr = _string(document, "csr", required=True)
+        try:
+            result = await self._call(self._ra.enroll, token, csr, now=_now(), client=client)
+        except EnrollmentRefused as refused:
+            if refused.code in _TOKEN_FAILURES:
+                self._limiter.failed(client, time.monotonic())
+            raise
+        if isinstance(result, EnrollmentRequest):
+            return _pending(result)
+        return _issued(result, 201)
+
+    async def poll(self, request: Request) -> Response:
+        request_id = request.path_params["request_id"]
+        if not _REQUEST_ID.fullmatch(request_id):
+            raise EnrollmentRefused("request_unknown", "no such enrollment request", status=404)
+        result = await self._call(self._ra.poll, request_id, now=_now())
+        if isinstance(result, EnrollmentRequest):
+            return _pending(result)
+        return _issued(result, 200)
+
+    async def renew(self, request: Request) -> Response:
+        tls = (request.scope.get("extensions") or {}).get("tls") or {}
+        chain = tls.get("client_cert_chain") or []
+        if not chain:
+            raise EnrollmentRefused(
+                "client_cert_required",
+                "renewal needs the current certificate and key in the TLS handshake",
+                status=401,
+            )
+        presented = x509.load_pem_x509_certificate(chain[0].encode())
+        document = await _json_object(request, required=False)
+        csr = _string(document, "csr", required=False)
+        issued = await self._call(self._ra.renew, presented, csr, now=_now())
+        return _issued(issued, 201)
+
+    def _crl_der(self) -> bytes:
+        """A fresh CRL only when the revoked set changed or half its validity has passed:
+        each build takes a CRL number and an audit entry."""
+        authority = self._ra.authority
+        now = _now()
+        revoked = tuple(record.serial for record in authority.store.revoked_unexpired(now))
+        cache = self._crl
+        if (
+            cache is None
+            or cache.revoked != revoked
+            or now >= cache.built + authority.crl_validity / 2
+        ):
+            crl = authority.crl(now=now)
+            cache = _CrlCache(
+                revoked=revoked, built=now, der=crl.public_bytes(serialization.Encoding.DER)
+            )
+            self._crl = cache
+        return cache.der
+
+    async def crl(self, request: Request) -> Response:
+        der = await self._call(self._crl_der)
+        return Response(der, media_type="application/pkix-crl")
+
+    async def bundle(self, request: Request) -> Response:
+        wanted = request.query_params.get("format", "pem")
+        root = self._ra.authority.issuer.chain[-1]
+        if wanted == "pem":
+            return Response(certificate_pem(root), media_type="application/x-pem-file")
+        if wanted != "spiffe":
+            raise EnrollmentRefused(
+                "request_invalid", f"unknown format {wanted!r} (pem or spiffe)", status=400
+            )
+        if self._trust_domain is None:
+            raise EnrollmentRefused(
+                "no_trust_domain", "this CA has no SPIFFE trust domain", status=404
+            )
+        return JSONResponse(spiffe_bundle((root,), refresh_hint=self._refresh_hint))

@@ -1,0 +1,241 @@
+"""The CA server's OpenAPI 3.1 document: the contract ``ca serve`` implements.
+
+Data, served at ``/openapi.json``; tests check that every route of the app is in it
+and that a schema-driven fuzzer (schemathesis) finds no server error against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["ERROR_CODES", "openapi_document"]
+
+# Stable: clients act on these; new ones may be added, none changes meaning.
+ERROR_CODES: Final = (
+    "request_invalid",
+    "request_too_large",
+    "csr_invalid",
+    "token_invalid",
+    "token_used",
+    "token_expired",
+    "identity_mismatch",
+    "issuance_refused",
+    "approval_pending",
+    "request_unknown",
+    "request_denied",
+    "client_cert_required",
+    "cert_unknown",
+    "cert_revoked",
+    "cert_expired",
+    "rate_limited",
+    "not_found",
+    "method_not_allowed",
+    "no_trust_domain",
+    "internal_error",
+)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def openapi_document(*, title: str) -> dict[str, Any]:
+    """The document for one CA (its name in the title)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": "1",
+            "description": "mtlskit CA: enrollment with one-time tokens and an approval queue, "
+            "renewal over mTLS, CRL and trust bundle. Errors are JSON with a stable `code`.",
+        },
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness: the CA's store answers.",
+                    "responses": {"200": _json("The CA is up.", "Health")},
+                }
+            },
+            "/v1/enroll": {
+                "post": {
+                    "operationId": "enroll",
+                    "summary": "Redeem a one-time token and a CSR for a certificate.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EnrollRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Issued.", "Issued"),
+                        "202": _json("Waiting for approval; poll the request.", "Pending"),
+                        "400": _error("Malformed JSON, fields or CSR."),
+                        "401": _error("Token unknown or expired."),
+                        "403": _error("Identity mismatch or refused by the CA's policy."),
+                        "409": _error("Token already used."),
+                        "413": _error("Request body too large."),
+                        "429": _error("Too many failed token attempts from this address."),
+                    },
+                }
+            },
+            "/v1/requests/{request_id}": {
+                "get": {
+                    "operationId": "getRequest",
+                    "summary": "Poll an enrollment request that needed approval.",
+                    "parameters": [
+                        {
+                            "name": "request_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("Approved and issued.", "Issued"),
+                        "202": _json("Still waiting for approvers.", "Pending"),
+                        "403": _error("Denied."),
+                        "404": _error("No such request."),
+                    },
+                }
+            },
+            "/v1/renew": {
+                "post": {
+                    "operationId": "renew",
+                    "summary": "Renew the certificate presented in the TLS handshake "
+                    "(proof of possession); same identity, new serial. A CSR re-keys.",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/RenewRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json("Issued.", "Issued"),
+                        "400": _error("Malformed JSON or CSR."),
+                        "401": _error("No client certificate was presented."),
+                        "403": _error("Certificate revoked, unknown, or refused by policy."),
+                        "413": _error("Request body too large."),
+                    },
+                }
+            },
+            "/v1/crl": {
+                "get": {
+                    "operationId": "crl",
+                    "summary": "The issuing CA's current CRL (DER).",
+                    "responses": {
+                        "200": {
+                            "description": "CRL",
+                            "content": {"application/pkix-crl": {"schema": {}}},
+                        }
+                    },
+                }
+            },
+            "/v1/bundle": {
+                "get": {
+                    "operationId": "bundle",
+                    "summary": "The trust anchor: PEM, or a SPIFFE bundle (JWK Set).",
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["pem", "spiffe"]},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The bundle.",
+                            "content": {
+                                "application/x-pem-file": {"schema": {"type": "string"}},
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/SpiffeBundle"}
+                                },
+                            },
+                        },
+                        "400": _error("Unknown format."),
+                        "404": _error("SPIFFE format asked of a CA without a trust domain."),
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": list(ERROR_CODES)},
+                        "message": {"type": "string"},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"const": "ok"}, "ca": {"type": "string"}},
+                },
+                "EnrollRequest": {
+                    "type": "object",
+                    "required": ["token", "csr"],
+                    "properties": {
+                        "token": {"type": "string", "description": "mtk1_… from `ca token`"},
+                        "csr": {"type": "string", "description": "PKCS#10 CSR, PEM"},
+                    },
+                },
+                "RenewRequest": {
+                    "type": "object",
+                    "properties": {
+                        "csr": {"type": "string", "description": "PEM; omit to keep the key"}
+                    },
+                },
+                "Issued": {
+                    "type": "object",
+                    "required": ["status", "serial", "identity", "certificate", "chain", "ca"],
+                    "properties": {
+                        "status": {"const": "issued"},
+                        "serial": {"type": "string"},
+                        "identity": {"type": "string"},
+                        "not_after": {"type": "string", "format": "date-time"},
+                        "certificate": {"type": "string", "description": "the leaf, PEM"},
+                        "chain": {"type": "string", "description": "leaf + intermediates, PEM"},
+                        "ca": {"type": "string", "description": "the root, PEM"},
+                    },
+                },
+                "Pending": {
+                    "type": "object",
+                    "required": ["status", "code", "request_id"],
+                    "properties": {
+                        "status": {"const": "pending"},
+                        "code": {"const": "approval_pending"},
+                        "request_id": {"type": "string"},
+                        "approvals": {"type": "integer"},
+                        "required": {"type": "integer"},
+                        "csr_sha256": {"type": "string"},
+                    },
+                },
+                "SpiffeBundle": {
+                    "type": "object",
+                    "required": ["keys"],
+                    "properties": {
+                        "keys": {"type": "array", "items": {"type": "object"}},
+                        "spiffe_sequence": {"type": "integer"},
+                        "spiffe_refresh_hint": {"type": "integer"},
+                    },
+                },
+            }
+        },
+    }

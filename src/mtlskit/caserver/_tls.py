@@ -1,0 +1,159 @@
+"""Serving the CA over HTTPS: its own server certificate, optional client certificates,
+and the presented certificate handed to the app as the ASGI TLS extension.
+
+uvicorn does not fill ``scope["extensions"]["tls"]`` (DESIGN.md §4), so a one-method
+subclass of its h11 protocol does: after the handshake it reads the peer's leaf and
+wraps the app for that connection. OpenSSL has already verified the chain against
+the CA's own certificates (``CERT_OPTIONAL``: enrollment needs none, renewal one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Final
+
+import uvicorn
+from cryptography import x509
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mtlskit.certs import Fingerprint, chain_pem, generate_private_key, private_key_pem
+from mtlskit.files import write_secret
+from mtlskit.issue import BACKDATE, Issuer, build_server_certificate
+
+__all__ = ["ServerHandle", "bind", "server_context", "start_in_thread", "uvicorn_server"]
+
+SERVER_CERT_LIFETIME: Final = dt.timedelta(days=30)
+
+
+class _TlsExtensionProtocol(H11Protocol):
+    """uvicorn's h11 protocol plus the ASGI TLS extension (v0.2 field names)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        der = ssl_object.getpeercert(binary_form=True)
+        tls = {
+            "spec_version": "0.2",
+            "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+            "client_cert_error": None,
+            "tls_version": ssl_object.version(),
+        }
+        inner = self.app
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            extensions = dict(scope.get("extensions") or {})
+            extensions["tls"] = tls
+            scope["extensions"] = extensions
+            await inner(scope, receive, send)
+
+        self.app = app
+
+
+def server_context(
+    issuer: Issuer, *, hosts: tuple[str, ...], now: dt.datetime
+) -> tuple[ssl.SSLContext, x509.Certificate]:
+    """A TLS server context with a fresh key and a certificate from ``issuer`` itself.
+
+    The key never touches the CA directory: it is loaded from a private temporary
+    directory that is gone before this returns. Client certificates are requested,
+    not required, and verified against the CA's own chain.
+    """
+    key = generate_private_key()
+    not_after = min(now + SERVER_CERT_LIFETIME, issuer.cert.not_valid_after_utc)
+    cert = build_server_certificate(
+        issuer=issuer,
+        public_key=key.public_key(),
+        hosts=hosts,
+        not_before=now - BACKDATE,
+        not_after=not_after,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="mtlskit-ca-serve-") as temp:
+        cert_path = Path(temp, "server.pem")
+        cert_path.write_bytes(chain_pem([cert, *issuer.chain[:-1]]))
+        key_path = write_secret(Path(temp, "server.key"), private_key_pem(key))
+        context.load_cert_chain(cert_path, key_path)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(cadata=chain_pem(list(issuer.chain)).decode())
+    return context, cert
+
+
+def bind(listen: str) -> socket.socket:
+    """A listening socket for ``HOST:PORT`` (port 0: any free one; see ``getsockname``)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(port)))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_server(app: Any, context: ssl.SSLContext) -> uvicorn.Server:
+    """uvicorn configured for the CA: our TLS context, our protocol, quiet access log."""
+    config = uvicorn.Config(
+        app,
+        http=_TlsExtensionProtocol,
+        ssl_context_factory=lambda _config, _default: context,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
+    return uvicorn.Server(config)
+
+
+class ServerHandle:
+    """A CA server running in a background thread (tests, benchmarks, embedding)."""
+
+    def __init__(self, server: uvicorn.Server, sock: socket.socket, cert: x509.Certificate) -> None:
+        self._server = server
+        self._sock = sock
+        self.cert = cert
+        host, port = sock.getsockname()[:2]
+        self.url = f"https://{host}:{port}"
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="mtlskit-ca-serve", daemon=True
+        )
+
+    def start(self) -> ServerHandle:
+        self._thread.start()
+        for _ in range(500):
+            if self._server.started:
+                return self
+            if not self._thread.is_alive():
+                raise RuntimeError("the CA server thread stopped while starting")
+            threading.Event().wait(0.01)
+        raise RuntimeError("the CA server did not start within 5 s")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint.of(self.cert)
+
+
+def start_in_thread(
+    app: Any, issuer: Issuer, *, listen: str = "127.0.0.1:0", hosts: tuple[str, ...] = ()
+) -> ServerHandle:
+    """Serve ``app`` over HTTPS in a thread; ``handle.url`` says where."""
+    sock = bind(listen)
+    host = sock.getsockname()[0]
+    context, cert = server_context(
+        issuer, hosts=hosts or (host, "localhost"), now=dt.datetime.now(dt.UTC)
+    )
+    return ServerHandle(uvicorn_server(app, context), sock, cert).start()

@@ -1,0 +1,97 @@
+"""``mtlskit enroll``: argument handling over ``mtlskit.client.enroll``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mtlskit.certs import KeyType
+
+
+@click.command("enroll")
+@click.argument("url")
+@click.option("--token", required=True, help="One-time token from `mtlskit ca token`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--ca-fingerprint",
+    help="sha256:HEX of the CA root, checked before the token is sent (else trust on first use).",
+)
+@click.option(
+    "--key-type",
+    type=click.Choice([kind.value for kind in KeyType]),
+    default=KeyType.EC_P256.value,
+    show_default=True,
+)
+@click.option("--wait", default=600.0, show_default=True, help="Seconds to wait for approval.")
+@click.option("--request", "request_id", help="Resume polling this pending request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(  # noqa: PLR0917
+    url: str,
+    token: str,
+    out: Path,
+    ca_fingerprint: str | None,
+    key_type: str,
+    wait: float,
+    request_id: str | None,
+    as_json: bool,
+) -> None:
+    """Enroll with a CA server: make a key here, redeem TOKEN, write cert/chain/key/ca.pem.
+
+    The key never leaves this machine. OUT gets key.pem (0600, written first),
+    cert.pem, chain.pem (what to present) and ca.pem (the pinned CA root). Exit 1
+    when the CA refuses (the stable code is printed), 2 when it cannot be reached.
+
+    \b
+    Example:
+      mtlskit enroll https://ca.internal:8444 --token mtk1_… --out svc/ \\
+        --ca-fingerprint sha256:…
+    """
+    from mtlskit.client import CaRefused, CaUnavailable, enroll
+
+    def pending(request: str, approvals: int, required: int) -> None:
+        click.echo(f"waiting for approval of request {request}: {approvals}/{required}", err=True)
+
+    if ca_fingerprint is None and not (out / "ca.pem").exists():
+        click.echo("warning: no --ca-fingerprint: trusting the CA on first use", err=True)
+    try:
+        result = enroll(
+            url,
+            token,
+            out,
+            ca_fingerprint=ca_fingerprint,
+            key_type=key_type,
+            wait=wait,
+            request_id=request_id,
+            on_pending=pending,
+        )
+    except CaRefused as exc:
+        click.echo(f"mtlskit: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+    except CaUnavailable as exc:
+        click.echo(f"mtlskit: error: CA unavailable: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
+    if as_json:
+        document = {
+            "status": result.status,
+            "serial": result.serial,
+            "identity": result.identity,
+            "not_after": result.not_after,
+            "request_id": result.request_id,
+            "ca_fingerprint": result.root_fingerprint,
+            "files": result.files() if result.status == "issued" else {},
+        }
+        click.echo(json.dumps(document, indent=2))
+    elif result.status == "pending":
+        click.echo(
+            f"request {result.request_id} still waits for approval; resume with "
+            f"`mtlskit enroll {url} --token … --out {out} --request {result.request_id}`"
+        )
+    else:
+        click.echo(f"enrolled {result.identity}: serial {result.serial}, until {result.not_after}")
+        click.echo(f"CA root pinned: {result.root_fingerprint}")
+        for path in result.files().values():
+            click.echo(f"  {path}")
+    if result.status == "pending":
+        raise click.exceptions.Exit(1)

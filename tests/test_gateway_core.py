@@ -21,7 +21,11 @@ from mtlskit.verify import Code
 
 def _head(*headers: tuple[bytes, bytes], method: str = "POST", version: str = "1.1"):
     return RequestHead(
-        method=method, target=b"/a?b=c", version=version, headers=headers, keep_alive=True
+        method=method,
+        target=b"/a?b=c",
+        version=version,
+        headers=((b"Host", b"x"), *headers),
+        keep_alive=True,
     )
 
 
@@ -63,6 +67,7 @@ def test_a_keep_alive_walk_and_an_illegal_event():
         (((b"Transfer-Encoding", b"chunked, gzip"),), 400),
         (((b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")), 400),
         (((b"Content-Length", b"99999999"),), 413),
+        (((b"Host", b"second"),), 400),
     ],
 )
 def test_ambiguous_framing_is_the_clients_fault(headers, status):

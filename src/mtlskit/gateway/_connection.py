@@ -559,6 +559,7 @@ class ClientConnection(asyncio.Protocol):
             request_id=request_id,
             headers=headers,
             identity=view.headers,
+            upstream_host=f"{conn.upstream.host}:{conn.upstream.port}",
         )
         if framing is not Framing.NONE and any(
             value.strip().lower() == b"100-continue" for value in head.values(b"expect")

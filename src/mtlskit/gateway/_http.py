@@ -105,6 +105,9 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
     than one Content-Length (even equal ones), a Transfer-Encoding other than a
     lone ``chunked``, and a non-numeric length are all 400 and close (RFC 9112 §6.3).
     """
+    hosts = head.values(b"host")
+    if len(hosts) > 1 or (head.version != "1.0" and not hosts):
+        raise ClientRequestError("an HTTP/1.1 request needs exactly one Host (RFC 9112 §3.2)")
     lengths = head.values(b"content-length")
     encodings = head.values(b"transfer-encoding")
     if lengths and encodings:
@@ -148,6 +151,7 @@ def upstream_request_head(
     request_id: str,
     headers: Sequence[Header],
     identity: Sequence[Header],
+    upstream_host: str = "localhost",
 ) -> bytes:
     """The request line and headers sent upstream (keep-alive, HTTP/1.1).
 
@@ -163,6 +167,8 @@ def upstream_request_head(
         drop = drop | {b"content-length"}
     lines = [f"{head.method} ".encode() + head.target + b" HTTP/1.1"]
     lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
+    if not head.values(b"host"):  # HTTP/1.0 without Host: the upstream speaks 1.1 and needs one
+        lines.append(b"host: " + upstream_host.encode("ascii"))
     if framing is Framing.CHUNKED:
         lines.append(b"transfer-encoding: chunked")
     elif framing is Framing.LENGTH or head.method not in ("GET", "HEAD", "OPTIONS", "DELETE"):

@@ -427,9 +427,9 @@ class Verifier:
                         depth=depth,
                     )
                 )
-            if cert.serial_number in revocation.serials:
-                entry = revocation.crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-                since = entry.revocation_date_utc.isoformat() if entry is not None else "unknown"
+            entry = revocation.entry(cert.serial_number)
+            if entry is not None:
+                since = entry.revocation_date_utc.isoformat()
                 reasons.append(
                     Reason(
                         code=Code.CERT_REVOKED,

@@ -50,6 +50,7 @@ from mtlskit.errors import InputError
 from mtlskit.forward import (
     ForwardConfig,
     ForwardedClient,
+    HeaderFormat,
     Headers,
     forward_headers,
     is_spoofable,
@@ -227,7 +228,9 @@ class DecisionPoint:
 
     verifier: Verifier
     policy: Policy | None = None
-    forward: ForwardConfig = field(default_factory=lambda: ForwardConfig(formats=("verdict",)))
+    forward: ForwardConfig = field(
+        default_factory=lambda: ForwardConfig(formats=(HeaderFormat.XFCC, HeaderFormat.VERDICT))
+    )
     intermediates: tuple[x509.Certificate, ...] = ()
     cache: VerificationCache | None = None
     allow_invalid: bool = False
@@ -302,7 +305,7 @@ class DecisionPoint:
             decision = _reject(
                 Code.CHAIN_UNTRUSTED, f"unreadable certificate from the proxy: {exc}"
             )
-            return self._answer(decision, None, method, path, hit, extra)
+            return self._answer(decision, None, method=method, path=path, hit=hit, extra=extra)
         spoofed = self._spoofed(request)
         if not presented.chain:
             message = "the proxy reports no client certificate"

@@ -28,15 +28,14 @@ formats = ["xfcc", "verdict"]       # identity headers returned to the proxy on 
 decisions = "-"                     # JSON lines; a path, or "-" for standard error
 ```
 
-The gateway's own config loader had not landed when this was written, so the
-``[client_auth]`` section is modelled here with the same keys and meanings; when it
-lands, share it. Relative paths are relative to the file's directory (DESIGN §6).
+``[client_auth]`` is the gateway's own section model (``gateway._config``), extended
+with the two keys a proxy-side checker needs: ``intermediates`` and
+``allow_stale_crls``. Relative paths are relative to the file's directory (DESIGN §6).
 """
 
 from __future__ import annotations
 
 import tomllib
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -44,13 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mtlskit.errors import ConfigError
 from mtlskit.files import read_bytes
+from mtlskit.gateway._config import ClientAuthConfig, ClientAuthMode
 
 __all__ = ["AuthzServerConfig", "ClientAuthMode", "load_config", "parse_address"]
-
-
-class ClientAuthMode(StrEnum):
-    REJECT_INVALID = "reject_invalid"
-    ALLOW_INVALID_OR_MISSING = "allow_invalid_or_missing"
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -75,17 +70,11 @@ class ListenSection(_Section):
         return value
 
 
-class ClientAuthSection(_Section):
-    mode: ClientAuthMode = ClientAuthMode.REJECT_INVALID
-    trust: list[Path] = []
-    intermediates: list[Path] = []
-    pins: list[str] = []
-    crls: list[Path] = []
-    spiffe_bundles: dict[str, Path] = {}
-    policy: Path | None = None
-    allow_missing_eku: bool = False
+class ClientAuthSection(ClientAuthConfig):
+    """gateway.toml's ``[client_auth]``, plus what a checker behind a proxy needs."""
+
+    intermediates: list[Path] = Field(default_factory=list)  # nginx, HAProxy: leaf only
     allow_stale_crls: bool = False
-    max_chain_depth: int = Field(default=8, ge=0, le=16)
 
 
 class CacheSection(_Section):

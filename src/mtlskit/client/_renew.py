@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mtlskit.certs import chain_pem, generate_private_key, load_certificates, private_key_pem
 from mtlskit.client._enroll import build_csr
-from mtlskit.client._http import CaUnavailable, post_json, verified_context
+from mtlskit.client._http import CaRefused, CaUnavailable, get_json, post_json, verified_context
 from mtlskit.files import read_bytes, write_public, write_secret
 
 __all__ = ["Renewed", "backoff", "renew", "renew_forever", "renewal_time"]
@@ -65,6 +65,14 @@ def backoff(attempt: int, *, remaining: dt.timedelta, rng: random.Random) -> flo
     return rng.uniform(ceiling / 2, ceiling)
 
 
+def _answers(base: str, root: x509.Certificate) -> bool:
+    try:
+        status, _ = get_json(f"{base}/healthz", verified_context(root), timeout=5)
+    except (CaUnavailable, CaRefused):
+        return False
+    return status == 200
+
+
 def _load(path: Path) -> list[x509.Certificate]:
     return load_certificates(read_bytes(path, what="certificate"), source=str(path))
 
@@ -94,7 +102,20 @@ def renew(
     body: dict[str, str] = {}
     if new_key is not None:
         body["csr"] = build_csr(new_key).public_bytes(serialization.Encoding.PEM).decode()
-    _, document = post_json(f"{url.rstrip('/')}/v1/renew", context, body)
+    base = url.rstrip("/")
+    try:
+        _, document = post_json(f"{base}/v1/renew", context, body)
+    except CaUnavailable:
+        # A server that verifies client certificates in the handshake may just hang up on
+        # one it refuses (TLS 1.3 sends its alert after the client thinks it is done). If
+        # the CA answers without our certificate, it was the certificate it refused.
+        if not _answers(base, root):
+            raise
+        raise CaRefused(
+            "tls_refused",
+            f"{base} is up but closed the connection on this certificate: it is expired, "
+            "revoked or not from this CA",
+        ) from None
     chain = load_certificates(str(document["chain"]).encode(), source="response")
     leaf = chain[0]
     wanted = new_key.public_key() if new_key is not None else current[0].public_key()

@@ -202,7 +202,7 @@ def run(quick: bool) -> Section:
         for keepalive in (False, True):
             value = ms[(scenario, keepalive)]
             base = ms[("alone", keepalive)]
-            added = "" if scenario == "alone" else f"+{(value - base) * 1000:.0f} µs"
+            added = "" if scenario == "alone" else f"{(value - base) * 1000:+.0f} µs"
             ratio = "1.00×" if scenario == "alone" else f"{value / base:.2f}×"
             row += [f"{value:.3f}", added, ratio]
         rows.append(row)

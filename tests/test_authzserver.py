@@ -17,8 +17,7 @@ from mtlskit.authz import Policy
 from mtlskit.authzserver import CheckRequest, DecisionPoint, Proxy, load_config
 from mtlskit.certs import certificate_pem
 from mtlskit.errors import ConfigError
-from mtlskit.forward import ForwardedClient, XfccConfig, xfcc_value
-from mtlskit.forward._xfcc import XfccDetail
+from mtlskit.forward import ForwardedClient, XfccConfig, XfccDetail, xfcc_value
 from mtlskit.proxyconfig import (
     Endpoint,
     ProxySetup,

@@ -57,25 +57,24 @@ from mtlskit.forward import (
     read_nginx,
     read_xfcc,
 )
-from mtlskit.forward._aws import (
+from mtlskit.forward.names import (
     AWS_CHAIN,
     AWS_ISSUER,
     AWS_LEAF,
     AWS_SERIAL,
     AWS_SUBJECT,
     AWS_VALIDITY,
-)
-from mtlskit.forward._rfc9440 import CLIENT_CERT, CLIENT_CERT_CHAIN
-from mtlskit.forward._sanitize import SPOOFABLE_NAMES
-from mtlskit.forward._verdict import (
+    CLIENT_CERT,
+    CLIENT_CERT_CHAIN,
+    SPOOFABLE_NAMES,
     VERDICT_ERROR,
     VERDICT_FINGERPRINT,
     VERDICT_IDENTITY,
     VERDICT_IDENTITY_KIND,
     VERDICT_PRESENT,
     VERDICT_VERIFIED,
+    XFCC,
 )
-from mtlskit.forward._xfcc import XFCC
 from mtlskit.verify import Code, Decision, Reason, Verdict, VerificationCache, Verifier
 
 __all__ = [

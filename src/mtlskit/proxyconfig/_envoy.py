@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 
-from mtlskit.forward._xfcc import XFCC
+from mtlskit.forward.names import XFCC
 from mtlskit.proxyconfig._setup import ProxySetup, spoofable_regex
 
 __all__ = ["envoy_config"]

@@ -14,25 +14,25 @@ from urllib.parse import urlsplit
 from mtlskit.authzserver import cleared_by_proxy
 from mtlskit.errors import InputError
 from mtlskit.forward import ForwardConfig, HeaderFormat
-from mtlskit.forward._aws import (
+from mtlskit.forward.names import (
     AWS_CHAIN,
     AWS_ISSUER,
     AWS_LEAF,
     AWS_SERIAL,
     AWS_SUBJECT,
     AWS_VALIDITY,
-)
-from mtlskit.forward._rfc9440 import CLIENT_CERT, CLIENT_CERT_CHAIN
-from mtlskit.forward._sanitize import SPOOFABLE_NAMES, SPOOFABLE_PREFIXES
-from mtlskit.forward._verdict import (
+    CLIENT_CERT,
+    CLIENT_CERT_CHAIN,
+    SPOOFABLE_NAMES,
+    SPOOFABLE_PREFIXES,
     VERDICT_ERROR,
     VERDICT_FINGERPRINT,
     VERDICT_IDENTITY,
     VERDICT_IDENTITY_KIND,
     VERDICT_PRESENT,
     VERDICT_VERIFIED,
+    XFCC,
 )
-from mtlskit.forward._xfcc import XFCC
 
 __all__ = ["Endpoint", "ProxySetup", "forwarded_names", "spoofable_regex"]
 

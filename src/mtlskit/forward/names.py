@@ -1,0 +1,46 @@
+"""The header names each format writes, for code that configures proxies to clear or copy them.
+
+Public so that ``proxyconfig`` and the authz server need not reach into the
+writers' private modules; the writers themselves remain the only place each
+name is defined.
+"""
+
+from mtlskit.forward._aws import (
+    AWS_CHAIN,
+    AWS_ISSUER,
+    AWS_LEAF,
+    AWS_SERIAL,
+    AWS_SUBJECT,
+    AWS_VALIDITY,
+)
+from mtlskit.forward._rfc9440 import CLIENT_CERT, CLIENT_CERT_CHAIN
+from mtlskit.forward._sanitize import SPOOFABLE_NAMES, SPOOFABLE_PREFIXES
+from mtlskit.forward._verdict import (
+    VERDICT_ERROR,
+    VERDICT_FINGERPRINT,
+    VERDICT_IDENTITY,
+    VERDICT_IDENTITY_KIND,
+    VERDICT_PRESENT,
+    VERDICT_VERIFIED,
+)
+from mtlskit.forward._xfcc import XFCC
+
+__all__ = [
+    "AWS_CHAIN",
+    "AWS_ISSUER",
+    "AWS_LEAF",
+    "AWS_SERIAL",
+    "AWS_SUBJECT",
+    "AWS_VALIDITY",
+    "CLIENT_CERT",
+    "CLIENT_CERT_CHAIN",
+    "SPOOFABLE_NAMES",
+    "SPOOFABLE_PREFIXES",
+    "VERDICT_ERROR",
+    "VERDICT_FINGERPRINT",
+    "VERDICT_IDENTITY",
+    "VERDICT_IDENTITY_KIND",
+    "VERDICT_PRESENT",
+    "VERDICT_VERIFIED",
+    "XFCC",
+]

@@ -53,6 +53,7 @@ def test_openapi_fuzz_finds_no_server_error(tmp_path):
             text=True,
             timeout=120,
             check=False,
+            cwd=tmp_path,  # schemathesis leaves a .schemathesis/ folder where it runs
         )
     finally:
         running.stop()

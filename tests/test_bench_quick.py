@@ -57,8 +57,32 @@ def test_report_has_versions_goals_and_sections(tmp_path: Path) -> None:
     assert "| lint vs pkilint | #2 | ≥ 4× | 5.0× | met |" in text
     assert "| cache hits |  | ≥ 200,000/s | 1,000/s | **not met** |" in text
     assert "pending" in text and "bench/gateway.py" in text
+    assert "| gateway memory, 10,000 idle TLS connections | #6 |" in text
     assert "| lint: certificates per second vs pkilint | pkilint | 100 certificates | 2 s |" in text
     assert text.index("## Goals") < text.index("## lint: certificates per second vs pkilint")
+
+
+def test_gateway_slot_keeps_only_what_the_gateway_benchmark_does_not_report() -> None:
+    measured = Section(
+        title="Gateway vs nginx",
+        body="",
+        goals=[
+            Goal(
+                name="gateway full-handshake req/s vs nginx",
+                target="≥ 0.8×",
+                measured="0.9×",
+                met=True,
+            )
+        ],
+    )
+    slot = gateway_slot(measured)
+    assert slot is not None
+    assert [goal.name for goal in slot.goals] == [
+        "gateway keep-alive req/s vs nginx",
+        "gateway memory, 10,000 idle TLS connections",
+    ]
+    measured.images.append(Path("gateway-clients.png"))
+    assert gateway_slot(measured) is None
 
 
 def test_plot_is_written_and_linked_relative_to_the_report(tmp_path: Path, monkeypatch) -> None:

@@ -266,3 +266,26 @@ def test_lint_public_ca_profile_flags_the_stranger_with_dates(tmp_path, run_cli,
     chain = write(tmp_path / "early.pem", early.chain_pem)
     result = run_cli("lint", "--json", "--profile", "public-ca", chain)
     assert result.code == 0, result.out
+
+
+def test_a_verifier_trusting_a_public_root_admits_the_stranger_unless_policy_denies(
+    tmp_path, run_cli, simulated_public
+):
+    """The seed's point: domain validation says nothing about who a client is."""
+    stranger = _dv(simulated_public, dt.datetime.now(UTC) - dt.timedelta(hours=1))
+    chain = write(tmp_path / "stranger.pem", stranger.chain_pem)
+    root = write(tmp_path / "public-root.pem", simulated_public.root.cert_pem)
+    refused = run_cli("verify", "--json", chain, "--trust", root)
+    assert refused.code == 1
+    assert [r["code"] for r in json.loads(refused.out)["reasons"]] == ["public_ca_not_allowed"]
+    careless = write(tmp_path / "careless.toml", b'[[allow]]\ndns = "stranger.example"\n')
+    admitted = run_cli(
+        "verify", "--json", chain, "--trust", root, "--allow-public-roots", "--policy", careless
+    )
+    assert admitted.code == 0, admitted.out
+    strict = write(tmp_path / "strict.toml", b'[[allow]]\ntrust_domain = "acme.com"\n')
+    denied = run_cli(
+        "verify", "--json", chain, "--trust", root, "--allow-public-roots", "--policy", strict
+    )
+    assert denied.code == 1
+    assert [r["code"] for r in json.loads(denied.out)["reasons"]] == ["identity_not_authorized"]

@@ -62,6 +62,8 @@ class ClientAuthConfig(_Section):
     policy: Path | None = None
     allow_missing_eku: bool = False
     max_chain_depth: int = Field(default=8, ge=0, le=16)
+    # DANGEROUS: let a publicly trusted root vouch for clients; only with a policy.
+    allow_public_roots: bool = False
 
 
 class UpstreamConfig(_Section):

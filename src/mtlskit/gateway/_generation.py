@@ -105,14 +105,29 @@ def load_generation(config: GatewayConfig) -> Generation:
         for domain, path in auth.spiffe_bundles.items()
     }
     crls = [load_crl(read_bytes(path, what="CRL"), source=str(path)) for path in auth.crls]
-    trust = TrustStore.build(anchors=anchors, spiffe_bundles=bundles, pins=pins, crls=crls)
+    trust = TrustStore.build(
+        anchors=anchors,
+        spiffe_bundles=bundles,
+        pins=pins,
+        crls=crls,
+        allow_public_roots=auth.allow_public_roots,
+    )
     policy = None
     if auth.policy is not None:
         policy = Policy.from_toml(read_bytes(auth.policy, what="policy"), source=str(auth.policy))
+    if auth.allow_public_roots and policy is None:
+        raise ConfigError(
+            "allow_public_roots needs a policy: a public CA certifies anyone who controls a "
+            "domain, so 'any certificate from a public CA' is never a valid client policy",
+            source="client_auth.allow_public_roots",
+        )
     verifier = Verifier(
         trust=trust,
         allow_missing_eku=auth.allow_missing_eku,
         max_chain_depth=auth.max_chain_depth,
+        # Connection-level check (route rules count as matching); requests are
+        # authorized again per route. Required by the verifier with public roots.
+        authorize=policy.authorize if auth.allow_public_roots and policy else None,
     )
     openssl_trust = [*trust.anchors, *(c for certs in trust.bundles.values() for c in certs)]
     openssl_trust += pinned

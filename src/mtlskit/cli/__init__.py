@@ -54,6 +54,7 @@ _LazyGroup.lazy = {
     "export": "mtlskit.cli.export",
     "inspect": "mtlskit.cli.inspect",
     "lint": "mtlskit.cli.lint",
+    "probe": "mtlskit.cli.probe",
     "renew": "mtlskit.cli.renew",
     "selfsigned": "mtlskit.cli.selfsigned",
     "survey": "mtlskit.cli.survey",

@@ -1,0 +1,210 @@
+"""The probe's side of a real CA directory: read its issuing key, revoke through its store,
+publish its CRL, and have ``openssl`` sign the one certificate cryptography will not (SHA-1).
+
+The CA directory is the one ``mtlskit ca init`` made; its files are read the same way
+``mtlskit ca`` reads them. The probe's variants never pass the CA's lint gate (that
+is the point of them), but the store still learns what happened: the revoked
+certificate is recorded and revoked like any other, and a ``probe`` event in the
+hash-chained audit log lists every variant the probe signed with the CA's key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from mtlskit.certs import Fingerprint, certificate_pem, load_certificates, load_private_key
+from mtlskit.errors import InputError
+from mtlskit.files import read_bytes, write_public
+from mtlskit.issue import (
+    PROFILES,
+    CaConfig,
+    CertificateAuthority,
+    CertificateRecord,
+    Issuer,
+    build_crl,
+    parse_ca_config,
+)
+
+__all__ = ["CaDirectory", "load_ca_directory"]
+
+CONFIG: Final = "ca.toml"
+OPENSSL_TIMEOUT: Final = 20.0
+_PROBE_NOTE: Final = "mtlskit probe signed these variants with the CA key, outside the lint gate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaDirectory:
+    """A CA directory opened for probing: its config, issuing CA and (with an intermediate) root."""
+
+    path: Path
+    config: CaConfig
+    issuer: Issuer
+    root: Issuer | None
+
+    def _store(self):  # noqa: ANN202 - SqlStore; SQLAlchemy loads only when a CA is probed
+        from mtlskit.store import SqlStore, database_url
+
+        return SqlStore.open(
+            database_url(self.path, self.config.database),
+            synchronous="FULL" if self.config.durability == "full" else "NORMAL",
+        )
+
+    def log_probe(self, *, signed: dict[str, str], now: dt.datetime) -> None:
+        """Audit that the probe signed these variants with the CA key, outside the lint gate."""
+        store = self._store()
+        try:
+            store.record_event("probe", {"note": _PROBE_NOTE, "signed": signed}, at=now)
+        finally:
+            store.close()
+
+    def revoke_and_publish(
+        self,
+        revoked: x509.Certificate,
+        *,
+        signed: dict[str, str],
+        crl_out: Path | None,
+        now: dt.datetime,
+    ) -> int:
+        """Record and revoke ``revoked`` in the CA's store, log the probe, write the CRL.
+
+        Returns the CRL number. With an intermediate, ``crl_out`` also gets the root's
+        CRL (over the intermediate) after the issuing CA's, as ``mtlskit ca crl`` writes
+        it: nginx and HAProxy check a CRL for every CA in the chain.
+        """
+        default_ttl, _, crl_validity = self.config.durations()
+        store = self._store()
+        try:
+            store.record_event("probe", {"note": _PROBE_NOTE, "signed": signed}, at=now)
+            store.add_certificate(
+                CertificateRecord(
+                    serial=revoked.serial_number,
+                    identity="mtlskit-probe:revoked",
+                    fingerprint=str(Fingerprint.of(revoked)),
+                    not_before=revoked.not_valid_before_utc,
+                    not_after=revoked.not_valid_after_utc,
+                    profile="probe",
+                    pem=certificate_pem(revoked),
+                    issued_at=now,
+                )
+            )
+            store.revoke(revoked.serial_number, reason=x509.ReasonFlags.key_compromise, at=now)
+            authority = CertificateAuthority(
+                issuer=self.issuer,
+                profile=PROFILES[self.config.profile],
+                policy=self.config.policy(),
+                store=store,
+                default_ttl=default_ttl,
+                crl_validity=crl_validity,
+            )
+            crl = authority.crl(now=now)
+        finally:
+            store.close()
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        crls = [crl]
+        if self.root is not None:
+            crls.append(
+                build_crl(
+                    issuer=self.root,
+                    revoked=(),
+                    number=number,
+                    this_update=now,
+                    next_update=now + crl_validity,
+                )
+            )
+        if crl_out is not None:
+            write_public(
+                crl_out,
+                b"".join(item.public_bytes(serialization.Encoding.PEM) for item in crls),
+            )
+        return number
+
+    def sign_sha1(self, csr: x509.CertificateSigningRequest) -> x509.Certificate | str:
+        """The CSR signed by the issuing CA with SHA-1 via ``openssl``, or why it could not be.
+
+        The CA key reaches openssl re-encrypted under a one-time passphrase that only
+        the child's environment holds; it never touches the disk in the clear.
+        """
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            return "the openssl CLI is not installed (cryptography refuses to sign with SHA-1)"
+        one_time = secrets.token_urlsafe(24)
+        with tempfile.TemporaryDirectory(prefix="mtlskit-probe-") as work:
+            folder = Path(work)
+            (folder / "csr.pem").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+            (folder / "ca.pem").write_bytes(certificate_pem(self.issuer.cert))
+            key_path = folder / "ca.key"
+            key_path.touch(mode=0o600)
+            key_path.write_bytes(
+                self.issuer.key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(one_time.encode()),
+                )
+            )
+            command = [
+                openssl, "x509", "-req", "-in", "csr.pem", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-passin", "env:MTLSKIT_PROBE_ONE_TIME", "-sha1", "-days", "1",
+                "-copy_extensions", "copyall",
+                "-set_serial", f"0x{x509.random_serial_number():x}", "-out", "leaf.pem",
+            ]  # fmt: skip
+            done = subprocess.run(
+                command,
+                cwd=folder,
+                env={**os.environ, "MTLSKIT_PROBE_ONE_TIME": one_time},
+                capture_output=True,
+                timeout=OPENSSL_TIMEOUT,
+                check=False,
+            )
+            if done.returncode != 0:
+                message = done.stderr.decode(errors="replace").strip().splitlines()
+                return f"openssl could not sign with SHA-1: {message[-1] if message else '?'}"
+            return x509.load_pem_x509_certificate((folder / "leaf.pem").read_bytes())
+
+
+def _issuer(directory: Path, stem: str, chain_file: str, password: bytes | None) -> Issuer:
+    key_path = directory / f"{stem}.key"
+    key_data = read_bytes(key_path, what="CA key")
+    if b"ENCRYPTED PRIVATE KEY" in key_data and password is None:
+        raise InputError(
+            "the CA key is encrypted: give --passphrase-file or set $MTLSKIT_CA_PASSPHRASE",
+            source=str(key_path),
+        )
+    try:
+        key = load_private_key(key_data, source=str(key_path), password=password)
+    except InputError as exc:
+        if "wrong password" in exc.detail:
+            raise InputError("wrong passphrase for the CA key", source=str(key_path)) from None
+        raise
+    chain_path = directory / chain_file
+    chain = tuple(load_certificates(read_bytes(chain_path), source=str(chain_path)))
+    if chain[0].public_key() != key.public_key():
+        raise InputError(f"{key_path} does not belong to its certificate", source=str(chain_path))
+    return Issuer(cert=chain[0], key=key, chain=chain)
+
+
+def load_ca_directory(directory: Path, *, passphrase: bytes | None) -> CaDirectory:
+    """Open a ``mtlskit ca init`` directory; ``InputError`` names the file that is wrong."""
+    config_path = directory / CONFIG
+    if not config_path.exists():
+        raise InputError(
+            f"is not a CA directory (no {CONFIG}; run `mtlskit ca init` first)",
+            source=str(directory),
+        )
+    config = parse_ca_config(read_bytes(config_path), source=str(config_path))
+    if config.intermediate:
+        issuer = _issuer(directory, "issuing", "chain.pem", passphrase)
+        root = _issuer(directory, "root", "root.pem", passphrase)
+    else:
+        issuer, root = _issuer(directory, "root", "chain.pem", passphrase), None
+    return CaDirectory(path=directory, config=config, issuer=issuer, root=root)

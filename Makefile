@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-quick lint fmt clean
+.PHONY: demo test bench bench-quick reliability reliability-quick lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,reliability]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +23,15 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+# Crash, concurrency, hostile-client, fuzzing and TLS-scan runs (issue 11) → docs/reliability.md.
+# `make reliability ARGS=--quick` (or `make reliability-quick`) is the CI form: a few minutes,
+# report in reliability/out/.
+reliability: $(STAMP)
+	$(BIN)/python -m reliability $(ARGS)
+
+reliability-quick: $(STAMP)
+	$(BIN)/python -m reliability --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,6 +9,10 @@ stopped by its own pid in teardown.
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import pytest
 import trustme
 
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
-from conftest import SPIFFE_ID, write
+from conftest import SPIFFE_ID, require_program, write
 from mtlskit.certs import load_certificates, load_private_key
 from mtlskit.probe import (
     CASES,
@@ -31,7 +35,7 @@ from mtlskit.probe import (
     judge,
     run_probe,
 )
-from mtlskit.testca import LeafSpec, TestCA
+from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
 PASSPHRASE = b"probe test passphrase"
 
@@ -232,3 +236,201 @@ def test_cli_usage_errors(tmp_path, run_cli):
     assert run_cli("probe", "127.0.0.1:1", "--cert", tmp_path / "missing.pem").code == 2
     result = run_cli("probe", "127.0.0.1:1", "--cert", cert, "--crl-out", tmp_path / "x")
     assert result.code == 2
+
+
+# --- nginx and HAProxy ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(port: int, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                error = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"{name} did not start: {error}")
+            time.sleep(0.05)
+
+
+def _server_files(tmp_path: Path) -> tuple[Path, Path]:
+    server_ca = TestCA(name="probe server")
+    server = server_ca.issue(LeafSpec(dns=("localhost",), eku=(SERVER_AUTH,)))
+    return write(tmp_path / "server.pem", server.chain_pem), write(
+        tmp_path / "server.key", server.key_pem
+    )
+
+
+class Proxy:
+    """A proxy process in front of the echo backend; ``reload`` re-reads its files."""
+
+    def __init__(self, argv: list[str], port: int, name: str, reload_signal: int) -> None:
+        self.port = port
+        self.reload_signal = reload_signal
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for(port, self.process, name)
+
+    def reload(self) -> None:
+        self.process.send_signal(self.reload_signal)
+        time.sleep(0.5)  # new workers take over; the revoked case runs last anyway
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def proxies(tmp_path: Path, ca_dir: Path) -> Iterator:
+    """``start(kind, crl=bool)``: nginx or HAProxy trusting ``ca_dir``; all stopped at teardown."""
+    backend = EchoBackend()
+    cert, key = _server_files(tmp_path)
+    running: list[Proxy] = []
+
+    def start(kind: str, *, crl: bool) -> Proxy:
+        port = _free_port()
+        work = tmp_path / f"{kind}-{port}"
+        work.mkdir()
+        if kind == "nginx":
+            nginx = require_program("nginx")
+            temp_paths = " ".join(
+                f"{name}_temp_path {work};"
+                for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            )
+            crl_line = f"ssl_crl {ca_dir / 'crl.pem'};" if crl else ""
+            config = write(
+                work / "nginx.conf",
+                f"""
+daemon off;
+master_process on;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  {temp_paths}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {ca_dir / "root.pem"};
+    ssl_protocols TLSv1.2 TLSv1.3;  # nginx 1.22's default lacks TLSv1.3
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    {crl_line}
+    location / {{
+      proxy_pass {backend.url};
+      proxy_set_header X-SSL-Client-Verify $ssl_client_verify;
+    }}
+  }}
+}}
+""".encode(),
+            )
+            argv = [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")]
+            proxy = Proxy(argv, port, "nginx", signal.SIGHUP)
+        else:
+            haproxy = require_program("haproxy")
+            write(work / "server.pem", cert.read_bytes() + key.read_bytes())
+            verify = f"ca-file {ca_dir / 'root.pem'} verify required"
+            verify += f" crl-file {ca_dir / 'crl.pem'}" if crl else ""
+            config = write(
+                work / "haproxy.cfg",
+                f"""
+global
+  log stderr format raw local0 err
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 5s
+  timeout server 5s
+frontend mtls
+  bind 127.0.0.1:{port} ssl crt {work / "server.pem"} {verify}
+  http-request set-header X-SSL-Client-Verify %[ssl_c_verify]
+  default_backend echo
+backend echo
+  server echo {backend.url.removeprefix("http://")}
+""".encode(),
+            )
+            argv = [haproxy, "-W", "-db", "-f", str(config)]  # master-worker: SIGUSR2 reloads
+            proxy = Proxy(argv, port, "haproxy", signal.SIGUSR2)
+        running.append(proxy)
+        return proxy
+
+    try:
+        yield start
+    finally:
+        for proxy in running:
+            proxy.stop()
+        backend.stop()
+
+
+def _probe(tmp_path: Path, ca_dir: Path, proxy: Proxy) -> ProbeReport:
+    chain, key = _client(tmp_path)
+    return run_probe(
+        f"127.0.0.1:{proxy.port}",
+        chain=chain,
+        key=key,
+        ca_dir=ca_dir,
+        passphrase=PASSPHRASE,
+        crl_out=ca_dir / "crl.pem",
+        after_crl=proxy.reload,
+        server_name="localhost",
+        echo=True,
+    )
+
+
+@pytest.mark.integration
+def test_nginx_without_ssl_crl_accepts_the_revoked_client(tmp_path, ca_dir, proxies):
+    report = _probe(tmp_path, ca_dir, proxies("nginx", crl=False))
+    verdicts = _verdicts(report)
+    assert report.result("control").verdict is Verdict.PASS, verdicts
+    assert report.result("revoked").verdict is Verdict.FAIL, verdicts
+    assert report.exit_code == 1
+    for version in ("1.2", "1.3"):
+        assert report.result(f"foreign-key-tls{version}").observation.alert == "decrypt_error"
+    # OpenSSL's defaults, as DESIGN.md §4 measured them: these reach the backend
+    for case_id in ("ca-true-leaf", "no-san", "two-spiffe-ids", "foreign-trust-domain"):
+        assert report.result(case_id).verdict is Verdict.FINDING, verdicts
+    assert report.result("no-eku").observation.outcome is Outcome.ACCEPTED
+    assert report.result("server-auth-only").observation.http_status == 400
+    # a plain proxy_pass forwards what the client sent, except the one header it overwrites
+    spoofing = report.result("header-spoofing")
+    assert spoofing.verdict is Verdict.FAIL
+    assert "X-Forwarded-Client-Cert" in spoofing.observation.detail
+    assert "X-SSL-Client-Verify" not in spoofing.observation.detail
+
+
+@pytest.mark.integration
+def test_nginx_with_ssl_crl_refuses_the_revoked_client(tmp_path, ca_dir, proxies):
+    report = _probe(tmp_path, ca_dir, proxies("nginx", crl=True))
+    verdicts = _verdicts(report)
+    assert report.result("ca-control").verdict is Verdict.PASS, verdicts
+    revoked = report.result("revoked")
+    assert revoked.verdict is Verdict.PASS, verdicts
+    assert revoked.observation.http_status == 400
+
+
+@pytest.mark.integration
+def test_haproxy_verify_required(tmp_path, ca_dir, proxies):
+    report = _probe(tmp_path, ca_dir, proxies("haproxy", crl=True))
+    verdicts = _verdicts(report)
+    assert report.result("control").verdict is Verdict.PASS, verdicts
+    assert report.result("ca-control").verdict is Verdict.PASS, verdicts
+    assert report.result("revoked").verdict is Verdict.PASS, verdicts
+    for version in ("1.2", "1.3"):
+        assert report.result(f"foreign-key-tls{version}").observation.alert == "decrypt_error"
+    assert report.result("no-client-cert").verdict is Verdict.PASS
+    assert report.result("ca-true-leaf").verdict is Verdict.FINDING, verdicts
+    assert report.result("header-spoofing").verdict is Verdict.FAIL, verdicts

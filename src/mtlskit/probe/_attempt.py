@@ -230,6 +230,10 @@ def attempt_foreign_key(
                     outcome=Outcome.REFUSED, tls_version=name, detail="connection closed, no alert"
                 )
         except TLSLocalAlert as exc:
+            if exc.description == AlertDescription.protocol_version:
+                return Observation(
+                    outcome=Outcome.SKIPPED, detail=f"the endpoint does not offer {name}"
+                )
             return Observation(outcome=Outcome.ERROR, tls_version=name, detail=f"tlslite: {exc}")
         except TimeoutError:
             if http_status(data) is None:

@@ -155,6 +155,11 @@ def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
             "client_auth": auth.model_copy(
                 update={
                     "trust": [fix(p) for p in auth.trust],
+                    # a pin is "sha256:HEX" or a certificate file, relative like every path
+                    "pins": [
+                        p if p.lower().startswith("sha256:") else str(fix(Path(p)))
+                        for p in auth.pins
+                    ],
                     "crls": [fix(p) for p in auth.crls],
                     "spiffe_bundles": {d: fix(p) for d, p in auth.spiffe_bundles.items()},
                     "policy": fix(auth.policy) if auth.policy is not None else None,

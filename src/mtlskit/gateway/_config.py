@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mtlskit.errors import ConfigError
 from mtlskit.files import read_bytes
@@ -67,7 +74,12 @@ class ClientAuthConfig(_Section):
 
 
 class UpstreamConfig(_Section):
-    urls: list[str] = Field(min_length=1)
+    """Where requests go: HTTP upstreams (``urls``) or one in-process ASGI app (``asgi``)."""
+
+    urls: list[str] = []
+    asgi: str | None = None  # "package.module:app": served in-process, no proxy hop
+    app_dir: Path | None = None  # put on sys.path before importing ``asgi``
+    lifespan: Literal["auto", "on", "off"] = "auto"  # as uvicorn's --lifespan
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
     pool_size: int = Field(default=64, ge=0)  # idle keep-alive connections kept per upstream
@@ -81,6 +93,21 @@ class UpstreamConfig(_Section):
                 raise ValueError(f"{url!r}: only http:// upstreams are supported")
             parse_address(url.removeprefix("http://").rstrip("/"))
         return values
+
+    @field_validator("asgi")
+    @classmethod
+    def _asgi(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, _, attribute = value.partition(":")
+            if not module or not attribute:
+                raise ValueError(f"{value!r} is not package.module:attribute")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> UpstreamConfig:
+        if bool(self.urls) == (self.asgi is not None):
+            raise ValueError("set exactly one of urls (HTTP upstreams) or asgi (in-process app)")
+        return self
 
 
 class ForwardConfig(_Section):
@@ -164,6 +191,9 @@ def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
                     "spiffe_bundles": {d: fix(p) for d, p in auth.spiffe_bundles.items()},
                     "policy": fix(auth.policy) if auth.policy is not None else None,
                 }
+            ),
+            "upstream": model.upstream.model_copy(
+                update={"app_dir": fix(model.upstream.app_dir) if model.upstream.app_dir else None}
             ),
             "log": model.log.model_copy(
                 update={

@@ -60,12 +60,19 @@ class ClientView:
     upstream and the certificate fields for the connection log are computed once.
     """
 
-    __slots__ = ("decision", "expires", "headers", "leaf_fields")
+    __slots__ = ("client", "decision", "expires", "headers", "leaf_fields")
 
-    def __init__(self, decision: Decision, headers: list[tuple[bytes, bytes]], leaf: Any) -> None:
+    def __init__(
+        self,
+        decision: Decision,
+        headers: list[tuple[bytes, bytes]],
+        leaf: Any,
+        client: ForwardedClient,
+    ) -> None:
         self.decision = decision
         self.headers = headers
         self.leaf_fields = leaf
+        self.client = client  # what an in-process ASGI app is told (the TLS extension)
         self.expires = 0.0
 
     @classmethod
@@ -74,7 +81,7 @@ class ClientView:
         if not chain:
             decision = generation.verifier.verify([], at=now)
             client = ForwardedClient.missing()
-            return cls(decision, forward_headers(client, generation.forward), None)
+            return cls(decision, forward_headers(client, generation.forward), None, client)
         decision = generation.cache.verify(generation.verifier, chain, at=now)
         certs = [x509.load_der_x509_certificate(der) for der in chain]
         error = None if decision.accepted else decision.reasons[0].code.value
@@ -88,7 +95,7 @@ class ClientView:
             "not_after": leaf.not_valid_after_utc.isoformat(),
             "sha256": hashlib.sha256(chain[0]).hexdigest(),
         }
-        return cls(decision, forward_headers(client, generation.forward), fields)
+        return cls(decision, forward_headers(client, generation.forward), fields, client)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -110,6 +117,9 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._view: ClientView | None = None
         self._client_ip = "?"
+        self.client_address: tuple[str, int] | None = None  # ASGI scope "client"
+        self.server_address: tuple[str, int] | None = None  # ASGI scope "server"
+        self.asgi_tls: dict[str, Any] | None = None  # the TLS extension, once per connection
         # request parsing state
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -126,6 +136,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._client_ip = str(peer[0]) if peer else "?"
+        self.client_address = (str(peer[0]), int(peer[1])) if peer else None
+        sock = transport.get_extra_info("sockname")
+        self.server_address = (str(sock[0]), int(sock[1])) if sock else None
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.gateway.connections.add(self)
         self.gateway.metrics.open_connections += 1
@@ -503,6 +516,9 @@ class ClientConnection(asyncio.Protocol):
                     await self._error(403, request_id, code=code, head=head)
                 return
         self.life.handle(Event.FORWARD)
+        if gateway.asgi is not None:
+            await self._serve_asgi(head, framing, request_id, decision, started)
+            return
         try:
             conn = await gateway.pool.acquire()
         except UpstreamError as exc:
@@ -529,6 +545,31 @@ class ClientConnection(asyncio.Protocol):
         gateway.metrics.request(status)
         self._access(
             head, status, request_id, started=started, upstream=conn.upstream.url, sent=sent
+        )
+        self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
+
+    async def _serve_asgi(
+        self,
+        head: RequestHead,
+        framing: Framing,
+        request_id: str,
+        decision: Decision,
+        started: float,
+    ) -> None:
+        """The in-process upstream: the app gets this request's authorized ``decision``."""
+        gateway = self.gateway
+        assert gateway.asgi is not None
+        try:
+            keep_alive, status, sent = await gateway.asgi.handle(
+                self, head, framing, request_id, decision
+            )
+        except ClientRequestError as exc:
+            self.life.handle(Event.BAD_REQUEST)
+            await self._error(exc.status_hint, request_id, code=str(exc), head=head)
+            return
+        gateway.metrics.request(status)
+        self._access(
+            head, status, request_id, started=started, upstream=gateway.asgi.name, sent=sent
         )
         self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
 

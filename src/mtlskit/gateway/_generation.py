@@ -43,6 +43,7 @@ class Generation:
     forward: ForwardConfig
     mode: ClientAuthMode
     stamps: tuple[tuple[str, float, int], ...]
+    server_cert: x509.Certificate | None = None  # the leaf, for the ASGI TLS extension
 
     @property
     def require_client_cert(self) -> bool:
@@ -156,6 +157,7 @@ def load_generation(config: GatewayConfig) -> Generation:
     except ValueError as exc:
         raise ConfigError(str(exc), source="forward.formats") from None
     return Generation(
+        server_cert=_certificates(config.listen.cert, "server certificate")[0],
         number=next(_NUMBERS),
         context=context,
         verifier=verifier,

@@ -15,6 +15,7 @@ import time
 from typing import Final
 
 from mtlskit.errors import InputError
+from mtlskit.gateway._asgi import AsgiApp, AsgiHost, load_app
 from mtlskit.gateway._config import GatewayConfig, parse_address
 from mtlskit.gateway._connection import ClientConnection, ClientView
 from mtlskit.gateway._generation import Generation, file_stamps, load_generation, watched_files
@@ -31,18 +32,29 @@ _MEMO_SECONDS: Final = 30.0
 class Gateway:
     """An mTLS-terminating HTTP/1.1 reverse proxy built from a ``GatewayConfig``.
 
+    With ``[upstream] asgi`` (or ``app=``, which wins) the upstream is an ASGI app
+    served in-process instead of HTTP upstreams (see ``_asgi_scope`` for its scope).
+
     ``await start()`` binds the listeners (port 0 picks a free one; see
     ``address``), ``reload()`` swaps in freshly read trust/CRLs/policy/certificate,
     ``await drain()`` stops accepting and lets in-flight requests finish.
     """
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, app: AsgiApp | None = None) -> None:
         self.config = config
+        upstream = config.upstream
+        self.asgi: AsgiHost | None = None
+        if app is not None or upstream.asgi is not None:  # in-process: ``app`` wins over config
+            if app is None:
+                assert upstream.asgi is not None
+                app = load_app(upstream.asgi, app_dir=upstream.app_dir)
+            name = f"asgi:{upstream.asgi or getattr(app, '__qualname__', 'app')}"
+            self.asgi = AsgiHost(app, name=name, lifespan=upstream.lifespan)
         self.limits = config.limits
         self.read_timeout = config.upstream.read_timeout
         self.generation: Generation = load_generation(config)
         self.pool = UpstreamPool(
-            list(config.upstream.urls),
+            [] if self.asgi is not None else list(config.upstream.urls),
             connect_timeout=config.upstream.connect_timeout,
             pool_size=config.upstream.pool_size,
             health_interval=config.upstream.health_interval,
@@ -95,6 +107,8 @@ class Gateway:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.asgi is not None:
+            await self.asgi.startup()  # before the first connection, as ASGI servers do
         host, port = parse_address(self.config.listen.address)
         server = await loop.create_server(
             lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
@@ -156,6 +170,8 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         self.pool.close()
+        if self.asgi is not None:
+            await self.asgi.shutdown()
         self.connection_log.write({"event": "stop"})
         self._stopped.set()
 

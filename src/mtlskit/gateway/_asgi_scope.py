@@ -1,0 +1,153 @@
+"""The ASGI side of in-process hosting, without IO: scopes in, response framing out.
+
+What an app served by ``[upstream] asgi`` sees in each HTTP scope beyond the
+ASGI 3.0 HTTP fields:
+
+``scope["extensions"]["tls"]``
+    The ASGI TLS extension, v0.2 fields (asgiref ``specs/tls.rst``): ``server_cert``,
+    ``client_cert_chain`` (PEM, leaf first), ``client_cert_name`` (RFC 4514),
+    ``client_cert_error`` (``None`` when verified or absent, else mtlskit's stable
+    code), ``tls_version`` (``0x0304``), ``cipher_suite`` (IANA number).
+``scope["extensions"]["mtlskit"]["decision"]``
+    The ``mtlskit.verify.Decision`` for this request: verification by both gates
+    and then the route's authorization (identity, verdict, reasons, rule). In
+    ``allow_invalid_or_missing`` mode a rejected decision reaches the app, which decides.
+``scope["extensions"]["mtlskit"]["request_id"]``
+    The id the access log and the ``x-request-id`` response header carry.
+``scope["state"]["client_identity"]``
+    The verified ``ClientIdentity`` (or ``None``): Starlette's ``request.state.client_identity``,
+    the same attribute ``mtlskit.asgi.ClientCertMiddleware`` sets behind a proxy.
+
+Identity headers a client sends are removed from ``scope["headers"]`` as they are
+before any HTTP upstream: the app must never mistake them for the gateway's word.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+from mtlskit.gateway._http import Framing, RequestHead
+from mtlskit.verify import Decision
+
+__all__ = [
+    "ASGI_VERSION",
+    "cipher_suite_ids",
+    "http_scope",
+    "response_framing",
+    "response_headers",
+]
+
+ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send raises on disconnect
+LIFESPAN_VERSION: Final = {"version": "3.0", "spec_version": "2.0"}
+_NO_BODY: Final = frozenset({204, 304})
+
+
+def cipher_suite_ids(context: ssl.SSLContext) -> dict[str, int]:
+    """OpenSSL cipher names → the 16-bit IANA numbers the TLS extension wants.
+
+    ``get_ciphers()`` lists TLS 1.3 suites too; the id's low 16 bits are the IANA value.
+    """
+    return {cipher["name"]: cipher["id"] & 0xFFFF for cipher in context.get_ciphers()}
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    """(raw path, query) of an origin- or absolute-form request target."""
+    if target.startswith((b"http://", b"https://")):
+        rest = target.split(b"://", 1)[1]
+        target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
+    raw_path, _, query = target.partition(b"?")
+    return raw_path.partition(b"#")[0], query.partition(b"#")[0]
+
+
+def http_scope(  # noqa: PLR0917 - one request's facts, passed once
+    head: RequestHead,
+    headers: Iterable[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    tls: Mapping[str, Any],
+    decision: Decision,
+    request_id: str,
+    state: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ASGI HTTP scope for one request; ``headers`` already sanitized.
+
+    ``tls`` and ``state`` are copied so that an app (or middleware) writing into its
+    scope never changes what the next request on the connection sees.
+    """
+    raw_path, query = _split_target(head.target)
+    return {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": head.version,
+        "method": head.method,
+        "scheme": "https",
+        "path": unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="replace"),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(name.lower(), value) for name, value in headers],
+        "client": client,
+        "server": server,
+        "extensions": {
+            "tls": dict(tls),
+            "mtlskit": {"decision": decision, "request_id": request_id},
+        },
+        "state": {
+            **state,
+            "client_identity": decision.identity if decision.accepted else None,
+        },
+    }
+
+
+def response_headers(raw: Iterable[Any]) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+    """An app's ``http.response.start`` headers as byte pairs; (headers, content-length, close).
+
+    A ``Content-Length`` that is not a number is dropped (the gateway then frames
+    the body itself); ``Connection: close`` from the app closes the connection after.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    close = False
+    for name, value in raw:
+        name_b, value_b = bytes(name), bytes(value)
+        lower = name_b.lower()
+        if lower == b"content-length":
+            text = value_b.strip()
+            if not text.isdigit():
+                continue
+            length = int(text)
+        elif lower == b"connection" and b"close" in value_b.lower():
+            close = True
+        out.append((name_b, value_b))
+    return out, length, close
+
+
+def response_framing(
+    *,
+    method: str,
+    status: int,
+    length: int | None,
+    first_body: int,
+    more_body: bool,
+    http_version: str,
+) -> tuple[Framing, int, bool]:
+    """How the response body is delimited on the wire: (framing, length, keep-alive possible).
+
+    Decided when the first body message arrives, so a one-message body gets a
+    Content-Length even if the app did not set one (as uvicorn does). Without a
+    length and with more to come: chunked for HTTP/1.1, close-delimited for 1.0.
+    """
+    if method == "HEAD" or status in _NO_BODY or 100 <= status < 200:
+        if method == "HEAD" and length is not None:
+            return Framing.LENGTH, length, True  # the head says how long a GET would be
+        return Framing.NONE, 0, True
+    if length is not None:
+        return Framing.LENGTH, length, True
+    if not more_body:
+        return Framing.LENGTH, first_body, True
+    if http_version == "1.0":
+        return Framing.NONE, 0, False
+    return Framing.CHUNKED, 0, True

@@ -9,6 +9,7 @@ stopped by its own pid in teardown.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -139,6 +140,14 @@ def _client(tmp_path: Path):
     return chain, key
 
 
+def _keep(name: str, report: ProbeReport) -> None:
+    """With MTLSKIT_PROBE_REPORTS=DIR, save the report: docs/probe_compare.py builds its table
+    from exactly these runs."""
+    folder = os.environ.get("MTLSKIT_PROBE_REPORTS")
+    if folder:
+        Path(folder, f"{name}.json").write_text(json.dumps(report.as_dict(), indent=2))
+
+
 def _verdicts(report: ProbeReport) -> dict[str, str]:
     return {r.case.id: f"{r.verdict.value} ({r.observation.summary()})" for r in report.results}
 
@@ -182,6 +191,7 @@ def test_probe_against_the_gateway_refuses_everything_it_must(tmp_path, ca_dir, 
         server_name="localhost",
         echo=True,
     )
+    _keep("gateway", report)
     verdicts = _verdicts(report)
     assert report.exit_code == 0, verdicts
     assert report.count(Verdict.FAIL) == 0
@@ -394,6 +404,7 @@ def _probe(tmp_path: Path, ca_dir: Path, proxy: Proxy) -> ProbeReport:
 @pytest.mark.integration
 def test_nginx_without_ssl_crl_accepts_the_revoked_client(tmp_path, ca_dir, proxies):
     report = _probe(tmp_path, ca_dir, proxies("nginx", crl=False))
+    _keep("nginx", report)
     verdicts = _verdicts(report)
     assert report.result("control").verdict is Verdict.PASS, verdicts
     assert report.result("revoked").verdict is Verdict.FAIL, verdicts
@@ -415,6 +426,7 @@ def test_nginx_without_ssl_crl_accepts_the_revoked_client(tmp_path, ca_dir, prox
 @pytest.mark.integration
 def test_nginx_with_ssl_crl_refuses_the_revoked_client(tmp_path, ca_dir, proxies):
     report = _probe(tmp_path, ca_dir, proxies("nginx", crl=True))
+    _keep("nginx-crl", report)
     verdicts = _verdicts(report)
     assert report.result("ca-control").verdict is Verdict.PASS, verdicts
     revoked = report.result("revoked")
@@ -425,6 +437,7 @@ def test_nginx_with_ssl_crl_refuses_the_revoked_client(tmp_path, ca_dir, proxies
 @pytest.mark.integration
 def test_haproxy_verify_required(tmp_path, ca_dir, proxies):
     report = _probe(tmp_path, ca_dir, proxies("haproxy", crl=True))
+    _keep("haproxy-crl", report)
     verdicts = _verdicts(report)
     assert report.result("control").verdict is Verdict.PASS, verdicts
     assert report.result("ca-control").verdict is Verdict.PASS, verdicts

@@ -248,7 +248,7 @@ class Observation:
             parts.append(f"alert {self.alert}")
         if self.http_status is not None:
             parts.append(f"HTTP {self.http_status}")
-        if not parts and self.detail:
+        if self.detail:
             parts.append(self.detail)
         return f"{self.outcome.value}: {', '.join(parts)}" if parts else self.outcome.value
 

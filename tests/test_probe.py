@@ -447,3 +447,13 @@ def test_haproxy_verify_required(tmp_path, ca_dir, proxies):
     assert report.result("no-client-cert").verdict is Verdict.PASS
     assert report.result("ca-true-leaf").verdict is Verdict.FINDING, verdicts
     assert report.result("header-spoofing").verdict is Verdict.FAIL, verdicts
+
+
+def test_unreachable_endpoint_is_an_error_not_a_pass(tmp_path, run_cli):
+    cert = write(tmp_path / "c.pem", TestCA().issue(LeafSpec(uris=(SPIFFE_ID,))).cert_pem)
+    port = _free_port()  # nothing listens there
+    result = run_cli("probe", f"127.0.0.1:{port}", "--cert", cert, "--json")
+    assert result.code == 2
+    cases = {case["id"]: case for case in json.loads(result.out)["cases"]}
+    assert cases["no-client-cert"]["verdict"] == "error"
+    assert "cannot connect" in cases["no-client-cert"]["observed"]["detail"]

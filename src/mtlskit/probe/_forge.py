@@ -178,10 +178,12 @@ def _weak_key(key_type: str) -> PrivateKey:
     return generate_private_key(key_type)
 
 
-def sha1_request(names: Names) -> tuple[x509.CertificateSigningRequest, PrivateKey]:
+def sha1_request(
+    names: Names, now: dt.datetime
+) -> tuple[x509.CertificateSigningRequest, PrivateKey]:
     """A CSR with a clean client-auth profile for ``openssl x509 -req -sha1 -copy_extensions``."""
     key = generate_private_key()
-    spec = names.spec(dt.datetime.now(dt.UTC))
+    spec = names.spec(now)  # only its names: openssl sets the validity
     general: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in spec.uris]
     general += [x509.DNSName(d) for d in spec.dns]
     general += [x509.RFC822Name(e) for e in spec.emails]

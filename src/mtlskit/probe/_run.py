@@ -178,7 +178,7 @@ def _prepare_ca(
     """Sign the CA variants (SHA-1 through openssl), revoke one, publish the CRL."""
     authority = load_ca_directory(ca_dir, passphrase=passphrase)
     plan = ca_variants(names, authority.issuer, now)
-    csr, sha1_key = sha1_request(names)
+    csr, sha1_key = sha1_request(names, now)
     signed_sha1 = authority.sign_sha1(csr)
     if isinstance(signed_sha1, str):
         plan["sha1"] = signed_sha1

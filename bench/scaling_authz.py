@@ -80,7 +80,7 @@ def _dict_floor(values: list[str], probes: list[Decision], repeats: int) -> floa
 
 def run(quick: bool) -> Section:
     exact_sizes, pattern_sizes = (QUICK_EXACT, QUICK_PATTERNS) if quick else (EXACT, PATTERNS)
-    repeats = 3 if quick else 7
+    repeats = 3 if quick else 11
     probes_n = 2_000 if quick else 10_000
     misses = [_decision(f"spiffe://acme.com/nobody/{i}") for i in range(probes_n // 10)]
     curves: dict[str, list[tuple[float, float]]] = {

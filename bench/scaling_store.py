@@ -3,7 +3,8 @@
 The store is pre-filled with bulk inserts through the store's own schema
 (``mtlskit.store._schema``: the ``certificates`` rows and a correctly hash-chained
 ``audit_log``), not by real issuance: a million signatures would take the whole time
-budget and measure nothing new. Pre-filled rows carry a real certificate's PEM (the
+budget and measure nothing new. The bulk load is then checkpointed and fsynced, so the
+measurements do not pay for its write-back. Pre-filled rows carry a real certificate's PEM (the
 same one each time) with their own serial, identity and fingerprint, so indexes and
 file size grow as in a real CA. At each size the real ``CertificateAuthority.sign``
 path (CSR review, sign, lint, insert + audit entry, COMMIT) issues a batch at
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import secrets
 import shutil
 import tempfile
@@ -147,7 +149,17 @@ def prefill(url: str, start: int, stop: int, pem: bytes, now: dt.datetime) -> No
         with engine.begin() as conn:
             conn.execute(insert(certificates), certs)
             conn.execute(insert(audit_log), audits)
+    # The bulk load ran without fsync: checkpoint the WAL and flush the file now, or the
+    # first measured COMMIT's checkpoint pays for writing back gigabytes of pre-fill.
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
+    database = url.removeprefix("sqlite:///")
+    handle = os.open(database, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def run(quick: bool) -> Section:

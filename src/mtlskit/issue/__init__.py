@@ -75,6 +75,7 @@ from mtlskit.issue._store import (
     CertificateStatus,
     SerialTaken,
     Store,
+    StoreUnavailable,
     UnknownCertificate,
 )
 
@@ -107,6 +108,7 @@ __all__ = [
     "RequestStatus",
     "SerialTaken",
     "Store",
+    "StoreUnavailable",
     "TokenRecord",
     "UnknownCertificate",
     "approvals_counted",

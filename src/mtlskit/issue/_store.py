@@ -23,6 +23,7 @@ __all__ = [
     "CertificateStatus",
     "SerialTaken",
     "Store",
+    "StoreUnavailable",
     "UnknownCertificate",
 ]
 
@@ -37,6 +38,14 @@ class CertificateStatus(StrEnum):
 
 class SerialTaken(MtlskitError):
     """The store already holds this serial: the CA draws a new one and signs again."""
+
+
+class StoreUnavailable(InputError):
+    """The CA's database did not answer (unreachable, wrong password, lost mid-request).
+
+    Nothing is known to have been recorded. A command reports it as unusable input (one
+    line, exit 2); the CA server answers 503 and the client retries, never a guess.
+    """
 
 
 class UnknownCertificate(InputError):

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 
 __all__ = [
+    "LEGACY_REVISIONS",
+    "SCHEMA_REVISION",
     "SCHEMA_VERSION",
     "approvals",
     "audit_log",
@@ -37,8 +39,16 @@ __all__ = [
     "tokens",
 ]
 
-# 2: enrollment tokens, requests and approvals (a version-1 store gains them on open).
-SCHEMA_VERSION: Final = 2
+# The schema is Alembic's revision chain in ``migrations/versions``; this module is its
+# head, written out (``test_store_migrate`` proves the two agree on SQLite and PostgreSQL).
+# 1: certificates, revocations, counters, audit log. 2: enrollment tokens, requests and
+# approvals. 3: one enrollment request per serial, for several CA nodes on one database.
+# ``counters.schema_version`` follows it, so an mtlskit from before Alembic refuses a
+# newer store instead of writing to it.
+SCHEMA_VERSION: Final = 3
+SCHEMA_REVISION: Final = "0003"
+# Stores made before Alembic carry only ``counters.schema_version``: its revision.
+LEGACY_REVISIONS: Final = {1: "0001", 2: "0002"}
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -123,13 +133,17 @@ enrollment_requests = Table(
     Column("serial", String(40), nullable=True),
     Column("client", Text, nullable=False),
     Index("ix_enrollment_requests_status", "status"),
+    # A certificate answers at most one request, whichever node finished it.
+    Index("ix_enrollment_requests_serial", "serial", unique=True),
 )
 
 approvals = Table(
     "approvals",
     metadata,
     Column("request_id", String(32), ForeignKey("enrollment_requests.id"), primary_key=True),
-    Column("approver", Text, primary_key=True),  # the same approver twice is one row
+    # The unique key that makes approvals countable across nodes: one row per approver
+    # and request (a request has one CSR hash), however many nodes record it at once.
+    Column("approver", Text, primary_key=True),
     Column("csr_sha256", String(64), nullable=False),
     Column("at", UtcDateTime, nullable=False),
 )

@@ -1,26 +1,43 @@
-"""``SqlStore``: the CA's records in SQLite (default, WAL) or any SQLAlchemy database.
+"""``SqlStore``: the CA's records in SQLite (default, WAL) or PostgreSQL (several nodes).
 
 Every write runs in one transaction that also appends its audit entry, and returns
 only after COMMIT. On SQLite, writes take the database lock up front (``BEGIN
 IMMEDIATE``) so reading the audit head and appending after it cannot interleave with
 another process; ``synchronous=FULL`` (the default here) makes each COMMIT durable
 against power loss, ``NORMAL`` only against a crash of the process (WAL mode).
+
+On PostgreSQL (READ COMMITTED) each race has its own guard, because nodes no longer
+share one file lock: token redemption is one conditional UPDATE; serials are a primary
+key (a collision raises ``SerialTaken`` and the CA signs again); approvals lock their
+request row and are one row per approver; the audit chain's appends are serialized by
+a transaction-level advisory lock (see ``SqlStore._append_audit`` for why that one).
+A database that stops answering raises ``StoreUnavailable``: the caller learns that
+nothing is known to have happened, never a wrong answer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mtlskit.errors import InputError
 from mtlskit.issue import (
@@ -32,24 +49,25 @@ from mtlskit.issue import (
     EnrollmentRequest,
     RequestStatus,
     SerialTaken,
+    StoreUnavailable,
     TokenRecord,
     UnknownCertificate,
     approvals_counted,
     unredeemable,
 )
+from mtlskit.store._migrate import is_known, stored_revision, upgrade
 from mtlskit.store._schema import (
-    SCHEMA_VERSION,
+    SCHEMA_REVISION,
     approvals,
     audit_log,
     certificates,
     counters,
     enrollment_requests,
-    metadata,
     revocations,
     tokens,
 )
 
-__all__ = ["SqlStore", "Synchronous", "database_url"]
+__all__ = ["SqlStore", "Synchronous", "database_url", "display_url", "migrate"]
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -57,6 +75,23 @@ Synchronous = Literal["FULL", "NORMAL"]
 _AUDIT_HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT_AUDIT = insert(audit_log)
 _INSERT_CERTIFICATE = insert(certificates)
+# pg_advisory_xact_lock key of the audit chain's head ("mtls" + 1); released at COMMIT.
+AUDIT_LOCK = 0x6D746C73_0001
+_LOCK_AUDIT = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=AUDIT_LOCK)
+# Errors that mean "the database did not answer", not "the request was wrong".
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+# libpq: give up connecting after 5 s; notice a dead peer within ~15 s; a node stopped
+# mid-transaction (SIGSTOP, a hung VM) releases its locks after 30 s; no statement
+# (waiting for the audit lock included) runs longer than 20 s.
+_PG_CONNECT = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "application_name": "mtlskit-ca",
+    "options": "-c statement_timeout=20000 -c idle_in_transaction_session_timeout=30000",
+}
 
 
 def database_url(directory: str | os.PathLike[str], database: str) -> str:
@@ -64,6 +99,41 @@ def database_url(directory: str | os.PathLike[str], database: str) -> str:
     if "://" in database:
         return database
     return f"sqlite:///{Path(directory, database).resolve()}"
+
+
+def display_url(url: str | URL) -> str:
+    """The URL as it may be printed or logged: any password replaced by ``***``."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<not a database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _driver_url(parsed: URL) -> URL:
+    """``postgresql://`` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    if parsed.drivername in {"postgresql", "postgres"}:
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _unavailable(exc: BaseException, source: str) -> StoreUnavailable:
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return StoreUnavailable(f"the CA database is unavailable: {first}", source=source)
+
+
+def migrate(url: str, *, target: str = "head") -> tuple[str | None, str]:
+    """Upgrade an existing store to ``target`` (``mtlskit ca migrate``): (before, after)."""
+    store = SqlStore.open(url, upgrade_schema=False)
+    try:
+        with store._write() as conn:
+            before, _ = stored_revision(conn, source=store._source)
+            if before is None:
+                raise InputError("no CA store (run `mtlskit ca init` first)", source=store._source)
+            return upgrade(conn, source=store._source, target=target)
+    finally:
+        store.close()
 
 
 def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
@@ -118,14 +188,30 @@ class SqlStore:
         self._writer: Connection | None = None
 
     @classmethod
-    def open(cls, url: str, *, create: bool = False, synchronous: Synchronous = "FULL") -> SqlStore:
-        """Open an existing store (``create``: make a new, empty one; it must not exist)."""
+    def open(
+        cls,
+        url: str,
+        *,
+        create: bool = False,
+        synchronous: Synchronous = "FULL",
+        upgrade_schema: bool | None = None,
+    ) -> SqlStore:
+        """Open an existing store (``create``: make a new, empty one; it must not exist).
+
+        A store behind this mtlskit's schema is upgraded on open when it is SQLite (one
+        machine, one file: what ``ca migrate`` would do anyway); a shared PostgreSQL one
+        is refused until someone runs ``mtlskit ca migrate``, so nodes of two versions
+        never race to alter it. ``upgrade_schema`` overrides that choice.
+        """
         try:
-            parsed = make_url(url)
+            parsed = _driver_url(make_url(url))
         except ArgumentError:
-            raise InputError(f"not a database URL: {url!r}", source="database") from None
-        source = parsed.database or url if parsed.get_backend_name() == "sqlite" else url
-        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            raise InputError(
+                f"not a database URL: {display_url(url)!r}", source="database"
+            ) from None
+        backend = parsed.get_backend_name()
+        source = parsed.database or url if backend == "sqlite" else display_url(parsed)
+        if backend == "sqlite" and parsed.database:
             exists = Path(parsed.database).exists()
             if create and exists:
                 raise InputError("a CA store already exists here", source=parsed.database)
@@ -133,67 +219,141 @@ class SqlStore:
                 raise InputError(
                     "no CA store (run `mtlskit ca init` first)", source=parsed.database
                 )
-        engine = create_engine(url)
-        if parsed.get_backend_name() == "sqlite":
+        try:
+            if backend == "postgresql":
+                engine = create_engine(
+                    parsed,
+                    pool_pre_ping=True,
+                    isolation_level="READ COMMITTED",  # _append_audit relies on it
+                    connect_args=_PG_CONNECT,
+                )
+            else:
+                engine = create_engine(parsed)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise InputError(f"no driver for this database: {exc}", source=source) from None
+        if backend == "sqlite":
             _sqlite_pragmas(engine, synchronous)
         store = cls(engine, source=source)
+        if upgrade_schema is None:
+            upgrade_schema = backend == "sqlite"
         try:
-            if create:
-                with engine.begin() as conn:
-                    metadata.create_all(conn)
-                    conn.execute(
-                        insert(counters),
-                        [
-                            {"name": "schema_version", "value": SCHEMA_VERSION},
-                            {"name": "crl_number", "value": 0},
-                        ],
-                    )
-            else:
-                store._check_schema()
-        except OperationalError as exc:
-            raise InputError(f"cannot use the CA store: {exc.orig}", source=source) from None
+            store._prepare(create=create, upgrade_schema=upgrade_schema)
+        except StoreUnavailable as exc:
+            store.close()
+            raise InputError(f"cannot use the CA store: {exc.detail}", source=source) from None
+        except BaseException:
+            store.close()
+            raise
         return store
 
-    def _check_schema(self) -> None:
-        with self._engine.connect() as conn:
-            version = conn.scalar(
-                select(counters.c.value).where(counters.c.name == "schema_version")
-            )
-        if version == 1:  # version 2 only added the enrollment tables
-            with self._write() as conn:
-                metadata.create_all(conn, tables=[tokens, enrollment_requests, approvals])
-                conn.execute(
-                    update(counters)
-                    .where(counters.c.name == "schema_version")
-                    .values(value=SCHEMA_VERSION)
+    def _prepare(self, *, create: bool, upgrade_schema: bool) -> None:
+        """Create the schema, or check (and maybe upgrade) the one that is there."""
+        with self._write() as conn:
+            revision, legacy = stored_revision(conn, source=self._source)
+            if create:
+                if revision is not None:
+                    raise InputError(
+                        "a CA store already exists in this database", source=self._source
+                    )
+                upgrade(conn, source=self._source)
+                return
+            if revision is None:
+                raise InputError("no CA store (run `mtlskit ca init` first)", source=self._source)
+            if revision == SCHEMA_REVISION and not legacy:
+                return
+            if not is_known(revision):
+                raise InputError(
+                    f"CA store schema revision {revision} is newer than this mtlskit "
+                    f"({SCHEMA_REVISION}): upgrade mtlskit",
+                    source=self._source,
                 )
-            version = SCHEMA_VERSION
-        if version != SCHEMA_VERSION:
-            raise InputError(
-                f"CA store schema version {version}, this mtlskit reads {SCHEMA_VERSION}",
-                source=self._source,
-            )
+            if not upgrade_schema:
+                raise InputError(
+                    f"CA store schema revision {revision}, this mtlskit needs "
+                    f"{SCHEMA_REVISION}: run `mtlskit ca migrate DIR` once",
+                    source=self._source,
+                )
+            upgrade(conn, source=self._source)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    def ping(self) -> float:
+        """Seconds one ``SELECT 1`` took; ``StoreUnavailable`` if the database is gone."""
+        started = time.perf_counter()
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
+        return time.perf_counter() - started
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._drop_writer()
         self._engine.dispose()
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            with suppress(DBAPIError):  # the connection is already gone; nothing to give back
+                self._writer.close()
+            self._writer = None
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A pooled connection for reads; a database that does not answer → ``StoreUnavailable``."""
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, self._source) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise _unavailable(exc, self._source) from exc
+            raise
 
     # --- writes: one transaction each, audit entry included -------------------------
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One transaction on the store's own writer connection (kept open: a pool checkout
-        per certificate costs a third of an insert). Not thread-safe: one store per thread."""
-        if self._writer is None:
-            self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-        with self._writer.begin():
-            yield self._writer
+        per certificate costs a third of an insert). Not thread-safe: one store per thread.
+
+        If the database stops answering, the transaction is abandoned (the server rolls
+        it back), the connection dropped, and ``StoreUnavailable`` raised; the next write
+        connects afresh."""
+        try:
+            if self._writer is None:
+                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+            with self._writer.begin():
+                yield self._writer
+        except _UNAVAILABLE as exc:
+            self._drop_writer()
+            raise _unavailable(exc, self._source) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                self._drop_writer()
+                raise _unavailable(exc, self._source) from exc
+            raise
 
     def _append_audit(
         self, conn: Connection, event_name: str, detail: Mapping[str, Any], at: dt.datetime
     ) -> None:
+        """Append after the current head, in the caller's transaction; always its last step.
+
+        SQLite: the writer already holds the database lock (``BEGIN IMMEDIATE``).
+        PostgreSQL: ``pg_advisory_xact_lock`` first, then read the head. Chosen over the
+        alternatives because the chain is one global sequence that every write extends:
+        ``SELECT … FOR UPDATE`` on the newest row locks a row that stops being the head
+        once the holder commits, so a waiter would read a stale head (it needs a separate
+        head row to lock); SERIALIZABLE makes every concurrent append a conflict, so
+        under load most transactions fail and retry after signing. The advisory lock
+        queues appenders in order, costs no table, and is released by COMMIT, ROLLBACK
+        or a dropped connection (a killed node cannot leave it held). Under READ
+        COMMITTED the head query after the lock sees the previous holder's commit. Taken
+        last, after the row locks of the change itself, and nothing locks after it, so
+        it cannot deadlock; ``audit_log.seq`` being the primary key backs it up.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(_LOCK_AUDIT)
         head = conn.execute(_AUDIT_HEAD).first()
         entry = AuditEntry.after(
             (head.seq, head.hash) if head else None, at=at, event=event_name, detail=detail
@@ -240,7 +400,7 @@ class SqlStore:
                     record.issued_at,
                 )
         except IntegrityError as exc:
-            if "serial" in str(exc.orig) or "certificates.serial" in str(exc.orig):
+            if _violates(exc, "certificates_pkey", "certificates.serial"):
                 raise SerialTaken(f"serial {record.serial:x} exists") from None
             raise
 
@@ -249,7 +409,10 @@ class SqlStore:
     ) -> CertificateRecord:
         key = f"{serial:x}"
         with self._write() as conn:
-            row = conn.execute(select(certificates).where(certificates.c.serial == key)).first()
+            # FOR UPDATE: two nodes revoking one certificate at once → one revocation.
+            row = conn.execute(
+                select(certificates).where(certificates.c.serial == key).with_for_update()
+            ).first()
             if row is None:
                 raise UnknownCertificate(f"no certificate with serial {key} in this CA")
             if row.status == CertificateStatus.REVOKED.value:
@@ -307,7 +470,7 @@ class SqlStore:
             )
 
     def find_token(self, hash: str) -> TokenRecord | None:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(tokens).where(tokens.c.hash == hash)).first()
         return _token(row) if row is not None else None
 
@@ -376,18 +539,25 @@ class SqlStore:
         return _enrollment_request(row, given)
 
     def get_request(self, request_id: str) -> EnrollmentRequest | None:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return self._request(conn, request_id)
 
     def requests(self, *, status: RequestStatus | None = None) -> Sequence[EnrollmentRequest]:
         query = select(enrollment_requests.c.id).order_by(enrollment_requests.c.created_at)
         if status is not None:
             query = query.where(enrollment_requests.c.status == status.value)
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             ids = list(conn.scalars(query))
             return [found for key in ids if (found := self._request(conn, key)) is not None]
 
     def _pending(self, conn: Connection, request_id: str) -> EnrollmentRequest:
+        """The open request, its row locked until COMMIT: approvals and denials of one
+        request, from any node, are counted one after the other on fresh reads."""
+        conn.execute(
+            select(enrollment_requests.c.id)
+            .where(enrollment_requests.c.id == request_id)
+            .with_for_update()
+        )
         request = self._request(conn, request_id)
         if request is None:
             raise InputError(f"no enrollment request {request_id!r}", source="ID")
@@ -509,7 +679,7 @@ class SqlStore:
         )
 
     def _rows(self, query: Any) -> list[CertificateRecord]:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [
                 _record(row, row if row.revoked_at is not None else None)
                 for row in conn.execute(query)
@@ -548,11 +718,19 @@ class SqlStore:
         )
 
     def audit_entries(self) -> Sequence[AuditEntry]:
-        with self._engine.connect() as conn:
+        with self._read() as conn:
             return [
                 AuditEntry(**row._mapping)
                 for row in conn.execute(select(audit_log).order_by(audit_log.c.seq))
             ]
+
+
+def _violates(exc: IntegrityError, pg_constraint: str, sqlite_column: str) -> bool:
+    """Which unique key a duplicate hit: PostgreSQL names the constraint, SQLite the column."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return diag.constraint_name == pg_constraint
+    return sqlite_column in str(exc.orig)
 
 
 def _sqlite_pragmas(engine: Engine, synchronous: Synchronous) -> None:

@@ -43,17 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mtlskit.errors import ConfigError
 from mtlskit.files import read_bytes
-from mtlskit.gateway._config import ClientAuthConfig, ClientAuthMode
+from mtlskit.gateway._config import ClientAuthConfig, ClientAuthMode, parse_address
 
 __all__ = ["AuthzServerConfig", "ClientAuthMode", "load_config", "parse_address"]
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``host:port`` → ``(host, port)``; a ``ValueError`` says what is wrong."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 class _Section(BaseModel):

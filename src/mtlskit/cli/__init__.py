@@ -57,6 +57,7 @@ _LazyGroup.lazy = {
     "probe": "mtlskit.cli.probe",
     "renew": "mtlskit.cli.renew",
     "selfsigned": "mtlskit.cli.selfsigned",
+    "serve": "mtlskit.cli.serve",
     "survey": "mtlskit.cli.survey",
     "verify": "mtlskit.cli.verify",
 }

@@ -227,12 +227,24 @@ def config_from_mapping(data: dict[str, Any], *, source: str, base: Path) -> Gat
     return _absolute(model, base)
 
 
-def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate ``gateway.toml``; every failure is a one-line ``ConfigError``."""
+def load_config(path: str | Path, *, asgi: str | None = None) -> GatewayConfig:
+    """Read and validate ``gateway.toml``; every failure is a one-line ``ConfigError``.
+
+    ``asgi`` is ``mtlskit serve APP``'s app: it becomes ``upstream.asgi``, and a
+    config that also names HTTP upstreams is refused rather than silently overridden.
+    """
     source = str(path)
     raw = read_bytes(path, what="gateway config")
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    if asgi is not None:
+        upstream = data.get("upstream", {})
+        if not isinstance(upstream, dict) or upstream.get("urls"):
+            raise ConfigError(
+                "upstream.urls is set, but mtlskit serve serves the app it is given",
+                source=source,
+            )
+        data["upstream"] = {**upstream, "asgi": asgi}
     return config_from_mapping(data, source=source, base=Path(path).resolve().parent)

@@ -1,0 +1,515 @@
+"""ASGI apps with the verified client: served in-process by the gateway (``mtlskit serve``),
+and behind a real nginx with ``ClientCertMiddleware`` — the same identity either way.
+
+Everything listens on 127.0.0.x with ephemeral ports and is stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+import httpx
+import pytest
+import trustme
+import uvicorn
+from cryptography import x509
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from _gateway_support import Site, write_config
+from conftest import require_program
+from mtlskit.asgi import (
+    NOT_FORWARDED,
+    ClientCertMiddleware,
+    HeaderSources,
+    client_identity,
+    observe,
+)
+from mtlskit.certs import certificate_pem
+from mtlskit.forward import (
+    ForwardConfig,
+    ForwardedClient,
+    aws_headers,
+    forward_headers,
+    gcp_headers,
+    rfc9440_headers,
+    verdict_headers,
+    xfcc_headers,
+)
+from mtlskit.gateway import Gateway, load_config
+from mtlskit.identity import ClientIdentity
+from mtlskit.testca import IssuedCert, LeafSpec, TestCA
+from mtlskit.verify import TrustStore
+
+SPIFFE = "spiffe://acme.com/billing/payments"
+
+
+def escaped_pem(cert: x509.Certificate) -> str:
+    """As nginx's ``$ssl_client_escaped_cert``."""
+    return quote(certificate_pem(cert).decode(), safe="")
+
+
+def make_app(events: list[str] | None = None) -> FastAPI:
+    """The app under test: reports what mtlskit put in its scope."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if events is not None:
+            events.append("startup")
+        yield {"started": True}
+        if events is not None:
+            events.append("shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/whoami")
+    async def whoami(
+        request: Request, identity: Annotated[ClientIdentity, Depends(client_identity)]
+    ):
+        extensions = request.scope["extensions"]
+        decision = extensions["mtlskit"].get("decision")
+        return {
+            "id": identity.value,
+            "kind": identity.kind.value,
+            "state_id": str(request.state.client_identity.value),
+            "tls": extensions["tls"],
+            "verdict": decision.verdict.value if decision else None,
+            "headers": [k.decode() for k, _ in request.scope["headers"]],
+            "client": list(request.scope["client"]),
+            "lifespan_state": getattr(request.state, "started", None),
+        }
+
+    @app.post("/upload")
+    async def upload(request: Request):
+        size = 0
+        chunks = 0
+        async for piece in request.stream():
+            size += len(piece)
+            chunks += 1
+        return {"size": size, "chunks": chunks}
+
+    @app.get("/stream")
+    async def stream():
+        async def parts():
+            for i in range(5):
+                yield f"part {i}\n".encode()
+                await asyncio.sleep(0.01)
+
+        return StreamingResponse(parts(), media_type="text/plain")
+
+    return app
+
+
+class InProcess:
+    """A ``Gateway(app=...)`` on its own loop thread."""
+
+    def __init__(self, config: Path, app: FastAPI) -> None:
+        self.gateway = Gateway(load_config(config), app=app)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.gateway.start(), self.loop).result(10)
+        assert self.gateway.address is not None
+        self.port = self.gateway.address[1]
+
+    def stop(self) -> None:
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.gateway.drain(timeout=1), self.loop)
+            future.result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+            self.loop.close()
+            self.gateway.close_logs()
+
+
+@pytest.fixture(scope="module")
+def acme() -> TestCA:
+    return TestCA(name="acme")
+
+
+@pytest.fixture(scope="module")
+def leaf(acme: TestCA) -> IssuedCert:
+    return acme.issue(LeafSpec(uris=(SPIFFE,)))
+
+
+@pytest.fixture
+def site(tmp_path, acme):
+    site = Site(dir=tmp_path, server_ca=trustme.CA(), backend=None)  # type: ignore[arg-type]
+    write_config(
+        site,
+        acme.bundle_pem,
+        '[client_auth]\ntrust = ["trust.pem"]\n',
+        upstream="http://127.0.0.1:9",  # replaced by app=
+    )
+    return site
+
+
+@pytest.fixture
+def served(site):
+    events: list[str] = []
+    server = InProcess(site.dir / "gateway.toml", make_app(events))
+    try:
+        yield server, events
+    finally:
+        server.stop()
+
+
+def _client(site: Site, leaf: IssuedCert) -> httpx.Client:
+    return httpx.Client(verify=site.client_context(leaf), timeout=10)
+
+
+def test_in_process_app_sees_verified_spiffe_id_and_tls_extension(site, served, leaf):
+    server, events = served
+    with _client(site, leaf) as client:
+        response = client.get(
+            f"https://localhost:{server.port}/whoami",
+            headers={"X-Forwarded-Client-Cert": "URI=spiffe://acme.com/admin", "X-Test": "1"},
+        )
+        again = client.get(f"https://localhost:{server.port}/whoami")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == SPIFFE and body["kind"] == "spiffe" and body["state_id"] == SPIFFE
+    assert body["verdict"] == "accept"
+    tls = body["tls"]
+    assert tls["client_cert_chain"][0] == certificate_pem(leaf.cert).decode()
+    assert len(tls["client_cert_chain"]) == len(leaf.chain) - 1  # as presented: no root
+    assert tls["client_cert_name"] == leaf.cert.subject.rfc4514_string()
+    assert tls["client_cert_error"] is None
+    assert tls["tls_version"] == 0x0304
+    assert tls["cipher_suite"] in (0x1301, 0x1302, 0x1303)
+    server_pem = (site.dir / "server.pem").read_bytes()
+    assert x509.load_pem_x509_certificate(tls["server_cert"].encode()) == (
+        x509.load_pem_x509_certificate(server_pem)
+    )
+    # identity headers a client sends never reach the app; the others do
+    assert "x-forwarded-client-cert" not in body["headers"] and "x-test" in body["headers"]
+    assert body["lifespan_state"] is True and events == ["startup"]
+    # keep-alive: both requests on one TLS connection
+    assert again.json()["client"] == body["client"]
+    accepted = [r for r in site.log_records() if r.get("outcome") == "accepted"]
+    assert len(accepted) == 1
+
+
+def test_in_process_streams_both_ways_and_runs_lifespan(site, served, leaf):
+    server, events = served
+
+    def body():
+        for _ in range(64):
+            yield b"x" * 16384
+
+    with _client(site, leaf) as client:
+        upload = client.post(f"https://localhost:{server.port}/upload", content=body())
+        with client.stream("GET", f"https://localhost:{server.port}/stream") as response:
+            assert response.headers["transfer-encoding"] == "chunked"
+            text = "".join(response.iter_text())
+    assert upload.json()["size"] == 64 * 16384 and upload.json()["chunks"] > 1
+    assert text == "".join(f"part {i}\n" for i in range(5))
+    server.stop()
+    assert events == ["startup", "shutdown"]
+    server.stop = lambda: None  # type: ignore[method-assign]
+
+
+def test_in_process_without_certificate_is_refused_by_tls(site, served):
+    server, _ = served
+    with (
+        pytest.raises(httpx.HTTPError),
+        httpx.Client(verify=site.client_context(None)) as client,
+    ):
+        client.get(f"https://localhost:{server.port}/whoami")
+
+
+def test_in_process_allow_missing_mode_app_decides(tmp_path, acme):
+    site = Site(dir=tmp_path, server_ca=trustme.CA(), backend=None)  # type: ignore[arg-type]
+    write_config(
+        site,
+        acme.bundle_pem,
+        '[client_auth]\nmode = "allow_invalid_or_missing"\ntrust = ["trust.pem"]\n',
+        upstream="http://127.0.0.1:9",
+    )
+    server = InProcess(site.dir / "gateway.toml", make_app())
+    try:
+        with httpx.Client(verify=site.client_context(None)) as client:
+            response = client.get(f"https://localhost:{server.port}/whoami")
+        assert response.status_code == 403  # the dependency: no verified identity
+    finally:
+        server.stop()
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def test_mtlskit_serve_command_short_form(site, leaf, tmp_path):
+    (tmp_path / "served_app.py").write_text(
+        "from test_asgi import make_app\napp = make_app()\n", encoding="utf-8"
+    )
+    port = _free_port()
+    config = site.dir / "gateway.toml"
+    text = config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}")
+    text = text.replace('urls = ["http://127.0.0.1:9"]', "")
+    config.write_text(text)
+    tests_dir = Path(__file__).parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "serve", "served_app:app", "--config", str(config)],
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{tests_dir}", "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        process.stderr.read().decode() if process.stderr else ""
+                    ) from None
+                time.sleep(0.05)
+        with _client(site, leaf) as client:
+            body = client.get(f"https://localhost:{port}/whoami").json()
+        assert body["id"] == SPIFFE and body["tls"]["client_cert_error"] is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_serve_refuses_a_config_with_http_upstreams(site, run_cli):
+    result = run_cli("serve", "x:app", "--config", site.dir / "gateway.toml")
+    assert result.code == 2 and "upstream.urls is set" in result.err
+
+
+# --- the middleware: pure reading, then behind a real nginx ---------------------------
+
+
+def _scope(headers, client=("127.0.0.1", 5000), extensions=None):
+    return {"type": "http", "headers": headers, "client": client, "extensions": extensions or {}}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["xfcc", "rfc9440", "gcp", "aws", "nginx", "verdict"],
+)
+def test_observe_reads_each_format_from_a_trusted_proxy_only(name, leaf):
+    client = ForwardedClient.from_chain(leaf.chain[:-1], verified=True)
+    headers = {
+        "xfcc": lambda: xfcc_headers(client),
+        "rfc9440": lambda: rfc9440_headers(client),
+        "gcp": lambda: gcp_headers(client),
+        "aws": lambda: aws_headers(client),
+        "nginx": lambda: [
+            (b"x-ssl-client-cert", escaped_pem(leaf.cert).encode()),
+            (b"x-ssl-client-verify", b"SUCCESS"),
+        ],
+        "verdict": lambda: verdict_headers(client),
+    }[name]()
+    trusted = observe(
+        _scope(headers), trusted=(__import__("ipaddress").ip_network("127.0.0.1/32"),),
+        sources=HeaderSources(),
+    )  # fmt: skip
+    assert trusted.source == name and trusted.client.verified
+    assert trusted.client.identity is not None and trusted.client.identity.value == SPIFFE
+    spoofed = observe(
+        _scope(headers, client=("127.0.0.9", 5000)), trusted=(), sources=HeaderSources()
+    )
+    assert spoofed.source is None and not spoofed.client.present
+    assert spoofed.headers == []  # every identity header stripped
+
+
+def test_middleware_reverifies_and_refuses_a_foreign_chain(leaf):
+    other = TestCA(name="evil").issue(LeafSpec(uris=(SPIFFE,)))
+    seen: dict[str, object] = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope["state"])
+        seen["tls"] = scope["extensions"]["tls"]
+
+    middleware = ClientCertMiddleware(
+        app, trusted_proxies=["127.0.0.1"], trust=TrustStore.build(anchors=[leaf.chain[-1]])
+    )
+    for issued, verified in ((leaf, True), (other, False)):
+        forwarded = ForwardedClient.from_chain(issued.chain[:-1], verified=True)
+        headers = forward_headers(forwarded, ForwardConfig(formats=("rfc9440",)))
+        asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
+        cert = seen["client_cert"]
+        assert isinstance(cert, ForwardedClient) and cert.verified is verified
+        assert (seen["client_identity"] is not None) is verified
+        tls = seen["tls"]
+        assert isinstance(tls, dict)
+        assert (tls["client_cert_error"] is None) is verified
+    # XFCC without Cert names a certificate but cannot be verified again: not accepted
+    forwarded = ForwardedClient.from_chain(leaf.chain[:-1], verified=True)
+    headers = forward_headers(forwarded, ForwardConfig(formats=("xfcc",)))
+    asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
+    assert seen["client_identity"] is None
+    assert seen["client_cert"].error == NOT_FORWARDED  # type: ignore[attr-defined]
+
+
+# nginx in front: verifies the client, forwards $ssl_client_escaped_cert; proxy_bind puts
+# its connections on 127.0.0.2, the only allow-listed address, so a client connecting
+# to the app directly from 127.0.0.1 is "someone else" and its headers are dropped.
+
+
+class UvicornThread:
+    def __init__(self, app, port: int) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise AssertionError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_nginx(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
+    nginx = require_program("nginx")
+    (work / "nginx.conf").write_text(config)
+    process = subprocess.Popen(
+        [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                error = process.stderr.read().decode() if process.stderr else ""
+                pytest.fail(f"nginx did not start: {error}")
+            time.sleep(0.05)
+
+
+def nginx_conf(work: Path, *, port: int, upstream: int, server: Path, trust: Path) -> str:
+    temp = " ".join(
+        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""
+daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  {temp}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {server};
+    ssl_certificate_key {server};
+    ssl_client_certificate {trust};
+    ssl_verify_client on;
+    ssl_verify_depth 3;
+    location / {{
+      proxy_pass http://127.0.0.1:{upstream};
+      proxy_bind 127.0.0.2;
+      proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+      proxy_set_header X-SSL-Client-Verify $ssl_client_verify;
+    }}
+  }}
+}}
+"""
+
+
+@pytest.mark.integration
+def test_behind_nginx_middleware_gives_the_same_identity(tmp_path, site, served, leaf):
+    work = tmp_path / "nginx"
+    work.mkdir()
+    server_cert = site.server_ca.issue_cert("localhost", "127.0.0.1")
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(work / "server.pem"))
+    app = make_app()
+    app.add_middleware(ClientCertMiddleware, trusted_proxies=["127.0.0.2"])
+    app_port, nginx_port = _free_port(), _free_port()
+    backend = UvicornThread(app, app_port)
+    nginx = start_nginx(
+        work,
+        nginx_conf(
+            work,
+            port=nginx_port,
+            upstream=app_port,
+            server=work / "server.pem",
+            trust=site.dir / "trust.pem",
+        ),
+        nginx_port,
+    )
+    try:
+        with _client(site, leaf) as client:
+            behind = client.get(f"https://localhost:{nginx_port}/whoami")
+            direct = client.get(f"https://localhost:{served[0].port}/whoami")
+        assert behind.status_code == 200, behind.text
+        assert behind.json()["id"] == direct.json()["id"] == SPIFFE
+        tls = behind.json()["tls"]
+        assert tls["client_cert_chain"][0] == certificate_pem(leaf.cert).decode()
+        assert tls["client_cert_name"] == direct.json()["tls"]["client_cert_name"]
+        assert tls["client_cert_error"] is None
+        assert behind.json()["client"][0] == "127.0.0.2"
+        # the same headers, sent straight to the app from 127.0.0.1: ignored and stripped
+        spoof = {
+            "X-SSL-Client-Cert": escaped_pem(leaf.cert),
+            "X-SSL-Client-Verify": "SUCCESS",
+            "X-Forwarded-Client-Cert": f"Hash={'ab' * 32};URI={SPIFFE}",
+        }
+        with httpx.Client() as plain:
+            spoofed = plain.get(f"http://127.0.0.1:{app_port}/whoami", headers=spoof)
+        assert spoofed.status_code == 403
+        # and a client nginx refuses never reaches the app at all
+        with (
+            pytest.raises(httpx.HTTPError),
+            httpx.Client(verify=site.client_context(None)) as anonymous,
+        ):
+            anonymous.get(f"https://localhost:{nginx_port}/whoami").raise_for_status()
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        if nginx.stderr:
+            nginx.stderr.close()
+        backend.stop()
+
+
+def test_spoofed_headers_from_an_unlisted_address_never_reach_the_app(leaf):
+    seen: list[list[str]] = []
+
+    async def app(scope, receive, send):
+        seen.append([k.decode() for k, _ in scope["headers"]])
+
+    middleware = ClientCertMiddleware(app, trusted_proxies=["10.0.0.0/8"])
+    headers = [(b"x-ssl-client-cert", escaped_pem(leaf.cert).encode()), (b"x-other", b"1")]
+    asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
+    assert seen == [["x-other"]]
+
+
+def test_https_request_to_nothing_is_a_clean_error():
+    # negative control for the fixtures above: a closed port is an error, not a hang
+    with pytest.raises((ssl.SSLError, OSError)):
+        socket.create_connection(("127.0.0.1", _free_port()), timeout=1)
+
+
+def test_json_round_trip_of_tls_extension_is_plain_data(site, served, leaf):
+    with _client(site, leaf) as client:
+        body = client.get(f"https://localhost:{served[0].port}/whoami").json()
+    assert json.loads(json.dumps(body["tls"])) == body["tls"]

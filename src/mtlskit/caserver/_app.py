@@ -38,6 +38,7 @@ from mtlskit.issue import (
     EnrollmentRequest,
     Issued,
     RegistrationAuthority,
+    StoreUnavailable,
 )
 
 __all__ = ["MAX_BODY", "CaServer"]
@@ -166,6 +167,7 @@ class CaServer:
                 Route("/v1/bundle", self.bundle, methods=["GET"]),
             ],
             exception_handlers={
+                StoreUnavailable: self._unavailable,
                 EnrollmentRefused: self._refused,
                 InputError: self._bad_input,
                 HTTPException: self._http_error,
@@ -188,6 +190,17 @@ class CaServer:
         assert isinstance(exc, EnrollmentRefused)
         return _error(exc.code, exc.message, exc.status)
 
+    async def _unavailable(self, request: Request, exc: Exception) -> Response:
+        """The database did not answer: 503, so a load balancer or client tries another node.
+        Nothing is known to have been recorded; the reason goes to the log, not the client."""
+        _log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _error(
+            "store_unavailable",
+            "the CA's database is unavailable; retry later",
+            503,
+            headers={"Retry-After": "1"},
+        )
+
     async def _bad_input(self, request: Request, exc: Exception) -> Response:
         return _error("request_invalid", str(exc), 400)
 
@@ -203,8 +216,31 @@ class CaServer:
     # --- endpoints ------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        await self._call(self._ra.authority.store.get, 0)
-        return JSONResponse({"status": "ok", "ca": self._name})
+        """200 only when the database answers a ping from this node (on the CA thread, so a
+        wedged CA thread shows too); 503 otherwise, for the load balancer to act on."""
+        store = self._ra.records
+        backend = getattr(store, "backend", "sqlite")
+        ping = getattr(store, "ping", None)
+        try:
+            seconds = await self._call(ping) if ping is not None else 0.0
+        except StoreUnavailable as exc:
+            _log.warning("healthz: %s", exc)
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "ca": self._name,
+                    "database": {"ok": False, "backend": backend, "error": "no answer"},
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "ca": self._name,
+                "database": {"ok": True, "backend": backend, "ping_ms": round(seconds * 1e3, 2)},
+            }
+        )
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document(title=f"mtlskit CA {self._name}"))

@@ -31,6 +31,7 @@ ERROR_CODES: Final = (
     "not_found",
     "method_not_allowed",
     "no_trust_domain",
+    "store_unavailable",
     "internal_error",
 )
 
@@ -63,8 +64,11 @@ def openapi_document(*, title: str) -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
-                    "summary": "Liveness: the CA's store answers.",
-                    "responses": {"200": _json("The CA is up.", "Health")},
+                    "summary": "Readiness: the CA's database answers a ping.",
+                    "responses": {
+                        "200": _json("The CA and its database are up.", "Health"),
+                        "503": _json("The database does not answer; take this node out.", "Health"),
+                    },
                 }
             },
             "/v1/enroll": {
@@ -80,6 +84,7 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                         },
                     },
                     "responses": {
+                        "503": _error("The CA's database is unavailable; retry later."),
                         "201": _json("Issued.", "Issued"),
                         "202": _json("Waiting for approval; poll the request.", "Pending"),
                         "400": _error("Malformed JSON, fields or CSR."),
@@ -104,6 +109,7 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                         }
                     ],
                     "responses": {
+                        "503": _error("The CA's database is unavailable; retry later."),
                         "200": _json("Approved and issued.", "Issued"),
                         "202": _json("Still waiting for approvers.", "Pending"),
                         "403": _error("Denied."),
@@ -125,6 +131,7 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                         },
                     },
                     "responses": {
+                        "503": _error("The CA's database is unavailable; retry later."),
                         "201": _json("Issued.", "Issued"),
                         "400": _error("Malformed JSON or CSR."),
                         "401": _error("No client certificate was presented."),
@@ -138,10 +145,11 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                     "operationId": "crl",
                     "summary": "The issuing CA's current CRL (DER).",
                     "responses": {
+                        "503": _error("The CA's database is unavailable; retry later."),
                         "200": {
                             "description": "CRL",
                             "content": {"application/pkix-crl": {"schema": {}}},
-                        }
+                        },
                     },
                 }
             },
@@ -185,8 +193,21 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                 },
                 "Health": {
                     "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"const": "ok"}, "ca": {"type": "string"}},
+                    "required": ["status", "database"],
+                    "properties": {
+                        "status": {"enum": ["ok", "unavailable"]},
+                        "ca": {"type": "string"},
+                        "database": {
+                            "type": "object",
+                            "required": ["ok", "backend"],
+                            "properties": {
+                                "ok": {"type": "boolean"},
+                                "backend": {"enum": ["sqlite", "postgresql"]},
+                                "ping_ms": {"type": "number"},
+                                "error": {"type": "string"},
+                            },
+                        },
+                    },
                 },
                 "EnrollRequest": {
                     "type": "object",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from mtlskit.store import SqlStore
 
 PASSPHRASE_ENV: Final = "MTLSKIT_CA_PASSPHRASE"
+DB_URL_ENV: Final = "MTLSKIT_DB_URL"  # the whole store URL, password included; never written
 CONFIG: Final = "ca.toml"
 ROOT_VALIDITY: Final = dt.timedelta(days=3650)
 ISSUING_VALIDITY: Final = dt.timedelta(days=1825)
@@ -134,14 +136,60 @@ def _issuer(ca_dir: _CaDir, passphrase_file: Path | None, *, stem: str | None = 
     return Issuer(cert=chain[0], key=key, chain=chain)
 
 
-def _store(ca_dir: _CaDir, *, create: bool = False) -> SqlStore:
-    from mtlskit.store import SqlStore, database_url  # SQLAlchemy loads only for CA commands
+def _database_url(ca_dir: _CaDir, override: str | None = None) -> str:
+    """The store's URL with its password: ``--db``, else $MTLSKIT_DB_URL, else ca.toml's
+    ``database`` plus the first line of ``database_password_file`` when it names one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from mtlskit.store import database_url
+
+    url = database_url(
+        ca_dir.path, override or os.environ.get(DB_URL_ENV) or ca_dir.config.database
+    )
+    secret_file = ca_dir.config.database_password_file
+    if "://" not in url or secret_file is None or url.startswith("sqlite"):
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # SqlStore.open names the bad URL
+    if parsed.password is not None:
+        return url
+    path = ca_dir.path / secret_file
+    lines = read_bytes(path, what="database password file").splitlines()
+    if not lines or not lines[0]:
+        raise InputError("is empty (expected the database password)", source=str(path))
+    password = lines[0].decode("utf-8", errors="strict")
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
+def _store(
+    ca_dir: _CaDir, *, create: bool = False, db: str | None = None, url: str | None = None
+) -> SqlStore:
+    from mtlskit.store import SqlStore  # SQLAlchemy loads only for CA commands
 
     return SqlStore.open(
-        database_url(ca_dir.path, ca_dir.config.database),
+        url or _database_url(ca_dir, db),
         create=create,
         synchronous="FULL" if ca_dir.config.durability == "full" else "NORMAL",
     )
+
+
+def _without_password(url: str) -> tuple[str, bool]:
+    """(URL to record in ca.toml, whether a password was taken out of it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if "://" not in url:
+        return url, False
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError("not a database URL", source="--db") from None
+    if parsed.password is None:
+        return url, False
+    return parsed.set(password=None).render_as_string(hide_password=False), True
 
 
 def _authority(ca_dir: _CaDir, issuer: Issuer, store: SqlStore) -> CertificateAuthority:
@@ -226,7 +274,16 @@ def command() -> None:
 )
 @click.option("--max-ttl", default="7d", show_default=True, help="Longest lifetime issued.")
 @click.option("--default-ttl", default="24h", show_default=True, help="Lifetime without --ttl.")
-@click.option("--db", help="SQLAlchemy URL of the store (default: SQLite ca.db in DIR).")
+@click.option(
+    "--db",
+    help="Store URL: postgresql://USER@HOST:PORT/DB for several nodes (default: SQLite ca.db "
+    f"in DIR; else ${DB_URL_ENV}). A password in it is used but never written to ca.toml.",
+)
+@click.option(
+    "--db-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File whose first line is the database password; its path goes into ca.toml.",
+)
 @click.option(
     "--name-constraints",
     is_flag=True,
@@ -257,6 +314,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     max_ttl: str,
     default_ttl: str,
     db: str | None,
+    db_password_file: Path | None,
     name_constraints: bool,
     name_constraints_uri: bool,
     passphrase_file: Path | None,
@@ -279,6 +337,8 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     except SpiffeIdError as exc:
         raise InputError(str(exc), source="--trust-domain") from None
     patterns = list(allowed) or ([f"spiffe://{domain}/**"] if domain else [])
+    db = db or os.environ.get(DB_URL_ENV)
+    recorded, stripped = _without_password(db or "ca.db")
     settings: dict[str, object] = {
         "name": name or directory.resolve().name,
         "profile": profile,
@@ -286,8 +346,11 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         "default_ttl": default_ttl,
         "max_ttl": max_ttl,
         "allowed_ids": patterns,
-        "database": db or "ca.db",
+        "database": recorded,
     }
+    if db_password_file is not None:
+        read_bytes(db_password_file, what="database password file")  # readable now, not later
+        settings["database_password_file"] = str(db_password_file.resolve())
     if domain:
         settings["trust_domain"] = domain
     config = validate_ca_config(settings, source="ca init options")
@@ -340,7 +403,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         keys["issuing"] = issuing_key
         chain = (issuing_cert, root_cert)
     directory.mkdir(parents=True, exist_ok=True)
-    store = _store(ca_dir, create=True)
+    store = _store(ca_dir, create=True, url=_database_url(ca_dir, db))
     try:
         for stem, key in keys.items():
             write_secret(directory / f"{stem}.key", private_key_pem(key, password))
@@ -366,6 +429,12 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     click.echo(f"root SHA-256: {Fingerprint.of(root_cert)}")
     if password is None:
         click.echo("WARNING: CA keys are stored unencrypted (--insecure-no-passphrase)", err=True)
+    if stripped and db_password_file is None:
+        click.echo(
+            f"note: the database password was not written to {CONFIG}; give later commands "
+            f"${DB_URL_ENV}, database_password_file or ~/.pgpass",
+            err=True,
+        )
     if not patterns:
         click.echo(
             f"note: no identity is allowed yet; add patterns to allowed_ids in {directory / CONFIG}"
@@ -842,6 +911,11 @@ def requests_deny_command(directory: Path, request_id: str, approver: str, reaso
     help="Failed token attempts per client address per --failure-window before 429.",
 )
 @click.option("--failure-window", default="1m", show_default=True, help="e.g. 1m, 1h.")
+@click.option(
+    "--db",
+    help=f"Store URL instead of ca.toml's (or ${DB_URL_ENV}): nodes sharing one PostgreSQL "
+    "database and the CA's key files serve one CA.",
+)
 @_passphrase_option
 def serve_command(  # noqa: PLR0917
     directory: Path,
@@ -849,6 +923,7 @@ def serve_command(  # noqa: PLR0917
     hostnames: tuple[str, ...],
     max_token_failures: int,
     failure_window: str,
+    db: str | None,
     passphrase_file: Path | None,
 ) -> None:
     """Serve the CA's HTTPS API: enroll with a token, poll approvals, renew over mTLS, CRL, bundle.
@@ -878,7 +953,7 @@ def serve_command(  # noqa: PLR0917
     context, server_cert = server_context(
         issuer, hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))), now=now
     )
-    store = _store(ca_dir)
+    store = _store(ca_dir, db=db)
     store.record_event(
         "serve",
         {
@@ -912,3 +987,28 @@ def serve_command(  # noqa: PLR0917
     finally:
         server.close()
         sock.close()
+
+
+@command.command("migrate")
+@_dir_argument
+@click.option("--db", help=f"Store URL instead of ca.toml's (or ${DB_URL_ENV}).")
+def migrate_command(directory: Path, db: str | None) -> None:
+    """Upgrade the CA store's schema to this mtlskit's (Alembic revisions, one transaction).
+
+    Run once after upgrading mtlskit, before starting the new `ca serve` nodes. SQLite
+    stores are also upgraded when first opened; a shared PostgreSQL store is refused
+    by every command until it is migrated. Stores from before Alembic (schema
+    version 1 or 2) are recognised and upgraded too.
+
+    \b
+    Example:
+      MTLSKIT_DB_URL=postgresql://ca:SECRET@db.internal/ca mtlskit ca migrate ca/
+    """
+    from mtlskit.store import migrate
+
+    ca_dir = _read_dir(directory)
+    before, after = migrate(_database_url(ca_dir, db))
+    if before == after:
+        click.echo(f"the CA store is already at schema revision {after}")
+    else:
+        click.echo(f"migrated the CA store from schema revision {before or '(none)'} to {after}")

@@ -54,11 +54,25 @@ class CaConfig(BaseModel):
     allowed_ids: list[str] = []
     key_types: list[str] = list(_KEY_TYPES)
     database: str = "ca.db"
+    # PostgreSQL: the password is never in ``database``; it comes from this file (first
+    # line), from $MTLSKIT_DB_URL (the whole URL), or from libpq (~/.pgpass, $PGPASSWORD).
+    database_password_file: str | None = None
     # SQLite only. full: fsync on every commit, a returned certificate survives power loss.
     # normal: WAL without that fsync, survives a crash of mtlskit but not of the machine.
     durability: Literal["full", "normal"] = "full"
     # enrollment: identities that need human approval after their token is redeemed
     approval: list[ApprovalConfig] = []
+
+    @field_validator("database")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        _, _, rest = value.partition("://")
+        if rest and ":" in rest.split("@", 1)[0] and "@" in rest:
+            raise ValueError(
+                "holds a password; keep it out of ca.toml (database_password_file, "
+                "$MTLSKIT_DB_URL or ~/.pgpass)"
+            )
+        return value
 
     @field_validator("default_ttl", "max_ttl", "crl_validity")
     @classmethod
@@ -164,11 +178,18 @@ def render_ca_config(config: CaConfig) -> str:
         "# who may get a certificate; '*' = one path segment, '**' = any depth. Empty: nobody.",
         f"allowed_ids = {value(config.allowed_ids)}",
         f"key_types = {value(config.key_types)}",
-        "# a SQLite file relative to this directory, or a SQLAlchemy URL",
+        "# a SQLite file relative to this directory, or postgresql://USER@HOST:PORT/DB shared",
+        "# by several `ca serve` nodes. Never a password here: see database_password_file,",
+        "# $MTLSKIT_DB_URL (overrides this key, whole URL) or ~/.pgpass.",
         f"database = {value(config.database)}",
         "# SQLite: full = fsync per certificate (survives power loss); normal = WAL without it",
         "# (survives a crash of mtlskit, not of the machine; faster). See docs on durability.",
         f"durability = {value(config.durability)}",
+        *(
+            [f"database_password_file = {value(config.database_password_file)}"]
+            if config.database_password_file
+            else []
+        ),
         "# enrollment tokens for identities matching an [[approval]] rule wait for that many",
         "# distinct approvers (`mtlskit ca requests approve`), e.g.",
         '# [[approval]]\n# ids = ["spiffe://acme.com/prod/**"]\n# approvers = 2',

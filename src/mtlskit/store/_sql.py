@@ -125,13 +125,15 @@ def _unavailable(exc: BaseException, source: str) -> StoreUnavailable:
 
 def migrate(url: str, *, target: str = "head") -> tuple[str | None, str]:
     """Upgrade an existing store to ``target`` (``mtlskit ca migrate``): (before, after)."""
-    store = SqlStore.open(url, upgrade_schema=False)
+    store = SqlStore._connect(url, create=False, synchronous="FULL")
     try:
         with store._write() as conn:
             before, _ = stored_revision(conn, source=store._source)
             if before is None:
                 raise InputError("no CA store (run `mtlskit ca init` first)", source=store._source)
             return upgrade(conn, source=store._source, target=target)
+    except StoreUnavailable as exc:
+        raise InputError(f"cannot use the CA store: {exc.detail}", source=exc.source) from None
     finally:
         store.close()
 
@@ -203,6 +205,22 @@ class SqlStore:
         is refused until someone runs ``mtlskit ca migrate``, so nodes of two versions
         never race to alter it. ``upgrade_schema`` overrides that choice.
         """
+        store = cls._connect(url, create=create, synchronous=synchronous)
+        if upgrade_schema is None:
+            upgrade_schema = store.backend == "sqlite"
+        try:
+            store._prepare(create=create, upgrade_schema=upgrade_schema)
+        except StoreUnavailable as exc:
+            store.close()
+            raise InputError(f"cannot use the CA store: {exc.detail}", source=exc.source) from None
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def _connect(cls, url: str, *, create: bool, synchronous: Synchronous) -> SqlStore:
+        """The engine for ``url``, schema unchecked (``open`` checks it, ``migrate`` moves it)."""
         try:
             parsed = _driver_url(make_url(url))
         except ArgumentError:
@@ -210,7 +228,7 @@ class SqlStore:
                 f"not a database URL: {display_url(url)!r}", source="database"
             ) from None
         backend = parsed.get_backend_name()
-        source = parsed.database or url if backend == "sqlite" else display_url(parsed)
+        source = parsed.database or url if backend == "sqlite" else display_url(url)
         if backend == "sqlite" and parsed.database:
             exists = Path(parsed.database).exists()
             if create and exists:
@@ -233,18 +251,7 @@ class SqlStore:
             raise InputError(f"no driver for this database: {exc}", source=source) from None
         if backend == "sqlite":
             _sqlite_pragmas(engine, synchronous)
-        store = cls(engine, source=source)
-        if upgrade_schema is None:
-            upgrade_schema = backend == "sqlite"
-        try:
-            store._prepare(create=create, upgrade_schema=upgrade_schema)
-        except StoreUnavailable as exc:
-            store.close()
-            raise InputError(f"cannot use the CA store: {exc.detail}", source=source) from None
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return cls(engine, source=source)
 
     def _prepare(self, *, create: bool, upgrade_schema: bool) -> None:
         """Create the schema, or check (and maybe upgrade) the one that is there."""

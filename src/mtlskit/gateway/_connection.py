@@ -126,6 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._head_raw = 0
         self._in_head = False
+        self._head_started = 0.0
         self._parse_error: ClientRequestError | None = None
         self._parser: httptools.HttpRequestParser | None = None
 
@@ -204,14 +205,19 @@ class ClientConnection(asyncio.Protocol):
                 raise _Closed from None
 
     async def _read(self, timeout: float) -> bytes:
-        """Decrypted bytes; ``b""`` at EOF or close_notify."""
+        """Decrypted bytes within ``timeout`` seconds; ``b""`` at EOF or close_notify.
+
+        The deadline is fixed on entry: raw bytes that never complete a TLS record (a
+        slowloris below the TLS layer) do not restart it.
+        """
+        end = time.monotonic() + timeout
         while True:
             try:
                 data = self.tls.read(_READ_SIZE)
             except ssl.SSLWantReadError:
                 self._flush()
                 try:
-                    await self._wait(timeout)
+                    await self._wait(end - time.monotonic())
                 except _Closed:
                     return b""
                 continue
@@ -359,6 +365,7 @@ class ClientConnection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._in_head = True
+        self._head_started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -395,9 +402,20 @@ class ClientConnection(asyncio.Protocol):
         self._events.append(("end", None))
 
     async def _next_event(self, timeout: float) -> tuple[str, Any]:
-        """The next parser event, reading and parsing more bytes as needed."""
+        """The next parser event, reading and parsing more bytes as needed.
+
+        A request head must be complete within ``idle_timeout`` of its first byte (as
+        nginx's ``client_header_timeout``): a client trickling one byte at a time, each
+        inside the idle timeout, would otherwise hold its slot forever (slowloris).
+        """
         while not self._events:
-            data = await self._read(timeout)
+            wait = timeout
+            if self._in_head:
+                wait = self._head_started + self.gateway.limits.idle_timeout - time.monotonic()
+                if wait <= 0:
+                    raise TimeoutError
+                wait = min(wait, timeout)
+            data = await self._read(wait)
             if not data:
                 return ("eof", None)
             assert self._parser is not None

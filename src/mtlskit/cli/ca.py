@@ -178,7 +178,7 @@ def _store(
 
 def _without_password(url: str) -> tuple[str, bool]:
     """(URL to record in ca.toml, whether a password was taken out of it)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
     if "://" not in url:
@@ -189,7 +189,15 @@ def _without_password(url: str) -> tuple[str, bool]:
         raise InputError("not a database URL", source="--db") from None
     if parsed.password is None:
         return url, False
-    return parsed.set(password=None).render_as_string(hide_password=False), True
+    bare = URL.create(  # URL.set(password=None) keeps the password
+        parsed.drivername,
+        username=parsed.username,
+        host=parsed.host,
+        port=parsed.port,
+        database=parsed.database,
+        query=parsed.query,
+    )
+    return bare.render_as_string(hide_password=False), True
 
 
 def _authority(ca_dir: _CaDir, issuer: Issuer, store: SqlStore) -> CertificateAuthority:

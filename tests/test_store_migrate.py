@@ -1,0 +1,387 @@
+"""The store on SQLite and PostgreSQL: one Alembic chain, the CLI's database URL, and the
+cross-node races (serials, approvals, the audit chain) on a real PostgreSQL cluster.
+
+The PostgreSQL cluster is a throwaway one on 127.0.0.1 (``pg_cluster``); without
+PostgreSQL these tests skip with a reason, and fail under MTLSKIT_REQUIRE_INTEGRATION=1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+
+from mtlskit.certs import generate_private_key, load_certificates, load_private_key
+from mtlskit.issue import (
+    PROFILES,
+    AuditEntry,
+    CertificateAuthority,
+    CertificateRecord,
+    EnrollmentRequest,
+    Issuer,
+    RequestStatus,
+    SerialTaken,
+    new_token,
+    parse_ca_config,
+    parse_identity,
+    token_hash,
+    verify_audit_chain,
+)
+from mtlskit.store import SqlStore, migrate, script_head
+from mtlskit.store._migrate import upgrade
+from mtlskit.store._schema import SCHEMA_REVISION, audit_log, certificates, metadata
+from pg_cluster import PASSWORD, postgres_cluster  # noqa: F401 - the session fixture
+
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+WEB = parse_identity("spiffe://acme.com/web")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path) -> str:
+    """A URL where no store exists yet, on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ca.db'}"
+    cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.create_database(f"m_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def pg_url(postgres_cluster) -> str:  # noqa: F811
+    return postgres_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+def _legacy_store(url: str, revision: str) -> None:
+    """A store as mtlskit made it before Alembic: the schema of ``revision``, no
+    alembic_version table, a certificate and a two-entry audit chain."""
+    store = SqlStore._connect(url, create=True, synchronous="FULL")
+    try:
+        with store._write() as conn:
+            upgrade(conn, source=url, target=revision)
+            conn.execute(text("DROP TABLE alembic_version"))
+            first = AuditEntry.after(None, at=NOW, event="init", detail={"name": "old"})
+            second = AuditEntry.after(
+                (first.seq, first.hash), at=NOW, event="issue", detail={"serial": "abc"}
+            )
+            for entry in (first, second):
+                conn.execute(
+                    insert(audit_log),
+                    {name: getattr(entry, name) for name in audit_log.c.keys()},  # noqa: SIM118,
+                )
+            conn.execute(
+                insert(certificates),
+                {
+                    "serial": "abc",
+                    "identity": WEB.value,
+                    "fingerprint": "sha256:" + "ab" * 32,
+                    "not_before": NOW,
+                    "not_after": NOW + dt.timedelta(days=1),
+                    "profile": "client-auth",
+                    "status": "valid",
+                    "issued_at": NOW,
+                    "pem": b"-",
+                },
+            )
+    finally:
+        store.close()
+
+
+def _schema_drift(store: SqlStore) -> list[object]:
+    """What Alembic's autogenerate would still change: nothing, if the chain is the schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store._engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), metadata)
+
+
+def test_schema_module_names_the_script_head():
+    assert script_head() == SCHEMA_REVISION
+
+
+@pytest.mark.parametrize("legacy", ["0001", "0002"])
+def test_pre_alembic_stores_migrate_to_the_head(empty_url, legacy):
+    _legacy_store(empty_url, legacy)
+    assert migrate(empty_url) == (legacy, SCHEMA_REVISION)
+    assert migrate(empty_url) == (SCHEMA_REVISION, SCHEMA_REVISION)  # idempotent
+    store = SqlStore.open(empty_url)
+    try:
+        assert _schema_drift(store) == []
+        assert [record.serial for record in store.certificates(now=NOW)] == [0xABC]
+        token, record = new_token(WEB, now=NOW, ttl=dt.timedelta(minutes=5))
+        store.add_token(record)
+        store.redeem_token(token_hash(token), at=NOW, detail={})
+        entries = store.audit_entries()
+        assert [entry.event for entry in entries] == ["init", "issue", "token", "redeem"]
+        assert verify_audit_chain(entries) is None
+        with store._engine.connect() as conn:
+            version = conn.scalar(text("SELECT value FROM counters WHERE name='schema_version'"))
+        assert version == 3  # an mtlskit from before Alembic refuses this store now
+    finally:
+        store.close()
+
+
+def test_new_stores_match_the_schema_module(empty_url):
+    store = SqlStore.open(empty_url, create=True)
+    try:
+        assert _schema_drift(store) == []
+    finally:
+        store.close()
+
+
+def test_postgresql_store_behind_the_head_waits_for_ca_migrate(
+    pg_url, tmp_path, run_cli, monkeypatch
+):
+    _legacy_store(pg_url, "0002")
+    with pytest.raises(Exception, match="run `mtlskit ca migrate DIR` once"):
+        SqlStore.open(pg_url)
+    directory = tmp_path / "ca"
+    directory.mkdir()
+    recorded = pg_url.replace(f":{PASSWORD.replace(' ', '%20')}@", "@")
+    (directory / "ca.toml").write_text(f'name = "m"\ndatabase = "{recorded}"\n')
+    monkeypatch.setenv("MTLSKIT_DB_URL", pg_url)
+    result = run_cli("ca", "migrate", directory)
+    assert result.code == 0, result.err
+    assert (
+        result.out.strip()
+        == f"migrated the CA store from schema revision 0002 to {SCHEMA_REVISION}"
+    )
+    result = run_cli("ca", "migrate", directory)
+    assert result.out.strip() == f"the CA store is already at schema revision {SCHEMA_REVISION}"
+    assert run_cli("ca", "list", directory, "--json").code == 0
+
+
+def test_sqlite_store_behind_the_head_is_upgraded_by_ca_migrate(tmp_path, run_cli):
+    directory = tmp_path / "ca"
+    directory.mkdir()
+    (directory / "ca.toml").write_text('name = "m"\n')
+    _legacy_store(f"sqlite:///{directory / 'ca.db'}", "0001")
+    result = run_cli("ca", "migrate", directory)
+    assert result.code == 0, result.err
+    assert "from schema revision 0001 to" in result.out
+
+
+# --- the CLI and the database URL ----------------------------------------------------
+
+
+def _init(run_cli, directory: Path, *extra: str):
+    return run_cli(
+        "ca",
+        "init",
+        directory,
+        "--trust-domain",
+        "acme.com",
+        "--insecure-no-passphrase",
+        *extra,
+    )
+
+
+def test_password_never_reaches_ca_toml(pg_url, tmp_path, run_cli, monkeypatch):
+    directory = tmp_path / "ca"
+    result = _init(run_cli, directory, "--db", pg_url)
+    assert result.code == 0, result.err
+    config = (directory / "ca.toml").read_text()
+    assert "pg%20test" not in config and PASSWORD not in config
+    assert "postgresql://mtlskit@127.0.0.1" in config
+    assert "MTLSKIT_DB_URL" in result.err
+    # Without the password the store is refused in one line, exit 2, nothing leaked.
+    denied = run_cli("ca", "list", directory)
+    assert denied.code == 2
+    assert len(denied.err.strip().splitlines()) == 1 and "Traceback" not in denied.err
+    assert "password" in denied.err and PASSWORD not in denied.err
+    monkeypatch.setenv("MTLSKIT_DB_URL", pg_url)
+    assert run_cli("ca", "list", directory, "--json").code == 0
+    assert run_cli("ca", "audit", "verify", directory).code == 0
+
+
+def test_password_file_is_recorded_by_path(pg_url, tmp_path, run_cli):
+    secret = tmp_path / "db.pass"
+    secret.write_text(PASSWORD + "\n")
+    without = pg_url.replace(f":{PASSWORD.replace(' ', '%20')}@", "@")
+    directory = tmp_path / "ca"
+    result = _init(run_cli, directory, "--db", without, "--db-password-file", secret)
+    assert result.code == 0, result.err
+    config = (directory / "ca.toml").read_text()
+    assert f'database_password_file = "{secret}"' in config and PASSWORD not in config
+    issued = run_cli(
+        "ca", "issue", directory, "--id", "spiffe://acme.com/a", "--out", tmp_path / "a"
+    )
+    assert issued.code == 0, issued.err
+    # A second CA cannot take over the same database.
+    again = _init(run_cli, tmp_path / "other", "--db", pg_url)
+    assert again.code == 2 and "already exists in this database" in again.err
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://mtlskit:wrong@127.0.0.1:{port}/postgres", "password authentication failed"),
+        ("postgresql://mtlskit@127.0.0.1:1/postgres", "Connection refused"),
+        ("postgresql://[bad", "failed to resolve host"),
+    ],
+)
+def test_bad_database_urls_are_one_line_exit_2(
+    postgres_cluster,  # noqa: F811
+    tmp_path,
+    run_cli,
+    url,
+    expected,
+):
+    result = _init(run_cli, tmp_path / "ca", "--db", url.format(port=postgres_cluster.port))
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert expected in result.err and "wrong" not in result.err
+    assert not (tmp_path / "ca" / "ca.toml").exists()
+
+
+def test_a_password_in_ca_toml_is_a_config_error(tmp_path, run_cli):
+    directory = tmp_path / "ca"
+    directory.mkdir()
+    (directory / "ca.toml").write_text('name = "m"\ndatabase = "postgresql://u:secret@h/db"\n')
+    result = run_cli("ca", "list", directory)
+    assert result.code == 2 and "holds a password" in result.err and "secret" not in result.err
+
+
+# --- races between nodes, on PostgreSQL ------------------------------------------------
+
+
+def test_a_taken_serial_writes_nothing(pg_url):
+    store = SqlStore.open(pg_url, create=True)
+    record = CertificateRecord(
+        serial=0x1234,
+        identity=WEB.value,
+        fingerprint="sha256:" + "cd" * 32,
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(hours=1),
+        profile="client-auth",
+        pem=b"-",
+        issued_at=NOW,
+    )
+    try:
+        store.add_certificate(record)
+        with pytest.raises(SerialTaken):
+            store.add_certificate(record)
+        assert len(store.audit_entries()) == 1
+    finally:
+        store.close()
+
+
+def _request(identity: str, required: int) -> EnrollmentRequest:
+    return EnrollmentRequest(
+        id=uuid.uuid4().hex,
+        identity=identity,
+        csr_pem=b"-",
+        csr_sha256="ef" * 32,
+        required=required,
+        status=RequestStatus.PENDING,
+        created_at=NOW,
+        client="test",
+    )
+
+
+def test_approvals_from_two_nodes_at_once_are_both_counted(pg_url):
+    """Two approvers on two nodes, at the same instant, on 12 requests that need both:
+    every request ends approved; the same approver twice at once is one approval."""
+    setup = SqlStore.open(pg_url, create=True)
+    requests = [_request(f"spiffe://acme.com/r{index}", 2) for index in range(12)]
+    for request in requests:
+        setup.add_request(request)
+    nodes = [SqlStore.open(pg_url) for _ in range(4)]
+    added: list[bool] = []
+    try:
+        for request in requests:
+            barrier = threading.Barrier(4)
+
+            def approve(store: SqlStore, who: str, request=request, barrier=barrier) -> None:
+                barrier.wait()
+                _, fresh = store.approve_request(
+                    request.id, approver=who, csr_sha256=request.csr_sha256, at=NOW
+                )
+                if who == "carol":
+                    added.append(fresh)
+
+            threads = [
+                threading.Thread(target=approve, args=(store, who))
+                for store, who in zip(nodes, ["alice", "bob", "carol", "carol"], strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        for request in requests:
+            stored = setup.get_request(request.id)
+            assert stored is not None
+            assert stored.status is RequestStatus.APPROVED
+            assert sorted(stored.approved_by) == ["alice", "bob", "carol"]
+        assert added.count(True) == len(requests)  # carol's second approval never counts
+        assert verify_audit_chain(setup.audit_entries()) is None
+    finally:
+        for store in (setup, *nodes):
+            store.close()
+
+
+def _authority(directory: Path, url: str) -> CertificateAuthority:
+    """The CA of ``directory`` on its own store: one 'node'."""
+    config = parse_ca_config((directory / "ca.toml").read_bytes(), source="ca.toml")
+    key = load_private_key((directory / "issuing.key").read_bytes())
+    chain = tuple(load_certificates((directory / "chain.pem").read_bytes()))
+    default_ttl, _, crl_validity = config.durations()
+    return CertificateAuthority(
+        issuer=Issuer(cert=chain[0], key=key, chain=chain),
+        profile=PROFILES[config.profile],
+        policy=config.policy(),
+        store=SqlStore.open(url),
+        default_ttl=default_ttl,
+        crl_validity=crl_validity,
+    )
+
+
+def test_three_nodes_issue_3000_distinct_serials_on_one_audit_chain(pg_url, tmp_path, run_cli):
+    directory = tmp_path / "ca"
+    assert _init(run_cli, directory, "--db", pg_url).code == 0
+    nodes = [_authority(directory, pg_url) for _ in range(3)]
+    keys = [generate_private_key().public_key() for _ in range(20)]
+    serials: list[list[int]] = [[] for _ in nodes]
+    errors: list[BaseException] = []
+    now = dt.datetime.now(dt.UTC)
+
+    def work(index: int) -> None:
+        try:
+            for count in range(1000):
+                issued = nodes[index].issue(
+                    parse_identity(f"spiffe://acme.com/n{index}/{count}"),
+                    keys[count % len(keys)],
+                    now=now,
+                )
+                serials[index].append(issued.cert.serial_number)
+                if count % 250 == 0:  # CRL numbers and revocations interleave too
+                    nodes[index].crl(now=now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for node in nodes:
+        node.store.close()  # type: ignore[attr-defined]
+    assert errors == []
+    acknowledged = {serial for part in serials for serial in part}
+    assert len(acknowledged) == 3000
+    store = SqlStore.open(pg_url)
+    try:
+        stored = {record.serial for record in store.certificates(now=now)}
+        entries = store.audit_entries()
+    finally:
+        store.close()
+    assert stored == acknowledged
+    assert verify_audit_chain(entries) is None
+    assert [entry.event for entry in entries].count("issue") == 3000
+    crl_numbers = [
+        entry.as_dict()["detail"]["crl_number"] for entry in entries if entry.event == "crl"
+    ]
+    assert sorted(crl_numbers) == list(range(1, 13))

@@ -321,13 +321,21 @@ class SqlStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """One transaction on the store's own writer connection (kept open: a pool checkout
-        per certificate costs a third of an insert). Not thread-safe: one store per thread.
+        """One write transaction. SQLite: on the store's own writer connection (kept open: a
+        pool checkout per certificate costs a third of an insert there). Not thread-safe:
+        one store per thread.
 
         If the database stops answering, the transaction is abandoned (the server rolls
         it back), the connection dropped, and ``StoreUnavailable`` raised; the next write
         connects afresh."""
         try:
+            if self._engine.dialect.name == "postgresql":
+                # A pooled connection per transaction: pool_pre_ping replaces one the
+                # server dropped (a restart, a failover) before BEGIN, so only a write that
+                # was really cut short answers 503, and none is ever retried blindly.
+                with self._engine.connect() as conn, conn.begin():
+                    yield conn
+                return
             if self._writer is None:
                 self._writer = self._engine.connect().execution_options(mtlskit_write=True)
             with self._writer.begin():

@@ -293,17 +293,17 @@ class _Cycle:
         body = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
         try:
-            if not self.head_sent:
-                await self._send_head(len(body), more)
+            # head, body and terminator in one TLS write: one record, one syscall
+            out = b"" if self.head_sent else self._head(len(body), more)
             if body and self.head.method != "HEAD" and self.framing is not Framing.NONE:
                 self.sent += len(body)
-                await self.conn._send(chunk(body) if self.framing is Framing.CHUNKED else body)
+                out += chunk(body) if self.framing is Framing.CHUNKED else body
             elif body and self.framing is Framing.NONE and not self.keep_alive:
                 self.sent += len(body)  # HTTP/1.0 close-delimited
-                await self.conn._send(body)
+                out += body
             if not more:
                 if self.framing is Framing.CHUNKED:
-                    await self.conn._send(chunk(b""))
+                    out += chunk(b"")
                 elif (
                     self.framing is Framing.LENGTH
                     and self.head.method != "HEAD"
@@ -311,13 +311,17 @@ class _Cycle:
                 ):
                     self.keep_alive = False  # the app's Content-Length was wrong: close
                 self.complete = True
+            if out:
+                await self.conn._send(out)
+            if self.complete:
                 self.finished.set()
         except (ConnectionError, OSError) as exc:
             self.disconnected = True
             self.finished.set()
             raise ConnectionResetError("client went away") from exc
 
-    async def _send_head(self, first_body: int, more: bool) -> None:
+    def _head(self, first_body: int, more: bool) -> bytes:
+        """The response head, framed once the first body message says how long it is."""
         assert self.start is not None
         headers, length, close = response_headers(self.start.get("headers", ()))
         framing, self.length, can_keep = response_framing(
@@ -335,16 +339,14 @@ class _Cycle:
         except ValueError:
             reason = b""
         self.head_sent = True
-        await self.conn._send(
-            response_head(
-                self.status,
-                reason,
-                headers,
-                framing=framing,
-                length=self.length,
-                keep_alive=self.keep_alive,
-                request_id=self.request_id,
-            )
+        return response_head(
+            self.status,
+            reason,
+            headers,
+            framing=framing,
+            length=self.length,
+            keep_alive=self.keep_alive,
+            request_id=self.request_id,
         )
 
     async def finish_request_body(self) -> bool:

@@ -1,0 +1,163 @@
+"""docs/python.md runs: every ``<!-- file: NAME -->`` block is written out and used as is.
+
+Only the ports change (8443, 8000, 9443 → free ones). ``mtlskit serve`` and uvicorn
+run as subprocesses, nginx with the page's server block inside a minimal
+``http {}``; the clients are the page's scripts. Everything is stopped in teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from conftest import require_program
+from mtlskit.testca import LeafSpec, TestCA
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "python.md"
+ID = "spiffe://acme.com/docs/example"
+BLOCK = re.compile(r"<!-- (file|run): (\S+) -->\n```\w*\n(.*?)```", re.DOTALL)
+
+
+def blocks() -> dict[str, str]:
+    return {name: body for _, name, body in BLOCK.findall(DOC.read_text())}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                err = process.stderr.read().decode() if process.stderr else ""
+                raise AssertionError(f"{process.args} did not start: {err}") from None
+            time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    if process.stderr:
+        process.stderr.close()
+
+
+def test_every_block_is_used():
+    assert set(blocks()) == {
+        "app.py",
+        "gateway.toml",
+        "serve",
+        "app_behind_nginx.py",
+        "uvicorn",
+        "nginx-site.conf",
+        "client_httpx.py",
+        "client_requests.py",
+    }
+
+
+@pytest.mark.integration
+def test_docs_python_examples_run(tmp_path):
+    nginx = require_program("nginx")
+    ports = {"8443": _free_port(), "8000": _free_port(), "9443": _free_port()}
+
+    def ported(text: str) -> str:
+        for old, new in ports.items():
+            text = text.replace(f":{old}", f":{new}").replace(f"--port {old}", f"--port {new}")
+        return text
+
+    files = blocks()
+    for name in ("app.py", "gateway.toml", "app_behind_nginx.py", "client_httpx.py"):
+        (tmp_path / name).write_text(ported(files[name]))
+    (tmp_path / "client_requests.py").write_text(ported(files["client_requests.py"]))
+    certs, svc = tmp_path / "certs", tmp_path / "svc"
+    certs.mkdir()
+    svc.mkdir()
+    server_ca = trustme.CA()
+    server_ca.cert_pem.write_to_path(str(certs / "server-ca.pem"))
+    server = server_ca.issue_cert("localhost", "127.0.0.1")
+    server.cert_chain_pems[0].write_to_path(str(certs / "server.pem"))
+    for blob in server.cert_chain_pems[1:]:
+        blob.write_to_path(str(certs / "server.pem"), append=True)
+    server.private_key_pem.write_to_path(str(certs / "server.key"))
+    clients = TestCA(name="docs", intermediate=False)
+    (certs / "clients-ca.pem").write_bytes(clients.bundle_pem)
+    leaf = clients.issue(LeafSpec(uris=(ID,)))
+    (svc / "cert.pem").write_bytes(leaf.chain_pem)
+    (svc / "key.pem").write_bytes(leaf.key_pem)
+
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": str(tmp_path),
+    }
+    mtlskit = shutil.which("mtlskit", path=env["PATH"])
+    assert mtlskit, "the mtlskit console script is installed in the venv"
+    serve_cmd = ported(files["serve"]).split()
+    uvicorn_cmd = ported(files["uvicorn"]).split()
+    assert serve_cmd[0] == "mtlskit" and uvicorn_cmd[0] == "uvicorn"
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], port: int) -> None:
+        process = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+        processes.append(process)
+        _wait(port, process)
+
+    work = tmp_path / "nginx"
+    work.mkdir()
+    site = ported(files["nginx-site.conf"]).replace("certs/", f"{certs}/")
+    temp = " ".join(
+        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (work / "nginx.conf").write_text(
+        f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
+        f"events {{ worker_connections 32; }}\nhttp {{\n access_log off;\n {temp}\n{site}\n}}\n"
+    )
+    try:
+        start(serve_cmd, ports["8443"])
+        start(
+            [str(Path(sys.executable).parent / "uvicorn"), *uvicorn_cmd[1:]],
+            ports["8000"],
+        )
+        start(
+            [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "err.log")],
+            ports["9443"],
+        )
+        expected = {"id": ID, "kind": "spiffe", "subject": leaf.cert.subject.rfc4514_string()}
+        for script in ("client_httpx.py", "client_requests.py"):
+            done = subprocess.run(
+                [sys.executable, script],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            printed = json.loads(done.stdout.strip().replace("'", '"').replace("None", "null"))
+            assert printed == expected, script
+    finally:
+        for process in reversed(processes):
+            _stop(process)

@@ -178,8 +178,19 @@ def tail_slope(points: Sequence[tuple[float, float]]) -> float:
     return log_slope(points[-2:]) if len(points) >= 2 else 0.0
 
 
+NOISE_FACTOR = 2.0
+
+
 def grows_slowly(points: Sequence[tuple[float, float]]) -> bool:
-    return log_slope(points) < FLAT_SLOPE and tail_slope(points) < FLAT_SLOPE
+    """Flat slopes, or less than 2× growth over the whole range.
+
+    On a shared 2-core machine one noisy point can tilt the last step's slope; a real
+    O(n) term over these ranges (10^4 to 10^6) grows the cost far more than 2×.
+    """
+    if log_slope(points) < FLAT_SLOPE and tail_slope(points) < FLAT_SLOPE:
+        return True
+    first, last = points[0][1], points[-1][1]
+    return first > 0 and last / first < NOISE_FACTOR
 
 
 def shape(points: Sequence[tuple[float, float]]) -> str:

@@ -121,3 +121,9 @@ def test_flat_goal_tells_log_from_linear(points, flat) -> None:
     goal = flat_goal("curve", points)
     assert goal.met is flat
     assert (max(log_slope(points), tail_slope(points)) > 0.5) is (not flat)
+
+
+def test_one_noisy_last_point_under_2x_is_not_growth() -> None:
+    noisy = [(1, 100.0), (1_000, 98.0), (10_000, 101.0), (100_000, 99.0), (1_000_000, 160.0)]
+    assert tail_slope(noisy) > 0.2  # the last step alone looks like growth...
+    assert flat_goal("curve", noisy).met  # ...but 1.6x over six decades is noise

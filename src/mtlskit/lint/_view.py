@@ -53,6 +53,12 @@ _SIGNATURE_KEY_TYPES: Final = {
 }
 
 
+# Memos for CA certificates, which recur on every chain (bounded: cleared when full).
+_MEMO_LIMIT = 1024
+_CA_VIEWS: dict[tuple[bytes, int], CertView] = {}
+_CA_LINKS: dict[tuple[bytes, bytes], tuple[x509.Certificate, x509.Certificate, bool]] = {}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CertView:
     """One certificate of the chain, with the parts lint rules look at already extracted."""
@@ -79,6 +85,20 @@ class CertView:
 
     @classmethod
     def of(cls, cert: x509.Certificate, index: int) -> CertView:
+        """The view of ``cert`` at ``index``; CA certificates recur, so their views are kept."""
+        if index == 0:
+            return cls._build(cert, index)
+        key = (cert.signature, index)
+        cached = _CA_VIEWS.get(key)
+        if cached is not None and cached.cert == cert:
+            return cached
+        if len(_CA_VIEWS) >= _MEMO_LIMIT:
+            _CA_VIEWS.clear()
+        view = _CA_VIEWS[key] = cls._build(cert, index)
+        return view
+
+    @classmethod
+    def _build(cls, cert: x509.Certificate, index: int) -> CertView:
         extensions_error: str | None = None
         try:
             extensions = cert.extensions
@@ -145,7 +165,24 @@ class CertView:
         return self.not_after - self.not_before
 
     def signed_by(self, issuer: CertView) -> bool:
-        """Whether ``issuer`` issued this: the names match and its key verifies the signature."""
+        """Whether ``issuer`` issued this: the names match and its key verifies the signature.
+
+        Links between CA certificates recur on every chain a CA issues, so their answers
+        are kept (keyed by both signatures, confirmed by equality); a leaf's are not.
+        """
+        if self.index == 0:
+            return self._verify_signature(issuer)
+        key = (self.cert.signature, issuer.cert.signature)
+        cached = _CA_LINKS.get(key)
+        if cached is not None and cached[0] == self.cert and cached[1] == issuer.cert:
+            return cached[2]
+        if len(_CA_LINKS) >= _MEMO_LIMIT:
+            _CA_LINKS.clear()
+        answer = self._verify_signature(issuer)
+        _CA_LINKS[key] = (self.cert, issuer.cert, answer)
+        return answer
+
+    def _verify_signature(self, issuer: CertView) -> bool:
         try:
             self.cert.verify_directly_issued_by(issuer.cert)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):

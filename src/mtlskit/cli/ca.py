@@ -249,7 +249,9 @@ def command() -> None:
 
     Files in DIR: ca.toml (policy), root.pem (the trust anchor to hand to services),
     chain.pem (issuing CA up to the root), the encrypted CA keys, and ca.db (records and
-    a hash-chained audit log).
+    a hash-chained audit log) — or, with `ca init --db postgresql://...`, that store in
+    PostgreSQL, shared by several `ca serve` nodes (docs/ca-ha.md; the password comes from
+    $MTLSKIT_DB_URL, database_password_file or ~/.pgpass, never from ca.toml).
     """
 
 

@@ -177,6 +177,11 @@ def load_private_key(
     return _check_key_type(_load_key(data, source, password, der=True), source)
 
 
+# cryptography raises InvalidVersion (not a ValueError) for a bad version field: found by
+# fuzzing (reliability/fuzz.py); both mean "not a valid certificate".
+_BAD_DER: Final = (ValueError, x509.InvalidVersion)
+
+
 def _certificates_from_pem(data: bytes, source: str) -> list[x509.Certificate]:
     certs: list[x509.Certificate] = []
     other: list[bytes] = []
@@ -184,7 +189,7 @@ def _certificates_from_pem(data: bytes, source: str) -> list[x509.Certificate]:
         if label in _CERT_LABELS:
             try:
                 certs.append(x509.load_der_x509_certificate(raw))
-            except ValueError:
+            except _BAD_DER:
                 raise InputError(
                     f"PEM block {index + 1} (CERTIFICATE) is not a valid X.509 certificate",
                     source=source,
@@ -201,7 +206,7 @@ def _certificates_from_binary(
 ) -> list[x509.Certificate]:
     try:
         return [x509.load_der_x509_certificate(data)]
-    except ValueError:
+    except _BAD_DER:
         pass
     if is_pkcs12(data):
         _, certs = _open_pkcs12(data, source, password)
@@ -210,7 +215,7 @@ def _certificates_from_binary(
         return certs
     try:
         x509.load_der_x509_csr(data)
-    except ValueError:
+    except _BAD_DER:
         pass
     else:
         raise InputError(

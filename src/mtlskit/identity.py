@@ -45,6 +45,11 @@ _BAD_PATH_CHAR: Final = (
 )
 
 
+def _utf8_length(text: str) -> int:
+    """Bytes in UTF-8; a lone surrogate (found by fuzzing) counts instead of raising."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 class SpiffeIdError(MtlskitError, ValueError):
     """A string is not a valid SPIFFE ID or trust domain; ``reason`` is the spec rule broken."""
 
@@ -59,7 +64,7 @@ def _check_trust_domain(name: str, whole: str, what: str) -> None:
         return
     if not name:
         raise SpiffeIdError(whole, "trust domain is missing", what=what)
-    if len(name.encode()) > MAX_TRUST_DOMAIN_BYTES:
+    if _utf8_length(name) > MAX_TRUST_DOMAIN_BYTES:
         raise SpiffeIdError(
             whole, f"trust domain is longer than {MAX_TRUST_DOMAIN_BYTES} bytes", what=what
         )
@@ -133,7 +138,7 @@ class SpiffeId:
 
     def __post_init__(self) -> None:
         _check_path(self.path, f"spiffe://{self.trust_domain.name}{self.path}")
-        if len(str(self).encode()) > MAX_SPIFFE_ID_BYTES:
+        if _utf8_length(str(self)) > MAX_SPIFFE_ID_BYTES:
             raise SpiffeIdError(str(self), f"longer than {MAX_SPIFFE_ID_BYTES} bytes")
 
     @classmethod
@@ -143,7 +148,7 @@ class SpiffeId:
             raise SpiffeIdError(text, "cannot be empty")
         if not text.startswith("spiffe://"):
             raise SpiffeIdError(text, "scheme is missing or invalid")
-        if len(text.encode()) > MAX_SPIFFE_ID_BYTES:
+        if _utf8_length(text) > MAX_SPIFFE_ID_BYTES:
             raise SpiffeIdError(text, f"longer than {MAX_SPIFFE_ID_BYTES} bytes")
         rest = text[len("spiffe://") :]
         slash = rest.find("/")
@@ -221,7 +226,10 @@ class ClientIdentity:
         A certificate that carries a SPIFFE URI is judged as an SVID: the URI must be a
         valid SPIFFE ID and the only URI SAN, or no identity is returned at all.
         """
-        san = san_entries(cert)
+        try:
+            san = san_entries(cert)
+        except ValueError:  # cryptography parses extensions lazily; fuzzing found this one
+            raise IdentityError("san_missing", "certificate extensions are malformed") from None
         uris: list[str] = []
         dns: list[str] = []
         emails: list[str] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mtlskit.certs import PublicKey
@@ -58,7 +59,7 @@ def load_csr(data: bytes, *, source: str = "<csr>") -> x509.CertificateSigningRe
                 raise InputError("contains no PEM CERTIFICATE REQUEST block", source=source)
             return x509.load_pem_x509_csr(data)
         return x509.load_der_x509_csr(data)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: fuzzing found it
         raise InputError(
             "is not a valid certificate signing request (malformed or truncated)", source=source
         ) from None
@@ -85,7 +86,7 @@ def review_csr(
     try:
         valid = csr.is_signature_valid
         public_key = csr.public_key()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # an unknown key OID: fuzzing found it
         raise InputError(
             "CSR has an unsupported key or signature algorithm", source=source
         ) from None

@@ -150,13 +150,13 @@ def _over_https(url: str, root: Path, tokens: list[str], csrs: list[str], *, reu
 
 def _in_process(directory: Path, tokens: list[str], csrs: list[str]) -> tuple[float, float]:
     """(RegistrationAuthority.enroll/s, CertificateAuthority.sign/s), one thread, same store."""
-    from mtlskit.cli.ca import _authority, _issuer, _read_dir
+    from mtlskit.cadir import CaDirectory
 
-    ca_dir = _read_dir(directory)
-    issuer = _issuer(ca_dir, directory.parent / "pass")
+    ca_dir = CaDirectory.open(directory)
+    issuer = ca_dir.issuer((directory.parent / "pass").read_bytes().splitlines()[0])
     store = SqlStore.open(database_url(directory, "ca.db"))
     try:
-        authority: CertificateAuthority = _authority(ca_dir, issuer, store)
+        authority: CertificateAuthority = ca_dir.authority(issuer, store)
         ra = RegistrationAuthority(authority=authority, records=store)
         start = time.perf_counter()
         for token, csr in zip(tokens, csrs, strict=True):

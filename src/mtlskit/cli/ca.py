@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 from cryptography import x509
 
+from mtlskit.cadir import CONFIG, DB_URL_ENV, PASSPHRASE_ENV, CaDirectory
 from mtlskit.certs import (
     Fingerprint,
     KeyType,
@@ -25,7 +25,6 @@ from mtlskit.certs import (
     chain_pem,
     generate_private_key,
     load_certificates,
-    load_private_key,
     private_key_pem,
 )
 from mtlskit.errors import InputError
@@ -33,8 +32,6 @@ from mtlskit.files import read_bytes, read_password, write_public, write_secret
 from mtlskit.identity import SpiffeIdError, TrustDomain
 from mtlskit.issue import (
     PROFILES,
-    CaConfig,
-    CertificateAuthority,
     CertificateStatus,
     IssuanceRefused,
     Issued,
@@ -44,7 +41,6 @@ from mtlskit.issue import (
     build_crl,
     load_csr,
     new_token,
-    parse_ca_config,
     parse_duration,
     parse_identity,
     render_ca_config,
@@ -54,11 +50,8 @@ from mtlskit.issue import (
 )
 
 if TYPE_CHECKING:
-    from mtlskit.store import SqlStore
+    pass
 
-PASSPHRASE_ENV: Final = "MTLSKIT_CA_PASSPHRASE"
-DB_URL_ENV: Final = "MTLSKIT_DB_URL"  # the whole store URL, password included; never written
-CONFIG: Final = "ca.toml"
 ROOT_VALIDITY: Final = dt.timedelta(days=3650)
 ISSUING_VALIDITY: Final = dt.timedelta(days=1825)
 _REASONS: Final = [reason.value for reason in x509.ReasonFlags]
@@ -84,96 +77,16 @@ def _refused(refused: IssuanceRefused) -> None:
 # --- reading a CA directory --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _CaDir:
-    path: Path
-    config: CaConfig
-
-    @property
-    def issuer_stem(self) -> str:
-        return "issuing" if self.config.intermediate else "root"
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-
-def _read_dir(directory: Path) -> _CaDir:
-    config_path = directory / CONFIG
-    if not config_path.exists():
-        raise InputError(
-            f"is not a CA directory (no {CONFIG}; run `mtlskit ca init` first)",
-            source=str(directory),
-        )
-    data = read_bytes(config_path, what="CA configuration")
-    return _CaDir(path=directory, config=parse_ca_config(data, source=str(config_path)))
-
-
-def _issuer(ca_dir: _CaDir, passphrase_file: Path | None, *, stem: str | None = None) -> Issuer:
-    """The issuing CA (or, with ``stem="root"``, the root) with its key decrypted."""
-    stem = stem or ca_dir.issuer_stem
-    key_path = ca_dir.file(f"{stem}.key")
-    key_data = read_bytes(key_path, what="CA key")
+def _issuer(
+    ca_dir: CaDirectory, passphrase_file: Path | None, *, stem: str | None = None
+) -> Issuer:
+    """The issuing CA (or the root) with its key decrypted; the passphrase asked only if needed."""
     password = None
-    if b"ENCRYPTED PRIVATE KEY" in key_data:
+    if ca_dir.key_is_encrypted(stem=stem):
         password = read_password(
             file=passphrase_file, env=PASSPHRASE_ENV, prompt="CA key passphrase: "
         )
-        if password is None:
-            raise InputError(
-                f"the CA key is encrypted: give --passphrase-file or set ${PASSPHRASE_ENV}",
-                source=str(key_path),
-            )
-    try:
-        key = load_private_key(key_data, source=str(key_path), password=password)
-    except InputError as exc:
-        if "wrong password" in exc.detail:
-            raise InputError("wrong passphrase for the CA key", source=str(key_path)) from None
-        raise
-    chain_path = ca_dir.file("chain.pem" if stem == ca_dir.issuer_stem else f"{stem}.pem")
-    chain = tuple(load_certificates(read_bytes(chain_path), source=str(chain_path)))
-    if chain[0].public_key() != key.public_key():
-        raise InputError(f"{key_path} does not belong to its certificate", source=str(chain_path))
-    return Issuer(cert=chain[0], key=key, chain=chain)
-
-
-def _database_url(ca_dir: _CaDir, override: str | None = None) -> str:
-    """The store's URL with its password: ``--db``, else $MTLSKIT_DB_URL, else ca.toml's
-    ``database`` plus the first line of ``database_password_file`` when it names one."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    from mtlskit.store import database_url
-
-    url = database_url(
-        ca_dir.path, override or os.environ.get(DB_URL_ENV) or ca_dir.config.database
-    )
-    secret_file = ca_dir.config.database_password_file
-    if "://" not in url or secret_file is None or url.startswith("sqlite"):
-        return url
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url  # SqlStore.open names the bad URL
-    if parsed.password is not None:
-        return url
-    path = ca_dir.path / secret_file
-    lines = read_bytes(path, what="database password file").splitlines()
-    if not lines or not lines[0]:
-        raise InputError("is empty (expected the database password)", source=str(path))
-    password = lines[0].decode("utf-8", errors="strict")
-    return parsed.set(password=password).render_as_string(hide_password=False)
-
-
-def _store(
-    ca_dir: _CaDir, *, create: bool = False, db: str | None = None, url: str | None = None
-) -> SqlStore:
-    from mtlskit.store import SqlStore  # SQLAlchemy loads only for CA commands
-
-    return SqlStore.open(
-        url or _database_url(ca_dir, db),
-        create=create,
-        synchronous="FULL" if ca_dir.config.durability == "full" else "NORMAL",
-    )
+    return ca_dir.issuer(password, stem=stem)
 
 
 def _without_password(url: str) -> tuple[str, bool]:
@@ -198,18 +111,6 @@ def _without_password(url: str) -> tuple[str, bool]:
         query=parsed.query,
     )
     return bare.render_as_string(hide_password=False), True
-
-
-def _authority(ca_dir: _CaDir, issuer: Issuer, store: SqlStore) -> CertificateAuthority:
-    default_ttl, _, crl_validity = ca_dir.config.durations()
-    return CertificateAuthority(
-        issuer=issuer,
-        profile=PROFILES[ca_dir.config.profile],
-        policy=ca_dir.config.policy(),
-        store=store,
-        default_ttl=default_ttl,
-        crl_validity=crl_validity,
-    )
 
 
 def _ttl(text: str | None) -> dt.timedelta | None:
@@ -385,7 +286,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         )
     if password == b"":
         raise InputError("the CA key passphrase is empty")
-    ca_dir = _CaDir(path=directory, config=config)
+    ca_dir = CaDirectory(path=directory, config=config)
     now = _now()
     root_key = generate_private_key(key_type)
     root_cert = build_ca_certificate(
@@ -413,7 +314,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         keys["issuing"] = issuing_key
         chain = (issuing_cert, root_cert)
     directory.mkdir(parents=True, exist_ok=True)
-    store = _store(ca_dir, create=True, url=_database_url(ca_dir, db))
+    store = ca_dir.store(create=True, url=ca_dir.database_url(db))
     try:
         for stem, key in keys.items():
             write_secret(directory / f"{stem}.key", private_key_pem(key, password))
@@ -482,7 +383,7 @@ def issue_command(  # noqa: PLR0917
     Example:
       mtlskit ca issue ca/ --id spiffe://acme.com/billing/payments --out client/ --ttl 24h
     """
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     target = parse_identity(identity)
     lifetime = _ttl(ttl)
     if (out / "key.pem").exists():
@@ -491,9 +392,9 @@ def issue_command(  # noqa: PLR0917
         )
     issuer = _issuer(ca_dir, passphrase_file)
     key = generate_private_key(key_type)
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
-        issued = _authority(ca_dir, issuer, store).issue(
+        issued = ca_dir.authority(issuer, store).issue(
             target, key.public_key(), now=_now(), ttl=lifetime
         )
     except IssuanceRefused as refused:
@@ -541,14 +442,14 @@ def sign_command(  # noqa: PLR0917
     """
     if out is None and not dry_run:
         raise click.UsageError("--out is required unless --dry-run")
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     target = parse_identity(identity)
     lifetime = _ttl(ttl)
     request = load_csr(read_bytes(csr, what="CSR"), source=str(csr))
     issuer = _issuer(ca_dir, passphrase_file)
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
-        issued = _authority(ca_dir, issuer, store).sign(
+        issued = ca_dir.authority(issuer, store).sign(
             request, target, now=_now(), ttl=lifetime, dry_run=dry_run, source=str(csr)
         )
     except IssuanceRefused as refused:
@@ -597,7 +498,7 @@ def revoke_command(directory: Path, serial: str | None, cert_path: str | None, r
     """
     if (serial is None) == (cert_path is None):
         raise click.UsageError("give either SERIAL or --cert")
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     fingerprint = None
     if cert_path is not None:
         cert = load_certificates(read_bytes(cert_path, what="certificate"), source=cert_path)[0]
@@ -605,7 +506,7 @@ def revoke_command(directory: Path, serial: str | None, cert_path: str | None, r
     else:
         number = _parse_serial(serial or "")
     flag = next(item for item in x509.ReasonFlags if item.value.lower() == reason.lower())
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
         if fingerprint is not None:
             record = store.get(number)
@@ -641,15 +542,15 @@ def crl_command(
     Example:
       mtlskit ca crl ca/ --out ca/crl.pem     # then reload nginx (ssl_crl) or the gateway
     """
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     issuer = _issuer(ca_dir, passphrase_file)
     root = None
     if ca_dir.config.intermediate and not issuer_only:
         root = _issuer(ca_dir, passphrase_file, stem="root")
     now = _now()
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
-        authority = _authority(ca_dir, issuer, store)
+        authority = ca_dir.authority(issuer, store)
         crl = authority.crl(now=now)
     finally:
         store.close()
@@ -680,9 +581,9 @@ def crl_command(
 @click.option("--json", "as_json", is_flag=True)
 def list_command(directory: Path, status: str | None, as_json: bool) -> None:
     """The certificates this CA issued, with their status now."""
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     now = _now()
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
         records = store.certificates(status=CertificateStatus(status) if status else None, now=now)
     finally:
@@ -714,8 +615,8 @@ def audit_group() -> None:
 @_dir_argument
 def audit_verify_command(directory: Path) -> None:
     """Recompute every entry's hash and link; exit 1 naming the first tampered entry."""
-    ca_dir = _read_dir(directory)
-    store = _store(ca_dir)
+    ca_dir = CaDirectory.open(directory)
+    store = ca_dir.store()
     try:
         entries = store.audit_entries()
     finally:
@@ -733,8 +634,8 @@ def audit_verify_command(directory: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, required=True, help="JSON (the only format).")
 def audit_export_command(directory: Path, as_json: bool) -> None:
     """Print every audit entry as JSON, with the head hash to keep elsewhere."""
-    ca_dir = _read_dir(directory)
-    store = _store(ca_dir)
+    ca_dir = CaDirectory.open(directory)
+    store = ca_dir.store()
     try:
         entries = store.audit_entries()
     finally:
@@ -767,7 +668,7 @@ def token_command(directory: Path, identity: str, ttl: str, as_json: bool) -> No
     Example:
       mtlskit ca token ca/ --id spiffe://acme.com/billing/payments --ttl 15m
     """
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     target = parse_identity(identity)
     lifetime = parse_duration(ttl, source="--ttl")
     patterns = ca_dir.config.policy().allowed_ids
@@ -783,7 +684,7 @@ def token_command(directory: Path, identity: str, ttl: str, as_json: bool) -> No
     now = _now()
     token, record = new_token(target, now=now, ttl=lifetime)
     required = required_approvals(ca_dir.config.approval_rules(), target.value)
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
         store.add_token(record)
     finally:
@@ -820,8 +721,8 @@ def requests_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def requests_list_command(directory: Path, status: str | None, as_json: bool) -> None:
     """Requests with their identity, CSR hash and approvers (pending ones by default)."""
-    ca_dir = _read_dir(directory)
-    store = _store(ca_dir)
+    ca_dir = CaDirectory.open(directory)
+    store = ca_dir.store()
     try:
         found = store.requests(status=RequestStatus(status) if status else None)
     finally:
@@ -863,10 +764,10 @@ def requests_approve_command(
     The approval names the request's CSR hash, so it cannot be reused for another key.
     The same approver twice counts once.
     """
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     if not approver.strip():
         raise InputError("the approver name is empty", source="--approver")
-    store = _store(ca_dir)
+    store = ca_dir.store()
     try:
         request = store.get_request(request_id)
         if request is None:
@@ -895,8 +796,8 @@ def requests_approve_command(
 @click.option("--reason", default="", help="Why, for the audit log.")
 def requests_deny_command(directory: Path, request_id: str, approver: str, reason: str) -> None:
     """Deny a request: its client is told `request_denied`; the token stays used."""
-    ca_dir = _read_dir(directory)
-    store = _store(ca_dir)
+    ca_dir = CaDirectory.open(directory)
+    store = ca_dir.store()
     try:
         updated = store.deny_request(request_id, approver=approver, reason=reason, at=_now())
     finally:
@@ -949,7 +850,7 @@ def serve_command(  # noqa: PLR0917
     from mtlskit.caserver import CaServer, FailureLimiter, bind, server_context, uvicorn_server
     from mtlskit.issue import RegistrationAuthority
 
-    ca_dir = _read_dir(directory)
+    ca_dir = CaDirectory.open(directory)
     window = parse_duration(failure_window, source="--failure-window")
     if ":" not in listen:
         raise InputError("expected HOST:PORT", source="--listen")
@@ -963,7 +864,7 @@ def serve_command(  # noqa: PLR0917
     context, server_cert = server_context(
         issuer, hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))), now=now
     )
-    store = _store(ca_dir, db=db)
+    store = ca_dir.store(db=db)
     store.record_event(
         "serve",
         {
@@ -975,7 +876,7 @@ def serve_command(  # noqa: PLR0917
         at=now,
     )
     ra = RegistrationAuthority(
-        authority=_authority(ca_dir, issuer, store),
+        authority=ca_dir.authority(issuer, store),
         records=store,
         approval=ca_dir.config.approval_rules(),
     )
@@ -1016,8 +917,8 @@ def migrate_command(directory: Path, db: str | None) -> None:
     """
     from mtlskit.store import migrate
 
-    ca_dir = _read_dir(directory)
-    before, after = migrate(_database_url(ca_dir, db))
+    ca_dir = CaDirectory.open(directory)
+    before, after = migrate(ca_dir.database_url(db))
     if before == after:
         click.echo(f"the CA store is already at schema revision {after}")
     else:

@@ -17,12 +17,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from mtlskit.cadir import PASSPHRASE_ENV
 from mtlskit.cli._inputs import read_certificates, read_private_key
 from mtlskit.errors import InputError
 from mtlskit.files import read_password
 from mtlskit.probe import Case, ProbeReport, Verdict, report_table, run_probe
-
-PASSPHRASE_ENV = "MTLSKIT_CA_PASSPHRASE"
 
 
 def _after_crl(command_line: str | None) -> Callable[[], None] | None:

@@ -23,9 +23,9 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mtlskit.certs import Fingerprint, certificate_pem, load_certificates, load_private_key
-from mtlskit.errors import InputError
-from mtlskit.files import read_bytes, write_public
+from mtlskit.cadir import CaDirectory
+from mtlskit.certs import Fingerprint, certificate_pem
+from mtlskit.files import write_public
 from mtlskit.issue import (
     PROFILES,
     CaConfig,
@@ -33,32 +33,32 @@ from mtlskit.issue import (
     CertificateRecord,
     Issuer,
     build_crl,
-    parse_ca_config,
 )
 
-__all__ = ["CaDirectory", "load_ca_directory"]
+__all__ = ["ProbeCa", "load_ca_directory"]
 
-CONFIG: Final = "ca.toml"
 OPENSSL_TIMEOUT: Final = 20.0
 _PROBE_NOTE: Final = "mtlskit probe signed these variants with the CA key, outside the lint gate"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CaDirectory:
-    """A CA directory opened for probing: its config, issuing CA and (with an intermediate) root."""
+class ProbeCa:
+    """A CA directory opened for probing: its issuing CA and (with an intermediate) root."""
 
-    path: Path
-    config: CaConfig
+    directory: CaDirectory
     issuer: Issuer
     root: Issuer | None
 
-    def _store(self):  # noqa: ANN202 - SqlStore; SQLAlchemy loads only when a CA is probed
-        from mtlskit.store import SqlStore, database_url
+    @property
+    def path(self) -> Path:
+        return self.directory.path
 
-        return SqlStore.open(
-            database_url(self.path, self.config.database),
-            synchronous="FULL" if self.config.durability == "full" else "NORMAL",
-        )
+    @property
+    def config(self) -> CaConfig:
+        return self.directory.config
+
+    def _store(self):  # noqa: ANN202 - SqlStore; SQLAlchemy loads only when a CA is probed
+        return self.directory.store()
 
     def log_probe(self, *, signed: dict[str, str], now: dt.datetime) -> None:
         """Audit that the probe signed these variants with the CA key, outside the lint gate."""
@@ -172,39 +172,12 @@ class CaDirectory:
             return x509.load_pem_x509_certificate((folder / "leaf.pem").read_bytes())
 
 
-def _issuer(directory: Path, stem: str, chain_file: str, password: bytes | None) -> Issuer:
-    key_path = directory / f"{stem}.key"
-    key_data = read_bytes(key_path, what="CA key")
-    if b"ENCRYPTED PRIVATE KEY" in key_data and password is None:
-        raise InputError(
-            "the CA key is encrypted: give --passphrase-file or set $MTLSKIT_CA_PASSPHRASE",
-            source=str(key_path),
-        )
-    try:
-        key = load_private_key(key_data, source=str(key_path), password=password)
-    except InputError as exc:
-        if "wrong password" in exc.detail:
-            raise InputError("wrong passphrase for the CA key", source=str(key_path)) from None
-        raise
-    chain_path = directory / chain_file
-    chain = tuple(load_certificates(read_bytes(chain_path), source=str(chain_path)))
-    if chain[0].public_key() != key.public_key():
-        raise InputError(f"{key_path} does not belong to its certificate", source=str(chain_path))
-    return Issuer(cert=chain[0], key=key, chain=chain)
-
-
-def load_ca_directory(directory: Path, *, passphrase: bytes | None) -> CaDirectory:
+def load_ca_directory(directory: Path, *, passphrase: bytes | None) -> ProbeCa:
     """Open a ``mtlskit ca init`` directory; ``InputError`` names the file that is wrong."""
-    config_path = directory / CONFIG
-    if not config_path.exists():
-        raise InputError(
-            f"is not a CA directory (no {CONFIG}; run `mtlskit ca init` first)",
-            source=str(directory),
-        )
-    config = parse_ca_config(read_bytes(config_path), source=str(config_path))
-    if config.intermediate:
-        issuer = _issuer(directory, "issuing", "chain.pem", passphrase)
-        root = _issuer(directory, "root", "root.pem", passphrase)
+    opened = CaDirectory.open(directory)
+    if opened.config.intermediate:
+        issuer = opened.issuer(passphrase)
+        root = opened.issuer(passphrase, stem="root")
     else:
-        issuer, root = _issuer(directory, "root", "chain.pem", passphrase), None
-    return CaDirectory(path=directory, config=config, issuer=issuer, root=root)
+        issuer, root = opened.issuer(passphrase), None
+    return ProbeCa(directory=opened, issuer=issuer, root=root)

@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from _servers import free_port as _free_port
 
 SUPERUSER = "mtlskit"
 PASSWORD = "pg test password"
@@ -37,12 +38,6 @@ def find_bin(name: str) -> str | None:
         key=lambda path: int(Path(path).parts[4]) if Path(path).parts[4].isdigit() else 0,
     )
     return candidates[-1] if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

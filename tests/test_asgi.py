@@ -28,6 +28,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from _gateway_support import Site, write_config
+from _servers import free_port as _free_port
 from conftest import require_program
 from mtlskit.asgi import (
     NOT_FORWARDED,
@@ -246,12 +247,6 @@ def test_in_process_allow_missing_mode_app_decides(tmp_path, acme):
         assert response.status_code == 403  # the dependency: no verified identity
     finally:
         server.stop()
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def test_mtlskit_serve_command_short_form(site, leaf, tmp_path):

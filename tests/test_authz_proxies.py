@@ -11,17 +11,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from _servers import free_port as _free_port
+from _servers import stop as _stop
+from _servers import wait_for as _wait_for
 from conftest import require_program, write
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
@@ -29,35 +30,6 @@ pytestmark = pytest.mark.integration
 
 ALLOWED = "spiffe://acme.com/billing/payments"
 DENIED = "spiffe://acme.com/marketing/newsletter"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for(port: int, process: subprocess.Popen, name: str) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                err = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"{name} did not start: {err}")
-            time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from _servers import free_port as _free_port
+from _servers import stop as _stop
 from conftest import require_program
 from mtlskit.testca import LeafSpec, TestCA
 
@@ -31,12 +32,6 @@ BLOCK = re.compile(r"<!-- (file|run): (\S+) -->\n```\w*\n(.*?)```", re.DOTALL)
 
 def blocks() -> dict[str, str]:
     return {name: body for _, name, body in BLOCK.findall(DOC.read_text())}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -51,18 +46,6 @@ def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
                 err = process.stderr.read().decode() if process.stderr else ""
                 raise AssertionError(f"{process.args} did not start: {err}") from None
             time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    if process.stderr:
-        process.stderr.close()
 
 
 def test_every_block_is_used():

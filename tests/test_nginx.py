@@ -12,17 +12,12 @@ import time
 
 import pytest
 
+from _servers import free_port as _free_port
 from conftest import require_program, write
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
 ID = "spiffe://acme.com/billing/payments"
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ import pytest
 import trustme
 
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
+from _servers import free_port as _free_port
+from _servers import wait_for as _wait_for
 from conftest import SPIFFE_ID, require_program, write
 from mtlskit.certs import load_certificates, load_private_key
 from mtlskit.probe import (
@@ -249,26 +250,6 @@ def test_cli_usage_errors(tmp_path, run_cli):
 
 
 # --- nginx and HAProxy ---------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(port: int, process: subprocess.Popen, name: str) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                error = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"{name} did not start: {error}")
-            time.sleep(0.05)
 
 
 def _server_files(tmp_path: Path) -> tuple[Path, Path]:

@@ -192,7 +192,13 @@ def fuzz(target: str, seconds: int, corpus: Path | None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     for number, seed in enumerate(seeds(target)):
         (work / f"seed-{number}").write_bytes(seed)
-    argv = [sys.argv[0], f"-max_total_time={seconds}", "-rss_limit_mb=2048", str(work)]
+    argv = [
+        sys.argv[0],
+        f"-max_total_time={seconds}",
+        "-rss_limit_mb=2048",
+        f"-artifact_prefix={work}/",  # a failing input lands beside the corpus, not in cwd
+        str(work),
+    ]
     atheris.Setup(argv, _one_input(TARGETS[target]))
     atheris.Fuzz()
 
@@ -208,7 +214,7 @@ def run_all(seconds: int) -> list[tuple[str, bool, str]]:
             timeout=seconds + 120,
             check=False,
         )
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
         runs = next((line for line in reversed(lines) if line.startswith("Done ")), "")
         crash = next((line for line in lines if "Uncaught Python exception" in line), "")
         detail = runs or crash or (lines[-1] if lines else f"exit {done.returncode}")

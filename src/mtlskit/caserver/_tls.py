@@ -24,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mtlskit.certs import Fingerprint, chain_pem, generate_private_key, private_key_pem
 from mtlskit.files import write_secret
+from mtlskit.gateway._tls import TLS12_CIPHERS
 from mtlskit.issue import BACKDATE, Issuer, build_server_certificate
 
 __all__ = ["ServerHandle", "bind", "server_context", "start_in_thread", "uvicorn_server"]
@@ -77,6 +78,7 @@ def server_context(
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)  # AEAD only, as the gateway (testssl.sh: no CBC)
     with tempfile.TemporaryDirectory(prefix="mtlskit-ca-serve-") as temp:
         cert_path = Path(temp, "server.pem")
         cert_path.write_bytes(chain_pem([cert, *issuer.chain[:-1]]))

@@ -13,7 +13,22 @@ from typing import Final
 
 from mtlskit.verify import Code
 
-__all__ = ["HandshakeFailure", "classify_handshake_error", "peer_chain", "server_context"]
+__all__ = [
+    "TLS12_CIPHERS",
+    "HandshakeFailure",
+    "classify_handshake_error",
+    "peer_chain",
+    "server_context",
+]
+
+# TLS 1.2: forward-secret AEAD suites only (Mozilla "intermediate" without DHE). OpenSSL's
+# default also offers the CBC-SHA256/384 suites, which testssl.sh rates weak ("AVERAGE").
+# TLS 1.3 suites are all AEAD and are not affected by this string.
+TLS12_CIPHERS: Final = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
 
 _VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -93,6 +108,7 @@ def server_context(
     wanted = sorted(_VERSIONS[v] for v in versions)
     context.minimum_version = wanted[0]
     context.maximum_version = wanted[-1]
+    context.set_ciphers(TLS12_CIPHERS)
     context.load_cert_chain(cert, key)
     context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     if trust_pem:

@@ -373,6 +373,6 @@ def concurrency(processes: int, per_process: int) -> Row:
 
 def run(quick: bool) -> list[Row]:
     rows = [durability_library(kills=5 if quick else 20)]
-    rows.append(durability_serve(kills=3 if quick else 20))
+    rows.append(durability_serve(kills=2 if quick else 20))
     rows.append(concurrency(*((4, 100) if quick else (8, 500))))
     return rows

@@ -228,7 +228,7 @@ def run_all(seconds: int) -> list[tuple[str, bool, str]]:
 def run(quick: bool) -> list:  # type: ignore[type-arg]
     from reliability.report import Row
 
-    seconds = 8 if quick else 30
+    seconds = 5 if quick else 30
     results = run_all(seconds)
     rows = []
     for target, passed, detail in results:

@@ -626,7 +626,7 @@ def _row(
 
 def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
-    window = 6.0 if quick else 12.0
+    window = 5.0 if quick else 12.0
     with tempfile.TemporaryDirectory(prefix="rel-gw-") as temp:
         site = _make_site(Path(temp))
         try:

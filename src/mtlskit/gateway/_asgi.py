@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mtlskit.errors import ConfigError
-from mtlskit.forward import asgi_tls_extension, sanitize_headers, tls_version_number
+from mtlskit.forward import asgi_tls_extension, tls_version_number
 from mtlskit.gateway._asgi_scope import (
     LIFESPAN_VERSION,
     cipher_suite_ids,
@@ -164,7 +164,7 @@ class AsgiHost:
         """
         if conn.asgi_tls is None:
             conn.asgi_tls = self.tls_extension(conn)
-        headers = sanitize_headers(head.headers, also=conn.generation.forward.sanitized_names)
+        headers = conn.gateway.sanitize(conn.generation, head.headers)
         scope = http_scope(
             head,
             headers,

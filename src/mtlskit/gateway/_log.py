@@ -7,6 +7,7 @@ verify status with every stable reason code. Clients never see any of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -17,24 +18,45 @@ __all__ = ["JsonLog"]
 
 
 class JsonLog:
-    """Appends one JSON object per line to a file, or to standard error for ``-``."""
+    """Appends one JSON object per line to a file, or to standard error for ``-``.
 
-    __slots__ = ("_handle", "_owned")
+    Inside an event loop, lines are written together at the end of the loop's current
+    iteration (``call_soon``): under load that is one write for many requests instead
+    of a write syscall each (a line-buffered file cost ~5% of a relayed request), and
+    a record still reaches the file before the loop waits for more network input.
+    """
+
+    __slots__ = ("_handle", "_owned", "_pending")
 
     def __init__(self, target: str) -> None:
         if target == "-":
             self._handle: IO[str] = sys.stderr
             self._owned = False
         else:
-            self._handle = open(target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._handle = open(target, "a", encoding="utf-8")  # noqa: SIM115
             self._owned = True
+        self._pending: list[str] = []
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **record}
+        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (CLI checks, tests): write now
+                self._pending.append(line)
+                self.flush()
+                return
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        lines, self._pending = self._pending, []
         # A full disk must not take the gateway down; the metrics still count.
         with contextlib.suppress(OSError, ValueError):
-            self._handle.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+            self._handle.write("".join(lines))
+            self._handle.flush()
 
     def close(self) -> None:
+        self.flush()
         if self._owned:
             self._handle.close()

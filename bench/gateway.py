@@ -124,6 +124,8 @@ class Site:
         server = server_ca.issue_cert("127.0.0.1", "localhost")
         server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
         server.private_key_pem.write_to_path(str(d / "server.key"))
+        for key in ("server.key", "client.key", "client-ab.pem"):
+            (d / key).chmod(0o600)  # the gateway refuses group/world-readable keys
         site = cls(
             dir=d,
             backend=_port(),

@@ -102,6 +102,7 @@ def run(quick: bool) -> Section:
         server = server_ca.issue_cert("127.0.0.1", "localhost")
         server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
         server.private_key_pem.write_to_path(str(d / "server.key"))
+        (d / "server.key").chmod(0o600)  # the gateway refuses group/world-readable keys
         mtlskit_port, uvicorn_port = _port(), _port()
         (d / "gateway.toml").write_text(
             f"""

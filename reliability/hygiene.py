@@ -36,16 +36,16 @@ def run(quick: bool) -> list[Row]:
     return [
         Row(
             part="6 Secrets",
-            test="secrets hygiene (tests/test_secrets_hygiene.py)",
+            test="secrets hygiene (tests/test_secrets_hygiene.py, test_key_permissions.py)",
             load="ca init/issue/list/audit export, ca serve + 2 enrollments (one refused), "
             "gateway with an mTLS request and a refused handshake; every output and log searched",
             observed=f"pytest: {summary}; searched for 'PRIVATE KEY', both tokens, the passphrase",
             unexpected=failed,
             ok=done.returncode == 0,
             notes=[
-                "not done: refusing group/other-readable key files at load (see the issue "
-                "report): bench/gateway.py, bench/serve.py, bench/issue.py and several tests "
-                "write keys with the default umask, so the check needs their owners first"
+                "CA keys and the gateway's server key are refused at load when group or "
+                "others may read them (exit 2 naming the file; "
+                "MTLSKIT_ALLOW_INSECURE_KEY_PERMISSIONS=1 forces)"
             ],
         )
     ]

@@ -192,6 +192,7 @@ def write_config(site: Site, trust_pem: bytes, body: str, *, upstream: str | Non
     for blob in server.cert_chain_pems[1:]:
         blob.write_to_path(str(site.dir / "server.pem"), append=True)
     server.private_key_pem.write_to_path(str(site.dir / "server.key"))
+    (site.dir / "server.key").chmod(0o600)  # the gateway refuses a key others may read
     (site.dir / "trust.pem").write_bytes(trust_pem)
     config = site.dir / "gateway.toml"
     config.write_text(

@@ -85,6 +85,7 @@ def test_docs_python_examples_run(tmp_path):
     for blob in server.cert_chain_pems[1:]:
         blob.write_to_path(str(certs / "server.pem"), append=True)
     server.private_key_pem.write_to_path(str(certs / "server.key"))
+    (certs / "server.key").chmod(0o600)
     clients = TestCA(name="docs", intermediate=False)
     (certs / "clients-ca.pem").write_bytes(clients.bundle_pem)
     leaf = clients.issue(LeafSpec(uris=(ID,)))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from mtlskit.certs import load_certificates, load_private_key
 from mtlskit.errors import InputError
-from mtlskit.files import read_bytes
+from mtlskit.files import check_secret_permissions, read_bytes
 from mtlskit.issue import PROFILES, CaConfig, CertificateAuthority, Issuer, parse_ca_config
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class CaDirectory:
         """The issuing CA (or, with ``stem="root"``, the root) with its key decrypted."""
         stem = stem or self.issuer_stem
         key_path = self.file(f"{stem}.key")
+        check_secret_permissions(key_path, what="CA key")
         key_data = read_bytes(key_path, what="CA key")
         if b"ENCRYPTED PRIVATE KEY" in key_data and password is None:
             raise InputError(

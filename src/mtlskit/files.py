@@ -13,7 +13,16 @@ from pathlib import Path
 
 from mtlskit.errors import InputError
 
-__all__ = ["read_bytes", "read_password", "write_public", "write_secret"]
+__all__ = [
+    "INSECURE_KEYS_ENV",
+    "check_secret_permissions",
+    "read_bytes",
+    "read_password",
+    "write_public",
+    "write_secret",
+]
+
+INSECURE_KEYS_ENV = "MTLSKIT_ALLOW_INSECURE_KEY_PERMISSIONS"
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # a CRL of a million serials is ~40 MB; beyond that is a mistake
 
@@ -35,6 +44,25 @@ def read_bytes(path: str | os.PathLike[str], *, what: str = "file") -> bytes:
     if len(data) > MAX_INPUT_BYTES:
         raise InputError(f"is larger than {MAX_INPUT_BYTES // 2**20} MiB", source=name)
     return data
+
+
+def check_secret_permissions(path: str | os.PathLike[str], *, what: str = "private key") -> None:
+    """Refuse a key file that group or others may read: it has already leaked to them.
+
+    ``$MTLSKIT_ALLOW_INSECURE_KEY_PERMISSIONS=1`` is the explicit escape hatch, for
+    keys on file systems without Unix modes.
+    """
+    name = os.fspath(path)
+    try:
+        mode = os.stat(name).st_mode & 0o777
+    except OSError:
+        return  # reading it reports the real problem (missing, permission denied)
+    if mode & 0o077 and os.environ.get(INSECURE_KEYS_ENV) != "1":
+        raise InputError(
+            f"{what} is readable by group or others (mode {mode:04o}): chmod 600 it, or set "
+            f"{INSECURE_KEYS_ENV}=1 to accept that",
+            source=name,
+        )
 
 
 def read_password(

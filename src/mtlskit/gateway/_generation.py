@@ -21,7 +21,7 @@ from cryptography import x509
 from mtlskit.authz import Policy
 from mtlskit.certs import Fingerprint, chain_pem, load_certificates
 from mtlskit.errors import ConfigError
-from mtlskit.files import read_bytes
+from mtlskit.files import check_secret_permissions, read_bytes
 from mtlskit.forward import ForwardConfig
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
 from mtlskit.gateway._tls import server_context
@@ -138,6 +138,7 @@ def load_generation(config: GatewayConfig) -> Generation:
             "file in client_auth.pins or client_auth.trust",
             source="client_auth",
         )
+    check_secret_permissions(config.listen.key, what="server key")
     try:
         context = server_context(
             cert=str(config.listen.cert),

@@ -24,6 +24,7 @@ def run(quick: bool) -> list[Row]:
             "-p",
             "no:cacheprovider",
             "tests/test_secrets_hygiene.py",
+            "tests/test_key_permissions.py",
         ],
         cwd=ROOT,
         capture_output=True,

@@ -53,6 +53,7 @@ class Story:
     workdir: Path
     services: Services
     outcomes: list[Outcome] = field(default_factory=list)
+    gateway_pid: int = 0
 
     def record(self, question: str, shown: str, ok: bool) -> None:
         self.outcomes.append(Outcome(question=question, shown=shown, ok=ok))
@@ -179,6 +180,7 @@ class Story:
         if code != 0:
             raise RuntimeError(f"ca crl failed: {err.strip()}")
         gateway = self.services.start("gateway", "gateway", "--config", str(config))
+        self.gateway_pid = gateway.pid
         try:
             wait_for_port(port, process=gateway)
         except RuntimeError as exc:
@@ -273,6 +275,8 @@ class Story:
             self.workdir / "ca",
             "--crl-out",
             self.workdir / "crl.pem",
+            "--after-crl",
+            f"kill -HUP {self.gateway_pid}",  # reload now, not at the next file poll
             "--echo",
             "--server-name",
             "localhost",

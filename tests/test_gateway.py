@@ -334,6 +334,79 @@ def test_idle_keep_alive_connection_times_out(site, start, clean_leaf):
         assert tls.recv(65536).startswith(b"HTTP/1.1 408 ")
 
 
+def _recv_all(tls: ssl.SSLSocket) -> bytes:
+    """Everything until the gateway closes (EOF or reset)."""
+    out = b""
+    try:
+        while chunk := tls.recv(65536):
+            out += chunk
+    except (ssl.SSLError, ConnectionError):
+        pass
+    return out
+
+
+def _read_response(tls: ssl.SSLSocket) -> bytes:
+    """One Content-Length response (head and body may come in separate TLS records)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += tls.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += tls.recv(65536)
+    return data
+
+
+def test_a_silent_idle_connection_is_closed_by_the_shared_sweep(site, start, clean_leaf):
+    """Idle without a byte, a connection has no task (issue 6); the sweep still closes it."""
+    gateway = start('[client_auth]\ntrust = ["trust.pem"]\n[limits]\nidle_timeout = 0.5\n')
+    context = site.client_context(clean_leaf)
+    with (
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        assert _recv_all(tls) == b""  # closed with no response: nothing was asked
+
+
+def test_a_parked_connection_serves_its_next_requests(site, start, clean_leaf):
+    """Keep-alive across idle gaps: each request wakes the parked connection again."""
+    gateway = start('[client_auth]\ntrust = ["trust.pem"]\n[limits]\nidle_timeout = 5.0\n')
+    context = site.client_context(clean_leaf)
+    keep = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with (
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        for _ in range(3):
+            time.sleep(0.2)  # parked by now
+            tls.sendall(keep)
+            assert _read_response(tls).startswith(b"HTTP/1.1 200 ")
+        tls.sendall(GET)
+        assert _recv_all(tls).startswith(b"HTTP/1.1 200 ")
+
+
+def test_drain_closes_parked_idle_connections(site, ca, clean_leaf):
+    """Drain resumes each parked connection, which then closes (issue 6's parking)."""
+    config = write_config(site, ca.bundle_pem, '[client_auth]\ntrust = ["trust.pem"]\n')
+    running = GatewayThread(config)
+    context = site.client_context(clean_leaf)
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock,
+            context.wrap_socket(sock, server_hostname="localhost") as tls,
+        ):
+            site.wait_for_record(lambda r: r.get("outcome") == "accepted")
+            running.call(running.gateway.drain(timeout=5))
+            assert _recv_all(tls) == b""
+            assert not running.gateway.connections
+    finally:
+        running.stop()
+
+
 @pytest.mark.parametrize(
     ("extra", "status"),
     [

@@ -114,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
         "_head_raw",
         "_head_started",
         "_headers",
+        "_idle_since",
         "_in_head",
         "_parse_error",
         "_parser",
@@ -149,7 +150,8 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False  # the transport's buffer is full
         self._drained: asyncio.Future[None] | None = None  # _send waits here while paused
         self._events: list[tuple[str, Any]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # None while parked (see ``_serve``)
+        self._idle_since = 0.0  # when the wait for the next request head began
         self._view: ClientView | None = None
         self.client_address: tuple[str, int] | None = None  # ASGI scope "client"
         self.server_address: tuple[str, int] | None = None  # ASGI scope "server"
@@ -182,11 +184,11 @@ class ClientConnection(asyncio.Protocol):
         if self.incoming.pending > _HIGH_WATER and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        self._notify()
 
     def eof_received(self) -> bool:
         self._eof = True
-        self._wake()
+        self._notify()
         return True  # keep the transport: the coroutine decides when to close
 
     @property
@@ -203,7 +205,7 @@ class ClientConnection(asyncio.Protocol):
         self._eof = True
         self._write_paused = False
         self._resume_send()
-        self._wake()
+        self._notify()
         if self in self.gateway.connections:
             self.gateway.connections.discard(self)
             self.gateway.metrics.open_connections -= 1
@@ -222,6 +224,41 @@ class ClientConnection(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def _notify(self) -> None:
+        """News for the connection: wake its task, or give a parked connection one again."""
+        if self._task is None and self.transport is not None:
+            self.resume()
+        else:
+            self._wake()
+
+    def resume(self) -> None:
+        """A task for a parked connection (bytes, EOF, drain, or its idle deadline passed).
+
+        ``_idle_since`` is kept, so the idle deadline stays the one fixed when the wait
+        began: bytes that never complete a request do not extend it (slowloris).
+        """
+        self.gateway.unpark(self)
+        self._task = asyncio.get_running_loop().create_task(self.run(resumed=True))
+
+    def idle_expired(self, now: float) -> bool:
+        """Whether a parked connection's idle deadline has passed (the gateway's sweep)."""
+        return now >= self._idle_since + self.gateway.limits.idle_timeout
+
+    def _parkable(self) -> bool:
+        """Idle with nothing buffered anywhere: the task can end until the next byte."""
+        transport = self.transport
+        return (
+            not self._events
+            and not self._in_head
+            and not self._eof
+            and not self.gateway.draining
+            and transport is not None
+            and not transport.is_closing()
+            and not self.incoming.pending
+            and not self.tls.pending()
+            and not self.idle_expired(time.monotonic())
+        )
 
     async def _wait(self, timeout: float) -> None:
         """Until more bytes, EOF or a wake-up; ``TimeoutError`` after ``timeout`` seconds."""
@@ -302,9 +339,11 @@ class ClientConnection(asyncio.Protocol):
 
     # --- the lifecycle ---------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, *, resumed: bool = False) -> None:
+        """The connection's task: handshake and requests, or (``resumed``) requests only."""
+        parked = False
         try:
-            await self._run()
+            parked = await (self._serve() if resumed else self._run())
         except (_Closed, ConnectionError):
             self.life.handle(Event.EOF)
         except asyncio.CancelledError:
@@ -314,12 +353,13 @@ class ClientConnection(asyncio.Protocol):
                 {"event": "error", "peer": self.peer, "error": repr(exc)}
             )
         finally:
-            self._close()
+            if not parked:
+                self._close()
 
-    async def _run(self) -> None:
+    async def _run(self) -> bool:
         started = time.monotonic()
         if not await self._handshake(started):
-            return
+            return False
         handshake_ms = (time.monotonic() - started) * 1000
         view = self._verify(handshake_ms)
         self._view = view
@@ -327,16 +367,38 @@ class ClientConnection(asyncio.Protocol):
             ClientAuthMode.REJECT_INVALID
         )
         self.life.handle(Event.REFUSED if refused else Event.VERIFIED)
+        return await self._serve()
+
+    async def _serve(self) -> bool:
+        """Requests until the connection closes (``False``) or parks idle (``True``).
+
+        Parked, a connection has no task, coroutine frames, future or timer — ~2.5 KiB
+        less per idle connection (issue 6: 10,000 idle ones in 300 MB). The next byte,
+        EOF or drain gives it a task again (``resume``); the gateway's one shared sweep
+        resumes it when its idle deadline passes, and ``_next_head`` then times it out.
+        """
+        view = self._view
+        assert view is not None
         while not self.life.closed:
-            head = await self._next_head()
+            if not self._idle_since:
+                self._idle_since = time.monotonic()
+            if self._parkable():
+                self._flush()
+                self._task = None
+                self.gateway.park(self)
+                return True
+            deadline = self._idle_since + self.gateway.limits.idle_timeout
+            head = await self._next_head(deadline - time.monotonic())
+            self._idle_since = 0.0
             if head is None:
-                return
+                return False
             if self.life.state is State.REFUSING:
                 self.life.handle(Event.REQUEST_HEAD)
                 await self._refuse(head, view.decision)
-                return
+                return False
             self.life.handle(Event.REQUEST_HEAD)
             await self._request(head)
+        return False
 
     async def _handshake(self, started: float) -> bool:
         gateway = self.gateway
@@ -508,13 +570,13 @@ class ClientConnection(asyncio.Protocol):
                 raise ClientRequestError("header section too large", status_hint=431)
         return self._events.pop(0)
 
-    async def _next_head(self) -> RequestHead | None:
-        limits = self.gateway.limits
+    async def _next_head(self, timeout: float) -> RequestHead | None:
+        """The next request head within ``timeout`` seconds; ``None`` when closing."""
         try:
             if self.gateway.draining and not self._events:
                 self.life.handle(Event.SHUTDOWN)
                 return None
-            kind, value = await self._next_event(limits.idle_timeout)
+            kind, value = await self._next_event(timeout)
         except TimeoutError:
             self.life.handle(Event.TIMEOUT)
             if self._in_head:
@@ -836,6 +898,9 @@ class ClientConnection(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Drain: an idle connection closes now, a busy one after its response."""
+        if self._task is None and self.transport is not None:
+            self.resume()  # parked: its new task sees the drain and closes
+            return
         self._wake()
         if self.life.state is State.IDLE and not self._events and self._task is not None:
             self._task.cancel()

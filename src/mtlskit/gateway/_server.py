@@ -29,6 +29,7 @@ __all__ = ["Gateway"]
 
 _MEMO_LIMIT: Final = 10_000
 _MEMO_SECONDS: Final = 30.0
+_SWEEP_MAX: Final = 1.0  # seconds between idle sweeps at most (a parked one closes ≤ this late)
 
 
 class Gateway:
@@ -69,6 +70,8 @@ class Gateway:
             else JsonLog(config.log.connection)
         )
         self.connections: set[ClientConnection] = set()
+        self.parked: set[ClientConnection] = set()  # idle, without a task (see ``park``)
+        self._sweep: asyncio.TimerHandle | None = None
         self.chains: dict[bytes, tuple[bytes, ...]] = {}
         self.draining = False
         self.address: tuple[str, int] | None = None
@@ -130,6 +133,35 @@ class Gateway:
             if not spoofable:
                 out.append((name, value))
         return out
+
+    # --- parked idle connections ---------------------------------------------------------
+
+    def park(self, connection: ClientConnection) -> None:
+        """An idle connection gives up its task; one shared timer enforces ``idle_timeout``.
+
+        A task, its coroutine frames, a future and a ``TimerHandle`` per idle connection
+        were ~2.5 KiB each (issue 6); one sweep over this set replaces them all.
+        """
+        self.parked.add(connection)
+        if self._sweep is None:
+            self._schedule_sweep()
+
+    def unpark(self, connection: ClientConnection) -> None:
+        self.parked.discard(connection)
+
+    def _sweep_idle(self) -> None:
+        """Resume every parked connection past its deadline: its task then times it out."""
+        self._sweep = None
+        now = time.monotonic()
+        for connection in [c for c in self.parked if c.idle_expired(now)]:
+            connection.resume()
+        if self.parked and not self.draining:
+            self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        # A tenth of the timeout: a parked connection closes at most 10% (and 1 s) late.
+        interval = min(_SWEEP_MAX, max(0.01, self.limits.idle_timeout / 10))
+        self._sweep = asyncio.get_running_loop().call_later(interval, self._sweep_idle)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -195,6 +227,9 @@ class Gateway:
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for task in self._tasks:
             task.cancel()
         self.pool.close()

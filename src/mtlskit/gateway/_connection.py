@@ -172,9 +172,10 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.client_address = (str(peer[0]), int(peer[1])) if peer else None
-        sock = transport.get_extra_info("sockname")
-        self.server_address = (str(sock[0]), int(sock[1])) if sock else None
+        if peer and (type(peer) is not tuple or len(peer) != 2):  # IPv6 has 4; ASGI wants 2
+            peer = (str(peer[0]), int(peer[1]))
+        self.client_address = peer or None
+        self.server_address = self.gateway.local_address(transport.get_extra_info("sockname"))
         self.gateway.connections.add(self)
         self.gateway.metrics.open_connections += 1
         self._task = asyncio.get_running_loop().create_task(self.run())

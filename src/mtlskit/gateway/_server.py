@@ -76,6 +76,7 @@ class Gateway:
         self.draining = False
         self.address: tuple[str, int] | None = None
         self.metrics_address: tuple[str, int] | None = None
+        self._local_addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._views: dict[tuple[int, tuple[bytes, ...]], ClientView] = {}
         self._spoofable: tuple[int, dict[bytes, bool]] = (-1, {})
         self._servers: list[asyncio.AbstractServer] = []
@@ -89,6 +90,13 @@ class Gateway:
         if len(self.chains) >= _MEMO_LIMIT:
             self.chains.pop(next(iter(self.chains)))
         self.chains[leaf_sha256] = chain
+
+    def local_address(self, sockname: tuple[str, int] | None) -> tuple[str, int] | None:
+        """One shared ``(host, port)`` per listening address, not a tuple per connection."""
+        if not sockname:
+            return None
+        address = (str(sockname[0]), int(sockname[1]))
+        return self._local_addresses.setdefault(address, address)
 
     def view(self, generation: Generation, chain: tuple[bytes, ...]) -> ClientView:
         """The verdict and identity headers for a chain, memoized for a short while.

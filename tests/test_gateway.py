@@ -508,9 +508,13 @@ def test_curl_reaches_the_backend(site, start, clean_leaf):
     assert refused.returncode != 0
 
 
-def test_resumed_session_keeps_the_identity(site, start, clean_leaf):
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+def test_resumed_session_keeps_the_identity(site, start, clean_leaf, version):
+    """TLS 1.3 too: the gateway issues one ticket per handshake (``num_tickets = 1``)."""
     gateway = start('[client_auth]\ntrust = ["trust.pem"]\n[forward]\nformats = ["verdict"]\n')
-    context = site.client_context(clean_leaf, version=ssl.TLSVersion.TLSv1_2)
+    context = site.client_context(clean_leaf, version=version)
     session = None
     for _ in range(2):
         with (

@@ -496,7 +496,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._headers.clear()  # normally empty already (``on_headers_complete``)
         self._head_bytes = 0
         self._in_head = True
         self._head_started = time.monotonic()
@@ -527,6 +527,9 @@ class ClientConnection(asyncio.Protocol):
             headers=tuple(self._headers),
             keep_alive=parser.should_keep_alive(),
         )
+        # The head owns them now: an idle keep-alive connection keeps no copy (issue 6).
+        self._url = b""
+        self._headers.clear()
         self._events.append(("head", head))
 
     def on_body(self, body: bytes) -> None:

@@ -146,6 +146,11 @@ class Policy:
         """
         if decision.verdict is not Verdict.ACCEPT:
             return decision
+        identity = decision.identity
+        if identity is not None:
+            direct = self._index.direct.get(identity.value)
+            if direct is not None:  # the common case: an exact identity rule, no routes
+                return decision.with_rule(direct.name)
         chain = decision.chain
         rule = self._index.match(decision.identity, chain[0] if chain else None, method, path)
         if rule is not None:

@@ -125,7 +125,16 @@ def _normalize_email(value: str) -> str:
 class RuleIndex:
     """Every rule of a policy, indexed for lookup; immutable once built."""
 
-    __slots__ = ("_dns", "_domains", "_email", "_exact", "_fingerprints", "_trie", "rules")
+    __slots__ = (
+        "_dns",
+        "_domains",
+        "_email",
+        "_exact",
+        "_fingerprints",
+        "_trie",
+        "direct",
+        "rules",
+    )
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
@@ -137,6 +146,13 @@ class RuleIndex:
         self._trie: dict[str, _Node] = {}
         for rule in self.rules:
             self._add(rule)
+        # identity -> rule for exact rules without routes: the answer ``match`` would give
+        # whenever no fingerprint rule can come first, in one dict lookup.
+        self.direct: dict[str, Rule] = (
+            {}
+            if self._fingerprints
+            else {value: rules[0] for value, rules in self._exact.items() if not rules[0].routes}
+        )
 
     def _add(self, rule: Rule) -> None:
         kind, value = rule.kind, rule.value

@@ -43,31 +43,14 @@ from pathlib import Path
 import trustme
 
 from bench.report import Goal, Section, plot, table
+from bench.report import free_port as _port
+from bench.report import wait_for_port as _wait
 from mtlskit.testca import LeafSpec, TestCA
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 AB = shutil.which("ab") or "/usr/bin/ab"
 NOFILE = 20_000
 PROXIES = ("mtlskit", "nginx")
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process for port {port} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def _raise_nofile() -> None:

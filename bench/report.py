@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import shutil
+import socket
 import sqlite3
 import ssl
 import statistics
@@ -348,3 +349,24 @@ def write_report(sections: Sequence[Section], report: Path, **kwargs: object) ->
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(sections, report=report, **kwargs))  # type: ignore[arg-type]
     return report
+
+
+def free_port() -> int:
+    """An ephemeral port on 127.0.0.1 for a server the benchmark starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], *, seconds: float = 15) -> None:
+    """Until ``port`` accepts; ``RuntimeError`` if the process exits or nothing listens."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trustme
 
 from bench.report import Goal, Section
+from bench.report import free_port as _port
+from bench.report import wait_for_port as _wait
 from mtlskit.testca import LeafSpec, TestCA
 
 AB = shutil.which("ab") or "/usr/bin/ab"
@@ -35,25 +35,6 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"3")]})
     await send({"type": "http.response.body", "body": b"ok\\n"})
 """
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on {port} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 def _ab(port: int, pem: Path, *, requests: int, keep_alive: bool) -> tuple[float, int, int]:

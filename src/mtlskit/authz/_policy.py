@@ -10,7 +10,6 @@ one-rule policies, the way go-spiffe's ``tlsconfig.AuthorizeID`` and friends do.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from mtlskit.authz._rules import Route, Rule, RuleIndex, RuleKind
 from mtlskit.errors import ConfigError
 from mtlskit.identity import TrustDomain
+from mtlskit.tomlconfig import config_error, parse_toml
 from mtlskit.verify import Code, Decision, Reason, Verdict
 
 __all__ = [
@@ -65,22 +65,6 @@ class _PolicyModel(BaseModel):
     allow: list[_AllowModel] = []
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
-    first = exc.errors()[0]
-    where = _location(tuple(first["loc"]))
-    if first["type"] == "extra_forbidden":
-        return ConfigError(f"unknown key {where!r}", source=source)
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return ConfigError(f"{where}: {message}", source=source)
-
-
 class Policy:
     """A compiled policy; immutable, shared by every connection. Build with a ``from_*`` method."""
 
@@ -95,18 +79,14 @@ class Policy:
 
     @classmethod
     def from_toml(cls, text: str | bytes, *, source: str = "<policy>") -> Policy:
-        try:
-            data = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
-        return cls.from_mapping(data, source=source)
+        return cls.from_mapping(parse_toml(text, source=source), source=source)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
         try:
             model = _PolicyModel.model_validate(data)
         except ValidationError as exc:
-            raise _config_error(exc, source) from None
+            raise config_error(exc, source=source) from None
         rules = []
         for index, allow in enumerate(model.allow):
             kind = next(kind for kind in RuleKind if getattr(allow, kind.value) is not None)

@@ -35,7 +35,6 @@ with the two keys a proxy-side checker needs: ``intermediates`` and
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mtlskit.errors import ConfigError
 from mtlskit.files import read_bytes
 from mtlskit.gateway._config import ClientAuthConfig, ClientAuthMode, parse_address
+from mtlskit.tomlconfig import config_error, parse_toml
 
 __all__ = ["AuthzServerConfig", "ClientAuthMode", "load_config", "parse_address"]
 
@@ -92,13 +92,6 @@ class AuthzServerConfig(_Section):
     log: LogSection = LogSection()
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _absolute(config: AuthzServerConfig, base: Path) -> AuthzServerConfig:
     def fix(path: Path) -> Path:
         return path if path.is_absolute() else base / path
@@ -125,19 +118,11 @@ def _absolute(config: AuthzServerConfig, base: Path) -> AuthzServerConfig:
 def load_config(path: str | Path) -> AuthzServerConfig:
     """Parse and validate; a ``ConfigError`` names the file and the key."""
     source = str(path)
-    try:
-        data = tomllib.loads(read_bytes(path, what="config file").decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    data = parse_toml(read_bytes(path, what="config file"), source=source)
     try:
         config = AuthzServerConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = _location(tuple(first["loc"]))
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown key {where!r}", source=source) from None
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {message}", source=source) from None
+        raise config_error(exc, source=source) from None
     auth = config.client_auth
     if not (auth.trust or auth.pins or auth.spiffe_bundles):
         raise ConfigError(

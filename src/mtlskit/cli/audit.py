@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tomllib
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ from mtlskit.certs import load_certificates
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.files import read_bytes
 from mtlskit.lint import Finding, Severity
+from mtlskit.tomlconfig import parse_toml
 
 _STYLE = {
     Severity.ERROR: "red",
@@ -34,10 +34,7 @@ def _bundle_files(path: Path) -> list[Path]:
             raise InputError("directory holds no .pem, .crt, .cer or .der file", source=str(path))
         return files
     if path.suffix == ".toml":
-        try:
-            config = tomllib.loads(read_bytes(path, what="config file").decode())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"is not valid TOML: {exc}", source=str(path)) from None
+        config = parse_toml(read_bytes(path, what="config file"), source=str(path))
         trust = config.get("client_auth", {}).get("trust")
         if not isinstance(trust, list) or not trust:
             raise ConfigError("has no [client_auth] trust list to audit", source=str(path))

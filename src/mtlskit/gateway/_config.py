@@ -8,7 +8,6 @@ config names is ``_generation``'s job, because that is what a reload repeats.
 
 from __future__ import annotations
 
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from pydantic import (
 
 from mtlskit.errors import ConfigError
 from mtlskit.files import read_bytes
+from mtlskit.tomlconfig import config_error, parse_toml
 
 __all__ = ["ClientAuthMode", "GatewayConfig", "load_config", "parse_address"]
 
@@ -157,13 +157,6 @@ class _GatewayModel(_Section):
 GatewayConfig = _GatewayModel
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
     """Every configured path resolved against the config file's directory."""
 
@@ -209,14 +202,7 @@ def config_from_mapping(data: dict[str, Any], *, source: str, base: Path) -> Gat
     try:
         model = _GatewayModel.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = _location(tuple(first["loc"]))
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown key {where!r}", source=source) from None
-        if first["type"] == "missing":
-            raise ConfigError(f"missing key {where!r}", source=source) from None
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {message}", source=source) from None
+        raise config_error(exc, source=source) from None
     auth = model.client_auth
     if not (auth.trust or auth.pins or auth.spiffe_bundles):
         raise ConfigError(
@@ -234,11 +220,7 @@ def load_config(path: str | Path, *, asgi: str | None = None) -> GatewayConfig:
     config that also names HTTP upstreams is refused rather than silently overridden.
     """
     source = str(path)
-    raw = read_bytes(path, what="gateway config")
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"is not valid TOML: {exc}", source=source) from None
+    data = parse_toml(read_bytes(path, what="gateway config"), source=source)
     if asgi is not None:
         upstream = data.get("upstream", {})
         if not isinstance(upstream, dict) or upstream.get("urls"):

@@ -58,22 +58,9 @@ from mtlskit.forward import (
     read_xfcc,
 )
 from mtlskit.forward.names import (
-    AWS_CHAIN,
-    AWS_ISSUER,
-    AWS_LEAF,
-    AWS_SERIAL,
-    AWS_SUBJECT,
-    AWS_VALIDITY,
-    CLIENT_CERT,
-    CLIENT_CERT_CHAIN,
     SPOOFABLE_NAMES,
-    VERDICT_ERROR,
-    VERDICT_FINGERPRINT,
-    VERDICT_IDENTITY,
-    VERDICT_IDENTITY_KIND,
-    VERDICT_PRESENT,
-    VERDICT_VERIFIED,
     XFCC,
+    written_by,
 )
 from mtlskit.verify import Code, Decision, Reason, Verdict, VerificationCache, Verifier
 
@@ -117,24 +104,7 @@ def cleared_by_proxy() -> tuple[str, ...]:
     The spoofable whole names plus every name mtlskit's writers produce; ``config``
     and the decision point both read this one list, so they cannot disagree.
     """
-    written = (
-        XFCC,
-        CLIENT_CERT,
-        CLIENT_CERT_CHAIN,
-        VERDICT_PRESENT,
-        VERDICT_VERIFIED,
-        VERDICT_ERROR,
-        VERDICT_FINGERPRINT,
-        VERDICT_IDENTITY,
-        VERDICT_IDENTITY_KIND,
-        AWS_CHAIN,
-        AWS_LEAF,
-        AWS_SERIAL,
-        AWS_ISSUER,
-        AWS_SUBJECT,
-        AWS_VALIDITY,
-        *ForwardConfig().gcp.names(),
-    )
+    written = written_by(HeaderFormat)
     names: dict[str, str] = {}
     for name in (*written, *sorted(SPOOFABLE_NAMES)):
         names.setdefault(name.lower(), name)

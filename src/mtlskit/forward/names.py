@@ -5,6 +5,8 @@ writers' private modules; the writers themselves remain the only place each
 name is defined.
 """
 
+from collections.abc import Iterable
+
 from mtlskit.forward._aws import (
     AWS_CHAIN,
     AWS_ISSUER,
@@ -13,6 +15,7 @@ from mtlskit.forward._aws import (
     AWS_SUBJECT,
     AWS_VALIDITY,
 )
+from mtlskit.forward._forward import ForwardConfig, HeaderFormat
 from mtlskit.forward._rfc9440 import CLIENT_CERT, CLIENT_CERT_CHAIN
 from mtlskit.forward._sanitize import SPOOFABLE_NAMES, SPOOFABLE_PREFIXES
 from mtlskit.forward._verdict import (
@@ -43,4 +46,29 @@ __all__ = [
     "VERDICT_PRESENT",
     "VERDICT_VERIFIED",
     "XFCC",
+    "written_by",
 ]
+
+
+def written_by(formats: Iterable[HeaderFormat]) -> tuple[str, ...]:
+    """The header names the writers of these formats produce (GCP: the default names)."""
+    names: list[str] = []
+    for kind in formats:
+        if kind is HeaderFormat.XFCC:
+            names.append(XFCC)
+        elif kind is HeaderFormat.GCP:
+            names += ForwardConfig().gcp.names()
+        elif kind is HeaderFormat.AWS:
+            names += [AWS_CHAIN, AWS_LEAF, AWS_SERIAL, AWS_ISSUER, AWS_SUBJECT, AWS_VALIDITY]
+        elif kind is HeaderFormat.RFC9440:
+            names += [CLIENT_CERT, CLIENT_CERT_CHAIN]
+        else:
+            names += [
+                VERDICT_PRESENT,
+                VERDICT_VERIFIED,
+                VERDICT_ERROR,
+                VERDICT_FINGERPRINT,
+                VERDICT_IDENTITY,
+                VERDICT_IDENTITY_KIND,
+            ]
+    return tuple(names)

@@ -13,25 +13,11 @@ from urllib.parse import urlsplit
 
 from mtlskit.authzserver import cleared_by_proxy
 from mtlskit.errors import InputError
-from mtlskit.forward import ForwardConfig, HeaderFormat
+from mtlskit.forward import HeaderFormat
 from mtlskit.forward.names import (
-    AWS_CHAIN,
-    AWS_ISSUER,
-    AWS_LEAF,
-    AWS_SERIAL,
-    AWS_SUBJECT,
-    AWS_VALIDITY,
-    CLIENT_CERT,
-    CLIENT_CERT_CHAIN,
     SPOOFABLE_NAMES,
     SPOOFABLE_PREFIXES,
-    VERDICT_ERROR,
-    VERDICT_FINGERPRINT,
-    VERDICT_IDENTITY,
-    VERDICT_IDENTITY_KIND,
-    VERDICT_PRESENT,
-    VERDICT_VERIFIED,
-    XFCC,
+    written_by,
 )
 
 __all__ = ["Endpoint", "ProxySetup", "forwarded_names", "spoofable_regex"]
@@ -39,26 +25,7 @@ __all__ = ["Endpoint", "ProxySetup", "forwarded_names", "spoofable_regex"]
 
 def forwarded_names(formats: tuple[HeaderFormat, ...]) -> tuple[str, ...]:
     """Header names authz-server may return for these formats, in writing order."""
-    names: list[str] = []
-    for kind in formats:
-        if kind is HeaderFormat.XFCC:
-            names.append(XFCC)
-        elif kind is HeaderFormat.GCP:
-            names += ForwardConfig().gcp.names()
-        elif kind is HeaderFormat.AWS:
-            names += [AWS_CHAIN, AWS_LEAF, AWS_SERIAL, AWS_ISSUER, AWS_SUBJECT, AWS_VALIDITY]
-        elif kind is HeaderFormat.RFC9440:
-            names += [CLIENT_CERT, CLIENT_CERT_CHAIN]
-        else:
-            names += [
-                VERDICT_PRESENT,
-                VERDICT_VERIFIED,
-                VERDICT_ERROR,
-                VERDICT_FINGERPRINT,
-                VERDICT_IDENTITY,
-                VERDICT_IDENTITY_KIND,
-            ]
-    return tuple(names)
+    return written_by(formats)
 
 
 def spoofable_regex() -> str:

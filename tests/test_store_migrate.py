@@ -8,8 +8,10 @@ PostgreSQL these tests skip with a reason, and fail under MTLSKIT_REQUIRE_INTEGR
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,13 +27,14 @@ from mtlskit.issue import (
     Issuer,
     RequestStatus,
     SerialTaken,
+    StoreUnavailable,
     new_token,
     parse_ca_config,
     parse_identity,
     token_hash,
     verify_audit_chain,
 )
-from mtlskit.store import SqlStore, migrate, script_head
+from mtlskit.store import SqlStore, database_url, migrate, script_head
 from mtlskit.store._migrate import upgrade
 from mtlskit.store._schema import SCHEMA_REVISION, audit_log, certificates, metadata
 from pg_cluster import PASSWORD, postgres_cluster  # noqa: F401 - the session fixture
@@ -245,11 +248,11 @@ def test_a_password_in_ca_toml_is_a_config_error(tmp_path, run_cli):
     assert result.code == 2 and "holds a password" in result.err and "secret" not in result.err
 
 
-# --- races between nodes, on PostgreSQL ------------------------------------------------
+# --- races between nodes, on PostgreSQL (and between processes, on SQLite) -------------
 
 
-def test_a_taken_serial_writes_nothing(pg_url):
-    store = SqlStore.open(pg_url, create=True)
+def test_a_taken_serial_writes_nothing(empty_url):
+    store = SqlStore.open(empty_url, create=True)
     record = CertificateRecord(
         serial=0x1234,
         identity=WEB.value,
@@ -262,10 +265,91 @@ def test_a_taken_serial_writes_nothing(pg_url):
     )
     try:
         store.add_certificate(record)
-        with pytest.raises(SerialTaken):
-            store.add_certificate(record)
+        with pytest.raises(SerialTaken):  # another certificate, drawn the same serial
+            store.add_certificate(replace(record, fingerprint="sha256:" + "cf" * 32))
         assert len(store.audit_entries()) == 1
+        store.add_certificate(replace(record, serial=0x5678, fingerprint="sha256:" + "ce" * 32))
+        assert [entry.seq for entry in store.audit_entries()] == [1, 2]
+        assert verify_audit_chain(store.audit_entries()) is None
     finally:
+        store.close()
+
+
+def test_sqlite_issuance_stores_rows_exactly_as_sqlalchemy_does(tmp_path):
+    """Issuance on SQLite runs on the driver; its rows must be byte-for-byte what
+    SQLAlchemy's own INSERT writes (times as SQLAlchemy formats them, the PEM a BLOB)."""
+    url = f"sqlite:///{tmp_path / 'ca.db'}"
+    store = SqlStore.open(url, create=True)
+    at = NOW.replace(microsecond=123456)
+    record = CertificateRecord(
+        serial=0xABC,
+        identity=WEB.value,
+        fingerprint="sha256:" + "ab" * 32,
+        not_before=at,
+        not_after=at + dt.timedelta(hours=1),
+        profile="client-auth",
+        pem=b"-----BEGIN CERTIFICATE-----\n",
+        issued_at=at,
+    )
+    try:
+        store.add_certificate(record)
+        with store._write() as conn:
+            conn.execute(
+                insert(certificates),
+                {
+                    **{
+                        name: getattr(record, name)
+                        for name in certificates.c.keys()  # noqa: SIM118
+                        if name not in {"serial", "fingerprint", "status"}
+                    },
+                    "serial": "def",
+                    "fingerprint": "sha256:" + "cd" * 32,
+                    "status": "valid",
+                },
+            )
+        assert store.get(0xABC) == record
+    finally:
+        store.close()
+    columns = "not_before, not_after, issued_at, typeof(pem), pem, status, identity, profile"
+    with sqlite3.connect(tmp_path / "ca.db") as db:
+        driver = db.execute(f"SELECT {columns} FROM certificates WHERE serial = 'abc'").fetchone()
+        alchemy = db.execute(f"SELECT {columns} FROM certificates WHERE serial = 'def'").fetchone()
+    assert driver == alchemy
+    assert driver[:4] == (
+        "2026-05-01 12:00:00.123456",
+        "2026-05-01 13:00:00.123456",
+        "2026-05-01 12:00:00.123456",
+        "blob",
+    )
+
+
+def test_sqlite_store_that_cannot_take_the_lock_is_unavailable_then_recovers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ca.db'}"
+    store = SqlStore.open(url, create=True)
+    record = CertificateRecord(
+        serial=0x1,
+        identity=WEB.value,
+        fingerprint="sha256:" + "01" * 32,
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(hours=1),
+        profile="client-auth",
+        pem=b"-",
+        issued_at=NOW,
+    )
+    other = sqlite3.connect(tmp_path / "ca.db", isolation_level=None)
+    try:
+        store.add_certificate(record)
+        # Wait 50 ms for the lock, not the store's 5 s.
+        store._writer.connection.driver_connection.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.add_certificate(replace(record, serial=0x2, fingerprint="sha256:" + "02" * 32))
+        other.execute("ROLLBACK")
+        store.add_certificate(replace(record, serial=0x3, fingerprint="sha256:" + "03" * 32))
+        assert [r.serial for r in store.certificates(now=NOW)] == [0x1, 0x3]
+        assert verify_audit_chain(store.audit_entries()) is None
+    finally:
+        other.close()
         store.close()
 
 
@@ -385,3 +469,48 @@ def test_three_nodes_issue_3000_distinct_serials_on_one_audit_chain(pg_url, tmp_
         entry.as_dict()["detail"]["crl_number"] for entry in entries if entry.event == "crl"
     ]
     assert sorted(crl_numbers) == list(range(1, 13))
+
+
+def test_three_processes_on_one_sqlite_file_keep_one_audit_chain(tmp_path, run_cli):
+    """Three stores on one SQLite file (as three ``mtlskit`` processes would be): every
+    append reads the head under the file lock, so none extends a stale one."""
+    directory = tmp_path / "ca"
+    assert _init(run_cli, directory).code == 0
+    url = database_url(directory, "ca.db")
+    nodes = [_authority(directory, url) for _ in range(3)]
+    keys = [generate_private_key().public_key() for _ in range(5)]
+    serials: list[list[int]] = [[] for _ in nodes]
+    errors: list[BaseException] = []
+    now = dt.datetime.now(dt.UTC)
+
+    def work(index: int) -> None:
+        try:
+            for count in range(60):
+                issued = nodes[index].issue(
+                    parse_identity(f"spiffe://acme.com/n{index}/{count}"),
+                    keys[count % len(keys)],
+                    now=now,
+                )
+                serials[index].append(issued.cert.serial_number)
+                if count % 20 == 0:  # writes through SQLAlchemy interleave with issuance
+                    nodes[index].crl(now=now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for node in nodes:
+        node.store.close()  # type: ignore[attr-defined]
+    assert errors == []
+    store = SqlStore.open(url)
+    try:
+        stored = {record.serial for record in store.certificates(now=now)}
+        entries = store.audit_entries()
+    finally:
+        store.close()
+    assert stored == {serial for part in serials for serial in part} and len(stored) == 180
+    assert verify_audit_chain(entries) is None
+    assert [entry.event for entry in entries].count("issue") == 180

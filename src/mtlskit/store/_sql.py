@@ -19,16 +19,27 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -138,6 +149,46 @@ def migrate(url: str, *, target: str = "head") -> tuple[str | None, str]:
         store.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _DriverInsert:
+    """An INSERT of a whole row, compiled by SQLAlchemy once, run on the DBAPI driver.
+
+    SQLAlchemy writes the SQL and converts the values (its own bind processors, so a
+    row is stored exactly as ``conn.execute(insert(table), ...)`` would store it); only
+    its per-statement execution machinery (~45 µs, more than SQLite's insert) is skipped.
+    """
+
+    sql: str
+    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+
+    @classmethod
+    def of(cls, table: Table, dialect: Dialect) -> _DriverInsert:
+        compiled = insert(table).compile(dialect=dialect)
+        return cls(
+            sql=str(compiled),
+            columns=tuple(
+                (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+                for name in compiled.positiontup or ()
+            ),
+        )
+
+    def params(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            row[name] if process is None else process(row[name]) for name, process in self.columns
+        )
+
+
+def _audit_row(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "at": entry.at,
+        "event": entry.event,
+        "detail": entry.detail,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
 def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
     return CertificateRecord(
         serial=int(row.serial, 16),
@@ -188,6 +239,14 @@ class SqlStore:
         self._engine = engine
         self._source = source
         self._writer: Connection | None = None
+        dialect = engine.dialect
+        self._sqlite = dialect.name == "sqlite"
+        # Issuance on SQLite runs on the driver (``_driver_write``); compiled here, once.
+        self._insert_certificate = _DriverInsert.of(certificates, dialect)
+        self._insert_audit = _DriverInsert.of(audit_log, dialect)
+        self._audit_head = str(
+            _AUDIT_HEAD.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        )
 
     @classmethod
     def open(
@@ -373,48 +432,81 @@ class SqlStore:
         entry = AuditEntry.after(
             (head.seq, head.hash) if head else None, at=at, event=event_name, detail=detail
         )
-        conn.execute(
-            _INSERT_AUDIT,
-            {
-                "seq": entry.seq,
-                "at": entry.at,
-                "event": entry.event,
-                "detail": entry.detail,
-                "prev_hash": entry.prev_hash,
-                "hash": entry.hash,
-            },
-        )
+        conn.execute(_INSERT_AUDIT, _audit_row(entry))
+
+    @contextmanager
+    def _driver_write(self) -> Iterator[sqlite3.Connection]:
+        """``_write`` for SQLite's hot path (issuance), on the driver's connection.
+
+        The same writer connection, the same lock taken up front (``BEGIN IMMEDIATE``),
+        the same COMMIT at the configured ``synchronous`` before returning, and the same
+        ``StoreUnavailable`` when the database does not answer; SQLAlchemy's per-statement
+        overhead, which cost more than the certificate's insert and audit append, is not
+        paid. The SQLAlchemy connection stays idle meanwhile (no transaction of its own).
+        """
+        try:
+            if self._writer is None:
+                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+            driver: sqlite3.Connection = self._writer.connection.driver_connection
+            driver.execute("BEGIN IMMEDIATE")
+            try:
+                yield driver
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.rollback()
+                raise
+        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
+            self._drop_writer()
+            raise _unavailable(exc, self._source) from exc
+
+    def _driver_append_audit(
+        self,
+        driver: sqlite3.Connection,
+        event_name: str,
+        detail: Mapping[str, Any],
+        at: dt.datetime,
+    ) -> None:
+        """``_append_audit`` inside ``_driver_write`` (SQLite: the lock is already held)."""
+        head = driver.execute(self._audit_head).fetchone()
+        entry = AuditEntry.after(head, at=at, event=event_name, detail=detail)
+        driver.execute(self._insert_audit.sql, self._insert_audit.params(_audit_row(entry)))
 
     def add_certificate(self, record: CertificateRecord) -> None:
+        row = {
+            "serial": f"{record.serial:x}",
+            "identity": record.identity,
+            "fingerprint": record.fingerprint,
+            "not_before": record.not_before,
+            "not_after": record.not_after,
+            "profile": record.profile,
+            "status": CertificateStatus.VALID.value,
+            "issued_at": record.issued_at,
+            "pem": record.pem,
+        }
+        detail = {
+            "serial": row["serial"],
+            "identity": record.identity,
+            "fingerprint": record.fingerprint,
+            "not_after": record.not_after.isoformat(),
+            "profile": record.profile,
+        }
         try:
+            if self._sqlite:
+                with self._driver_write() as driver:
+                    driver.execute(
+                        self._insert_certificate.sql, self._insert_certificate.params(row)
+                    )
+                    self._driver_append_audit(driver, "issue", detail, record.issued_at)
+                return
             with self._write() as conn:
-                conn.execute(
-                    _INSERT_CERTIFICATE,
-                    {
-                        "serial": f"{record.serial:x}",
-                        "identity": record.identity,
-                        "fingerprint": record.fingerprint,
-                        "not_before": record.not_before,
-                        "not_after": record.not_after,
-                        "profile": record.profile,
-                        "status": CertificateStatus.VALID.value,
-                        "issued_at": record.issued_at,
-                        "pem": record.pem,
-                    },
-                )
-                self._append_audit(
-                    conn,
-                    "issue",
-                    {
-                        "serial": f"{record.serial:x}",
-                        "identity": record.identity,
-                        "fingerprint": record.fingerprint,
-                        "not_after": record.not_after.isoformat(),
-                        "profile": record.profile,
-                    },
-                    record.issued_at,
-                )
+                conn.execute(_INSERT_CERTIFICATE, row)
+                self._append_audit(conn, "issue", detail, record.issued_at)
         except IntegrityError as exc:
+            if _violates(exc.orig, "certificates_pkey", "certificates.serial"):
+                raise SerialTaken(f"serial {record.serial:x} exists") from None
+            raise
+        except sqlite3.IntegrityError as exc:
             if _violates(exc, "certificates_pkey", "certificates.serial"):
                 raise SerialTaken(f"serial {record.serial:x} exists") from None
             raise
@@ -740,12 +832,13 @@ class SqlStore:
             ]
 
 
-def _violates(exc: IntegrityError, pg_constraint: str, sqlite_column: str) -> bool:
-    """Which unique key a duplicate hit: PostgreSQL names the constraint, SQLite the column."""
-    diag = getattr(exc.orig, "diag", None)
+def _violates(orig: BaseException, pg_constraint: str, sqlite_column: str) -> bool:
+    """Which unique key a driver's duplicate error hit: PostgreSQL names the constraint,
+    SQLite the column."""
+    diag = getattr(orig, "diag", None)
     if diag is not None and getattr(diag, "constraint_name", None):
         return diag.constraint_name == pg_constraint
-    return sqlite_column in str(exc.orig)
+    return sqlite_column in str(orig)
 
 
 def _sqlite_pragmas(engine: Engine, synchronous: Synchronous) -> None:

@@ -50,6 +50,18 @@ class _Echo(BaseHTTPRequestHandler):
         body = self._body()
         if self.path.startswith("/slow"):
             time.sleep(float(self.path.split("=")[-1]))
+        if self.path.startswith("/drop"):  # the connection closes with no response at all
+            self.close_connection = True
+            return
+        if self.path.startswith("/big"):  # /big?n=BYTES: a body larger than one read
+            size = int(self.path.split("=")[-1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.write(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+            return
+        if self.path.startswith("/early"):  # an interim 103 before the final response
+            self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
         payload = json.dumps(
             {
                 "method": self.command,

@@ -15,6 +15,7 @@ import hashlib
 import secrets
 import ssl
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 import httptools
@@ -110,6 +111,8 @@ class ClientConnection(asyncio.Protocol):
         "_drained",
         "_eof",
         "_events",
+        "_failure",
+        "_fast",
         "_head_bytes",
         "_head_raw",
         "_head_started",
@@ -153,6 +156,8 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # None while parked (see ``_serve``)
         self._idle_since = 0.0  # when the wait for the next request head began
         self._view: ClientView | None = None
+        self._fast: _FastRelay | None = None  # a request relayed by callbacks, in flight
+        self._failure: ClientRequestError | None = None  # the fast path's, for the task
         self.client_address: tuple[str, int] | None = None  # ASGI scope "client"
         self.server_address: tuple[str, int] | None = None  # ASGI scope "server"
         self.asgi_tls: dict[str, Any] | None = None  # the TLS extension, once per connection
@@ -185,7 +190,10 @@ class ClientConnection(asyncio.Protocol):
         if self.incoming.pending > _HIGH_WATER and not self._paused and self.transport:
             self._paused = True
             self.transport.pause_reading()
-        self._notify()
+        if self._task is None and self._fast is None and self.transport is not None:
+            self._fast_start()  # parked: the next request may need no task at all
+        else:
+            self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -237,14 +245,17 @@ class ClientConnection(asyncio.Protocol):
         """A task for a parked connection (bytes, EOF, drain, or its idle deadline passed).
 
         ``_idle_since`` is kept, so the idle deadline stays the one fixed when the wait
-        began: bytes that never complete a request do not extend it (slowloris).
+        began: bytes that never complete a request do not extend it (slowloris). While
+        the fast path relays a request, it decides what comes next when it is done.
         """
+        if self._fast is not None:
+            return
         self.gateway.unpark(self)
         self._task = asyncio.get_running_loop().create_task(self.run(resumed=True))
 
     def idle_expired(self, now: float) -> bool:
         """Whether a parked connection's idle deadline has passed (the gateway's sweep)."""
-        return now >= self._idle_since + self.gateway.limits.idle_timeout
+        return self._fast is None and now >= self._idle_since + self.gateway.limits.idle_timeout
 
     def _parkable(self) -> bool:
         """Idle with nothing buffered anywhere: the task can end until the next byte."""
@@ -340,10 +351,24 @@ class ClientConnection(asyncio.Protocol):
 
     # --- the lifecycle ---------------------------------------------------------------
 
-    async def run(self, *, resumed: bool = False) -> None:
-        """The connection's task: handshake and requests, or (``resumed``) requests only."""
+    async def run(self, *, resumed: bool = False, handover: _FastRelay | None = None) -> None:
+        """The connection's task: handshake and requests, or (``resumed``) requests only.
+
+        ``handover``: a response the fast path started and gives up on (1xx, large,
+        slow, broken); the task streams the rest and then serves the next requests.
+        """
         parked = False
         try:
+            if handover is not None:
+                response = self._response(
+                    handover.head,
+                    handover.conn,
+                    handover.request_id,
+                    handover.started,
+                    first_timeout=handover.timeout,
+                )
+                await self._exchange(handover.head, handover.conn, handover.request_id,
+                                     handover.started, response)  # fmt: skip
             parked = await (self._serve() if resumed else self._run())
         except (_Closed, ConnectionError):
             self.life.handle(Event.EOF)
@@ -546,6 +571,9 @@ class ClientConnection(asyncio.Protocol):
         inside the idle timeout, would otherwise hold its slot forever (slowloris).
         """
         while not self._events:
+            if self._failure is not None:  # the fast path's parse error, raised here
+                failure, self._failure = self._failure, None
+                raise failure
             wait = timeout
             if self._in_head:
                 wait = self._head_started + self.gateway.limits.idle_timeout - time.monotonic()
@@ -555,24 +583,26 @@ class ClientConnection(asyncio.Protocol):
             data = await self._read(wait)
             if not data:
                 return ("eof", None)
-            if self._parser is None:
-                # Made at the first request byte, not at the handshake: the parser and its
-                # nine bound callbacks are ~0.9 KiB that an idle connection does not need.
-                self._parser = httptools.HttpRequestParser(self)
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade:
-                raise ClientRequestError(
-                    "protocol upgrades are not relayed", status_hint=501
-                ) from None
-            except httptools.HttpParserError:
-                error = self._parse_error or ClientRequestError("malformed HTTP request")
-                raise error from None
-            # An unfinished header line is invisible to on_header: count raw bytes too.
-            self._head_raw = self._head_raw + len(data) if self._in_head else 0
-            if self._head_raw > 2 * self.gateway.limits.max_header_bytes:
-                raise ClientRequestError("header section too large", status_hint=431)
+            self._parse(data)
         return self._events.pop(0)
+
+    def _parse(self, data: bytes) -> None:
+        """Feed decrypted bytes to the request parser; ``ClientRequestError`` if bad."""
+        if self._parser is None:
+            # Made at the first request byte, not at the handshake: the parser and its
+            # nine bound callbacks are ~0.9 KiB that an idle connection does not need.
+            self._parser = httptools.HttpRequestParser(self)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise ClientRequestError("protocol upgrades are not relayed", status_hint=501) from None
+        except httptools.HttpParserError:
+            error = self._parse_error or ClientRequestError("malformed HTTP request")
+            raise error from None
+        # An unfinished header line is invisible to on_header: count raw bytes too.
+        self._head_raw = self._head_raw + len(data) if self._in_head else 0
+        if self._head_raw > 2 * self.gateway.limits.max_header_bytes:
+            raise ClientRequestError("header section too large", status_hint=431)
 
     async def _next_head(self, timeout: float) -> RequestHead | None:
         """The next request head within ``timeout`` seconds; ``None`` when closing."""
@@ -683,10 +713,20 @@ class ClientConnection(asyncio.Protocol):
             self.life.handle(Event.CLOSE)
             await self._error(exc.status_hint, request_id, code=str(exc), head=head)
             return
+        relay = self._relay(head, framing, length, conn, request_id, view)
+        await self._exchange(head, conn, request_id, started, relay)
+
+    async def _exchange(
+        self,
+        head: RequestHead,
+        conn: UpstreamConnection,
+        request_id: str,
+        started: float,
+        relay: Coroutine[Any, Any, tuple[bool, int, int]],
+    ) -> None:
+        """Await one relay and account for it: errors answered, logged, counted."""
         try:
-            keep_alive, status, sent = await self._relay(
-                head, framing, length, conn, request_id, view
-            )
+            keep_alive, status, sent = await relay
         except UpstreamError as exc:
             conn.close()
             self.life.handle(Event.CLOSE)
@@ -700,10 +740,20 @@ class ClientConnection(asyncio.Protocol):
         except BaseException:
             conn.close()
             raise
-        gateway.metrics.request(status)
-        self._access(
-            head, status, request_id, started=started, upstream=conn.upstream.url, sent=sent
-        )
+        self._finish(head, status, request_id, started, conn.upstream.url, sent, keep_alive)
+
+    def _finish(  # noqa: PLR0917 - one response's facts, passed once
+        self,
+        head: RequestHead,
+        status: int,
+        request_id: str,
+        started: float,
+        upstream: str,
+        sent: int,
+        keep_alive: bool,
+    ) -> None:
+        self.gateway.metrics.request(status)
+        self._access(head, status, request_id, started=started, upstream=upstream, sent=sent)
         self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
 
     async def _serve_asgi(
@@ -725,11 +775,7 @@ class ClientConnection(asyncio.Protocol):
             self.life.handle(Event.BAD_REQUEST)
             await self._error(exc.status_hint, request_id, code=str(exc), head=head)
             return
-        gateway.metrics.request(status)
-        self._access(
-            head, status, request_id, started=started, upstream=gateway.asgi.name, sent=sent
-        )
-        self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
+        self._finish(head, status, request_id, started, gateway.asgi.name, sent, keep_alive)
 
     async def _skip_body(self) -> None:
         while True:
@@ -791,13 +837,20 @@ class ClientConnection(asyncio.Protocol):
         return await self._response(head, conn, request_id, sent_at)
 
     async def _response(
-        self, head: RequestHead, conn: UpstreamConnection, request_id: str, sent_at: float
+        self,
+        head: RequestHead,
+        conn: UpstreamConnection,
+        request_id: str,
+        sent_at: float,
+        *,
+        first_timeout: float | None = None,
     ) -> tuple[bool, int, int]:
         gateway = self.gateway
         collector = _ResponseCollector()
         parser = httptools.HttpResponseParser(collector)
         collector.parser = parser
         read_timeout = gateway.read_timeout
+        timeout = read_timeout if first_timeout is None else first_timeout
         started = False
         framing = Framing.NONE
         client_keep_alive = head.keep_alive and not gateway.draining
@@ -810,8 +863,9 @@ class ClientConnection(asyncio.Protocol):
                     await self._send(b"".join(pending))
                     pending.clear()
                 try:
-                    async with asyncio.timeout(read_timeout):  # no extra task, as wait_for makes
+                    async with asyncio.timeout(timeout):  # no extra task, as wait_for makes
                         data = await conn.reader.read(_READ_SIZE)
+                    timeout = read_timeout
                 except TimeoutError:
                     if started:
                         raise _Closed from None  # head already sent: nothing to do but abort
@@ -840,9 +894,6 @@ class ClientConnection(asyncio.Protocol):
             kind, value = collector.events.pop(0)
             if kind == "head":
                 status, reason, headers, length, upstream_keep_alive = value
-                if 100 <= status < 200 and status != 101:
-                    collector.reset_interim()
-                    continue  # interim response: the gateway already answered 100-continue
                 gateway.metrics.upstream_latency(time.monotonic() - sent_at)
                 no_body = head.method == "HEAD" or status in (204, 304)
                 if no_body:
@@ -888,6 +939,194 @@ class ClientConnection(asyncio.Protocol):
                 await self._send(b"".join(pending))
                 return client_keep_alive, status, sent
 
+    # --- the keep-alive fast path ------------------------------------------------------
+
+    def _fast_start(self) -> None:
+        """Relay the next request in callbacks alone, or give the connection its task.
+
+        A parked keep-alive connection whose new bytes hold exactly one complete request
+        without a body, authorized, with a pooled upstream connection at hand, needs no
+        coroutine: the task, futures and timeout contexts were most of a relayed
+        request's cost (issue 6). Anything else — a partial head, a body, a refusal, a
+        parse error, a pipelined second request, no pooled connection — goes to the
+        task, which finds the parser's events (or its error) where this left them; the
+        checks and answers live there, once.
+        """
+        gateway = self.gateway
+        if (
+            self.life.state is not State.IDLE
+            or gateway.draining
+            or gateway.asgi is not None
+            or self._write_paused
+            or self._eof
+        ):
+            self.resume()
+            return
+        tls = self.tls
+        try:
+            while self.incoming.pending or tls.pending():
+                try:
+                    data = tls.read(_READ_SIZE)
+                except ssl.SSLWantReadError:
+                    break
+                if not data:
+                    self.resume()
+                    return
+                self._parse(data)
+        except ssl.SSLError:  # close_notify, EOF, garbage: the task's read meets it again
+            self._flush()
+            self.resume()
+            return
+        except ClientRequestError as exc:
+            self._failure = exc
+            self.resume()
+            return
+        self._flush()  # TLS 1.3 may answer a KeyUpdate
+        events = self._events
+        if not events:
+            if self._in_head:
+                self.resume()  # a head in pieces: the task keeps its deadline
+            return  # a partial TLS record: still parked, the sweep keeps the idle deadline
+        if len(events) != 2 or events[1][0] != "end":
+            self.resume()
+            return
+        head: RequestHead = events[0][1]
+        if head.method == "HEAD":  # its upstream connection is not reused: the task's case
+            self.resume()
+            return
+        try:
+            framing, _ = request_framing(head, max_body_bytes=gateway.limits.max_body_bytes)
+        except ClientRequestError:
+            self.resume()
+            return
+        view = self._view
+        assert view is not None
+        policy = self.generation.policy
+        if framing is not Framing.NONE or (
+            view.decision.accepted
+            and policy is not None
+            and not policy.authorize(view.decision, method=head.method, path=head.path).accepted
+        ):
+            self.resume()
+            return
+        conn = gateway.pool.take_idle()
+        if conn is None:
+            self.resume()
+            return
+        events.clear()
+        self._idle_since = 0.0
+        self.life.handle(Event.REQUEST_HEAD)
+        self.life.handle(Event.FORWARD)
+        request_id = self._request_id()
+        upstream = conn.upstream
+        wire = upstream_request_head(
+            head,
+            framing=framing,
+            length=0,
+            client_ip=self._client_ip,
+            request_id=request_id,
+            headers=gateway.sanitize(self.generation, head.headers),
+            identity=view.headers,
+            upstream_host=f"{upstream.host}:{upstream.port}",
+        )
+        relay = self._fast = _FastRelay(self, head, conn, request_id)
+        conn.reader.sink = relay
+        relay.timer = asyncio.get_running_loop().call_at(
+            relay.started + gateway.read_timeout, relay.expire
+        )
+        try:
+            conn.writer.write(wire)
+        except (ConnectionError, OSError):
+            relay.eof()  # the task answers 502 as for any upstream that went away
+
+    def _fast_finish(self, relay: _FastRelay) -> None:
+        """A whole response arrived: send it in one TLS record and park again."""
+        collector = relay.collector
+        events = collector.events
+        kind, value = events[0]
+        bodies = events[1:-1]
+        if (
+            kind != "head"
+            or value[0] < 200  # interim responses: the task's code handles them
+            or any(kind != "body" for kind, _ in bodies)
+        ):
+            self._fast_handover(relay)
+            return
+        status, reason, headers, length, upstream_keep_alive = value
+        relay.stop()
+        self._fast = None
+        gateway = self.gateway
+        head = relay.head
+        conn = relay.conn
+        gateway.metrics.upstream_latency(time.monotonic() - relay.started)
+        if status in (204, 304):
+            framing = Framing.NONE
+        elif length is not None:
+            framing = Framing.LENGTH
+        else:
+            framing = Framing.CHUNKED  # close-delimited ones end only at EOF: handed over
+        keep_alive = head.keep_alive and not gateway.draining
+        chunked = framing is Framing.CHUNKED and head.version != "1.0"
+        if framing is Framing.CHUNKED and not chunked:
+            keep_alive = False
+            framing = Framing.NONE
+        parts = [
+            response_head(
+                status,
+                reason,
+                headers,
+                framing=framing,
+                length=length or 0,
+                keep_alive=keep_alive,
+                request_id=relay.request_id,
+            )
+        ]
+        sent = 0
+        for _, body in bodies:
+            sent += len(body)
+            parts.append(chunk(body) if chunked else body)
+        if chunked:
+            parts.append(chunk(b""))
+        gateway.pool.release(conn, reusable=upstream_keep_alive)
+        transport = self.transport
+        try:
+            if transport is None or transport.is_closing():
+                raise _Closed
+            self.tls.write(b"".join(parts))
+            self._flush()
+        except (_Closed, ssl.SSLError, OSError):
+            self.life.handle(Event.EOF)
+            gateway.unpark(self)
+            self._close()
+            return
+        self._finish(head, status, relay.request_id, relay.started, conn.upstream.url, sent,
+                     keep_alive)  # fmt: skip
+        if self.life.closed:
+            gateway.unpark(self)
+            self._close()
+            return
+        self._idle_since = time.monotonic()
+        if self._eof or self.incoming.pending or self.tls.pending():
+            self._fast_start()
+
+    def _fast_handover(self, relay: _FastRelay) -> None:
+        """Give a started response to the task: it re-reads the bytes from the start.
+
+        Nothing has reached the client yet, so the streaming code (``_response``) sees
+        the upstream's bytes as if it had read them itself, with what is left of the
+        read timeout.
+        """
+        relay.stop()
+        relay.timeout = max(0.0, relay.last + self.gateway.read_timeout - time.monotonic())
+        reader = relay.conn.reader
+        for piece in relay.raw:
+            reader.feed_data(piece)
+        if relay.ended:
+            reader.feed_eof()
+        self._fast = None
+        self.gateway.unpark(self)
+        self._task = asyncio.get_running_loop().create_task(self.run(resumed=True, handover=relay))
+
     # --- closing ---------------------------------------------------------------------
 
     def _close(self) -> None:
@@ -910,6 +1149,82 @@ class ClientConnection(asyncio.Protocol):
             self._task.cancel()
 
 
+class _FastRelay:
+    """One request relayed by callbacks: the upstream's bytes as they come, until complete.
+
+    The upstream connection's ``SinkReader`` hands its bytes here instead of to a
+    waiting coroutine; the raw bytes are kept (a response is at most ``_READ_SIZE``
+    here) so that a handover can replay them to the streaming code.
+    """
+
+    __slots__ = (
+        "collector",
+        "conn",
+        "connection",
+        "ended",
+        "head",
+        "last",
+        "parser",
+        "raw",
+        "request_id",
+        "size",
+        "started",
+        "timeout",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        connection: ClientConnection,
+        head: RequestHead,
+        conn: UpstreamConnection,
+        request_id: str,
+    ) -> None:
+        self.connection = connection
+        self.head = head
+        self.conn = conn
+        self.request_id = request_id
+        self.collector = _ResponseCollector()
+        self.parser = httptools.HttpResponseParser(self.collector)
+        self.collector.parser = self.parser
+        self.raw: list[bytes] = []
+        self.size = 0
+        self.started = self.last = time.monotonic()
+        self.ended = False
+        self.timeout = 0.0  # what is left of the read timeout at a handover
+        self.timer: asyncio.TimerHandle | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.raw.append(data)
+        self.size += len(data)
+        self.last = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.connection._fast_handover(self)  # the task re-parses and answers 502
+            return
+        events = self.collector.events
+        if events and events[-1][0] == "end":
+            self.connection._fast_finish(self)
+        elif self.size > _READ_SIZE:
+            self.connection._fast_handover(self)  # large: streamed with backpressure
+
+    def eof(self) -> None:
+        self.ended = True
+        self.connection._fast_handover(self)
+
+    def expire(self) -> None:
+        """The read timeout passed (since the request, or since the last bytes)."""
+        self.timer = None
+        self.connection._fast_handover(self)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.conn.reader.sink = None
+
+
 class _ResponseCollector:
     """httptools callbacks for one upstream response, turned into events."""
 
@@ -922,12 +1237,7 @@ class _ResponseCollector:
         self.length: int | None = None
         self.close_delimited = False
         self.reusable = False
-
-    def reset_interim(self) -> None:
-        self.headers = []
-        self.reason = b""
-        self.chunked = False
-        self.length = None
+        self.interim = False  # inside a 1xx response, which is not relayed
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -942,11 +1252,21 @@ class _ResponseCollector:
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim (100 Continue, 103 Early Hints): llhttp parses it as a whole message;
+            # the gateway answered 100-continue itself, so it is dropped, end and all.
+            self.interim = True
+            self.headers = []
+            self.reason = b""
+            self.chunked = False
+            self.length = None
+            return
         self.events.append(
             (
                 "head",
                 (
-                    self.parser.get_status_code(),
+                    status,
                     self.reason,
                     list(self.headers),
                     None if self.chunked else self.length,
@@ -959,4 +1279,7 @@ class _ResponseCollector:
         self.events.append(("body", body))
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.events.append(("end", None))

@@ -12,11 +12,48 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mtlskit.gateway._config import parse_address
 from mtlskit.gateway._http import UpstreamError
 
-__all__ = ["Upstream", "UpstreamConnection", "UpstreamPool"]
+__all__ = ["ResponseSink", "SinkReader", "Upstream", "UpstreamConnection", "UpstreamPool"]
+
+_STREAM_LIMIT = 2**16  # asyncio.open_connection's default
+
+
+class ResponseSink(Protocol):
+    """Who takes an upstream's bytes directly while a request is relayed without a task."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def eof(self) -> None: ...
+
+
+class SinkReader(asyncio.StreamReader):
+    """A StreamReader whose bytes go to a ``sink`` while one is set.
+
+    The keep-alive fast path (``_connection``) relays a simple request in callbacks
+    alone; a coroutine reading here would cost a future, a task wake-up and a timeout
+    context per response. When the fast path hands a response over to the streaming
+    code, it feeds back what it received and clears ``sink``.
+    """
+
+    sink: ResponseSink | None = None
+
+    def feed_data(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            super().feed_data(data)
+        else:
+            sink.feed(data)
+
+    def feed_eof(self) -> None:
+        sink = self.sink
+        if sink is None:
+            super().feed_eof()
+        else:
+            sink.eof()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -35,7 +72,7 @@ class Upstream:
 @dataclass(slots=True, kw_only=True)
 class UpstreamConnection:
     upstream: Upstream
-    reader: asyncio.StreamReader
+    reader: SinkReader
     writer: asyncio.StreamWriter
     reused: bool = False
 
@@ -85,8 +122,7 @@ class UpstreamPool:
                 conn.close()
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(upstream.host, upstream.port),
-                    self.connect_timeout,
+                    _open(upstream.host, upstream.port), self.connect_timeout
                 )
             except TimeoutError:
                 upstream.down_since = time.monotonic()
@@ -99,6 +135,23 @@ class UpstreamPool:
             return UpstreamConnection(upstream=upstream, reader=reader, writer=writer)
         assert last is not None
         raise last
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """A pooled connection to the next upstream without waiting, or ``None``."""
+        upstreams = self.upstreams
+        upstream = upstreams[self._next]
+        if not upstream.healthy:
+            return None
+        idle = upstream.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                conn.reused = True
+                if len(upstreams) > 1:
+                    self._next = (self._next + 1) % len(upstreams)
+                return conn
+            conn.close()
+        return None
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         idle = conn.upstream.idle
@@ -128,3 +181,12 @@ class UpstreamPool:
         for upstream in self.upstreams:
             while upstream.idle:
                 upstream.idle.pop().close()
+
+
+async def _open(host: str, port: int) -> tuple[SinkReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` with a ``SinkReader``."""
+    loop = asyncio.get_running_loop()
+    reader = SinkReader(limit=_STREAM_LIMIT, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

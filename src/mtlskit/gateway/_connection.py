@@ -254,8 +254,23 @@ class ClientConnection(asyncio.Protocol):
         self._task = asyncio.get_running_loop().create_task(self.run(resumed=True))
 
     def idle_expired(self, now: float) -> bool:
-        """Whether a parked connection's idle deadline has passed (the gateway's sweep)."""
-        return self._fast is None and now >= self._idle_since + self.gateway.limits.idle_timeout
+        """Whether a parked connection's deadline has passed (the gateway's sweep).
+
+        Idle, that is ``idle_timeout`` since the wait began; relaying a request without
+        a task, ``read_timeout`` since the upstream last sent something (or was asked).
+        """
+        relay = self._fast
+        if relay is not None:
+            return now >= relay.last + self.gateway.read_timeout
+        return now >= self._idle_since + self.gateway.limits.idle_timeout
+
+    def expire(self) -> None:
+        """The sweep found the deadline passed: the task times the connection out."""
+        relay = self._fast
+        if relay is not None:
+            self._fast_handover(relay)  # with no time left: 504, as the task would answer
+        else:
+            self.resume()
 
     def _parkable(self) -> bool:
         """Idle with nothing buffered anywhere: the task can end until the next byte."""
@@ -1030,10 +1045,7 @@ class ClientConnection(asyncio.Protocol):
             upstream_host=f"{upstream.host}:{upstream.port}",
         )
         relay = self._fast = _FastRelay(self, head, conn, request_id)
-        conn.reader.sink = relay
-        relay.timer = asyncio.get_running_loop().call_at(
-            relay.started + gateway.read_timeout, relay.expire
-        )
+        conn.reader.sink = relay  # no timer: the gateway's idle sweep enforces read_timeout
         try:
             conn.writer.write(wire)
         except (ConnectionError, OSError):
@@ -1170,7 +1182,6 @@ class _FastRelay:
         "size",
         "started",
         "timeout",
-        "timer",
     )
 
     def __init__(
@@ -1192,7 +1203,6 @@ class _FastRelay:
         self.started = self.last = time.monotonic()
         self.ended = False
         self.timeout = 0.0  # what is left of the read timeout at a handover
-        self.timer: asyncio.TimerHandle | None = None
 
     def feed(self, data: bytes) -> None:
         self.raw.append(data)
@@ -1213,15 +1223,7 @@ class _FastRelay:
         self.ended = True
         self.connection._fast_handover(self)
 
-    def expire(self) -> None:
-        """The read timeout passed (since the request, or since the last bytes)."""
-        self.timer = None
-        self.connection._fast_handover(self)
-
     def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         self.conn.reader.sink = None
 
 

@@ -50,6 +50,11 @@ HOP_BY_HOP: Final = frozenset(
 GATEWAY_SET: Final = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"forwarded"}
 )
+# What upstream_request_head never forwards: for requests without a body, and with one.
+_NOT_UPSTREAM: Final = HOP_BY_HOP | GATEWAY_SET | {b"expect"}
+_NOT_UPSTREAM_WITH_BODY: Final = _NOT_UPSTREAM | {b"content-length"}
+_NOT_DOWNSTREAM: Final = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+_BODYLESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -105,11 +110,19 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
     than one Content-Length (even equal ones), a Transfer-Encoding other than a
     lone ``chunked``, and a non-numeric length are all 400 and close (RFC 9112 §6.3).
     """
-    hosts = head.values(b"host")
-    if len(hosts) > 1 or (head.version != "1.0" and not hosts):
+    hosts = 0
+    lengths: list[bytes] = []
+    encodings: list[bytes] = []
+    for key, value in head.headers:  # one pass: this runs for every request
+        name = key.lower()
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            encodings.append(value)
+    if hosts > 1 or (head.version != "1.0" and not hosts):
         raise ClientRequestError("an HTTP/1.1 request needs exactly one Host (RFC 9112 §3.2)")
-    lengths = head.values(b"content-length")
-    encodings = head.values(b"transfer-encoding")
     if lengths and encodings:
         raise ClientRequestError("both Content-Length and Transfer-Encoding")
     if len(lengths) > 1 or any(b"," in value for value in lengths):
@@ -133,13 +146,11 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
 
 def _connection_tokens(headers: Iterable[Header]) -> set[bytes]:
     """Field names listed in Connection: hop-by-hop too (RFC 9110 §7.6.1)."""
-    return {
-        token.strip().lower()
-        for key, value in headers
-        if key.lower() == b"connection"
-        for token in value.split(b",")
-        if token.strip()
-    }
+    tokens: set[bytes] = set()
+    for key, value in headers:
+        if key.lower() == b"connection":
+            tokens.update(t for token in value.split(b",") if (t := token.strip().lower()))
+    return tokens
 
 
 def upstream_request_head(
@@ -162,16 +173,19 @@ def upstream_request_head(
     ``X-Forwarded-For`` is replaced, not appended: this is the edge, and what a
     client claims about earlier hops is unverified.
     """
-    drop = HOP_BY_HOP | GATEWAY_SET | _connection_tokens(head.headers) | {b"expect"}
-    if framing is not Framing.NONE or head.method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
-        drop = drop | {b"content-length"}
-    lines = [f"{head.method} ".encode() + head.target + b" HTTP/1.1"]
+    bodyless = framing is Framing.NONE and head.method in _BODYLESS_METHODS
+    drop = _NOT_UPSTREAM if bodyless else _NOT_UPSTREAM_WITH_BODY
+    tokens = _connection_tokens(head.headers)
+    if not tokens <= drop:
+        drop = drop | tokens
+    lines = [head.method.encode() + b" " + head.target + b" HTTP/1.1"]
     lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
-    if not head.values(b"host"):  # HTTP/1.0 without Host: the upstream speaks 1.1 and needs one
+    if not any(key.lower() == b"host" for key, _ in head.headers):
+        # HTTP/1.0 without Host: the upstream speaks 1.1 and needs one
         lines.append(b"host: " + upstream_host.encode("ascii"))
     if framing is Framing.CHUNKED:
         lines.append(b"transfer-encoding: chunked")
-    elif framing is Framing.LENGTH or head.method not in ("GET", "HEAD", "OPTIONS", "DELETE"):
+    elif not bodyless:
         lines.append(b"content-length: %d" % max(length, 0))
     lines.append(b"x-forwarded-for: " + client_ip.encode("ascii"))
     lines.append(b"x-forwarded-proto: https")
@@ -192,8 +206,11 @@ def response_head(
     version: str = "1.1",
 ) -> bytes:
     """The upstream response's head as sent to the client, with this hop's framing."""
-    drop = HOP_BY_HOP | {b"content-length", b"x-request-id"} | _connection_tokens(headers)
-    status_line = f"HTTP/{version} {status} ".encode() + (reason or b"")
+    drop = _NOT_DOWNSTREAM
+    tokens = _connection_tokens(headers)
+    if not tokens <= drop:
+        drop = drop | tokens
+    status_line = b"HTTP/%s %d " % (version.encode(), status) + (reason or b"")
     lines = [status_line]
     lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
     if framing is Framing.CHUNKED:

@@ -26,7 +26,7 @@ class JsonLog:
     a record still reaches the file before the loop waits for more network input.
     """
 
-    __slots__ = ("_handle", "_owned", "_pending")
+    __slots__ = ("_handle", "_owned", "_pending", "_stamp")
 
     def __init__(self, target: str) -> None:
         if target == "-":
@@ -36,10 +36,13 @@ class JsonLog:
             self._handle = open(target, "a", encoding="utf-8")  # noqa: SIM115
             self._owned = True
         self._pending: list[str] = []
+        self._stamp = ""
 
     def write(self, record: dict[str, Any]) -> None:
-        record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **record}
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        if not self._pending:
+            # One timestamp per batch: its records are from one pass of the event loop.
+            self._stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        line = json.dumps({"time": self._stamp, **record}, separators=(",", ":"), default=str)
         if not self._pending:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -51,9 +54,11 @@ class JsonLog:
 
     def flush(self) -> None:
         lines, self._pending = self._pending, []
+        if not lines:
+            return
         # A full disk must not take the gateway down; the metrics still count.
         with contextlib.suppress(OSError, ValueError):
-            self._handle.write("".join(lines))
+            self._handle.write("\n".join(lines) + "\n")
             self._handle.flush()
 
     def close(self) -> None:

@@ -162,13 +162,15 @@ class Gateway:
         self._sweep = None
         now = time.monotonic()
         for connection in [c for c in self.parked if c.idle_expired(now)]:
-            connection.resume()
+            connection.expire()
         if self.parked and not self.draining:
             self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
         # A tenth of the timeout: a parked connection closes at most 10% (and 1 s) late.
-        interval = min(_SWEEP_MAX, max(0.01, self.limits.idle_timeout / 10))
+        # The same sweep enforces the read timeout of requests relayed without a task.
+        shortest = min(self.limits.idle_timeout, self.read_timeout)
+        interval = min(_SWEEP_MAX, max(0.01, shortest / 10))
         self._sweep = asyncio.get_running_loop().call_later(interval, self._sweep_idle)
 
     # --- lifecycle -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Final
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from mtlskit.errors import MtlskitError
 
@@ -74,6 +74,8 @@ def _check_trust_domain(name: str, whole: str, what: str) -> None:
 
 _VALID_PATH: Final = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)*")
 _VALID_TRUST_DOMAIN: Final = re.compile(r"[a-z0-9._-]+")
+# The two above in one pass over a whole ID, for ``SpiffeId.parse``'s common case.
+_VALID_ID: Final = re.compile(r"spiffe://([a-z0-9._-]+)((?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)*)")
 
 
 def _check_path(path: str, whole: str) -> None:
@@ -144,6 +146,27 @@ class SpiffeId:
     @classmethod
     def parse(cls, text: str) -> SpiffeId:
         """Parse the whole string; nothing is normalized, so what passes is byte-exact."""
+        valid = _VALID_ID.fullmatch(text)
+        if (
+            valid is not None  # ASCII only, so characters are bytes
+            and len(text) <= MAX_SPIFFE_ID_BYTES
+            and valid.end(1) - 9 <= MAX_TRUST_DOMAIN_BYTES
+        ):
+            name, path = valid.group(1, 2)
+        else:
+            name, path = cls._split_checked(text)
+        # Validated: build without running the constructors' checks a second time
+        # (this sits on the verifier's per-handshake path).
+        trust_domain = object.__new__(TrustDomain)
+        object.__setattr__(trust_domain, "name", name)
+        spiffe_id = object.__new__(cls)
+        object.__setattr__(spiffe_id, "trust_domain", trust_domain)
+        object.__setattr__(spiffe_id, "path", path)
+        return spiffe_id
+
+    @staticmethod
+    def _split_checked(text: str) -> tuple[str, str]:
+        """(trust domain, path) of ``text``, or a ``SpiffeIdError`` naming the first broken rule."""
         if not text:
             raise SpiffeIdError(text, "cannot be empty")
         if not text.startswith("spiffe://"):
@@ -155,14 +178,7 @@ class SpiffeId:
         name, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
         _check_trust_domain(name, text, "SPIFFE ID")
         _check_path(path, text)
-        # Validated above: build without running the constructors' checks a second time
-        # (this sits on the verifier's per-handshake path).
-        trust_domain = object.__new__(TrustDomain)
-        object.__setattr__(trust_domain, "name", name)
-        spiffe_id = object.__new__(cls)
-        object.__setattr__(spiffe_id, "trust_domain", trust_domain)
-        object.__setattr__(spiffe_id, "path", path)
-        return spiffe_id
+        return name, path
 
     @classmethod
     def is_spiffe_uri(cls, uri: str) -> bool:
@@ -200,7 +216,9 @@ class IdentityError(MtlskitError):
 
 def san_entries(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
     try:
-        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        # By OID: the by-class lookup runs an ABC isinstance on every extension before it.
+        extension = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        return extension.value  # type: ignore[no-any-return]
     except x509.ExtensionNotFound:
         return None
 
@@ -262,23 +280,23 @@ class ClientIdentity:
         """The same precedence and SVID rule for SAN values that arrive without a certificate
         (a proxy's XFCC or GCP headers): SPIFFE URI, other URI, DNS, email."""
         everything = (*uris, *dns, *emails)
-        spiffe_uris = [uri for uri in uris if SpiffeId.is_spiffe_uri(uri)]
-        if spiffe_uris:
+        if any(map(SpiffeId.is_spiffe_uri, uris)):
             if len(uris) > 1:
                 raise IdentityError(
                     "spiffe_multiple_uri_sans",
                     f"an X509-SVID must carry exactly one URI SAN; this one has {len(uris)}: "
                     + ", ".join(uris),
                 )
+            uri = uris[0]
             try:
-                spiffe_id = SpiffeId.parse(spiffe_uris[0])
+                spiffe_id = SpiffeId.parse(uri)
             except SpiffeIdError as exc:
                 raise IdentityError("spiffe_id_invalid", str(exc)) from None
             return cls(
                 kind=IdentityKind.SPIFFE,
-                value=str(spiffe_id),
+                value=uri,  # parse normalizes nothing: this is str(spiffe_id)
                 spiffe_id=spiffe_id,
-                others=_without(everything, spiffe_uris[0]),
+                others=_without(everything, uri) if len(everything) > 1 else (),
             )
         for kind, values in (
             (IdentityKind.URI, uris),

@@ -236,8 +236,9 @@ class TrustStore:
 
     def store_for(self, trust_domain: TrustDomain | None) -> Store | None:
         """Who may vouch: the domain's own bundle if it has one, else the general anchors."""
-        if trust_domain is not None and trust_domain in self._bundle_stores:
-            return self._bundle_stores[trust_domain]
+        stores = self._bundle_stores
+        if trust_domain is not None and stores:  # no bundles: no need to hash the domain
+            return stores.get(trust_domain, self._store)
         return self._store
 
     def other_bundle_stores(

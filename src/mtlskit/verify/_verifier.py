@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -57,11 +58,14 @@ _WEAK_HASHES: Final = (hashes.MD5, hashes.SHA1, hashes.SHA224)
 _MIN_RSA_BITS: Final = 2048
 _MIN_EC_BITS: Final = 256
 _SERIALS: Final = itertools.count(1)
-_E = TypeVar("_E", bound=x509.ExtensionType)
 
 
 _MEMO_LIMIT: Final = 4096
 _SHA256: Final = hashes.SHA256()
+_BASIC_CONSTRAINTS: Final = ExtensionOID.BASIC_CONSTRAINTS
+_EXTENDED_KEY_USAGE: Final = ExtensionOID.EXTENDED_KEY_USAGE
+_KEY_USAGE: Final = ExtensionOID.KEY_USAGE
+_FINGERPRINT: Final = operator.attrgetter("fingerprint")
 
 
 class _Facts(NamedTuple):
@@ -188,37 +192,43 @@ class Verifier:
             raise ValueError("verification time must be timezone-aware")
         leaf = chain[0]
         reasons: list[Reason] = []
-        identity = self._identity(leaf, reasons)
+        identity: ClientIdentity | None
+        try:
+            identity = ClientIdentity.from_certificate(leaf)
+        except IdentityError as exc:
+            reasons.append(Reason(code=Code(exc.code), message=str(exc), depth=0))
+            identity = None
         self._leaf_policy(leaf, identity, reasons)
         leaf_facts = _Facts.of(leaf, leaf=True)
-        presented = [leaf_facts, *[self._facts(cert) for cert in chain[1:]]]
-        self._depth(presented, reasons)
-        pinned = leaf_facts.fingerprint in self.trust.pins
+        presented = [leaf_facts, *map(self._facts, chain[1:])]
+        if len(presented) - 1 > self.max_chain_depth:
+            self._depth(presented, reasons)
+        pins = self.trust.pins
+        pinned = bool(pins) and leaf_facts.fingerprint in pins
         verified: Sequence[x509.Certificate] | None
         verified = (leaf,) if pinned else self._path(chain, presented, identity, at, reasons)
         checked = verified if verified is not None else chain
-        facts = (
-            presented
-            if checked is chain
-            else [leaf_facts, *[self._facts(cert) for cert in checked[1:]]]
-        )
+        facts = presented if checked is chain else [leaf_facts, *map(self._facts, checked[1:])]
         valid_until = _certificates(
             checked, facts, at, reasons, anchored=verified is not None and not pinned, pinned=pinned
         )
         if verified is not None and not pinned and self.trust.crls:
             valid_until = self._revocation(verified, at, reasons, valid_until)
 
-        decision = Decision(
-            verdict=Verdict.REJECT if reasons else Verdict.ACCEPT,
-            identity=identity,
-            chain=tuple([fact.fingerprint for fact in facts]),
-            reasons=tuple(sorted(reasons, key=_depth_order)) if reasons else (),
-            pinned=pinned,
-            valid_until=valid_until,
+        fingerprints = tuple(map(_FINGERPRINT, facts))
+        if reasons:
+            return Decision(
+                verdict=Verdict.REJECT,
+                identity=identity,
+                chain=fingerprints,
+                reasons=tuple(sorted(reasons, key=_depth_order)),
+                pinned=pinned,
+                valid_until=valid_until,
+            )
+        decision = Decision.accept(
+            identity=identity, chain=fingerprints, pinned=pinned, valid_until=valid_until
         )
-        if decision.accepted and self.authorize is not None:
-            return self.authorize(decision)
-        return decision
+        return decision if self.authorize is None else self.authorize(decision)
 
     def _facts(self, cert: x509.Certificate) -> _Facts:
         signature = cert.signature
@@ -235,19 +245,20 @@ class Verifier:
 
     # --- the leaf ----------------------------------------------------------------
 
-    @staticmethod
-    def _identity(leaf: x509.Certificate, reasons: list[Reason]) -> ClientIdentity | None:
-        try:
-            return ClientIdentity.from_certificate(leaf)
-        except IdentityError as exc:
-            reasons.append(Reason(code=Code(exc.code), message=str(exc), depth=0))
-            return None
-
     def _leaf_policy(
         self, leaf: x509.Certificate, identity: ClientIdentity | None, reasons: list[Reason]
     ) -> None:
-        extensions = leaf.extensions
-        basic = _find(extensions, x509.BasicConstraints)
+        basic: x509.BasicConstraints | None = None
+        eku: x509.ExtendedKeyUsage | None = None
+        usage: x509.KeyUsage | None = None
+        for extension in leaf.extensions:  # one pass; each lookup by OID would be a scan
+            oid = extension.oid
+            if oid == _BASIC_CONSTRAINTS:
+                basic = extension.value  # type: ignore[assignment]
+            elif oid == _EXTENDED_KEY_USAGE:
+                eku = extension.value  # type: ignore[assignment]
+            elif oid == _KEY_USAGE:
+                usage = extension.value  # type: ignore[assignment]
         if basic is not None and basic.ca:
             reasons.append(
                 Reason(
@@ -256,7 +267,6 @@ class Verifier:
                     "a client must present an end-entity certificate",
                 )
             )
-        eku = _find(extensions, x509.ExtendedKeyUsage)
         if eku is None:
             if not self.allow_missing_eku:
                 reasons.append(
@@ -275,7 +285,6 @@ class Verifier:
                 )
             )
         if identity is not None and identity.kind is IdentityKind.SPIFFE:
-            usage = _find(extensions, x509.KeyUsage)
             if usage is None or not usage.digital_signature:
                 reasons.append(
                     Reason(
@@ -292,8 +301,7 @@ class Verifier:
                 )
 
     def _depth(self, presented: Sequence[_Facts], reasons: list[Reason]) -> None:
-        if len(presented) - 1 <= self.max_chain_depth:
-            return
+        """Only asked when more certificates than allowed came: self-issued ones do not count."""
         intermediates = sum(1 for fact in presented[1:] if not fact.self_issued)
         if intermediates > self.max_chain_depth:
             reasons.append(
@@ -482,44 +490,44 @@ def _certificates(
     last = len(chain) - 1
     valid_until = facts[0].not_after
     for depth, (cert, fact) in enumerate(zip(chain, facts, strict=True)):
-        valid_until = min(valid_until, fact.not_after)
-        if fact.not_after < at:
+        _, not_before, not_after, weak_key, weak_hash, self_issued = fact
+        valid_until = min(valid_until, not_after)
+        if not_after < at:
             reasons.append(
                 Reason(
                     code=Code.CERT_EXPIRED,
-                    message=f"{_role(cert, depth)} expired at {fact.not_after.isoformat()}",
+                    message=f"{_role(cert, depth)} expired at {not_after.isoformat()}",
                     depth=depth,
                 )
             )
-        elif fact.not_before > at:
+        elif not_before > at:
             reasons.append(
                 Reason(
                     code=Code.CERT_NOT_YET_VALID,
-                    message=f"{_role(cert, depth)} is not valid before "
-                    f"{fact.not_before.isoformat()}",
+                    message=f"{_role(cert, depth)} is not valid before {not_before.isoformat()}",
                     depth=depth,
                 )
             )
-        if fact.weak_key is not None:
+        if weak_key is not None:
             reasons.append(
                 Reason(
                     code=Code.KEY_TOO_WEAK,
-                    message=f"{_role(cert, depth)} has a {fact.weak_key} key; at least "
+                    message=f"{_role(cert, depth)} has a {weak_key} key; at least "
                     f"RSA {_MIN_RSA_BITS} or EC P-256 is required",
                     depth=depth,
                 )
             )
-        if fact.weak_hash is None:
+        if weak_hash is None:
             continue
         # An anchor's or a pinned leaf's own signature carries no trust: skip it.
         if (anchored and depth == last) or (pinned and depth == 0):
             continue
-        if not anchored and depth > 0 and fact.self_issued:
+        if not anchored and depth > 0 and self_issued:
             continue
         reasons.append(
             Reason(
                 code=Code.SIGNATURE_ALGORITHM_WEAK,
-                message=f"{_role(cert, depth)} is signed with {fact.weak_hash}; "
+                message=f"{_role(cert, depth)} is signed with {weak_hash}; "
                 "SHA-256 or stronger is required",
                 depth=depth,
             )
@@ -529,13 +537,6 @@ def _certificates(
 
 def _role(cert: x509.Certificate, depth: int) -> str:
     return "client certificate" if depth == 0 else f"CA {_name(cert)}"
-
-
-def _find(extensions: x509.Extensions, kind: type[_E]) -> _E | None:
-    try:
-        return extensions.get_extension_for_oid(kind.oid).value  # type: ignore[attr-defined,no-any-return]
-    except x509.ExtensionNotFound:
-        return None
 
 
 def _depth_order(reason: Reason) -> int:
@@ -559,8 +560,10 @@ def _inside_validity(facts: Sequence[_Facts], at: dt.datetime) -> dt.datetime:
     presented certificate is valid lets it answer the separate question "is this
     path trusted?", so an expired certificate from an unknown CA gets both reasons.
     """
-    start = max(fact.not_before for fact in facts)
-    end = min(fact.not_after for fact in facts)
+    start, end = facts[0].not_before, facts[0].not_after
+    for fact in facts:  # one plain pass: this runs on every call
+        start = max(start, fact.not_before)
+        end = min(end, fact.not_after)
     if start > end or start <= at <= end:
         return at
     return start if at < start else end

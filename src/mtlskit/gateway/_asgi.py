@@ -52,6 +52,7 @@ Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 def load_app(spec: str, *, app_dir: Path | None = None) -> AsgiApp:
@@ -229,7 +230,8 @@ class _Cycle:
         )
         self.error: ClientRequestError | None = None
         self.disconnected = False
-        self.finished = asyncio.Event()  # response complete, or the client is gone
+        self._finished: asyncio.Event | None = None  # made only if the app waits on it
+        self.done = False  # response complete, or the client is gone
         # response state
         self.start: Message | None = None
         self.head_sent = False
@@ -240,9 +242,17 @@ class _Cycle:
         self.length = 0
         self.keep_alive = head.keep_alive and not conn.gateway.draining
 
+    def _finish(self) -> None:
+        self.done = True
+        if self._finished is not None:
+            self._finished.set()
+
     async def receive(self) -> Message:
         if self.body_done or self.error is not None or self.disconnected:
-            await self.finished.wait()
+            if not self.done:  # http.disconnect only once the response is over
+                if self._finished is None:
+                    self._finished = asyncio.Event()
+                await self._finished.wait()
             return {"type": "http.disconnect"}
         if self.expect_continue:
             self.expect_continue = False
@@ -258,7 +268,7 @@ class _Cycle:
             return {"type": "http.disconnect"}
         if kind == "eof":
             self.disconnected = True
-            self.finished.set()
+            self._finish()
             return {"type": "http.disconnect"}
         if kind == "end":
             self.body_done = True
@@ -314,10 +324,10 @@ class _Cycle:
             if out:
                 await self.conn._send(out)
             if self.complete:
-                self.finished.set()
+                self._finish()
         except (ConnectionError, OSError) as exc:
             self.disconnected = True
-            self.finished.set()
+            self._finish()
             raise ConnectionResetError("client went away") from exc
 
     def _head(self, first_body: int, more: bool) -> bytes:
@@ -334,10 +344,7 @@ class _Cycle:
         )
         self.framing = framing
         self.keep_alive = self.keep_alive and can_keep and not close
-        try:
-            reason = HTTPStatus(self.status).phrase.encode()
-        except ValueError:
-            reason = b""
+        reason = _REASONS.get(self.status, b"")
         self.head_sent = True
         return response_head(
             self.status,

@@ -62,6 +62,14 @@ def _split_target(target: bytes) -> tuple[bytes, bytes]:
     return raw_path.partition(b"#")[0], query.partition(b"#")[0]
 
 
+def _path(raw_path: bytes) -> str:
+    """The decoded path; most paths have nothing to unquote."""
+    text = raw_path.decode("latin-1")
+    if "%" not in text:
+        return text if text.isascii() else unquote(text, encoding="utf-8", errors="replace")
+    return unquote(text, encoding="utf-8", errors="replace")
+
+
 def http_scope(  # noqa: PLR0917 - one request's facts, passed once
     head: RequestHead,
     headers: Iterable[tuple[bytes, bytes]],
@@ -84,7 +92,7 @@ def http_scope(  # noqa: PLR0917 - one request's facts, passed once
         "http_version": head.version,
         "method": head.method,
         "scheme": "https",
-        "path": unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="replace"),
+        "path": _path(raw_path),
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",

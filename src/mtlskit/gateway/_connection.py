@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import secrets
+import os
 import ssl
 import time
 from collections.abc import Coroutine
@@ -366,14 +366,24 @@ class ClientConnection(asyncio.Protocol):
 
     # --- the lifecycle ---------------------------------------------------------------
 
-    async def run(self, *, resumed: bool = False, handover: _FastRelay | None = None) -> None:
+    async def run(
+        self,
+        *,
+        resumed: bool = False,
+        handover: _FastRelay | None = None,
+        head: RequestHead | None = None,
+    ) -> None:
         """The connection's task: handshake and requests, or (``resumed``) requests only.
 
         ``handover``: a response the fast path started and gives up on (1xx, large,
         slow, broken); the task streams the rest and then serves the next requests.
+        ``head``: a request the fast path parsed for the in-process app.
         """
         parked = False
         try:
+            if head is not None:
+                self.life.handle(Event.REQUEST_HEAD)
+                await self._request(head)
             if handover is not None:
                 response = self._response(
                     handover.head,
@@ -644,7 +654,7 @@ class ClientConnection(asyncio.Protocol):
 
     @staticmethod
     def _request_id() -> str:
-        return secrets.token_hex(8)
+        return os.urandom(8).hex()  # what secrets.token_hex(8) does, in one call
 
     async def _error(
         self, status: int, request_id: str, *, code: str, head: RequestHead | None = None
@@ -968,13 +978,7 @@ class ClientConnection(asyncio.Protocol):
         checks and answers live there, once.
         """
         gateway = self.gateway
-        if (
-            self.life.state is not State.IDLE
-            or gateway.draining
-            or gateway.asgi is not None
-            or self._write_paused
-            or self._eof
-        ):
+        if self.life.state is not State.IDLE or gateway.draining or self._write_paused or self._eof:
             self.resume()
             return
         tls = self.tls
@@ -1002,6 +1006,16 @@ class ClientConnection(asyncio.Protocol):
             if self._in_head:
                 self.resume()  # a head in pieces: the task keeps its deadline
             return  # a partial TLS record: still parked, the sweep keeps the idle deadline
+        if gateway.asgi is not None:
+            # An in-process app is a coroutine anyway: one task for this request, given its
+            # head directly (its body, if any, is read by the app through the events).
+            kind, head = events.pop(0)
+            if kind != "head":  # cannot happen with llhttp: a body needs a head first
+                raise AssertionError(f"parser event {kind} outside a request")
+            self._idle_since = 0.0
+            gateway.unpark(self)
+            self._task = asyncio.get_running_loop().create_task(self.run(resumed=True, head=head))
+            return
         if len(events) != 2 or events[1][0] != "end":
             self.resume()
             return

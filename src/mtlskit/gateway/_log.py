@@ -16,6 +16,9 @@ from typing import IO, Any
 
 __all__ = ["JsonLog"]
 
+# One encoder for every record: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
 
 class JsonLog:
     """Appends one JSON object per line to a file, or to standard error for ``-``.
@@ -42,7 +45,7 @@ class JsonLog:
         if not self._pending:
             # One timestamp per batch: its records are from one pass of the event loop.
             self._stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        line = json.dumps({"time": self._stamp, **record}, separators=(",", ":"), default=str)
+        line = _ENCODER.encode({"time": self._stamp, **record})
         if not self._pending:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)

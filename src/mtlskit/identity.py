@@ -248,10 +248,23 @@ class ClientIdentity:
             san = san_entries(cert)
         except ValueError:  # cryptography parses extensions lazily; fuzzing found this one
             raise IdentityError("san_missing", "certificate extensions are malformed") from None
+        return cls.from_subject_alt_name(san, subject=cert.subject if allow_cn else None)
+
+    @classmethod
+    def from_subject_alt_name(
+        cls, san: x509.SubjectAlternativeName | None, *, subject: x509.Name | None = None
+    ) -> ClientIdentity:
+        """``from_certificate`` for a SAN already in hand (``None``: the certificate has none).
+
+        The verifier reads the leaf's extensions in one pass and hands the SAN over
+        here. ``subject`` turns on the legacy CN fallback (``allow_cn``).
+        """
         uris: list[str] = []
         dns: list[str] = []
         emails: list[str] = []
-        for name in san or ():  # one pass; get_values_for_type would walk the SAN three times
+        # One pass; get_values_for_type would walk the SAN three times (and ``san or ()``
+        # would ask cryptography for its length first).
+        for name in () if san is None else san:
             if isinstance(name, x509.UniformResourceIdentifier):
                 uris.append(name.value)
             elif isinstance(name, x509.DNSName):
@@ -260,8 +273,8 @@ class ClientIdentity:
                 emails.append(name.value)
         if uris or dns or emails:
             return cls.from_sans(uris, dns, emails)
-        if allow_cn:
-            cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if subject is not None:
+            cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             if cns and isinstance(cns[0].value, str) and cns[0].value:
                 return cls(kind=IdentityKind.CN, value=cns[0].value, legacy=True)
         if san is None:

@@ -62,6 +62,7 @@ _SERIALS: Final = itertools.count(1)
 
 _MEMO_LIMIT: Final = 4096
 _SHA256: Final = hashes.SHA256()
+_SUBJECT_ALT_NAME: Final = ExtensionOID.SUBJECT_ALTERNATIVE_NAME
 _BASIC_CONSTRAINTS: Final = ExtensionOID.BASIC_CONSTRAINTS
 _EXTENDED_KEY_USAGE: Final = ExtensionOID.EXTENDED_KEY_USAGE
 _KEY_USAGE: Final = ExtensionOID.KEY_USAGE
@@ -96,13 +97,20 @@ class _Facts(NamedTuple):
         else:
             names, kind = _WEAK_HASH_NAMES, type(algorithm)
             weak_hash = names[kind] if kind in names else _weak_hash(algorithm)
-        return cls(
-            Fingerprint(cert.fingerprint(_SHA256)),
-            cert.not_valid_before_utc,
-            cert.not_valid_after_utc,
-            str(key_info(key)) if weak else None,
-            weak_hash,
-            False if leaf else cert.issuer == cert.subject,
+        # A SHA-256 digest is 32 bytes by construction: skip Fingerprint's length check, and
+        # the generated ``__new__`` of both types (two Python calls per handshake fewer).
+        fingerprint = object.__new__(Fingerprint)
+        object.__setattr__(fingerprint, "digest", cert.fingerprint(_SHA256))
+        return tuple.__new__(
+            cls,
+            (
+                fingerprint,
+                cert.not_valid_before_utc,
+                cert.not_valid_after_utc,
+                str(key_info(key)) if weak else None,
+                weak_hash,
+                False if leaf else cert.issuer == cert.subject,
+            ),
         )
 
 
@@ -125,6 +133,32 @@ def _weak_hash(algorithm: hashes.HashAlgorithm | None) -> str | None:
     name = algorithm.name.upper() if isinstance(algorithm, _WEAK_HASHES) else None
     _WEAK_HASH_NAMES[type(algorithm)] = name
     return name
+
+
+def _leaf_extensions(
+    leaf: x509.Certificate,
+) -> tuple[
+    x509.SubjectAlternativeName | None,
+    x509.BasicConstraints | None,
+    x509.ExtendedKeyUsage | None,
+    x509.KeyUsage | None,
+]:
+    """The leaf extensions mtlskit judges, in one pass (a lookup by OID is a scan each).
+
+    Malformed extensions raise cryptography's ``ValueError`` here, as they always have.
+    """
+    san = basic = eku = usage = None
+    for extension in leaf.extensions:
+        oid = extension.oid
+        if oid == _SUBJECT_ALT_NAME:
+            san = extension.value
+        elif oid == _BASIC_CONSTRAINTS:
+            basic = extension.value
+        elif oid == _EXTENDED_KEY_USAGE:
+            eku = extension.value
+        elif oid == _KEY_USAGE:
+            usage = extension.value
+    return san, basic, eku, usage  # type: ignore[return-value]
 
 
 def _name(cert: x509.Certificate) -> str:
@@ -192,15 +226,16 @@ class Verifier:
             raise ValueError("verification time must be timezone-aware")
         leaf = chain[0]
         reasons: list[Reason] = []
+        san, basic, eku, usage = _leaf_extensions(leaf)
         identity: ClientIdentity | None
         try:
-            identity = ClientIdentity.from_certificate(leaf)
+            identity = ClientIdentity.from_subject_alt_name(san)
         except IdentityError as exc:
             reasons.append(Reason(code=Code(exc.code), message=str(exc), depth=0))
             identity = None
-        self._leaf_policy(leaf, identity, reasons)
+        self._leaf_policy(basic, eku, usage, identity, reasons)
         leaf_facts = _Facts.of(leaf, leaf=True)
-        presented = [leaf_facts, *map(self._facts, chain[1:])]
+        presented = self._facts(leaf_facts, chain[1:])
         if len(presented) - 1 > self.max_chain_depth:
             self._depth(presented, reasons)
         pins = self.trust.pins
@@ -208,7 +243,7 @@ class Verifier:
         verified: Sequence[x509.Certificate] | None
         verified = (leaf,) if pinned else self._path(chain, presented, identity, at, reasons)
         checked = verified if verified is not None else chain
-        facts = presented if checked is chain else [leaf_facts, *map(self._facts, checked[1:])]
+        facts = presented if checked is chain else self._facts(leaf_facts, checked[1:])
         valid_until = _certificates(
             checked, facts, at, reasons, anchored=verified is not None and not pinned, pinned=pinned
         )
@@ -230,35 +265,35 @@ class Verifier:
         )
         return decision if self.authorize is None else self.authorize(decision)
 
-    def _facts(self, cert: x509.Certificate) -> _Facts:
-        signature = cert.signature
-        known = self._ca_facts.get(signature)
-        # pyca hands back the very objects it was given (and the store's), so identity
-        # settles almost every lookup before the byte-wise comparison.
-        if known is not None and (known[0] is cert or known[0] == cert):
-            return known[1]
-        if len(self._ca_facts) >= _MEMO_LIMIT:
-            self._ca_facts.clear()
-        facts = _Facts.of(cert)
-        self._ca_facts[signature] = (cert, facts)
+    def _facts(self, leaf: _Facts, cas: Sequence[x509.Certificate]) -> list[_Facts]:
+        """``leaf``, then the facts of each CA, computed once per CA certificate."""
+        memo = self._ca_facts
+        facts = [leaf]
+        for cert in cas:
+            signature = cert.signature
+            known = memo.get(signature)
+            # pyca hands back the very objects it was given (and the store's), so identity
+            # settles almost every lookup before the byte-wise comparison.
+            if known is not None and (known[0] is cert or known[0] == cert):
+                facts.append(known[1])
+                continue
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            fact = _Facts.of(cert)
+            memo[signature] = (cert, fact)
+            facts.append(fact)
         return facts
 
     # --- the leaf ----------------------------------------------------------------
 
     def _leaf_policy(
-        self, leaf: x509.Certificate, identity: ClientIdentity | None, reasons: list[Reason]
+        self,
+        basic: x509.BasicConstraints | None,
+        eku: x509.ExtendedKeyUsage | None,
+        usage: x509.KeyUsage | None,
+        identity: ClientIdentity | None,
+        reasons: list[Reason],
     ) -> None:
-        basic: x509.BasicConstraints | None = None
-        eku: x509.ExtendedKeyUsage | None = None
-        usage: x509.KeyUsage | None = None
-        for extension in leaf.extensions:  # one pass; each lookup by OID would be a scan
-            oid = extension.oid
-            if oid == _BASIC_CONSTRAINTS:
-                basic = extension.value  # type: ignore[assignment]
-            elif oid == _EXTENDED_KEY_USAGE:
-                eku = extension.value  # type: ignore[assignment]
-            elif oid == _KEY_USAGE:
-                usage = extension.value  # type: ignore[assignment]
         if basic is not None and basic.ca:
             reasons.append(
                 Reason(

@@ -66,7 +66,7 @@ class ClientView:
     upstream and the certificate fields for the connection log are computed once.
     """
 
-    __slots__ = ("client", "decision", "expires", "headers", "leaf_fields")
+    __slots__ = ("client", "decision", "expires", "headers", "leaf_fields", "tls_extension")
 
     def __init__(
         self,
@@ -80,6 +80,8 @@ class ClientView:
         self.leaf_fields = leaf
         self.client = client  # what an in-process ASGI app is told (the TLS extension)
         self.expires = 0.0
+        # The TLS extension's certificate fields (PEMs, name, error), made at first use.
+        self.tls_extension: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, generation: Generation, chain: tuple[bytes, ...]) -> ClientView:

@@ -442,3 +442,23 @@ def test_unparseable_extensions_report_once_not_as_absent(ca: TestCA) -> None:
     chain = leaf(ca, eku=(), lifetime=dt.timedelta(days=400))
     codes = lint_chain(chain, list(PROFILES), at=NOW)[0].codes
     assert codes == {"extensions_malformed", "validity_over_398_days"}
+
+
+def test_profiles_of_one_name_keep_their_own_rules(ca: TestCA) -> None:
+    """Rule sets are kept per combination of profile objects, not per name: two
+    profiles called alike, one without the serverAuth rule, lint as written."""
+    from mtlskit.lint import Profile
+
+    chain = leaf(ca, eku=(ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH))
+    full = PROFILES["client-auth"]
+    lax = Profile(
+        name=full.name,
+        summary=full.summary,
+        leaf=tuple(rule for rule in full.leaf if rule.code != "eku_server_auth_present"),
+        ca=full.ca,
+        chain=full.chain,
+    )
+    for _ in range(2):
+        assert "eku_server_auth_present" in lint_chain(chain, [full], at=NOW)[0].codes
+        assert "eku_server_auth_present" not in lint_chain(chain, [lax], at=NOW)[0].codes
+        assert "eku_server_auth_present" in lint_chain(chain, [lax, full], at=NOW)[0].codes

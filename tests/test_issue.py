@@ -25,6 +25,7 @@ from mtlskit.issue import (
     Issuer,
     SerialTaken,
     build_ca_certificate,
+    build_leaf,
     build_self_signed,
     lint_errors,
     load_csr,
@@ -137,6 +138,51 @@ def test_client_auth_leaf_has_exactly_the_profile(store):
     assert cert.serial_number.bit_length() > 64
     assert lint_errors(issued.chain, CLIENT_AUTH, NOW) == []
     _pyca_accepts(cert, issued.chain)
+
+
+def test_leaves_of_one_issuer_share_only_the_issuers_part():
+    """The issuer keeps a prepared builder prefix; every leaf still gets its own subject,
+    key, SAN and SKI, and the extensions keep their order (BC, KU, EKU, SAN, SKI, AKI)."""
+    leaves = [
+        build_leaf(
+            issuer=ISSUING,
+            identity=parse_identity(identity),
+            public_key=generate_private_key().public_key(),
+            profile=profile,
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(hours=1),
+            serial=serial,
+        )
+        for serial, identity, profile in (
+            (1, ID, CLIENT_AUTH),
+            (2, "spiffe://acme.com/web", SPIFFE),
+        )
+    ]
+    for leaf in leaves:
+        assert [type(e.value) for e in leaf.extensions] == [
+            x509.BasicConstraints,
+            x509.KeyUsage,
+            x509.ExtendedKeyUsage,
+            x509.SubjectAlternativeName,
+            x509.SubjectKeyIdentifier,
+            x509.AuthorityKeyIdentifier,
+        ]
+        assert leaf.issuer == ISSUING.cert.subject
+        leaf.verify_directly_issued_by(ISSUING.cert)
+    first, second = leaves
+    assert list(_ext(first, x509.SubjectAlternativeName).value) == [
+        x509.UniformResourceIdentifier(ID)
+    ]
+    assert list(_ext(second, x509.SubjectAlternativeName).value) == [
+        x509.UniformResourceIdentifier("spiffe://acme.com/web")
+    ]
+    assert list(_ext(first, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert list(_ext(second, x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    ]
+    assert _ext(first, x509.SubjectKeyIdentifier) != _ext(second, x509.SubjectKeyIdentifier)
+    assert _ext(first, x509.AuthorityKeyIdentifier) == _ext(second, x509.AuthorityKeyIdentifier)
 
 
 def test_spiffe_profile_has_both_ekus_and_refuses_other_identities(store):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography import x509
@@ -64,10 +64,17 @@ class Issuer:
     cert: x509.Certificate
     key: PrivateKey
     chain: tuple[x509.Certificate, ...]
+    # What every leaf it signs shares, worked out once (a CA signs thousands per second).
+    leaf_base: x509.CertificateBuilder = field(init=False, repr=False, compare=False)
+    authority_key_id: x509.AuthorityKeyIdentifier = field(init=False, repr=False, compare=False)
+    hash_algorithm: hashes.HashAlgorithm | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.cert.public_key() != self.key.public_key():
             raise ValueError("the issuer's key does not belong to its certificate")
+        object.__setattr__(self, "leaf_base", _leaf_base(self.cert.subject))
+        object.__setattr__(self, "authority_key_id", _authority_key_id(self.cert))
+        object.__setattr__(self, "hash_algorithm", signature_hash(self.key))
 
 
 def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
@@ -94,27 +101,34 @@ def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentif
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
+def _leaf_base(issuer_name: x509.Name) -> x509.CertificateBuilder:
+    """A leaf's first fields and extensions, the same for every leaf of one issuer."""
+    return (
+        x509.CertificateBuilder()
+        .issuer_name(issuer_name)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_USAGE, critical=True)
+    )
+
+
 def _leaf_builder(
     *,
+    base: x509.CertificateBuilder,
     identity: ClientIdentity,
+    subject: x509.Name,
     public_key: PublicKey,
     profile: CertificateProfile,
     not_before: dt.datetime,
     not_after: dt.datetime,
     serial: int,
-    issuer_name: x509.Name | None,
 ) -> x509.CertificateBuilder:
-    subject = _subject(identity)
+    """``base`` (from ``_leaf_base``) completed: extensions in the order BC, KU, EKU, SAN, SKI."""
     return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name if issuer_name is not None else subject)
+        base.subject_name(subject)
         .public_key(public_key)  # type: ignore[arg-type]
         .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_LEAF_USAGE, critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(profile.eku)), critical=False)
         .add_extension(
             # RFC 5280 §4.2.1.6: critical when the subject is empty.
@@ -137,15 +151,16 @@ def build_leaf(
 ) -> x509.Certificate:
     """A client certificate signed by ``issuer``; every extension comes from ``profile``."""
     builder = _leaf_builder(
+        base=issuer.leaf_base,
         identity=identity,
+        subject=_subject(identity),
         public_key=public_key,
         profile=profile,
         not_before=not_before,
         not_after=not_after,
         serial=serial,
-        issuer_name=issuer.cert.subject,
-    ).add_extension(_authority_key_id(issuer.cert), critical=False)
-    return builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
+    ).add_extension(issuer.authority_key_id, critical=False)
+    return builder.sign(issuer.key, issuer.hash_algorithm)  # type: ignore[arg-type]
 
 
 def build_self_signed(
@@ -159,14 +174,16 @@ def build_self_signed(
     """A self-signed client certificate for pinning: CA:FALSE, with AKI = its own SKI
     (pyca's verifier rejects a self-signed leaf without AKI)."""
     public_key = key.public_key()
+    subject = _subject(identity)
     builder = _leaf_builder(
+        base=_leaf_base(subject),
         identity=identity,
+        subject=subject,
         public_key=public_key,
         profile=profile,
         not_before=not_before,
         not_after=not_after,
         serial=x509.random_serial_number(),
-        issuer_name=None,
     ).add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
             x509.SubjectKeyIdentifier.from_public_key(public_key)  # type: ignore[arg-type]

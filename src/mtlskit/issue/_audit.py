@@ -21,8 +21,12 @@ __all__ = ["GENESIS_HASH", "AuditEntry", "AuditProblem", "verify_audit_chain"]
 GENESIS_HASH: Final = "0" * 64
 
 
+# One encoder: ``json.dumps`` with options builds a new one per call, on every append.
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(detail: Mapping[str, Any]) -> str:
-    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(detail)
 
 
 def _digest(seq: int, at: str, event: str, detail: str, prev_hash: str) -> str:

@@ -258,3 +258,21 @@ def test_http10_keep_alive_as_ab_sends_it(site, gateway, clean_leaf):
     assert b"connection: close" in head.lower()
     assert b"transfer-encoding" not in head.lower()
     assert json.loads(body)["path"] == "/chunked"
+
+
+def test_access_log_lines_are_json_with_hostile_paths(site, gateway, clean_leaf):
+    """The access log line is formatted directly: quotes, backslashes and UTF-8 survive."""
+    with _connection(site, gateway, clean_leaf) as tls:
+        reader = _Reader(tls)
+        tls.sendall(b'GET /z/"q"\\%C3%A9?x=1 HTTP/1.1\r\nHost: x\r\n\r\n')
+        status, headers, _ = reader.response()
+    request_id = headers[b"x-request-id"].decode()
+    record = site.wait_for_record(lambda r: r.get("request_id") == request_id, which="access")
+    assert status == 403  # not among the policy's routes
+    assert record["path"] == '/z/"q"\\%C3%A9'
+    assert record["method"] == "GET"
+    assert record["identity"] == SPIFFE_ID
+    assert record["verified"] is True
+    assert record["code"] == "identity_not_authorized"
+    line = next(x for x in site.access_log.read_text().splitlines() if request_id in x)
+    assert line == json.dumps(record, separators=(",", ":"))

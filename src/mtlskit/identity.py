@@ -292,7 +292,6 @@ class ClientIdentity:
     ) -> ClientIdentity:
         """The same precedence and SVID rule for SAN values that arrive without a certificate
         (a proxy's XFCC or GCP headers): SPIFFE URI, other URI, DNS, email."""
-        everything = (*uris, *dns, *emails)
         if any(map(SpiffeId.is_spiffe_uri, uris)):
             if len(uris) > 1:
                 raise IdentityError(
@@ -305,12 +304,18 @@ class ClientIdentity:
                 spiffe_id = SpiffeId.parse(uri)
             except SpiffeIdError as exc:
                 raise IdentityError("spiffe_id_invalid", str(exc)) from None
-            return cls(
-                kind=IdentityKind.SPIFFE,
-                value=uri,  # parse normalizes nothing: this is str(spiffe_id)
-                spiffe_id=spiffe_id,
-                others=_without(everything, uri) if len(everything) > 1 else (),
-            )
+            # Valid by construction: set the fields directly, as ``SpiffeId.parse`` does (the
+            # verifier's per-handshake path). ``parse`` normalizes nothing, so the value is
+            # ``str(spiffe_id)``.
+            identity = object.__new__(cls)
+            put = object.__setattr__
+            put(identity, "kind", IdentityKind.SPIFFE)
+            put(identity, "value", uri)
+            put(identity, "spiffe_id", spiffe_id)
+            put(identity, "legacy", False)
+            put(identity, "others", _without((*dns, *emails), uri) if dns or emails else ())
+            return identity
+        everything = (*uris, *dns, *emails)
         for kind, values in (
             (IdentityKind.URI, uris),
             (IdentityKind.DNS, dns),

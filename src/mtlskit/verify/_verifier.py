@@ -67,6 +67,9 @@ _BASIC_CONSTRAINTS: Final = ExtensionOID.BASIC_CONSTRAINTS
 _EXTENDED_KEY_USAGE: Final = ExtensionOID.EXTENDED_KEY_USAGE
 _KEY_USAGE: Final = ExtensionOID.KEY_USAGE
 _FINGERPRINT: Final = operator.attrgetter("fingerprint")
+_NOT_BEFORE: Final = operator.attrgetter("not_before")
+_NOT_AFTER: Final = operator.attrgetter("not_after")
+_FLAWED: Final = operator.attrgetter("flawed")
 
 
 class _Facts(NamedTuple):
@@ -78,6 +81,7 @@ class _Facts(NamedTuple):
     weak_key: str | None  # "RSA 1024" when too weak, else None
     weak_hash: str | None  # "SHA1" when too weak, else None
     self_issued: bool
+    flawed: bool  # a weak key or hash: only validity is checked by the fast path
 
     @classmethod
     def of(cls, cert: x509.Certificate, *, leaf: bool = False) -> _Facts:
@@ -110,6 +114,7 @@ class _Facts(NamedTuple):
                 str(key_info(key)) if weak else None,
                 weak_hash,
                 False if leaf else cert.issuer == cert.subject,
+                weak or weak_hash is not None,
             ),
         )
 
@@ -522,11 +527,12 @@ def _certificates(
     pinned: bool,
 ) -> dt.datetime:
     """Validity, key strength and signature hash of each certificate; returns the first notAfter."""
+    valid_until = min(map(_NOT_AFTER, facts))
+    if max(map(_NOT_BEFORE, facts)) <= at <= valid_until and not any(map(_FLAWED, facts)):
+        return valid_until  # the usual case, without a Python-level loop: nothing to report
     last = len(chain) - 1
-    valid_until = facts[0].not_after
     for depth, (cert, fact) in enumerate(zip(chain, facts, strict=True)):
-        _, not_before, not_after, weak_key, weak_hash, self_issued = fact
-        valid_until = min(valid_until, not_after)
+        _, not_before, not_after, weak_key, weak_hash, self_issued, _ = fact
         if not_after < at:
             reasons.append(
                 Reason(
@@ -595,10 +601,8 @@ def _inside_validity(facts: Sequence[_Facts], at: dt.datetime) -> dt.datetime:
     presented certificate is valid lets it answer the separate question "is this
     path trusted?", so an expired certificate from an unknown CA gets both reasons.
     """
-    start, end = facts[0].not_before, facts[0].not_after
-    for fact in facts:  # one plain pass: this runs on every call
-        start = max(start, fact.not_before)
-        end = min(end, fact.not_after)
+    start = max(map(_NOT_BEFORE, facts))
+    end = min(map(_NOT_AFTER, facts))
     if start > end or start <= at <= end:
         return at
     return start if at < start else end

@@ -166,6 +166,11 @@ class Site:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def flushed_records(self, which: str = "connection") -> list[dict[str, Any]]:
+        """Every record so far: the gateway writes its logs at most 0.1 s late (buffered)."""
+        time.sleep(0.3)
+        return self.log_records(which)
+
     def wait_for_record(
         self, predicate: Callable[[dict[str, Any]], bool], which: str = "connection"
     ) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def test_in_process_app_sees_verified_spiffe_id_and_tls_extension(site, served, 
     assert body["lifespan_state"] is True and events == ["startup"]
     # keep-alive: both requests on one TLS connection
     assert again.json()["client"] == body["client"]
-    accepted = [r for r in site.log_records() if r.get("outcome") == "accepted"]
+    accepted = [r for r in site.flushed_records() if r.get("outcome") == "accepted"]
     assert len(accepted) == 1
 
 

@@ -473,7 +473,7 @@ def test_keep_alive_chunked_bodies_and_streaming(site, start, clean_leaf):
     payload = json.loads(echoed.partition(b"\r\n\r\n")[2])
     assert payload["body_bytes"] == len(body)
     assert payload["body_sha"] == hashlib.sha256(body).hexdigest()
-    accepted = [r for r in site.log_records() if r.get("verify") == "SUCCESS"]
+    accepted = [r for r in site.flushed_records() if r.get("verify") == "SUCCESS"]
     assert len(accepted) == 3  # httpx: one connection for four requests, then two more
 
 

@@ -249,7 +249,7 @@ class Story:
         return port
 
     def _logged(self, name: str, text: str, *, seconds: float = 5.0) -> bool:
-        """Whether ``text`` reaches the gateway's log (written once per event-loop turn)."""
+        """Whether ``text`` reaches the gateway's log (buffered: written at most 0.1 s late)."""
         deadline = time.monotonic() + seconds
         path = self.workdir / name
         while True:

@@ -12,10 +12,15 @@ import contextlib
 import datetime as dt
 import json
 import sys
+import time
 from typing import IO, Any
 
 __all__ = ["JsonLog"]
 
+# Buffered as nginx's ``access_log ... buffer=64k flush=...``: one write per batch, not per
+# pass of the event loop (that was a write syscall per request at moderate load).
+_FLUSH_SECONDS = 0.1
+_BUFFER_CHARS = 64 * 1024
 # One encoder for every record: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
@@ -23,13 +28,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 class JsonLog:
     """Appends one JSON object per line to a file, or to standard error for ``-``.
 
-    Inside an event loop, lines are written together at the end of the loop's current
-    iteration (``call_soon``): under load that is one write for many requests instead
-    of a write syscall each (a line-buffered file cost ~5% of a relayed request), and
-    a record still reaches the file before the loop waits for more network input.
+    Inside an event loop, lines are buffered and written together at most 0.1 s later
+    (or at 64 KiB): one write for many requests instead of a write syscall each (a
+    line-buffered file cost ~5% of a relayed request, a write per event-loop pass still
+    ~10% of a kept-alive request served in-process). ``close`` writes what is left.
     """
 
-    __slots__ = ("_handle", "_owned", "_pending", "_stamp")
+    __slots__ = ("_handle", "_millisecond", "_owned", "_pending", "_size", "_stamp")
 
     def __init__(self, target: str) -> None:
         if target == "-":
@@ -39,7 +44,9 @@ class JsonLog:
             self._handle = open(target, "a", encoding="utf-8")  # noqa: SIM115
             self._owned = True
         self._pending: list[str] = []
+        self._size = 0
         self._stamp = ""
+        self._millisecond = 0
 
     def write(self, record: dict[str, Any]) -> None:
         self.write_fields(_ENCODER.encode(record)[1:-1])
@@ -50,21 +57,28 @@ class JsonLog:
         For the access log, whose line is formatted directly: building a dict and
         encoding it was a quarter of a kept-alive request served in-process.
         """
-        if not self._pending:
-            # One timestamp per batch: its records are from one pass of the event loop.
-            self._stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        millisecond = int(time.time() * 1000)
+        if millisecond != self._millisecond:  # formatted once per millisecond, not per record
+            self._millisecond = millisecond
+            self._stamp = dt.datetime.fromtimestamp(millisecond / 1000, dt.UTC).isoformat(
+                timespec="milliseconds"
+            )
         line = '{"time":"' + self._stamp + '",' + fields + "}"
         if not self._pending:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self.flush)
             except RuntimeError:  # no loop (CLI checks, tests): write now
                 self._pending.append(line)
                 self.flush()
                 return
         self._pending.append(line)
+        self._size += len(line)
+        if self._size > _BUFFER_CHARS:
+            self.flush()  # the timer finds nothing left, or the next batch's first lines
 
     def flush(self) -> None:
         lines, self._pending = self._pending, []
+        self._size = 0
         if not lines:
             return
         # A full disk must not take the gateway down; the metrics still count.

@@ -120,7 +120,9 @@ def response_headers(raw: Iterable[Any]) -> tuple[list[tuple[bytes, bytes]], int
     length: int | None = None
     close = False
     for name, value in raw:
-        name_b, value_b = bytes(name), bytes(value)
+        # Apps send bytes (the spec's type); copying them anyway was a call per header.
+        name_b = name if type(name) is bytes else bytes(name)
+        value_b = value if type(value) is bytes else bytes(value)
         lower = name_b.lower()
         if lower == b"content-length":
             text = value_b.strip()

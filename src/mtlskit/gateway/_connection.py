@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import os
 import ssl
@@ -51,6 +52,13 @@ _READ_SIZE: Final = 64 * 1024
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _json: Final = encode_basestring_ascii  # a str as JSON, exactly as json.dumps writes it
 _NO_CLIENT: Final = '"identity":null,"verified":false'
+_METHODS: Final = {m: _json(m) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")}
+
+
+@functools.lru_cache(maxsize=64)
+def _json_name(name: str) -> str:
+    """An upstream's name as JSON: a handful of them, formatted on every request."""
+    return _json(name)  # type: ignore[no-any-return]
 
 
 class _Closed(Exception):
@@ -695,7 +703,7 @@ class ClientConnection(asyncio.Protocol):
         sent: int = 0,
     ) -> None:
         view = self._view
-        method = _json(head.method) if head else "null"
+        method = (_METHODS.get(head.method) or _json(head.method)) if head else "null"
         path = _json(head.path) if head else "null"
         client = view.log_fields if view is not None else _NO_CLIENT
         duration = round((time.monotonic() - started) * 1000, 3)
@@ -704,7 +712,7 @@ class ClientConnection(asyncio.Protocol):
             f'"event":"request","request_id":{_json(request_id)},"peer":{_json(self.peer)},'
             f'"method":{method},"path":{path},"status":{status},'
             f'"code":{_json(code) if code is not None else "null"},{client},'
-            f'"upstream":{_json(upstream) if upstream is not None else "null"},'
+            f'"upstream":{_json_name(upstream) if upstream is not None else "null"},'
             f'"bytes_sent":{sent},"duration_ms":{duration!r}'
         )
 
@@ -743,8 +751,17 @@ class ClientConnection(asyncio.Protocol):
                     await self._error(403, request_id, code=code, head=head)
                 return
         self.life.handle(Event.FORWARD)
-        if gateway.asgi is not None:
-            await self._serve_asgi(head, framing, request_id, decision, started)
+        asgi = gateway.asgi
+        if asgi is not None:  # in-process: the app gets this request's authorized decision
+            try:
+                keep_alive, status, sent = await asgi.handle(
+                    self, head, framing, request_id, decision
+                )
+            except ClientRequestError as exc:
+                self.life.handle(Event.BAD_REQUEST)
+                await self._error(exc.status_hint, request_id, code=str(exc), head=head)
+                return
+            self._finish(head, status, request_id, started, asgi.name, sent, keep_alive)
             return
         try:
             conn = await gateway.pool.acquire()
@@ -794,27 +811,6 @@ class ClientConnection(asyncio.Protocol):
         self.gateway.metrics.request(status)
         self._access(head, status, request_id, started=started, upstream=upstream, sent=sent)
         self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
-
-    async def _serve_asgi(
-        self,
-        head: RequestHead,
-        framing: Framing,
-        request_id: str,
-        decision: Decision,
-        started: float,
-    ) -> None:
-        """The in-process upstream: the app gets this request's authorized ``decision``."""
-        gateway = self.gateway
-        assert gateway.asgi is not None
-        try:
-            keep_alive, status, sent = await gateway.asgi.handle(
-                self, head, framing, request_id, decision
-            )
-        except ClientRequestError as exc:
-            self.life.handle(Event.BAD_REQUEST)
-            await self._error(exc.status_hint, request_id, code=str(exc), head=head)
-            return
-        self._finish(head, status, request_id, started, gateway.asgi.name, sent, keep_alive)
 
     async def _skip_body(self) -> None:
         while True:

@@ -5,6 +5,8 @@ only after COMMIT. On SQLite, writes take the database lock up front (``BEGIN
 IMMEDIATE``) so reading the audit head and appending after it cannot interleave with
 another process; ``synchronous=FULL`` (the default here) makes each COMMIT durable
 against power loss, ``NORMAL`` only against a crash of the process (WAL mode).
+Issuance, the hot path, runs its three statements on the SQLite driver itself
+(``_driver_write``), with the SQL and value conversions SQLAlchemy compiled once.
 
 On PostgreSQL (READ COMMITTED) each race has its own guard, because nodes no longer
 share one file lock: token redemption is one conditional UPDATE; serials are a primary

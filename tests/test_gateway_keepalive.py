@@ -274,3 +274,20 @@ def test_access_log_lines_are_json_with_hostile_paths(site, gateway, clean_leaf)
     assert record["code"] == "identity_not_authorized"
     line = next(x for x in site.access_log.read_text().splitlines() if request_id in x)
     assert line == json.dumps(record, separators=(",", ":"))
+
+
+def test_access_log_off_writes_nothing_and_keeps_the_connection_log(site, ca, clean_leaf):
+    config = write_config(site, ca.bundle_pem, '[client_auth]\ntrust = ["trust.pem"]\n')
+    config.write_text(config.read_text().replace('access = "access.log"', 'access = "off"'))
+    running = GatewayThread(config)
+    try:
+        with _connection(site, running, clean_leaf) as tls:
+            reader = _Reader(tls)
+            for _ in range(3):
+                tls.sendall(KEEP)
+                assert reader.response()[0] == 200
+        site.wait_for_record(lambda r: r.get("outcome") == "accepted")
+    finally:
+        running.stop()
+    assert not site.access_log.exists()
+    assert all(r.get("event") != "request" for r in site.log_records())

@@ -135,8 +135,8 @@ class LimitsConfig(_Section):
 
 
 class LogConfig(_Section):
-    access: str = "-"  # a file path, or "-" for standard error
-    connection: str = "-"
+    access: str = "-"  # a file path, "-" for standard error, or "off"
+    connection: str = "-"  # the same; "off" hides why clients were refused, so think twice
 
 
 class ReloadConfig(_Section):

@@ -702,13 +702,16 @@ class ClientConnection(asyncio.Protocol):
         upstream: str | None = None,
         sent: int = 0,
     ) -> None:
+        log = self.gateway.access_log
+        if not log.enabled:
+            return
         view = self._view
         method = (_METHODS.get(head.method) or _json(head.method)) if head else "null"
         path = _json(head.path) if head else "null"
         client = view.log_fields if view is not None else _NO_CLIENT
         duration = round((time.monotonic() - started) * 1000, 3)
         # One formatted line, the same JSON that encoding a dict of these fields gives.
-        self.gateway.access_log.write_fields(
+        log.write_fields(
             f'"event":"request","request_id":{_json(request_id)},"peer":{_json(self.peer)},'
             f'"method":{method},"path":{path},"status":{status},'
             f'"code":{_json(code) if code is not None else "null"},{client},'

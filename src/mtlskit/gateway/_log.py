@@ -26,7 +26,8 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 class JsonLog:
-    """Appends one JSON object per line to a file, or to standard error for ``-``.
+    """Appends one JSON object per line to a file, to standard error for ``-``, or nowhere
+    for ``off``.
 
     Inside an event loop, lines are buffered and written together at most 0.1 s later
     (or at 64 KiB): one write for many requests instead of a write syscall each (a
@@ -34,10 +35,11 @@ class JsonLog:
     ~10% of a kept-alive request served in-process). ``close`` writes what is left.
     """
 
-    __slots__ = ("_handle", "_millisecond", "_owned", "_pending", "_size", "_stamp")
+    __slots__ = ("_handle", "_millisecond", "_owned", "_pending", "_size", "_stamp", "enabled")
 
     def __init__(self, target: str) -> None:
-        if target == "-":
+        self.enabled = target != "off"  # as nginx's ``access_log off``
+        if target == "-" or not self.enabled:
             self._handle: IO[str] = sys.stderr
             self._owned = False
         else:
@@ -49,7 +51,8 @@ class JsonLog:
         self._millisecond = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self.write_fields(_ENCODER.encode(record)[1:-1])
+        if self.enabled:
+            self.write_fields(_ENCODER.encode(record)[1:-1])
 
     def write_fields(self, fields: str) -> None:
         """A record given as its JSON members (``"key":value,...``, no braces, not empty).
@@ -57,6 +60,8 @@ class JsonLog:
         For the access log, whose line is formatted directly: building a dict and
         encoding it was a quarter of a kept-alive request served in-process.
         """
+        if not self.enabled:
+            return
         millisecond = int(time.time() * 1000)
         if millisecond != self._millisecond:  # formatted once per millisecond, not per record
             self._millisecond = millisecond

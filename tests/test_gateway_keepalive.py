@@ -290,4 +290,5 @@ def test_access_log_off_writes_nothing_and_keeps_the_connection_log(site, ca, cl
     finally:
         running.stop()
     assert not site.access_log.exists()
+    assert not (site.dir / "off").exists()  # "off" is no file name
     assert all(r.get("event") != "request" for r in site.log_records())

@@ -164,7 +164,7 @@ def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
         return path if path.is_absolute() else base / path
 
     def fix_log(text: str) -> str:
-        return text if text == "-" else str(fix(Path(text)))
+        return text if text in ("-", "off") else str(fix(Path(text)))
 
     auth = model.client_auth
     return model.model_copy(

@@ -240,7 +240,7 @@ class Verifier:
             identity = None
         self._leaf_policy(basic, eku, usage, identity, reasons)
         leaf_facts = _Facts.of(leaf, leaf=True)
-        presented = self._facts(leaf_facts, chain[1:])
+        presented = self._facts([leaf_facts], chain[1:])
         if len(presented) - 1 > self.max_chain_depth:
             self._depth(presented, reasons)
         pins = self.trust.pins
@@ -248,7 +248,14 @@ class Verifier:
         verified: Sequence[x509.Certificate] | None
         verified = (leaf,) if pinned else self._path(chain, presented, identity, at, reasons)
         checked = verified if verified is not None else chain
-        facts = presented if checked is chain else self._facts(leaf_facts, checked[1:])
+        if checked is chain:
+            facts = presented
+        elif len(checked) >= len(chain) and all(map(operator.is_, checked, chain)):
+            # pyca's path starts with the very objects presented: look up only the rest
+            # (the anchor), not the intermediates again (a fresh one costs a full comparison).
+            facts = self._facts(presented.copy(), checked[len(chain) :])
+        else:
+            facts = self._facts([leaf_facts], checked[1:])
         valid_until = _certificates(
             checked, facts, at, reasons, anchored=verified is not None and not pinned, pinned=pinned
         )
@@ -270,10 +277,9 @@ class Verifier:
         )
         return decision if self.authorize is None else self.authorize(decision)
 
-    def _facts(self, leaf: _Facts, cas: Sequence[x509.Certificate]) -> list[_Facts]:
-        """``leaf``, then the facts of each CA, computed once per CA certificate."""
+    def _facts(self, facts: list[_Facts], cas: Sequence[x509.Certificate]) -> list[_Facts]:
+        """``facts`` extended by those of each CA in ``cas``, computed once per CA certificate."""
         memo = self._ca_facts
-        facts = [leaf]
         for cert in cas:
             signature = cert.signature
             known = memo.get(signature)

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -62,10 +62,6 @@ _SERIALS: Final = itertools.count(1)
 
 _MEMO_LIMIT: Final = 4096
 _SHA256: Final = hashes.SHA256()
-_SUBJECT_ALT_NAME: Final = ExtensionOID.SUBJECT_ALTERNATIVE_NAME
-_BASIC_CONSTRAINTS: Final = ExtensionOID.BASIC_CONSTRAINTS
-_EXTENDED_KEY_USAGE: Final = ExtensionOID.EXTENDED_KEY_USAGE
-_KEY_USAGE: Final = ExtensionOID.KEY_USAGE
 _FINGERPRINT: Final = operator.attrgetter("fingerprint")
 _NOT_BEFORE: Final = operator.attrgetter("not_before")
 _NOT_AFTER: Final = operator.attrgetter("not_after")
@@ -150,20 +146,23 @@ def _leaf_extensions(
 ]:
     """The leaf extensions mtlskit judges, in one pass (a lookup by OID is a scan each).
 
+    cryptography builds exactly one value class per extension OID, so the value's
+    type identifies the extension (and ``.oid`` is one Python property call more).
     Malformed extensions raise cryptography's ``ValueError`` here, as they always have.
     """
     san = basic = eku = usage = None
     for extension in leaf.extensions:
-        oid = extension.oid
-        if oid == _SUBJECT_ALT_NAME:
-            san = extension.value
-        elif oid == _BASIC_CONSTRAINTS:
-            basic = extension.value
-        elif oid == _EXTENDED_KEY_USAGE:
-            eku = extension.value
-        elif oid == _KEY_USAGE:
-            usage = extension.value
-    return san, basic, eku, usage  # type: ignore[return-value]
+        value = extension.value
+        kind = type(value)
+        if kind is x509.SubjectAlternativeName:
+            san = value
+        elif kind is x509.BasicConstraints:
+            basic = value
+        elif kind is x509.ExtendedKeyUsage:
+            eku = value
+        elif kind is x509.KeyUsage:
+            usage = value
+    return san, basic, eku, usage
 
 
 def _name(cert: x509.Certificate) -> str:

@@ -323,6 +323,39 @@ def test_sqlite_issuance_stores_rows_exactly_as_sqlalchemy_does(tmp_path):
     )
 
 
+@pytest.mark.parametrize(("durability", "level"), [("FULL", 2), ("NORMAL", 1)])
+def test_sqlite_issuance_is_one_transaction_committed_at_the_chosen_durability(
+    tmp_path, durability, level
+):
+    """Certificate row and audit entry: one BEGIN IMMEDIATE, one COMMIT (one fsync at
+    FULL), on the connection whose ``synchronous`` is the configured one."""
+    store = SqlStore.open(f"sqlite:///{tmp_path / 'ca.db'}", create=True, synchronous=durability)
+    record = CertificateRecord(
+        serial=0xA1,
+        identity=WEB.value,
+        fingerprint="sha256:" + "a1" * 32,
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(hours=1),
+        profile="client-auth",
+        pem=b"-",
+        issued_at=NOW,
+    )
+    try:
+        store.add_certificate(record)
+        driver = store._writer.connection.driver_connection  # type: ignore[union-attr]
+        assert driver.execute("PRAGMA synchronous").fetchone() == (level,)
+        assert driver.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        statements: list[str] = []
+        driver.set_trace_callback(statements.append)
+        store.add_certificate(replace(record, serial=0xA2, fingerprint="sha256:" + "a2" * 32))
+        driver.set_trace_callback(None)
+    finally:
+        store.close()
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert [sql.split()[0] for sql in statements[1:-1]] == ["INSERT", "SELECT", "INSERT"]
+    assert "certificates" in statements[1] and "audit_log" in statements[3]
+
+
 def test_sqlite_store_that_cannot_take_the_lock_is_unavailable_then_recovers(tmp_path):
     url = f"sqlite:///{tmp_path / 'ca.db'}"
     store = SqlStore.open(url, create=True)

@@ -362,6 +362,7 @@ class _Cycle:
             length=self.length,
             keep_alive=self.keep_alive,
             request_id=self.request_id,
+            filtered=True,
         )
 
     async def finish_request_body(self) -> bool:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
-from mtlskit.gateway._http import Framing, RequestHead
+from mtlskit.gateway._http import HOP_BY_HOP, Framing, RequestHead
 from mtlskit.verify import Decision
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send raises on disconnect
 LIFESPAN_VERSION: Final = {"version": "3.0", "spec_version": "2.0"}
 _NO_BODY: Final = frozenset({204, 304})
+_FRAMED_HERE: Final = HOP_BY_HOP | {b"connection", b"content-length", b"x-request-id"}
 
 
 def cipher_suite_ids(context: ssl.SSLContext) -> dict[str, int]:
@@ -55,6 +56,8 @@ def cipher_suite_ids(context: ssl.SSLContext) -> dict[str, int]:
 
 def _split_target(target: bytes) -> tuple[bytes, bytes]:
     """(raw path, query) of an origin- or absolute-form request target."""
+    if target[:1] == b"/" and b"?" not in target and b"#" not in target:
+        return target, b""  # the usual origin-form path without a query
     if target.startswith((b"http://", b"https://")):
         rest = target.split(b"://", 1)[1]
         target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
@@ -111,27 +114,35 @@ def http_scope(  # noqa: PLR0917 - one request's facts, passed once
 
 
 def response_headers(raw: Iterable[Any]) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
-    """An app's ``http.response.start`` headers as byte pairs; (headers, content-length, close).
+    """An app's ``http.response.start`` headers; (headers to send, content-length, close).
 
-    A ``Content-Length`` that is not a number is dropped (the gateway then frames
-    the body itself); ``Connection: close`` from the app closes the connection after.
+    What the gateway frames itself is taken out here, in the one pass over them:
+    Content-Length (a number is kept as the length, anything else dropped and the
+    body framed by the gateway), Connection (``close`` closes the connection after;
+    the fields it names go too), the other hop-by-hop fields and X-Request-Id.
     """
     out: list[tuple[bytes, bytes]] = []
     length: int | None = None
     close = False
+    tokens: set[bytes] = set()
     for name, value in raw:
         # Apps send bytes (the spec's type); copying them anyway was a call per header.
         name_b = name if type(name) is bytes else bytes(name)
         value_b = value if type(value) is bytes else bytes(value)
         lower = name_b.lower()
-        if lower == b"content-length":
-            text = value_b.strip()
-            if not text.isdigit():
-                continue
-            length = int(text)
-        elif lower == b"connection" and b"close" in value_b.lower():
-            close = True
+        if lower in _FRAMED_HERE:
+            if lower == b"content-length":
+                text = value_b.strip()
+                if text.isdigit():
+                    length = int(text)
+            elif lower == b"connection":
+                listed = {t for token in value_b.lower().split(b",") if (t := token.strip())}
+                close = close or b"close" in listed
+                tokens |= listed
+            continue
         out.append((name_b, value_b))
+    if tokens:
+        out = [(name, value) for name, value in out if name.lower() not in tokens]
     return out, length, close
 
 

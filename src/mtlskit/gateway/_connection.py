@@ -596,12 +596,12 @@ class ClientConnection(asyncio.Protocol):
         parser = self._parser
         assert parser is not None
         self._in_head = False
-        head = RequestHead(
-            method=parser.get_method().decode("ascii", "replace"),
-            target=self._url,
-            version=parser.get_http_version(),
-            headers=tuple(self._headers),
-            keep_alive=parser.should_keep_alive(),
+        head = RequestHead(  # positional: a named tuple's keywords cost a dict each
+            parser.get_method().decode("ascii", "replace"),
+            self._url,
+            parser.get_http_version(),
+            tuple(self._headers),
+            parser.should_keep_alive(),
         )
         # The head owns them now: an idle keep-alive connection keeps no copy (issue 6).
         self._url = b""

@@ -27,6 +27,7 @@ __all__ = [
     "request_framing",
     "response_head",
     "upstream_request_head",
+    "without_downstream_framing",
 ]
 
 Header = tuple[bytes, bytes]
@@ -206,15 +207,19 @@ def response_head(
     keep_alive: bool,
     request_id: str,
     version: str = "1.1",
+    filtered: bool = False,
 ) -> bytes:
-    """The upstream response's head as sent to the client, with this hop's framing."""
-    drop = _NOT_DOWNSTREAM
-    tokens = _connection_tokens(headers)
-    if not tokens <= drop:
-        drop = drop | tokens
+    """The upstream response's head as sent to the client, with this hop's framing.
+
+    ``filtered``: the caller already removed hop-by-hop fields, those named in
+    Connection, Content-Length and X-Request-Id (``without_downstream_framing``).
+    """
     status_line = b"HTTP/%s %d " % (version.encode(), status) + (reason or b"")
     lines = [status_line]
-    lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
+    if filtered:
+        lines += [key + b": " + value for key, value in headers]
+    else:
+        lines += without_downstream_framing(headers)
     if framing is Framing.CHUNKED:
         lines.append(b"transfer-encoding: chunked")
     elif framing is Framing.LENGTH:
@@ -222,6 +227,15 @@ def response_head(
     lines.append(b"x-request-id: " + request_id.encode("ascii"))
     lines.append(b"connection: keep-alive" if keep_alive else b"connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def without_downstream_framing(headers: Iterable[Header]) -> list[bytes]:
+    """``name: value`` lines of a response's headers that the gateway may pass on as is."""
+    drop = _NOT_DOWNSTREAM
+    tokens = _connection_tokens(headers)
+    if not tokens <= drop:
+        drop = drop | tokens
+    return [key + b": " + value for key, value in headers if key.lower() not in drop]
 
 
 def chunk(data: bytes) -> bytes:

@@ -17,6 +17,7 @@ from mtlskit.identity import (
     SpiffeId,
     SpiffeIdError,
     TrustDomain,
+    san_entries,
 )
 from mtlskit.testca import LeafSpec
 
@@ -129,6 +130,25 @@ def test_parser_never_raises_anything_else(text):
     assert str(parsed) == text
 
 
+_ID_PIECES = st.sampled_from(
+    ["a", "z", "Z", "0", ".", "..", "-", "_", "/", "//", "é", " ", "a" * 300]
+)
+
+
+@given(st.lists(_ID_PIECES, max_size=12).map(lambda pieces: "spiffe://" + "".join(pieces)))
+def test_one_regex_fast_path_agrees_with_the_rules(text):
+    """``parse`` checks a common ID in one regex; the constructors apply each rule separately."""
+    name, slash, rest = text.removeprefix("spiffe://").partition("/")
+    try:
+        parsed = SpiffeId.parse(text)
+    except SpiffeIdError:
+        with pytest.raises(SpiffeIdError):
+            SpiffeId(TrustDomain(name), slash + rest)
+        return
+    assert parsed == SpiffeId(TrustDomain(name), slash + rest)
+    assert str(parsed) == text
+
+
 # --- ClientIdentity -----------------------------------------------------------------
 
 
@@ -150,8 +170,10 @@ def test_parser_never_raises_anything_else(text):
     ],
 )
 def test_identity_precedence(ca, spec, kind, value):
-    identity = ClientIdentity.from_certificate(ca.issue(spec).cert)
+    cert = ca.issue(spec).cert
+    identity = ClientIdentity.from_certificate(cert)
     assert (identity.kind, identity.value, identity.legacy) == (kind, value, False)
+    assert ClientIdentity.from_subject_alt_name(san_entries(cert)) == identity
 
 
 def test_cn_only_when_allowed_and_flagged_legacy(ca):

@@ -22,7 +22,9 @@ from mtlskit.verify import (
     AWS_TLS_VERIFY_STATUS,
     GCP_ERRORS,
     Code,
+    Decision,
     TrustStore,
+    Verdict,
     VerificationCache,
     Verifier,
 )
@@ -375,6 +377,28 @@ def test_cache_expires_at_crl_next_update(ca):
     verifier = Verifier(trust=TrustStore.build(anchors=[ca.root.cert], crls=[crl]))
     decision = VerificationCache().verify(verifier, leaf.chain[:-1], at=NOW)
     assert decision.valid_until == crl.next_update_utc
+
+
+def test_decision_does_not_depend_on_which_objects_carry_the_chain(ca):
+    """Facts of pyca's path reuse those of the presented certificates (pyca returns the same
+    objects): shared, freshly parsed, and a path shorter than presented must agree."""
+    leaf = ca.issue(CLEAN)
+    presented = list(leaf.chain[:-1])
+    verifier = Verifier(trust=TrustStore.build(anchors=[ca.root.cert]))
+    shared = verifier.verify(presented, at=NOW)
+    assert shared == Decision(
+        verdict=Verdict.ACCEPT,
+        identity=shared.identity,
+        chain=tuple(Fingerprint.of(cert) for cert in leaf.chain),
+        valid_until=leaf.cert.not_valid_after_utc,
+    )
+    fresh = [x509.load_der_x509_certificate(cert.public_bytes(_DER)) for cert in presented]
+    assert verifier.verify(fresh, at=NOW) == shared
+    # anchored at the intermediate, with the root presented too: pyca's path stops early
+    shorter = Verifier(trust=TrustStore.build(anchors=[ca.issuer.cert]))
+    decision = shorter.verify(list(leaf.chain), at=NOW)
+    assert decision.accepted
+    assert decision.chain == (Fingerprint.of(leaf.cert), Fingerprint.of(ca.issuer.cert))
 
 
 def test_trust_store_is_immutable(ca):

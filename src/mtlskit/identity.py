@@ -248,16 +248,17 @@ class ClientIdentity:
             san = san_entries(cert)
         except ValueError:  # cryptography parses extensions lazily; fuzzing found this one
             raise IdentityError("san_missing", "certificate extensions are malformed") from None
-        return cls.from_subject_alt_name(san, subject=cert.subject if allow_cn else None)
+        return cls.from_subject_alt_name(san, cn_of=cert if allow_cn else None)
 
     @classmethod
     def from_subject_alt_name(
-        cls, san: x509.SubjectAlternativeName | None, *, subject: x509.Name | None = None
+        cls, san: x509.SubjectAlternativeName | None, *, cn_of: x509.Certificate | None = None
     ) -> ClientIdentity:
         """``from_certificate`` for a SAN already in hand (``None``: the certificate has none).
 
         The verifier reads the leaf's extensions in one pass and hands the SAN over
-        here. ``subject`` turns on the legacy CN fallback (``allow_cn``).
+        here. ``cn_of`` turns on the legacy CN fallback (``allow_cn``); its subject is
+        read only when the SAN has nothing to offer, as before.
         """
         uris: list[str] = []
         dns: list[str] = []
@@ -273,8 +274,8 @@ class ClientIdentity:
                 emails.append(name.value)
         if uris or dns or emails:
             return cls.from_sans(uris, dns, emails)
-        if subject is not None:
-            cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if cn_of is not None:
+            cns = cn_of.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             if cns and isinstance(cns[0].value, str) and cns[0].value:
                 return cls(kind=IdentityKind.CN, value=cns[0].value, legacy=True)
         if san is None:

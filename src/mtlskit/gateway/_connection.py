@@ -37,6 +37,7 @@ from mtlskit.gateway._http import (
     upstream_request_head,
 )
 from mtlskit.gateway._lifecycle import Event, Lifecycle, State
+from mtlskit.gateway._log import json_members
 from mtlskit.gateway._tls import classify_handshake_error, peer_chain
 from mtlskit.gateway._upstream import UpstreamConnection
 from mtlskit.verify import Decision
@@ -79,6 +80,7 @@ class ClientView:
 
     __slots__ = (
         "client",
+        "connection_fields",
         "decision",
         "expires",
         "headers",
@@ -104,6 +106,7 @@ class ClientView:
             f'"identity":{_json(identity) if identity is not None else "null"},'
             f'"verified":{"true" if decision.accepted else "false"}'
         )
+        self.connection_fields = ""  # the connection log's, set by ``of``
         # The TLS extension's certificate fields (PEMs, name, error), made at first use.
         self.tls_extension: dict[str, Any] | None = None
 
@@ -113,7 +116,9 @@ class ClientView:
         if not chain:
             decision = generation.verifier.verify([], at=now)
             client = ForwardedClient.missing()
-            return cls(decision, forward_headers(client, generation.forward), None, client)
+            view = cls(decision, forward_headers(client, generation.forward), None, client)
+            view.connection_fields = view._connection_members(generation, "NONE")
+            return view
         decision = generation.cache.verify(generation.verifier, chain, at=now)
         certs = [x509.load_der_x509_certificate(der) for der in chain]
         error = None if decision.accepted else decision.reasons[0].code.value
@@ -127,7 +132,26 @@ class ClientView:
             "not_after": leaf.not_valid_after_utc.isoformat(),
             "sha256": hashlib.sha256(chain[0]).hexdigest(),
         }
-        return cls(decision, forward_headers(client, generation.forward), fields, client)
+        view = cls(decision, forward_headers(client, generation.forward), fields, client)
+        verify = "SUCCESS" if decision.accepted else f"FAILED:{error}"
+        view.connection_fields = view._connection_members(generation, verify)
+        return view
+
+    def _connection_members(self, generation: Generation, verify: str) -> str:
+        """What the connection log says about this chain, encoded once for every handshake."""
+        decision = self.decision
+        return json_members(
+            {
+                "outcome": "accepted" if decision.accepted else "rejected",
+                "verify": verify,
+                "code": None if decision.accepted else decision.reasons[0].code.value,
+                "reasons": [reason.as_dict() for reason in decision.reasons],
+                "identity": decision.identity.as_dict() if decision.identity else None,
+                "leaf": self.leaf_fields,
+                "mode": generation.mode.value,
+                "generation": generation.number,
+            }
+        )
 
 
 class ClientConnection(asyncio.Protocol):
@@ -539,33 +563,19 @@ class ClientConnection(asyncio.Protocol):
                 gateway.remember_chain(leaf_key, chain)
         view = gateway.view(self.generation, chain)
         decision = view.decision
-        if not chain:
-            verify = "NONE"
-        elif decision.accepted:
-            verify = "SUCCESS"
-        else:
-            verify = f"FAILED:{decision.reasons[0].code.value}"
-        code = None if decision.accepted else decision.reasons[0].code.value
-        gateway.metrics.handshake("ok" if decision.accepted else "rejected", code or "")
-        cipher = self.tls.cipher()
-        gateway.connection_log.write(
-            {
-                "event": "connection",
-                "peer": self.peer,
-                "outcome": "accepted" if decision.accepted else "rejected",
-                "tls_version": self.tls.version(),
-                "cipher": cipher[0] if cipher else None,
-                "handshake_ms": round(handshake_ms, 3),
-                "resumed": resumed,
-                "verify": verify,
-                "code": code,
-                "reasons": [reason.as_dict() for reason in decision.reasons],
-                "identity": decision.identity.as_dict() if decision.identity else None,
-                "leaf": view.leaf_fields,
-                "mode": self.generation.mode.value,
-                "generation": self.generation.number,
-            }
-        )
+        code = "" if decision.accepted else decision.reasons[0].code.value
+        gateway.metrics.handshake("ok" if decision.accepted else "rejected", code)
+        log = gateway.connection_log
+        if log.enabled:
+            cipher = self.tls.cipher()
+            version = self.tls.version()
+            log.write_fields(
+                f'"event":"connection","peer":{_json(self.peer)},'
+                f'"tls_version":{_json(version) if version else "null"},'
+                f'"cipher":{_json(cipher[0]) if cipher else "null"},'
+                f'"handshake_ms":{round(handshake_ms, 3)!r},'
+                f'"resumed":{"true" if resumed else "false"},{view.connection_fields}'
+            )
         return view
 
     # --- HTTP parsing callbacks (httptools) --------------------------------------------

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import IO, Any
 
-__all__ = ["JsonLog"]
+__all__ = ["JsonLog", "json_members"]
 
 # Buffered as nginx's ``access_log ... buffer=64k flush=...``: one write per batch, not per
 # pass of the event loop (that was a write syscall per request at moderate load).
@@ -23,6 +23,11 @@ _FLUSH_SECONDS = 0.1
 _BUFFER_CHARS = 64 * 1024
 # One encoder for every record: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def json_members(record: dict[str, Any]) -> str:
+    """``record`` as JSON object members (no braces), for ``JsonLog.write_fields``."""
+    return _ENCODER.encode(record)[1:-1]
 
 
 class JsonLog:
@@ -52,7 +57,7 @@ class JsonLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            self.write_fields(_ENCODER.encode(record)[1:-1])
+            self.write_fields(json_members(record))
 
     def write_fields(self, fields: str) -> None:
         """A record given as its JSON members (``"key":value,...``, no braces, not empty).

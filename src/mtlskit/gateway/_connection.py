@@ -233,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
         self.server_address = self.gateway.local_address(transport.get_extra_info("sockname"))
         self.gateway.connections.add(self)
         self.gateway.metrics.open_connections += 1
-        self._task = asyncio.get_running_loop().create_task(self.run())
+        self._task = self._loop.create_task(self.run())
 
     def data_received(self, data: bytes) -> None:
         self.incoming.write(data)
@@ -249,6 +249,11 @@ class ClientConnection(asyncio.Protocol):
         self._eof = True
         self._notify()
         return True  # keep the transport: the coroutine decides when to close
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.gateway.loop
+        return loop if loop is not None else asyncio.get_running_loop()
 
     @property
     def peer(self) -> str:
@@ -301,7 +306,7 @@ class ClientConnection(asyncio.Protocol):
         if self._fast is not None:
             return
         self.gateway.unpark(self)
-        self._task = asyncio.get_running_loop().create_task(self.run(resumed=True))
+        self._task = self._loop.create_task(self.run(resumed=True))
 
     def idle_expired(self, now: float) -> bool:
         """Whether a parked connection's deadline has passed (the gateway's sweep).
@@ -348,7 +353,7 @@ class ClientConnection(asyncio.Protocol):
             raise TimeoutError
         # A timer cancelled on progress, not asyncio.wait_for: this runs once per read
         # and wait_for's extra callbacks and cancellation dance were ~5% of a request.
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(timeout, _expire, waiter)
         try:
@@ -1037,7 +1042,7 @@ class ClientConnection(asyncio.Protocol):
                 raise AssertionError(f"parser event {kind} outside a request")
             self._idle_since = 0.0
             gateway.unpark(self)
-            self._task = asyncio.get_running_loop().create_task(self.run(resumed=True, head=head))
+            self._task = self._loop.create_task(self.run(resumed=True, head=head))
             return
         if len(events) != 2 or events[1][0] != "end":
             self.resume()
@@ -1174,7 +1179,7 @@ class ClientConnection(asyncio.Protocol):
             reader.feed_eof()
         self._fast = None
         self.gateway.unpark(self)
-        self._task = asyncio.get_running_loop().create_task(self.run(resumed=True, handover=relay))
+        self._task = self._loop.create_task(self.run(resumed=True, handover=relay))
 
     # --- closing ---------------------------------------------------------------------
 

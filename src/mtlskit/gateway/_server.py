@@ -47,6 +47,7 @@ class Gateway:
         self.config = config
         upstream = config.upstream
         self.asgi: AsgiHost | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by ``start``
         if app is not None or upstream.asgi is not None:  # in-process: ``app`` wins over config
             if app is None:
                 assert upstream.asgi is not None
@@ -176,7 +177,9 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        # Kept: asyncio.get_running_loop() checks the pid (a getpid syscall) on every call,
+        # and connections asked for it per request.
+        loop = self.loop = asyncio.get_running_loop()
         if self.asgi is not None:
             await self.asgi.startup()  # before the first connection, as ASGI servers do
         host, port = parse_address(self.config.listen.address)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtensionOID
 
 from conftest import CLEAN, SPIFFE_ID, write
 from mtlskit.certs import Fingerprint
@@ -428,3 +430,33 @@ from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
 _PEM = Encoding.PEM
 _DER = Encoding.DER
+
+
+def _with_malformed_san(ca: TestCA, leaf: IssuedCert) -> x509.Certificate:
+    """``leaf`` re-signed by ``ca`` with a SAN whose DER does not parse."""
+    cert = leaf.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number + 1)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    for extension in cert.extensions:
+        value = extension.value
+        if extension.oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME:
+            value = x509.UnrecognizedExtension(extension.oid, b"\x30\x05\x86\x03\xff\xfe")
+        builder = builder.add_extension(value, critical=extension.critical)
+    return builder.sign(ca.issuer.key, hashes.SHA256())  # type: ignore[arg-type]
+
+
+def test_a_malformed_extension_is_a_rejection_not_an_exception(ca, clean_leaf):
+    """A hostile client's certificate with an unparsable SAN: rejected with a reason."""
+    bad = _with_malformed_san(ca, clean_leaf)
+    trust = TrustStore.build(anchors=[ca.root.cert])
+    decision = Verifier(trust=trust).verify([bad, *clean_leaf.chain[1:-1]], at=NOW)
+    assert not decision.accepted
+    assert decision.codes == (Code.CHAIN_UNTRUSTED,)
+    assert "cannot be parsed" in decision.reasons[0].message

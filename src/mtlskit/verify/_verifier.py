@@ -148,7 +148,7 @@ def _leaf_extensions(
 
     cryptography builds exactly one value class per extension OID, so the value's
     type identifies the extension (and ``.oid`` is one Python property call more).
-    Malformed extensions raise cryptography's ``ValueError`` here, as they always have.
+    Malformed extensions raise cryptography's ``ValueError`` here; ``verify`` rejects them.
     """
     san = basic = eku = usage = None
     for extension in leaf.extensions:
@@ -228,6 +228,21 @@ class Verifier:
             )
         if at.tzinfo is None:
             raise ValueError("verification time must be timezone-aware")
+        try:
+            return self._judge(chain, at)
+        except ValueError as exc:  # cryptography cannot parse a certificate (a hostile client's)
+            return Decision(
+                verdict=Verdict.REJECT,
+                reasons=(
+                    Reason(
+                        code=Code.CHAIN_UNTRUSTED,
+                        message=f"a certificate in the chain cannot be parsed: {exc}",
+                        depth=None,
+                    ),
+                ),
+            )
+
+    def _judge(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> Decision:
         leaf = chain[0]
         reasons: list[Reason] = []
         san, basic, eku, usage = _leaf_extensions(leaf)

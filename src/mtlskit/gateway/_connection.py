@@ -489,7 +489,8 @@ class ClientConnection(asyncio.Protocol):
             if not self._idle_since:
                 self._idle_since = time.monotonic()
             if self._parkable():
-                self._flush()
+                if self.outgoing.pending:
+                    self._flush()
                 self._task = None
                 self.gateway.park(self)
                 return True
@@ -826,8 +827,10 @@ class ClientConnection(asyncio.Protocol):
         sent: int,
         keep_alive: bool,
     ) -> None:
-        self.gateway.metrics.request(status)
-        self._access(head, status, request_id, started=started, upstream=upstream, sent=sent)
+        gateway = self.gateway
+        gateway.metrics.requests[status] += 1
+        if gateway.access_log.enabled:
+            self._access(head, status, request_id, started=started, upstream=upstream, sent=sent)
         self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
 
     async def _skip_body(self) -> None:
@@ -1028,7 +1031,8 @@ class ClientConnection(asyncio.Protocol):
             self._failure = exc
             self.resume()
             return
-        self._flush()  # TLS 1.3 may answer a KeyUpdate
+        if self.outgoing.pending:  # TLS 1.3 may answer a KeyUpdate
+            self._flush()
         events = self._events
         if not events:
             if self._in_head:

@@ -24,7 +24,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.handshakes: Counter[tuple[str, str]] = Counter()  # (outcome, code)
-        self.requests: Counter[str] = Counter()  # status
+        self.requests: Counter[int] = Counter()  # status
         self.upstream_buckets = [0] * (len(_BUCKETS) + 1)
         self.upstream_sum = 0.0
         self.upstream_count = 0
@@ -35,7 +35,7 @@ class Metrics:
         self.handshakes[(outcome, code)] += 1
 
     def request(self, status: int) -> None:
-        self.requests[str(status)] += 1
+        self.requests[status] += 1
 
     def upstream_latency(self, seconds: float) -> None:
         self.upstream_buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1

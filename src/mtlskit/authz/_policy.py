@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -65,10 +65,13 @@ class _PolicyModel(BaseModel):
     allow: list[_AllowModel] = []
 
 
+_ACCEPT: Final = Verdict.ACCEPT
+
+
 class Policy:
     """A compiled policy; immutable, shared by every connection. Build with a ``from_*`` method."""
 
-    __slots__ = ("_index", "mode", "source")
+    __slots__ = ("_direct", "_index", "mode", "source")
 
     def __init__(
         self, rules: Iterable[Rule], *, mode: Mode = Mode.ENFORCE, source: str = ""
@@ -76,6 +79,7 @@ class Policy:
         self.mode = Mode(mode)
         self.source = source
         self._index = RuleIndex(rules)
+        self._direct = self._index.direct
 
     @classmethod
     def from_toml(cls, text: str | bytes, *, source: str = "<policy>") -> Policy:
@@ -124,13 +128,13 @@ class Policy:
         connection, or ``mtlskit verify``) rules with routes count as matching;
         the gateway passes both for every request.
         """
-        if decision.verdict is not Verdict.ACCEPT:
+        if decision.verdict is not _ACCEPT:
             return decision
         identity = decision.identity
         if identity is not None:
-            direct = self._index.direct.get(identity.value)
-            if direct is not None:  # the common case: an exact identity rule, no routes
-                return decision.with_rule(direct.name)
+            name = self._direct.get(identity.value)
+            if name is not None:  # the common case: an exact identity rule, no routes
+                return decision.with_rule(name)
         chain = decision.chain
         rule = self._index.match(decision.identity, chain[0] if chain else None, method, path)
         if rule is not None:

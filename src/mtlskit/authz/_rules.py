@@ -146,12 +146,14 @@ class RuleIndex:
         self._trie: dict[str, _Node] = {}
         for rule in self.rules:
             self._add(rule)
-        # identity -> rule for exact rules without routes: the answer ``match`` would give
+        # identity -> the name of its exact rule without routes: what ``match`` would name
         # whenever no fingerprint rule can come first, in one dict lookup.
-        self.direct: dict[str, Rule] = (
+        self.direct: dict[str, str] = (
             {}
             if self._fingerprints
-            else {value: rules[0] for value, rules in self._exact.items() if not rules[0].routes}
+            else {
+                value: rules[0].name for value, rules in self._exact.items() if not rules[0].routes
+            }
         )
 
     def _add(self, rule: Rule) -> None:

@@ -342,6 +342,18 @@ class ClientConnection(asyncio.Protocol):
             and not self.idle_expired(time.monotonic())
         )
 
+    def _park_now(self) -> bool:
+        """Park (give up the task) if nothing is buffered anywhere; whether it did."""
+        if not self._idle_since:
+            self._idle_since = time.monotonic()
+        if not self._parkable():
+            return False
+        if self.outgoing.pending:
+            self._flush()
+        self._task = None
+        self.gateway.park(self)
+        return True
+
     async def _wait(self, timeout: float) -> None:
         """Until more bytes, EOF or a wake-up; ``TimeoutError`` after ``timeout`` seconds."""
         if self._eof:
@@ -439,6 +451,9 @@ class ClientConnection(asyncio.Protocol):
             if head is not None:
                 self.life.handle(Event.REQUEST_HEAD)
                 await self._request(head)
+                if self.life.state is State.IDLE and self._park_now():
+                    parked = True
+                    return
             if handover is not None:
                 response = self._response(
                     handover.head,
@@ -486,13 +501,7 @@ class ClientConnection(asyncio.Protocol):
         view = self._view
         assert view is not None
         while not self.life.closed:
-            if not self._idle_since:
-                self._idle_since = time.monotonic()
-            if self._parkable():
-                if self.outgoing.pending:
-                    self._flush()
-                self._task = None
-                self.gateway.park(self)
+            if self._park_now():  # also starts the idle clock
                 return True
             deadline = self._idle_since + self.gateway.limits.idle_timeout
             head = await self._next_head(deadline - time.monotonic())
@@ -755,7 +764,7 @@ class ClientConnection(asyncio.Protocol):
         view = self._view
         assert view is not None
         decision = view.decision
-        if decision.accepted and generation.policy is not None:
+        if generation.policy is not None and decision.accepted:
             decision = generation.policy.authorize(decision, method=head.method, path=head.path)
             if not decision.accepted:
                 self.life.handle(Event.DENIED)

@@ -1300,10 +1300,10 @@ class _ResponseCollector:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        if lower == b"content-length":
+        size = len(name)  # the length first: lower() is a call, and most names differ in it
+        if size == 14 and name.lower() == b"content-length":
             self.length = int(value) if value.strip().isdigit() else None
-        elif lower == b"transfer-encoding":
+        elif size == 17 and name.lower() == b"transfer-encoding":
             self.chunked = b"chunked" in value.lower()
         self.headers.append((name, value))
 

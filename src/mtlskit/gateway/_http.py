@@ -151,7 +151,8 @@ def _connection_tokens(headers: Iterable[Header]) -> set[bytes]:
     """Field names listed in Connection: hop-by-hop too (RFC 9110 §7.6.1)."""
     tokens: set[bytes] = set()
     for key, value in headers:
-        if key.lower() == b"connection":
+        # The length first: most names are not 10 bytes long, and lower() is a call.
+        if len(key) == 10 and key.lower() == b"connection":
             tokens.update(t for token in value.split(b",") if (t := token.strip().lower()))
     return tokens
 
@@ -183,7 +184,7 @@ def upstream_request_head(
         drop = drop | tokens
     lines = [head.method.encode() + b" " + head.target + b" HTTP/1.1"]
     lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
-    if not any(key.lower() == b"host" for key, _ in head.headers):
+    if not any(len(key) == 4 and key.lower() == b"host" for key, _ in head.headers):
         # HTTP/1.0 without Host: the upstream speaks 1.1 and needs one
         lines.append(b"host: " + upstream_host.encode("ascii"))
     if framing is Framing.CHUNKED:

@@ -68,6 +68,7 @@ class _Echo(BaseHTTPRequestHandler):
                 "path": self.path,
                 "headers": [[k, v] for k, v in self.headers.items()],
                 "body_bytes": len(body),
+                "port": self.client_address[1],  # which upstream connection carried it
                 "body_sha": __import__("hashlib").sha256(body).hexdigest(),
             }
         ).encode()
@@ -83,6 +84,8 @@ class _Echo(BaseHTTPRequestHandler):
             return
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
+        if self.path.startswith("/double"):  # an upstream speaking out of turn: a 2nd answer
+            payload += b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra"
         self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer

@@ -41,6 +41,8 @@ def site(tmp_path: Path, server_ca: trustme.CA) -> Iterator[Site]:
 @pytest.fixture
 def gateway(site: Site, ca: TestCA) -> Iterator[GatewayThread]:
     paths = [
+        "double",
+        "after",
         "hello",
         "big",
         "chunked",
@@ -292,3 +294,19 @@ def test_access_log_off_writes_nothing_and_keeps_the_connection_log(site, ca, cl
     assert not site.access_log.exists()
     assert not (site.dir / "off").exists()  # "off" is no file name
     assert all(r.get("event") != "request" for r in site.log_records())
+
+
+def test_an_upstream_that_answers_twice_is_not_reused(site, gateway, clean_leaf):
+    """Bytes after a response mean the upstream connection is out of step: close it."""
+    with _connection(site, gateway, clean_leaf) as tls:
+        reader = _Reader(tls)
+        answers = []
+        for path in (b"/hello", b"/double", b"/after", b"/after"):
+            tls.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            answers.append(reader.response())
+    echoed = [json.loads(body) for _, _, body in answers]
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert [e["path"] for e in echoed] == ["/hello", "/double", "/after", "/after"]
+    assert echoed[0]["port"] == echoed[1]["port"]  # the pooled connection was reused...
+    assert echoed[2]["port"] != echoed[1]["port"]  # ...until it answered out of turn
+    assert echoed[3]["port"] == echoed[2]["port"]

@@ -1000,7 +1000,8 @@ class ClientConnection(asyncio.Protocol):
             elif kind == "end":
                 if framing is Framing.CHUNKED and head.version != "1.0":
                     pending.append(chunk(b""))
-                gateway.pool.release(conn, reusable=collector.reusable)
+                # Bytes after the response: the upstream is out of step, do not reuse it.
+                gateway.pool.release(conn, reusable=collector.reusable and not collector.trailing)
                 await self._send(b"".join(pending))
                 return client_keep_alive, status, sent
 
@@ -1154,7 +1155,8 @@ class ClientConnection(asyncio.Protocol):
             parts.append(chunk(body) if chunked else body)
         if chunked:
             parts.append(chunk(b""))
-        gateway.pool.release(conn, reusable=upstream_keep_alive)
+        # Bytes after the response (an upstream speaking out of turn): do not reuse it.
+        gateway.pool.release(conn, reusable=upstream_keep_alive and not collector.trailing)
         transport = self.transport
         try:
             if transport is None or transport.is_closing():
@@ -1184,6 +1186,7 @@ class ClientConnection(asyncio.Protocol):
         read timeout.
         """
         relay.stop()
+        relay.conn.parsing = None  # stopped mid-response: the streaming code parses from here
         relay.timeout = max(0.0, relay.last + self.gateway.read_timeout - time.monotonic())
         reader = relay.conn.reader
         for piece in relay.raw:
@@ -1250,9 +1253,14 @@ class _FastRelay:
         self.head = head
         self.conn = conn
         self.request_id = request_id
-        self.collector = _ResponseCollector()
-        self.parser = httptools.HttpResponseParser(self.collector)
-        self.collector.parser = self.parser
+        kept = conn.parsing
+        if kept is None:  # llhttp parses one response after another on a kept-alive connection
+            collector = _ResponseCollector()
+            collector.parser = httptools.HttpResponseParser(collector)
+            conn.parsing = kept = (collector, collector.parser)
+        else:
+            kept[0].reset()
+        self.collector, self.parser = kept
         self.raw: list[bytes] = []
         self.size = 0
         self.started = self.last = time.monotonic()
@@ -1295,6 +1303,25 @@ class _ResponseCollector:
         self.close_delimited = False
         self.reusable = False
         self.interim = False  # inside a 1xx response, which is not relayed
+        self.complete = False
+        self.trailing = False  # bytes after the response: an upstream not to reuse
+
+    def reset(self) -> None:
+        """Ready for the next response on the same connection (the parser is kept)."""
+        self.events = []
+        self.headers = []
+        self.reason = b""
+        self.chunked = False
+        self.length = None
+        self.close_delimited = False
+        self.reusable = False
+        self.interim = False
+        self.complete = False
+        self.trailing = False
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -1339,4 +1366,5 @@ class _ResponseCollector:
         if self.interim:
             self.interim = False
             return
+        self.complete = True
         self.events.append(("end", None))

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from mtlskit.gateway._config import parse_address
 from mtlskit.gateway._http import UpstreamError
@@ -75,6 +75,9 @@ class UpstreamConnection:
     reader: SinkReader
     writer: asyncio.StreamWriter
     reused: bool = False
+    # The fast path's response parser, kept between responses on this connection (a
+    # parser and its bound callbacks per request were ~2 µs); dropped at a handover.
+    parsing: Any = None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

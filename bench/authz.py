@@ -18,41 +18,23 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from bench.report import Section, table
+from bench.report import Section, stop_process, table
+from bench.report import free_port as _port
+from bench.report import wait_for_port as _wait
 from mtlskit.cli import main as mtlskit
 from mtlskit.testca import SERVER_AUTH, IssuedCert, LeafSpec, TestCA
 
 IDENTITY = "spiffe://acme.com/billing/payments"
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(port: int, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args[0]} did not start") from None
-            time.sleep(0.05)
 
 
 def _crl(issuer: IssuedCert) -> bytes:
@@ -190,8 +172,7 @@ def run(quick: bool) -> Section:
                     samples[(scenario, True)].append(_ab(port, client, keep_n, keepalive=True))
         finally:
             for process in reversed(processes):
-                process.terminate()
-                process.wait(timeout=10)
+                stop_process(process)
 
     ms = {key: statistics.median(values) for key, values in samples.items()}
     rows = []

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import trustme
 
-from bench.report import Goal, Section, plot, table
+from bench.report import Goal, Section, plot, stop_process, table
 from bench.report import free_port as _port
 from bench.report import wait_for_port as _wait
 from mtlskit.testca import LeafSpec, TestCA
@@ -58,17 +58,6 @@ def _raise_nofile() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 def _rss_mb(pid: int) -> float:
@@ -406,7 +395,7 @@ def _memory_curve(site: Site, sizes: list[int]) -> dict[str, list[tuple[float, f
             curves[name] = points
         finally:
             clients.close()
-            _stop(process)
+            stop_process(process)
     return curves
 
 
@@ -427,7 +416,7 @@ def run(quick: bool) -> Section:
             load = _load(site, s_time_seconds, ab_seconds, repeats, concurrency)
             memory = _memory_curve(site, sizes)
         finally:
-            _stop(backend)
+            stop_process(backend)
     return _section(
         quick=quick,
         load=load,
@@ -495,7 +484,7 @@ def _load(
         log = (site.dir / "access.log").read_text().splitlines()
     finally:
         for process in processes.values():
-            _stop(process)
+            stop_process(process)
     return Load(
         full=full,
         keep_run={name: _median_run(runs) for name, runs in keep.items()},

@@ -358,6 +358,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s, for a server the benchmark started."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], *, seconds: float = 15) -> None:
     """Until ``port`` accepts; ``RuntimeError`` if the process exits or nothing listens."""
     deadline = time.monotonic() + seconds

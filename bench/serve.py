@@ -32,7 +32,7 @@ from pathlib import Path
 
 import trustme
 
-from bench.report import Goal, Section
+from bench.report import Goal, Section, stop_process
 from bench.report import free_port as _port
 from bench.report import wait_for_port as _wait
 from mtlskit.testca import LeafSpec, TestCA
@@ -95,15 +95,6 @@ def _curl(port: int, d: Path, *, requests: int) -> tuple[float, int, int]:
     if len(codes) != requests:
         raise RuntimeError(f"curl reported {len(codes)} of {requests}: {done.stderr[-400:]}")
     return requests / elapsed, sum(code != "200" for code in codes), sum(map(int, connects))
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 def _site(d: Path) -> None:
@@ -195,7 +186,7 @@ def run(quick: bool) -> Section:
                         failures[name] += bad
         finally:
             for process in processes.values():
-                _stop(process)
+                stop_process(process)
         logged = sum(
             '"status":200' in line
             for path in d.glob("access-*.log")

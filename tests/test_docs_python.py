@@ -11,10 +11,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import trustme
 
 from _servers import free_port as _free_port
 from _servers import stop as _stop
+from _servers import wait_for as _wait_for
 from conftest import require_program
 from mtlskit.testca import LeafSpec, TestCA
 
@@ -32,20 +31,6 @@ BLOCK = re.compile(r"<!-- (file|run): (\S+) -->\n```\w*\n(.*?)```", re.DOTALL)
 
 def blocks() -> dict[str, str]:
     return {name: body for _, name, body in BLOCK.findall(DOC.read_text())}
-
-
-def _wait(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                err = process.stderr.read().decode() if process.stderr else ""
-                raise AssertionError(f"{process.args} did not start: {err}") from None
-            time.sleep(0.05)
 
 
 def test_every_block_is_used():
@@ -106,7 +91,7 @@ def test_docs_python_examples_run(tmp_path):
     def start(argv: list[str], port: int) -> None:
         process = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
         processes.append(process)
-        _wait(port, process)
+        _wait_for(port, process, argv[0])
 
     work = tmp_path / "nginx"
     work.mkdir()

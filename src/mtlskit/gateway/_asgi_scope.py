@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
-from mtlskit.gateway._http import HOP_BY_HOP, Framing, RequestHead
+from mtlskit.gateway._http import NOT_DOWNSTREAM, Framing, RequestHead
 from mtlskit.verify import Decision
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send raises on disconnect
 LIFESPAN_VERSION: Final = {"version": "3.0", "spec_version": "2.0"}
 _NO_BODY: Final = frozenset({204, 304})
-_FRAMED_HERE: Final = HOP_BY_HOP | {b"connection", b"content-length", b"x-request-id"}
 
 
 def cipher_suite_ids(context: ssl.SSLContext) -> dict[str, int]:
@@ -130,7 +129,7 @@ def response_headers(raw: Iterable[Any]) -> tuple[list[tuple[bytes, bytes]], int
         name_b = name if type(name) is bytes else bytes(name)
         value_b = value if type(value) is bytes else bytes(value)
         lower = name_b.lower()
-        if lower in _FRAMED_HERE:
+        if lower in NOT_DOWNSTREAM:
             if lower == b"content-length":
                 text = value_b.strip()
                 if text.isdigit():

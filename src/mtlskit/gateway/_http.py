@@ -18,6 +18,7 @@ from mtlskit.errors import MtlskitError
 
 __all__ = [
     "HOP_BY_HOP",
+    "NOT_DOWNSTREAM",
     "ClientRequestError",
     "Framing",
     "RequestHead",
@@ -53,7 +54,8 @@ GATEWAY_SET: Final = frozenset(
 # What upstream_request_head never forwards: for requests without a body, and with one.
 _NOT_UPSTREAM: Final = HOP_BY_HOP | GATEWAY_SET | {b"expect"}
 _NOT_UPSTREAM_WITH_BODY: Final = _NOT_UPSTREAM | {b"content-length"}
-_NOT_DOWNSTREAM: Final = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+# What the gateway never passes downstream as is: it frames and ids each response itself.
+NOT_DOWNSTREAM: Final = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 _BODYLESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -232,7 +234,7 @@ def response_head(
 
 def without_downstream_framing(headers: Iterable[Header]) -> list[bytes]:
     """``name: value`` lines of a response's headers that the gateway may pass on as is."""
-    drop = _NOT_DOWNSTREAM
+    drop = NOT_DOWNSTREAM
     tokens = _connection_tokens(headers)
     if not tokens <= drop:
         drop = drop | tokens

@@ -407,29 +407,22 @@ class ClientConnection(asyncio.Protocol):
         """
         end = time.monotonic() + timeout
         while True:
-            if not self.incoming.pending and not self.tls.pending():
-                # Nothing to decrypt: SSL_read would only raise SSLWantReadError.
-                self._flush()
+            # With nothing to decrypt, SSL_read would only raise SSLWantReadError.
+            if self.incoming.pending or self.tls.pending():
                 try:
-                    await self._wait(end - time.monotonic())
-                except _Closed:
+                    data = self.tls.read(_READ_SIZE)
+                except ssl.SSLWantReadError:
+                    pass  # a partial record: wait for the rest
+                except ssl.SSLError:  # close_notify, EOF, or a broken record
                     return b""
-                continue
+                else:
+                    self._flush()  # TLS 1.3 may answer a KeyUpdate
+                    return data
+            self._flush()
             try:
-                data = self.tls.read(_READ_SIZE)
-            except ssl.SSLWantReadError:
-                self._flush()
-                try:
-                    await self._wait(end - time.monotonic())
-                except _Closed:
-                    return b""
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                await self._wait(end - time.monotonic())
+            except _Closed:
                 return b""
-            except ssl.SSLError:
-                return b""
-            self._flush()  # TLS 1.3 may answer a KeyUpdate
-            return data
 
     # --- the lifecycle ---------------------------------------------------------------
 
@@ -869,7 +862,7 @@ class ClientConnection(asyncio.Protocol):
             request_id=request_id,
             headers=headers,
             identity=view.headers,
-            upstream_host=f"{conn.upstream.host}:{conn.upstream.port}",
+            upstream_host=conn.upstream.authority,
         )
         if framing is not Framing.NONE and any(
             value.strip().lower() == b"100-continue" for value in head.values(b"expect")
@@ -1089,7 +1082,6 @@ class ClientConnection(asyncio.Protocol):
         self.life.handle(Event.REQUEST_HEAD)
         self.life.handle(Event.FORWARD)
         request_id = self._request_id()
-        upstream = conn.upstream
         wire = upstream_request_head(
             head,
             framing=framing,
@@ -1098,7 +1090,7 @@ class ClientConnection(asyncio.Protocol):
             request_id=request_id,
             headers=gateway.sanitize(self.generation, head.headers),
             identity=view.headers,
-            upstream_host=f"{upstream.host}:{upstream.port}",
+            upstream_host=conn.upstream.authority,
         )
         relay = self._fast = _FastRelay(self, head, conn, request_id)
         conn.reader.sink = relay  # no timer: the gateway's idle sweep enforces read_timeout
@@ -1295,6 +1287,10 @@ class _ResponseCollector:
 
     def __init__(self) -> None:
         self.parser: httptools.HttpResponseParser | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for the next response on the same connection (the parser is kept)."""
         self.events: list[tuple[str, Any]] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
@@ -1305,19 +1301,6 @@ class _ResponseCollector:
         self.interim = False  # inside a 1xx response, which is not relayed
         self.complete = False
         self.trailing = False  # bytes after the response: an upstream not to reuse
-
-    def reset(self) -> None:
-        """Ready for the next response on the same connection (the parser is kept)."""
-        self.events = []
-        self.headers = []
-        self.reason = b""
-        self.chunked = False
-        self.length = None
-        self.close_delimited = False
-        self.reusable = False
-        self.interim = False
-        self.complete = False
-        self.trailing = False
 
     def on_message_begin(self) -> None:
         if self.complete:

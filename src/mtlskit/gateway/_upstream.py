@@ -63,6 +63,10 @@ class Upstream:
     port: int
     idle: deque[UpstreamConnection] = field(default_factory=deque)
     down_since: float | None = None
+    authority: str = field(init=False)  # "host:port", the Host of a request that has none
+
+    def __post_init__(self) -> None:
+        self.authority = f"{self.host}:{self.port}"
 
     @property
     def healthy(self) -> bool:

@@ -13,9 +13,15 @@ import click
 from mtlskit.gateway import Gateway, load_config
 
 
-async def _serve(config_path: str) -> None:
-    gateway = Gateway(load_config(config_path))
-    await gateway.serve()
+def run_gateway(gateway: Gateway) -> int:
+    """Serve until SIGTERM (drain) or SIGINT, on uvloop when it is installed; exit 0."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(gateway.serve())
+    else:
+        uvloop.run(gateway.serve())
+    return 0
 
 
 @click.command("gateway")
@@ -40,10 +46,4 @@ def command(config_path: str, check: bool) -> int:
         load_generation(config)
         click.echo(f"{config_path}: ok")
         return 0
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(config_path))
-    else:
-        uvloop.run(_serve(config_path))
-    return 0
+    return run_gateway(Gateway(config))  # the config read once, as --check reads it

@@ -9,17 +9,13 @@ v0.2) and ``scope["extensions"]["mtlskit"]["decision"]``. The config's
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 
 import click
 
+from mtlskit.cli.gateway import run_gateway
 from mtlskit.gateway import Gateway, load_config
-
-
-async def _serve(gateway: Gateway) -> None:
-    await gateway.serve()
 
 
 @click.command("serve")
@@ -44,11 +40,4 @@ def command(app: str, config_path: str, app_dir: str) -> int:
     if path not in sys.path:
         sys.path.insert(0, path)
     config = load_config(config_path, asgi=app)
-    gateway = Gateway(config)  # imports APP now: an import error is exit 2, one line
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(gateway))
-    else:
-        uvloop.run(_serve(gateway))
-    return 0
+    return run_gateway(Gateway(config))  # imports APP first: an import error is exit 2

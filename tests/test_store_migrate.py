@@ -13,6 +13,7 @@ import threading
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, text
@@ -456,10 +457,12 @@ def _authority(directory: Path, url: str) -> CertificateAuthority:
     )
 
 
-def test_three_nodes_issue_3000_distinct_serials_on_one_audit_chain(pg_url, tmp_path, run_cli):
-    directory = tmp_path / "ca"
-    assert _init(run_cli, directory, "--db", pg_url).code == 0
-    nodes = [_authority(directory, pg_url) for _ in range(3)]
+def _issue_from_three_nodes(
+    directory: Path, url: str, *, per_node: int, crl_every: int
+) -> tuple[set[int], set[int], list[Any]]:
+    """Three CAs on one store, issuing concurrently (CRLs interleaved); the serials they
+    acknowledged, the serials stored, and the audit entries."""
+    nodes = [_authority(directory, url) for _ in range(3)]
     keys = [generate_private_key().public_key() for _ in range(20)]
     serials: list[list[int]] = [[] for _ in nodes]
     errors: list[BaseException] = []
@@ -467,65 +470,14 @@ def test_three_nodes_issue_3000_distinct_serials_on_one_audit_chain(pg_url, tmp_
 
     def work(index: int) -> None:
         try:
-            for count in range(1000):
+            for count in range(per_node):
                 issued = nodes[index].issue(
                     parse_identity(f"spiffe://acme.com/n{index}/{count}"),
                     keys[count % len(keys)],
                     now=now,
                 )
                 serials[index].append(issued.cert.serial_number)
-                if count % 250 == 0:  # CRL numbers and revocations interleave too
-                    nodes[index].crl(now=now)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for node in nodes:
-        node.store.close()  # type: ignore[attr-defined]
-    assert errors == []
-    acknowledged = {serial for part in serials for serial in part}
-    assert len(acknowledged) == 3000
-    store = SqlStore.open(pg_url)
-    try:
-        stored = {record.serial for record in store.certificates(now=now)}
-        entries = store.audit_entries()
-    finally:
-        store.close()
-    assert stored == acknowledged
-    assert verify_audit_chain(entries) is None
-    assert [entry.event for entry in entries].count("issue") == 3000
-    crl_numbers = [
-        entry.as_dict()["detail"]["crl_number"] for entry in entries if entry.event == "crl"
-    ]
-    assert sorted(crl_numbers) == list(range(1, 13))
-
-
-def test_three_processes_on_one_sqlite_file_keep_one_audit_chain(tmp_path, run_cli):
-    """Three stores on one SQLite file (as three ``mtlskit`` processes would be): every
-    append reads the head under the file lock, so none extends a stale one."""
-    directory = tmp_path / "ca"
-    assert _init(run_cli, directory).code == 0
-    url = database_url(directory, "ca.db")
-    nodes = [_authority(directory, url) for _ in range(3)]
-    keys = [generate_private_key().public_key() for _ in range(5)]
-    serials: list[list[int]] = [[] for _ in nodes]
-    errors: list[BaseException] = []
-    now = dt.datetime.now(dt.UTC)
-
-    def work(index: int) -> None:
-        try:
-            for count in range(60):
-                issued = nodes[index].issue(
-                    parse_identity(f"spiffe://acme.com/n{index}/{count}"),
-                    keys[count % len(keys)],
-                    now=now,
-                )
-                serials[index].append(issued.cert.serial_number)
-                if count % 20 == 0:  # writes through SQLAlchemy interleave with issuance
+                if count % crl_every == 0:  # CRL numbers and revocations interleave too
                     nodes[index].crl(now=now)
         except BaseException as exc:
             errors.append(exc)
@@ -541,9 +493,37 @@ def test_three_processes_on_one_sqlite_file_keep_one_audit_chain(tmp_path, run_c
     store = SqlStore.open(url)
     try:
         stored = {record.serial for record in store.certificates(now=now)}
-        entries = store.audit_entries()
+        entries = list(store.audit_entries())
     finally:
         store.close()
-    assert stored == {serial for part in serials for serial in part} and len(stored) == 180
+    return {serial for part in serials for serial in part}, stored, entries
+
+
+def test_three_nodes_issue_3000_distinct_serials_on_one_audit_chain(pg_url, tmp_path, run_cli):
+    directory = tmp_path / "ca"
+    assert _init(run_cli, directory, "--db", pg_url).code == 0
+    acknowledged, stored, entries = _issue_from_three_nodes(
+        directory, pg_url, per_node=1000, crl_every=250
+    )
+    assert len(acknowledged) == 3000
+    assert stored == acknowledged
+    assert verify_audit_chain(entries) is None
+    assert [entry.event for entry in entries].count("issue") == 3000
+    crl_numbers = [
+        entry.as_dict()["detail"]["crl_number"] for entry in entries if entry.event == "crl"
+    ]
+    assert sorted(crl_numbers) == list(range(1, 13))
+
+
+def test_three_processes_on_one_sqlite_file_keep_one_audit_chain(tmp_path, run_cli):
+    """Three stores on one SQLite file (as three ``mtlskit`` processes would be): every
+    append reads the head under the file lock, so none extends a stale one."""
+    directory = tmp_path / "ca"
+    assert _init(run_cli, directory).code == 0
+    url = database_url(directory, "ca.db")
+    acknowledged, stored, entries = _issue_from_three_nodes(
+        directory, url, per_node=60, crl_every=20
+    )
+    assert stored == acknowledged and len(stored) == 180
     assert verify_audit_chain(entries) is None
     assert [entry.event for entry in entries].count("issue") == 180

@@ -29,6 +29,7 @@ from fastapi.responses import StreamingResponse
 
 from _gateway_support import Site, write_config
 from _servers import free_port as _free_port
+from _servers import wait_for as _wait_for
 from conftest import require_program
 from mtlskit.asgi import (
     NOT_FORWARDED,
@@ -266,17 +267,7 @@ def test_mtlskit_serve_command_short_form(site, leaf, tmp_path):
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        process.stderr.read().decode() if process.stderr else ""
-                    ) from None
-                time.sleep(0.05)
+        _wait_for(port, process, "mtlskit serve")
         with _client(site, leaf) as client:
             body = client.get(f"https://localhost:{port}/whoami").json()
         assert body["id"] == SPIFFE and body["tls"]["client_cert_error"] is None

@@ -5,14 +5,14 @@ foreground, on an ephemeral port, and is stopped by its own pid."""
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
 from _servers import free_port as _free_port
+from _servers import stop as _stop
+from _servers import wait_for as _wait_for
 from conftest import require_program, write
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
@@ -95,22 +95,11 @@ http {{
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                error = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"nginx did not start: {error}")
-            time.sleep(0.05)
+    _wait_for(port, process, "nginx")
     try:
         yield port, tmp_path
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        _stop(process)
 
 
 def _get(port: int, tmp_path, client: str | None) -> tuple[int, str]:

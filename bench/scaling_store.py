@@ -40,7 +40,7 @@ from mtlskit.issue import (
     parse_identity,
 )
 from mtlskit.store import SqlStore
-from mtlskit.store._schema import audit_log, certificates
+from mtlskit.store._schema import audit_log, audit_row, certificates
 
 SIZES = (0, 1_000, 10_000, 100_000, 1_000_000)
 QUICK_SIZES = (0, 1_000, 10_000)
@@ -136,16 +136,7 @@ def prefill(url: str, start: int, stop: int, pem: bytes, now: dt.datetime) -> No
                 },
             )
             last = (entry.seq, entry.hash)
-            audits.append(
-                {
-                    "seq": entry.seq,
-                    "at": entry.at,
-                    "event": entry.event,
-                    "detail": entry.detail,
-                    "prev_hash": entry.prev_hash,
-                    "hash": entry.hash,
-                }
-            )
+            audits.append(audit_row(entry))
         with engine.begin() as conn:
             conn.execute(insert(certificates), certs)
             conn.execute(insert(audit_log), audits)

@@ -8,7 +8,7 @@ except the audit log's, which is the exact ISO text that was hashed.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
     Column,
@@ -25,12 +25,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+if TYPE_CHECKING:
+    from mtlskit.issue import AuditEntry
+
 __all__ = [
     "LEGACY_REVISIONS",
     "SCHEMA_REVISION",
     "SCHEMA_VERSION",
     "approvals",
     "audit_log",
+    "audit_row",
     "certificates",
     "counters",
     "enrollment_requests",
@@ -147,3 +151,15 @@ approvals = Table(
     Column("csr_sha256", String(64), nullable=False),
     Column("at", UtcDateTime, nullable=False),
 )
+
+
+def audit_row(entry: AuditEntry) -> dict[str, Any]:
+    """An ``audit_log`` row: the entry's fields, exactly as they were hashed."""
+    return {
+        "seq": entry.seq,
+        "at": entry.at,
+        "event": entry.event,
+        "detail": entry.detail,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }

@@ -73,6 +73,7 @@ from mtlskit.store._schema import (
     SCHEMA_REVISION,
     approvals,
     audit_log,
+    audit_row,
     certificates,
     counters,
     enrollment_requests,
@@ -178,17 +179,6 @@ class _DriverInsert:
         return tuple(
             row[name] if process is None else process(row[name]) for name, process in self.columns
         )
-
-
-def _audit_row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "seq": entry.seq,
-        "at": entry.at,
-        "event": entry.event,
-        "detail": entry.detail,
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
 
 
 def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
@@ -434,7 +424,7 @@ class SqlStore:
         entry = AuditEntry.after(
             (head.seq, head.hash) if head else None, at=at, event=event_name, detail=detail
         )
-        conn.execute(_INSERT_AUDIT, _audit_row(entry))
+        conn.execute(_INSERT_AUDIT, audit_row(entry))
 
     @contextmanager
     def _driver_write(self) -> Iterator[sqlite3.Connection]:
@@ -472,7 +462,7 @@ class SqlStore:
         """``_append_audit`` inside ``_driver_write`` (SQLite: the lock is already held)."""
         head = driver.execute(self._audit_head).fetchone()
         entry = AuditEntry.after(head, at=at, event=event_name, detail=detail)
-        driver.execute(self._insert_audit.sql, self._insert_audit.params(_audit_row(entry)))
+        driver.execute(self._insert_audit.sql, self._insert_audit.params(audit_row(entry)))
 
     def add_certificate(self, record: CertificateRecord) -> None:
         row = {

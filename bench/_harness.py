@@ -175,7 +175,7 @@ async def _client(kind: str, d: Path) -> Callable[[], Awaitable[bytes]]:
     sink: list[bytes] = []
     feed = await _server(kind, d, sink)
     context = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
-    context.load_cert_chain(d / "client.pem")
+    context.load_cert_chain(d / "client-full.pem")
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
 

@@ -40,12 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-
-from bench.report import Goal, Section, plot, stop_process, table
+from bench.report import Goal, Section, mtls_files, plot, stop_process, table
 from bench.report import free_port as _port
 from bench.report import wait_for_port as _wait
-from mtlskit.testca import LeafSpec, TestCA
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 AB = shutil.which("ab") or "/usr/bin/ab"
@@ -85,19 +82,7 @@ class Site:
 
     @classmethod
     def create(cls, d: Path) -> Site:
-        ca = TestCA(name="bench", intermediate=False)  # s_time and ab send the leaf only
-        client = ca.issue(LeafSpec(uris=("spiffe://acme.com/bench",)))
-        (d / "client.pem").write_bytes(client.chain_pem)
-        (d / "client.key").write_bytes(client.key_pem)
-        (d / "client-ab.pem").write_bytes(client.chain_pem + client.key_pem)  # ab -E
-        (d / "trust.pem").write_bytes(ca.bundle_pem)
-        server_ca = trustme.CA()
-        server_ca.cert_pem.write_to_path(str(d / "server-ca.pem"))
-        server = server_ca.issue_cert("127.0.0.1", "localhost")
-        server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
-        server.private_key_pem.write_to_path(str(d / "server.key"))
-        for key in ("server.key", "client.key", "client-ab.pem"):
-            (d / key).chmod(0o600)  # the gateway refuses group/world-readable keys
+        mtls_files(d)
         site = cls(
             dir=d,
             backend=_port(),
@@ -256,7 +241,7 @@ class AbRun:
 
 def _ab(site: Site, port: int, *, concurrency: int, seconds: int, keep_alive: bool) -> AbRun:
     args = [AB, "-q", "-r", "-c", str(concurrency), "-t", str(seconds), "-n", "10000000"]
-    args += ["-E", str(site.dir / "client-ab.pem")]
+    args += ["-E", str(site.dir / "client-full.pem")]
     if keep_alive:
         args.append("-k")
     done = subprocess.run(

@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import trustme
+
+from mtlskit.testca import LeafSpec, TestCA
+
 ROOT = Path(__file__).resolve().parent.parent
 IMG_DIR = ROOT / "docs" / "img"
 OUT_DIR = ROOT / "bench" / "out"  # git-ignored: caches and quick-mode reports
@@ -356,6 +360,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def mtls_files(d: Path) -> None:
+    """The certificates every mTLS benchmark uses, written into ``d``.
+
+    A one-tier test CA (``trust.pem``) and its client leaf ``spiffe://acme.com/bench``
+    (``client.pem`` chain, ``client.key``, and ``client-full.pem`` with both, the form
+    ``ab -E`` and ``curl --cert`` take); a trustme server certificate for 127.0.0.1
+    (``server.pem``, ``server.key``, ``server-ca.pem``). Keys are 0600: the gateway
+    refuses keys others may read. ab and s_time send the leaf only, hence one tier.
+    """
+    ca = TestCA(name="bench", intermediate=False)
+    client = ca.issue(LeafSpec(uris=("spiffe://acme.com/bench",)))
+    (d / "client.pem").write_bytes(client.chain_pem)
+    (d / "client.key").write_bytes(client.key_pem)
+    (d / "client-full.pem").write_bytes(client.chain_pem + client.key_pem)
+    (d / "trust.pem").write_bytes(ca.bundle_pem)
+    server_ca = trustme.CA()
+    server_ca.cert_pem.write_to_path(str(d / "server-ca.pem"))
+    server = server_ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
+    server.private_key_pem.write_to_path(str(d / "server.key"))
+    for key in ("server.key", "client.key", "client-full.pem"):
+        (d / key).chmod(0o600)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -30,12 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import trustme
-
-from bench.report import Goal, Section, stop_process
+from bench.report import Goal, Section, mtls_files, stop_process
 from bench.report import free_port as _port
 from bench.report import wait_for_port as _wait
-from mtlskit.testca import LeafSpec, TestCA
 
 AB = shutil.which("ab") or "/usr/bin/ab"
 CURL = shutil.which("curl") or "/usr/bin/curl"
@@ -84,7 +81,7 @@ def _curl(port: int, d: Path, *, requests: int) -> tuple[float, int, int]:
     done = subprocess.run(
         [
             CURL, "-s", "-Z", "--parallel-max", str(CLIENTS),
-            "--cert", str(d / "client.pem"), "--cacert", str(d / "server-ca.pem"),
+            "--cert", str(d / "client-full.pem"), "--cacert", str(d / "server-ca.pem"),
             "-w", "%{http_code} %{num_connects}\n", "-K", str(urls),
         ],
         capture_output=True, text=True, timeout=600, check=False,
@@ -99,17 +96,7 @@ def _curl(port: int, d: Path, *, requests: int) -> tuple[float, int, int]:
 
 def _site(d: Path) -> None:
     (d / "bench_app.py").write_text(APP)
-    ca = TestCA(name="bench", intermediate=False)  # ab sends the leaf only
-    client = ca.issue(LeafSpec(uris=("spiffe://acme.com/bench",)))
-    (d / "client.pem").write_bytes(client.chain_pem + client.key_pem)
-    (d / "client.pem").chmod(0o600)
-    (d / "trust.pem").write_bytes(ca.bundle_pem)
-    server_ca = trustme.CA()
-    server_ca.cert_pem.write_to_path(str(d / "server-ca.pem"))
-    server = server_ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
-    server.private_key_pem.write_to_path(str(d / "server.key"))
-    (d / "server.key").chmod(0o600)  # the gateway refuses group/world-readable keys
+    mtls_files(d)
 
 
 def _servers(d: Path) -> dict[tuple[str, bool], tuple[list[str], int, Path | None]]:
@@ -178,7 +165,7 @@ def run(quick: bool) -> Section:
                             connects[name] += opened
                             count = keep_alive_n
                         else:
-                            rate, bad = _ab(port, d / "client.pem", requests=handshake_n)
+                            rate, bad = _ab(port, d / "client-full.pem", requests=handshake_n)
                             count = handshake_n
                         rates.setdefault((name, logs, load), []).append(rate)
                         spent = (_cpu_seconds(pid) - before) / count * 1e6

@@ -15,7 +15,13 @@ from mtlskit.gateway import (
     State,
     classify_handshake_error,
 )
-from mtlskit.gateway._http import Framing, RequestHead, request_framing, upstream_request_head
+from mtlskit.gateway._http import (
+    Framing,
+    RequestHead,
+    relay_framing,
+    request_framing,
+    upstream_request_head,
+)
 from mtlskit.verify import Code
 
 
@@ -142,3 +148,19 @@ def test_handshake_errors_map_to_stable_codes():
     noise.reason = "WRONG_VERSION_NUMBER"
     failure = classify_handshake_error(noise)
     assert failure.code is None and failure.label == "tls_error"
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "length", "version", "framing", "to_client"),
+    [
+        ("HEAD", 200, 10, "1.1", Framing.NONE, Framing.NONE),
+        ("GET", 204, None, "1.1", Framing.NONE, Framing.NONE),
+        ("GET", 304, None, "1.0", Framing.NONE, Framing.NONE),
+        ("GET", 200, 10, "1.0", Framing.LENGTH, Framing.LENGTH),
+        ("GET", 200, None, "1.1", Framing.CHUNKED, Framing.CHUNKED),
+        ("GET", 200, None, "1.0", Framing.CHUNKED, Framing.NONE),  # close-delimited
+    ],
+)
+def test_relay_framing(method, status, length, version, framing, to_client):
+    got = relay_framing(method=method, status=status, length=length, version=version)
+    assert got == (framing, to_client)

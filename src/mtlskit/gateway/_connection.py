@@ -32,6 +32,7 @@ from mtlskit.gateway._http import (
     UpstreamError,
     chunk,
     error_response,
+    relay_framing,
     request_framing,
     response_head,
     upstream_request_head,
@@ -910,7 +911,7 @@ class ClientConnection(asyncio.Protocol):
         read_timeout = gateway.read_timeout
         timeout = read_timeout if first_timeout is None else first_timeout
         started = False
-        framing = Framing.NONE
+        framing = wire_framing = Framing.NONE  # set by the response head
         client_keep_alive = head.keep_alive and not gateway.draining
         sent = 0
         status = 0
@@ -953,19 +954,14 @@ class ClientConnection(asyncio.Protocol):
             if kind == "head":
                 status, reason, headers, length, upstream_keep_alive = value
                 gateway.metrics.upstream_latency(time.monotonic() - sent_at)
-                no_body = head.method == "HEAD" or status in (204, 304)
-                if no_body:
-                    framing = Framing.NONE
-                elif length is not None:
-                    framing = Framing.LENGTH
-                else:
-                    framing = Framing.CHUNKED
+                framing, wire_framing = relay_framing(
+                    method=head.method, status=status, length=length, version=head.version
+                )
+                no_body = framing is Framing.NONE
+                if framing is Framing.CHUNKED:
                     collector.close_delimited = not collector.chunked
-                if framing is Framing.CHUNKED and head.version == "1.0":
+                if wire_framing is not framing:  # close-delimited to an HTTP/1.0 client
                     client_keep_alive = False
-                    wire_framing = Framing.NONE
-                else:
-                    wire_framing = framing
                 collector.reusable = upstream_keep_alive and not collector.close_delimited
                 pending.append(
                     response_head(
@@ -986,12 +982,9 @@ class ClientConnection(asyncio.Protocol):
                     return client_keep_alive, status, sent
             elif kind == "body":
                 sent += len(value)
-                if framing is Framing.CHUNKED and head.version != "1.0":
-                    pending.append(chunk(value))
-                else:
-                    pending.append(value)
+                pending.append(chunk(value) if wire_framing is Framing.CHUNKED else value)
             elif kind == "end":
-                if framing is Framing.CHUNKED and head.version != "1.0":
+                if wire_framing is Framing.CHUNKED:
                     pending.append(chunk(b""))
                 # Bytes after the response: the upstream is out of step, do not reuse it.
                 gateway.pool.release(conn, reusable=collector.reusable and not collector.trailing)
@@ -1119,23 +1112,18 @@ class ClientConnection(asyncio.Protocol):
         head = relay.head
         conn = relay.conn
         gateway.metrics.upstream_latency(time.monotonic() - relay.started)
-        if status in (204, 304):
-            framing = Framing.NONE
-        elif length is not None:
-            framing = Framing.LENGTH
-        else:
-            framing = Framing.CHUNKED  # close-delimited ones end only at EOF: handed over
-        keep_alive = head.keep_alive and not gateway.draining
-        chunked = framing is Framing.CHUNKED and head.version != "1.0"
-        if framing is Framing.CHUNKED and not chunked:
-            keep_alive = False
-            framing = Framing.NONE
+        # (Close-delimited responses end only at EOF: they were handed over.)
+        framing, wire_framing = relay_framing(
+            method=head.method, status=status, length=length, version=head.version
+        )
+        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
+        chunked = wire_framing is Framing.CHUNKED
         parts = [
             response_head(
                 status,
                 reason,
                 headers,
-                framing=framing,
+                framing=wire_framing,
                 length=length or 0,
                 keep_alive=keep_alive,
                 request_id=relay.request_id,

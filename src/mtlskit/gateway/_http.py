@@ -25,6 +25,7 @@ __all__ = [
     "UpstreamError",
     "chunk",
     "error_response",
+    "relay_framing",
     "request_framing",
     "response_head",
     "upstream_request_head",
@@ -198,6 +199,22 @@ def upstream_request_head(
     lines.append(b"x-request-id: " + request_id.encode("ascii"))
     lines += [key + b": " + value for key, value in identity]
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def relay_framing(
+    *, method: str, status: int, length: int | None, version: str
+) -> tuple[Framing, Framing]:
+    """(how an upstream response's body is delimited, how it is delimited to the client).
+
+    No body for HEAD, 204 and 304; a Content-Length passes as is; anything else is read
+    as chunked (or up to EOF) and re-chunked for an HTTP/1.1 client, but goes to an
+    HTTP/1.0 client delimited by the close of its connection (the two then differ).
+    """
+    if method == "HEAD" or status in (204, 304):
+        return Framing.NONE, Framing.NONE
+    if length is not None:
+        return Framing.LENGTH, Framing.LENGTH
+    return Framing.CHUNKED, Framing.NONE if version == "1.0" else Framing.CHUNKED
 
 
 def response_head(

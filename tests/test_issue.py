@@ -39,14 +39,16 @@ from mtlskit.testca import LeafSpec, TestCA
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 ID = "spiffe://acme.com/billing/payments"
-LEAF_EXTENSIONS = {
+# The extensions of every leaf, in the order the builder writes them.
+LEAF_EXTENSION_ORDER = [
     x509.BasicConstraints,
     x509.KeyUsage,
     x509.ExtendedKeyUsage,
     x509.SubjectAlternativeName,
     x509.SubjectKeyIdentifier,
     x509.AuthorityKeyIdentifier,
-}
+]
+LEAF_EXTENSIONS = set(LEAF_EXTENSION_ORDER)
 
 
 def _issuers() -> tuple[Issuer, Issuer]:
@@ -159,14 +161,7 @@ def test_leaves_of_one_issuer_share_only_the_issuers_part():
         )
     ]
     for leaf in leaves:
-        assert [type(e.value) for e in leaf.extensions] == [
-            x509.BasicConstraints,
-            x509.KeyUsage,
-            x509.ExtendedKeyUsage,
-            x509.SubjectAlternativeName,
-            x509.SubjectKeyIdentifier,
-            x509.AuthorityKeyIdentifier,
-        ]
+        assert [type(e.value) for e in leaf.extensions] == LEAF_EXTENSION_ORDER
         assert leaf.issuer == ISSUING.cert.subject
         leaf.verify_directly_issued_by(ISSUING.cert)
     first, second = leaves

@@ -252,18 +252,25 @@ def test_a_password_in_ca_toml_is_a_config_error(tmp_path, run_cli):
 # --- races between nodes, on PostgreSQL (and between processes, on SQLite) -------------
 
 
+def _record(
+    serial: int, fingerprint: str, *, at: dt.datetime = NOW, pem: bytes = b"-"
+) -> CertificateRecord:
+    """A certificate row for WEB valid one hour from ``at``; ``fingerprint`` is two hex digits."""
+    return CertificateRecord(
+        serial=serial,
+        identity=WEB.value,
+        fingerprint="sha256:" + fingerprint * 32,
+        not_before=at,
+        not_after=at + dt.timedelta(hours=1),
+        profile="client-auth",
+        pem=pem,
+        issued_at=at,
+    )
+
+
 def test_a_taken_serial_writes_nothing(empty_url):
     store = SqlStore.open(empty_url, create=True)
-    record = CertificateRecord(
-        serial=0x1234,
-        identity=WEB.value,
-        fingerprint="sha256:" + "cd" * 32,
-        not_before=NOW,
-        not_after=NOW + dt.timedelta(hours=1),
-        profile="client-auth",
-        pem=b"-",
-        issued_at=NOW,
-    )
+    record = _record(0x1234, "cd")
     try:
         store.add_certificate(record)
         with pytest.raises(SerialTaken):  # another certificate, drawn the same serial
@@ -282,16 +289,7 @@ def test_sqlite_issuance_stores_rows_exactly_as_sqlalchemy_does(tmp_path):
     url = f"sqlite:///{tmp_path / 'ca.db'}"
     store = SqlStore.open(url, create=True)
     at = NOW.replace(microsecond=123456)
-    record = CertificateRecord(
-        serial=0xABC,
-        identity=WEB.value,
-        fingerprint="sha256:" + "ab" * 32,
-        not_before=at,
-        not_after=at + dt.timedelta(hours=1),
-        profile="client-auth",
-        pem=b"-----BEGIN CERTIFICATE-----\n",
-        issued_at=at,
-    )
+    record = _record(0xABC, "ab", at=at, pem=b"-----BEGIN CERTIFICATE-----\n")
     try:
         store.add_certificate(record)
         with store._write() as conn:
@@ -331,16 +329,7 @@ def test_sqlite_issuance_is_one_transaction_committed_at_the_chosen_durability(
     """Certificate row and audit entry: one BEGIN IMMEDIATE, one COMMIT (one fsync at
     FULL), on the connection whose ``synchronous`` is the configured one."""
     store = SqlStore.open(f"sqlite:///{tmp_path / 'ca.db'}", create=True, synchronous=durability)
-    record = CertificateRecord(
-        serial=0xA1,
-        identity=WEB.value,
-        fingerprint="sha256:" + "a1" * 32,
-        not_before=NOW,
-        not_after=NOW + dt.timedelta(hours=1),
-        profile="client-auth",
-        pem=b"-",
-        issued_at=NOW,
-    )
+    record = _record(0xA1, "a1")
     try:
         store.add_certificate(record)
         driver = store._writer.connection.driver_connection  # type: ignore[union-attr]
@@ -360,16 +349,7 @@ def test_sqlite_issuance_is_one_transaction_committed_at_the_chosen_durability(
 def test_sqlite_store_that_cannot_take_the_lock_is_unavailable_then_recovers(tmp_path):
     url = f"sqlite:///{tmp_path / 'ca.db'}"
     store = SqlStore.open(url, create=True)
-    record = CertificateRecord(
-        serial=0x1,
-        identity=WEB.value,
-        fingerprint="sha256:" + "01" * 32,
-        not_before=NOW,
-        not_after=NOW + dt.timedelta(hours=1),
-        profile="client-auth",
-        pem=b"-",
-        issued_at=NOW,
-    )
+    record = _record(0x1, "01")
     other = sqlite3.connect(tmp_path / "ca.db", isolation_level=None)
     try:
         store.add_certificate(record)

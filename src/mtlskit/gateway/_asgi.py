@@ -17,7 +17,6 @@ import importlib
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
-from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,7 +27,7 @@ from mtlskit.gateway._asgi_scope import (
     cipher_suite_ids,
     http_scope,
     response_framing,
-    response_headers,
+    response_lines,
 )
 from mtlskit.gateway._http import (
     ClientRequestError,
@@ -36,7 +35,7 @@ from mtlskit.gateway._http import (
     RequestHead,
     chunk,
     error_response,
-    response_head,
+    finish_head,
 )
 from mtlskit.verify import Decision
 
@@ -52,7 +51,6 @@ Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 def load_app(spec: str, *, app_dir: Path | None = None) -> AsgiApp:
@@ -173,7 +171,7 @@ class AsgiHost:
         """
         if conn.asgi_tls is None:
             conn.asgi_tls = self.tls_extension(conn)
-        headers = conn.gateway.sanitize(conn.generation, head.headers)
+        headers = conn.gateway.sanitize(conn.generation, head.headers, lower=True)
         scope = http_scope(
             head,
             headers,
@@ -224,6 +222,27 @@ class AsgiHost:
 
 class _Cycle:
     """One request/response: the ``receive`` and ``send`` callables an app is given."""
+
+    __slots__ = (
+        "_finished",
+        "body_done",
+        "complete",
+        "conn",
+        "disconnected",
+        "done",
+        "error",
+        "expect_continue",
+        "framing",
+        "head",
+        "head_sent",
+        "keep_alive",
+        "length",
+        "received",
+        "request_id",
+        "sent",
+        "start",
+        "status",
+    )
 
     def __init__(
         self, conn: ClientConnection, head: RequestHead, framing: Framing, request_id: str
@@ -329,8 +348,8 @@ class _Cycle:
                 ):
                     self.keep_alive = False  # the app's Content-Length was wrong: close
                 self.complete = True
-            if out:
-                await self.conn._send(out)
+            if out and self.conn._write(out):
+                await self.conn._drain()
             if self.complete:
                 self._finish()
         except (ConnectionError, OSError) as exc:
@@ -341,7 +360,7 @@ class _Cycle:
     def _head(self, first_body: int, more: bool) -> bytes:
         """The response head, framed once the first body message says how long it is."""
         assert self.start is not None
-        headers, length, close = response_headers(self.start.get("headers", ()))
+        lines, length, close = response_lines(self.status, self.start.get("headers", ()))
         framing, self.length, can_keep = response_framing(
             method=self.head.method,
             status=self.status,
@@ -352,17 +371,13 @@ class _Cycle:
         )
         self.framing = framing
         self.keep_alive = self.keep_alive and can_keep and not close
-        reason = _REASONS.get(self.status, b"")
         self.head_sent = True
-        return response_head(
-            self.status,
-            reason,
-            headers,
+        return finish_head(
+            lines,
             framing=framing,
             length=self.length,
             keep_alive=self.keep_alive,
             request_id=self.request_id,
-            filtered=True,
         )
 
     async def finish_request_body(self) -> bool:

@@ -24,8 +24,10 @@ before any HTTP upstream: the app must never mistake them for the gateway's word
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -37,12 +39,16 @@ __all__ = [
     "cipher_suite_ids",
     "http_scope",
     "response_framing",
-    "response_headers",
+    "response_lines",
 ]
 
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send raises on disconnect
 LIFESPAN_VERSION: Final = {"version": "3.0", "spec_version": "2.0"}
 _NO_BODY: Final = frozenset({204, 304})
+_STATUS_LINES: Final = {
+    code.value: b"HTTP/1.1 %d %s" % (code.value, code.phrase.encode()) for code in HTTPStatus
+}
+_SPECIAL: Final = re.compile(rb"[?#%]")  # a target with none of these is its own path
 
 
 def cipher_suite_ids(context: ssl.SSLContext) -> dict[str, int]:
@@ -55,8 +61,6 @@ def cipher_suite_ids(context: ssl.SSLContext) -> dict[str, int]:
 
 def _split_target(target: bytes) -> tuple[bytes, bytes]:
     """(raw path, query) of an origin- or absolute-form request target."""
-    if target[:1] == b"/" and b"?" not in target and b"#" not in target:
-        return target, b""  # the usual origin-form path without a query
     if target.startswith((b"http://", b"https://")):
         rest = target.split(b"://", 1)[1]
         target = b"/" + rest.split(b"/", 1)[1] if b"/" in rest else b"/"
@@ -74,7 +78,7 @@ def _path(raw_path: bytes) -> str:
 
 def http_scope(  # noqa: PLR0917 - one request's facts, passed once
     head: RequestHead,
-    headers: Iterable[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]],
     client: tuple[str, int] | None,
     server: tuple[str, int] | None,
     tls: Mapping[str, Any],
@@ -82,23 +86,29 @@ def http_scope(  # noqa: PLR0917 - one request's facts, passed once
     request_id: str,
     state: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The ASGI HTTP scope for one request; ``headers`` already sanitized.
+    """The ASGI HTTP scope for one request; ``headers`` already sanitized, names lower-case,
+    in a list of the scope's own.
 
     ``tls`` and ``state`` are copied so that an app (or middleware) writing into its
     scope never changes what the next request on the connection sees.
     """
-    raw_path, query = _split_target(head.target)
+    target = head.target
+    if target[:1] == b"/" and target.isascii() and not _SPECIAL.search(target):
+        raw_path, query, path = target, b"", target.decode("ascii")  # the usual case
+    else:
+        raw_path, query = _split_target(target)
+        path = _path(raw_path)
     return {
         "type": "http",
         "asgi": ASGI_VERSION,
         "http_version": head.version,
         "method": head.method,
         "scheme": "https",
-        "path": _path(raw_path),
+        "path": path,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": [(name.lower(), value) for name, value in headers],
+        "headers": headers,
         "client": client,
         "server": server,
         "extensions": {
@@ -112,15 +122,16 @@ def http_scope(  # noqa: PLR0917 - one request's facts, passed once
     }
 
 
-def response_headers(raw: Iterable[Any]) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
-    """An app's ``http.response.start`` headers; (headers to send, content-length, close).
+def response_lines(status: int, raw: Iterable[Any]) -> tuple[list[bytes], int | None, bool]:
+    """An app's ``http.response.start``: (head lines so far, content-length, close).
 
-    What the gateway frames itself is taken out here, in the one pass over them:
+    The lines are the status line and ``name: value`` for each field passed on; what
+    the gateway frames itself is taken out here, in the one pass over the fields:
     Content-Length (a number is kept as the length, anything else dropped and the
     body framed by the gateway), Connection (``close`` closes the connection after;
     the fields it names go too), the other hop-by-hop fields and X-Request-Id.
     """
-    out: list[tuple[bytes, bytes]] = []
+    lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status]
     length: int | None = None
     close = False
     tokens: set[bytes] = set()
@@ -139,10 +150,10 @@ def response_headers(raw: Iterable[Any]) -> tuple[list[tuple[bytes, bytes]], int
                 close = close or b"close" in listed
                 tokens |= listed
             continue
-        out.append((name_b, value_b))
+        lines.append(name_b + b": " + value_b)
     if tokens:
-        out = [(name, value) for name, value in out if name.lower() not in tokens]
-    return out, length, close
+        lines[1:] = [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in tokens]
+    return lines, length, close
 
 
 def response_framing(

@@ -57,6 +57,32 @@ _NO_CLIENT: Final = '"identity":null,"verified":false'
 _METHODS: Final = {m: _json(m) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")}
 
 
+class _RequestIds:
+    """Request ids, 64 random bits each, drawn from one ``urandom`` call per 512.
+
+    ``os.urandom(8).hex()`` per request was a ``getrandom`` syscall per request; the
+    ids need to be unguessable and unique, not each fetched from the kernel.
+    """
+
+    __slots__ = ("_at", "_pool")
+    _SIZE: Final = 512 * 16  # hex digits: 512 ids
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._at = self._SIZE
+
+    def take(self) -> str:
+        at = self._at
+        if at >= self._SIZE:
+            self._pool = os.urandom(self._SIZE // 2).hex()
+            at = 0
+        self._at = at + 16
+        return self._pool[at : at + 16]
+
+
+_request_ids: Final = _RequestIds()
+
+
 @functools.lru_cache(maxsize=64)
 def _json_name(name: str) -> str:
     """An upstream's name as JSON: a handful of them, formatted on every request."""
@@ -173,6 +199,7 @@ class ClientConnection(asyncio.Protocol):
         "_parse_error",
         "_parser",
         "_paused",
+        "_ssl",
         "_task",
         "_url",
         "_view",
@@ -198,6 +225,9 @@ class ClientConnection(asyncio.Protocol):
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = self.generation.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The C object under the ``SSLObject``: its read/write/pending are what the
+        # SSLObject methods call, one Python frame each, several times per request.
+        self._ssl = self.tls._sslobj  # type: ignore[attr-defined]
         self._waiter: asyncio.Future[None] | None = None  # reading: more bytes, or EOF
         self._eof = False
         self._paused = False
@@ -328,8 +358,11 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.resume()
 
-    def _parkable(self) -> bool:
-        """Idle with nothing buffered anywhere: the task can end until the next byte."""
+    def _parkable(self, *, fresh: bool) -> bool:
+        """Idle with nothing buffered anywhere: the task can end until the next byte.
+
+        ``fresh``: the idle clock started just now, so its deadline cannot have passed.
+        """
         transport = self.transport
         return (
             not self._events
@@ -339,15 +372,16 @@ class ClientConnection(asyncio.Protocol):
             and transport is not None
             and not transport.is_closing()
             and not self.incoming.pending
-            and not self.tls.pending()
-            and not self.idle_expired(time.monotonic())
+            and not self._ssl.pending()
+            and (fresh or not self.idle_expired(time.monotonic()))
         )
 
     def _park_now(self) -> bool:
         """Park (give up the task) if nothing is buffered anywhere; whether it did."""
-        if not self._idle_since:
+        fresh = not self._idle_since
+        if fresh:
             self._idle_since = time.monotonic()
-        if not self._parkable():
+        if not self._parkable(fresh=fresh):
             return False
         if self.outgoing.pending:
             self._flush()
@@ -381,14 +415,24 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     async def _send(self, data: bytes) -> None:
+        if self._write(data):
+            await self._drain()
+
+    def _write(self, data: bytes) -> bool:
+        """Encrypt and hand ``data`` to the transport; whether the caller must ``_drain``.
+
+        Split from ``_send`` so that a response written while the client keeps up needs
+        no coroutine of its own (the in-process app's ``send`` is one already).
+        """
         if self._eof and (self.transport is None or self.transport.is_closing()):
             raise _Closed
-        self.tls.write(data)
+        self._ssl.write(data)
         self._flush()
-        if not self._write_paused:
-            return
-        # Backpressure: the client reads too slowly. A future made only now (not an Event
-        # per connection) until the transport drains, or give up after idle_timeout.
+        return self._write_paused
+
+    async def _drain(self) -> None:
+        """Backpressure: the client reads too slowly. A future made only now (not an Event
+        per connection) until the transport drains, or give up after idle_timeout."""
         loop = asyncio.get_running_loop()
         drained = self._drained = loop.create_future()
         timer = loop.call_later(self.gateway.limits.idle_timeout, _expire, drained)
@@ -409,9 +453,9 @@ class ClientConnection(asyncio.Protocol):
         end = time.monotonic() + timeout
         while True:
             # With nothing to decrypt, SSL_read would only raise SSLWantReadError.
-            if self.incoming.pending or self.tls.pending():
+            if self.incoming.pending or self._ssl.pending():
                 try:
-                    data = self.tls.read(_READ_SIZE)
+                    data = self._ssl.read(_READ_SIZE)
                 except ssl.SSLWantReadError:
                     pass  # a partial record: wait for the rest
                 except ssl.SSLError:  # close_notify, EOF, or a broken record
@@ -699,7 +743,7 @@ class ClientConnection(asyncio.Protocol):
 
     @staticmethod
     def _request_id() -> str:
-        return os.urandom(8).hex()  # what secrets.token_hex(8) does, in one call
+        return _request_ids.take()
 
     async def _error(
         self, status: int, request_id: str, *, code: str, head: RequestHead | None = None
@@ -1008,7 +1052,7 @@ class ClientConnection(asyncio.Protocol):
         if self.life.state is not State.IDLE or gateway.draining or self._write_paused or self._eof:
             self.resume()
             return
-        tls = self.tls
+        tls = self._ssl
         try:
             while self.incoming.pending or tls.pending():
                 try:
@@ -1141,7 +1185,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             if transport is None or transport.is_closing():
                 raise _Closed
-            self.tls.write(b"".join(parts))
+            self._ssl.write(b"".join(parts))
             self._flush()
         except (_Closed, ssl.SSLError, OSError):
             self.life.handle(Event.EOF)
@@ -1155,7 +1199,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         self._idle_since = time.monotonic()
-        if self._eof or self.incoming.pending or self.tls.pending():
+        if self._eof or self.incoming.pending or self._ssl.pending():
             self._fast_start()
 
     def _fast_handover(self, relay: _FastRelay) -> None:

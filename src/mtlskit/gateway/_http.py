@@ -25,6 +25,7 @@ __all__ = [
     "UpstreamError",
     "chunk",
     "error_response",
+    "finish_head",
     "relay_framing",
     "request_framing",
     "response_head",
@@ -226,20 +227,20 @@ def response_head(
     length: int,
     keep_alive: bool,
     request_id: str,
-    version: str = "1.1",
-    filtered: bool = False,
 ) -> bytes:
-    """The upstream response's head as sent to the client, with this hop's framing.
+    """The upstream response's head as sent to the client, with this hop's framing."""
+    lines = [b"HTTP/1.1 %d " % status + (reason or b"")]
+    lines += without_downstream_framing(headers)
+    return finish_head(
+        lines, framing=framing, length=length, keep_alive=keep_alive, request_id=request_id
+    )
 
-    ``filtered``: the caller already removed hop-by-hop fields, those named in
-    Connection, Content-Length and X-Request-Id (``without_downstream_framing``).
-    """
-    status_line = b"HTTP/%s %d " % (version.encode(), status) + (reason or b"")
-    lines = [status_line]
-    if filtered:
-        lines += [key + b": " + value for key, value in headers]
-    else:
-        lines += without_downstream_framing(headers)
+
+def finish_head(
+    lines: list[bytes], *, framing: Framing, length: int, keep_alive: bool, request_id: str
+) -> bytes:
+    """A response head from its status line and the fields passed on (``lines``, which this
+    extends): this hop's framing, the request id and the connection's fate added."""
     if framing is Framing.CHUNKED:
         lines.append(b"transfer-encoding: chunked")
     elif framing is Framing.LENGTH:

@@ -79,7 +79,7 @@ class Gateway:
         self.metrics_address: tuple[str, int] | None = None
         self._local_addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._views: dict[tuple[int, tuple[bytes, ...]], ClientView] = {}
-        self._spoofable: tuple[int, dict[bytes, bool]] = (-1, {})
+        self._spoofable: tuple[int, dict[bytes, bytes]] = (-1, {})
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
@@ -119,12 +119,18 @@ class Gateway:
         return view
 
     def sanitize(
-        self, generation: Generation, headers: Iterable[tuple[bytes, bytes]]
+        self,
+        generation: Generation,
+        headers: Iterable[tuple[bytes, bytes]],
+        *,
+        lower: bool = False,
     ) -> list[tuple[bytes, bytes]]:
         """``headers`` without the identity names a client may not send (``forward``'s rule).
 
-        The verdict per header name is memoized per generation: the same few names
-        recur on every request, and deciding each afresh was ~3% of a relayed request.
+        ``lower``: names lower-cased as well, as an ASGI scope has them, in the same pass.
+        The verdict per header name is memoized per generation (as the lower-cased name
+        to keep, or ``b""`` to drop): the same few names recur on every request, and
+        deciding each afresh was ~3% of a relayed request.
         """
         number, memo = self._spoofable
         if number != generation.number:
@@ -132,15 +138,16 @@ class Gateway:
             self._spoofable = (generation.number, memo)
         out = []
         for name, value in headers:
-            spoofable = memo.get(name)
-            if spoofable is None:
+            kept = memo.get(name)
+            if kept is None:
                 spoofable = not sanitize_headers(
                     [(name, b"")], also=generation.forward.sanitized_names
                 )
+                kept = b"" if spoofable else name.lower()
                 if len(memo) < _MEMO_LIMIT:
-                    memo[name] = spoofable
-            if not spoofable:
-                out.append((name, value))
+                    memo[name] = kept
+            if kept:
+                out.append((kept, value) if lower else (name, value))
         return out
 
     # --- parked idle connections ---------------------------------------------------------

@@ -216,7 +216,7 @@ class AsgiHost:
             return False, 500, 0
         if not cycle.complete:
             return False, cycle.status, cycle.sent  # truncated by the app: close the connection
-        keep_alive = cycle.keep_alive and await cycle.finish_request_body()
+        keep_alive = cycle.keep_alive and cycle.finish_request_body()
         return keep_alive, cycle.status, cycle.sent
 
 
@@ -380,7 +380,7 @@ class _Cycle:
             request_id=self.request_id,
         )
 
-    async def finish_request_body(self) -> bool:
+    def finish_request_body(self) -> bool:
         """After the response: consume an unread body if it is already here; else close."""
         if self.body_done:
             return True

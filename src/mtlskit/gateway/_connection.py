@@ -645,8 +645,13 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # The limits are checked once per head and once per read (``_check_head``): a
+        # read holds at most _READ_SIZE bytes, so the fields between checks are bounded.
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
+
+    def _check_head(self) -> None:
+        """The header limits, for the fields parsed so far; ``ClientRequestError`` (431)."""
         limits = self.gateway.limits
         if len(self._headers) > limits.max_headers:
             self._parse_error = ClientRequestError("too many header fields", status_hint=431)
@@ -658,6 +663,7 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         assert parser is not None
+        self._check_head()
         self._in_head = False
         head = RequestHead(  # positional: a named tuple's keywords cost a dict each
             parser.get_method().decode("ascii", "replace"),
@@ -713,8 +719,12 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             error = self._parse_error or ClientRequestError("malformed HTTP request")
             raise error from None
+        if not self._in_head:
+            self._head_raw = 0
+            return
+        self._check_head()
         # An unfinished header line is invisible to on_header: count raw bytes too.
-        self._head_raw = self._head_raw + len(data) if self._in_head else 0
+        self._head_raw += len(data)
         if self._head_raw > 2 * self.gateway.limits.max_header_bytes:
             raise ClientRequestError("header section too large", status_hint=431)
 

@@ -121,12 +121,14 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
     lengths: list[bytes] = []
     encodings: list[bytes] = []
     for key, value in head.headers:  # one pass: this runs for every request
-        name = key.lower()
-        if name == b"host":
-            hosts += 1
-        elif name == b"content-length":
-            lengths.append(value)
-        elif name == b"transfer-encoding":
+        size = len(key)  # the length first: most names are none of these, and lower() is a call
+        if size == 4:
+            if key.lower() == b"host":
+                hosts += 1
+        elif size == 14:
+            if key.lower() == b"content-length":
+                lengths.append(value)
+        elif size == 17 and key.lower() == b"transfer-encoding":
             encodings.append(value)
     if hosts > 1 or (head.version != "1.0" and not hosts):
         raise ClientRequestError("an HTTP/1.1 request needs exactly one Host (RFC 9112 §3.2)")

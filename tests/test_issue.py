@@ -367,6 +367,55 @@ def test_default_deny_names_no_pattern(store):
         ca.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
 
 
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048", "ed25519"])
+def test_issuer_proves_its_leaf_signatures(key_type):
+    """The probe behind ``leaf_signatures_proven`` holds for every key type a CA may have,
+    and a leaf signed afterwards does verify against the issuer (what lint no longer
+    re-checks at issuance)."""
+    key = generate_private_key(key_type)
+    cert = build_ca_certificate(
+        common_name=f"t {key_type}",
+        key=key,
+        signer=None,
+        not_before=NOW - dt.timedelta(days=1),
+        not_after=NOW + dt.timedelta(days=365),
+        path_length=0,
+    )
+    issuer = Issuer(cert=cert, key=key, chain=(cert,))
+    assert issuer.leaf_signatures_proven
+    leaf = build_leaf(
+        issuer=issuer,
+        identity=parse_identity(ID),
+        public_key=generate_private_key().public_key(),
+        profile=CLIENT_AUTH,
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(hours=1),
+        serial=x509.random_serial_number(),
+    )
+    leaf.verify_directly_issued_by(cert)
+
+
+def test_unproven_issuer_has_every_leaf_signature_linted(store):
+    """A chain that does not start with the signing certificate (here a same-name CA with
+    another key) proves nothing, so issuance lints the leaf's signature and refuses."""
+    impostor = build_ca_certificate(
+        common_name="t issuing",
+        key=generate_private_key(),
+        signer=ROOT,
+        not_before=NOW - dt.timedelta(days=1),
+        not_after=NOW + dt.timedelta(days=365),
+        path_length=0,
+    )
+    issuer = Issuer(cert=ISSUING.cert, key=ISSUING.key, chain=(impostor, ROOT.cert))
+    assert ISSUING.leaf_signatures_proven and not issuer.leaf_signatures_proven
+    with pytest.raises(IssuanceRefused) as refused:
+        _authority(store, issuer=issuer).issue(
+            parse_identity(ID), generate_private_key().public_key(), now=NOW
+        )
+    assert "chain_signature_invalid (certificate 0)" in refused.value.reason
+    assert store.certificates(now=NOW) == []
+
+
 def test_lint_gate_never_returns_or_records_a_failing_certificate(store):
     """An issuer that is not a CA: the leaf would fail lint (issuer_not_ca), so no cert."""
     bogus = TestCA(name="bogus").issue(LeafSpec(dns=("notaca.example",)))

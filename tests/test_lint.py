@@ -318,6 +318,21 @@ def test_clean_certificate_is_silent_under_client_auth(clean_leaf: IssuedCert) -
     assert [r.findings for r in lint_chain(list(clean_leaf.chain), at=NOW)] == [(), (), ()]
 
 
+def test_vouched_leaf_signature_skips_only_the_leaf_link(ca: TestCA) -> None:
+    """``leaf_signature_vouched`` is the caller's word for link 0 and nothing else: the
+    same-name impostor is still caught without it, and with it a forged link above the
+    leaf (and every non-signature rule) still is."""
+    forged = chain_same_name_impostor(ca)  # the leaf's real issuer is not forged[1]
+    assert "chain_signature_invalid" in lint_chain(forged, at=NOW)[0].codes
+    vouched = lint_chain(forged, at=NOW, leaf_signature_vouched=True)
+    assert "chain_signature_invalid" not in vouched[0].codes
+    assert "chain_key_id_mismatch" in vouched[0].codes
+    impostor = TestCA(name="acme")
+    above = [ca.issue(CLEAN).cert, ca.issuer.cert, impostor.root.cert]
+    reports = lint_chain(above, at=NOW, leaf_signature_vouched=True)
+    assert "chain_signature_invalid" in reports[1].codes
+
+
 def test_spiffe_and_client_auth_disagree_on_eku_only_as_notices(ca: TestCA) -> None:
     """DESIGN §4: clientAuth-only is a spiffe notice, serverAuth+clientAuth a client-auth notice."""
     only_client = lint_chain(leaf(ca), ["client-auth", "spiffe"], at=NOW)[0]

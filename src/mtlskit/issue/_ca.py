@@ -44,10 +44,20 @@ class Issued:
 
 
 def lint_errors(
-    chain: tuple[x509.Certificate, ...], profile: CertificateProfile, now: dt.datetime
+    chain: tuple[x509.Certificate, ...],
+    profile: CertificateProfile,
+    now: dt.datetime,
+    *,
+    leaf_signature_vouched: bool = False,
 ) -> list[str]:
-    """The error findings mtlskit's own lint reports for ``chain`` under the profile."""
-    reports = lint_chain(list(chain), [profile.lint_profile], at=now)
+    """The error findings mtlskit's own lint reports for ``chain`` under the profile.
+
+    ``leaf_signature_vouched`` is ``lint_chain``'s: only ``CertificateAuthority.issue``
+    sets it, for a leaf it has just signed with an issuer whose signatures are proven.
+    """
+    reports = lint_chain(
+        list(chain), [profile.lint_profile], at=now, leaf_signature_vouched=leaf_signature_vouched
+    )
     return [
         f"{finding.code} (certificate {report.index}): {finding.message}"
         for report in reports
@@ -143,8 +153,15 @@ class CertificateAuthority:
             )
             chain = (cert, *self.issuer.chain)
             # The whole chain, every time: a CA defect (a root's pathlen of 0 over an
-            # intermediate) shows up only when the leaf is linted with all of it.
-            errors = lint_errors(chain, self.profile, now)
+            # intermediate) shows up only when the leaf is linted with all of it. The
+            # signature just made is not verified again when the issuer proved, once,
+            # that the leaves it signs verify (``Issuer.leaf_signatures_proven``).
+            errors = lint_errors(
+                chain,
+                self.profile,
+                now,
+                leaf_signature_vouched=self.issuer.leaf_signatures_proven,
+            )
             if errors:
                 refused = IssuanceRefused("lint", "; ".join(errors))
                 if not dry_run:

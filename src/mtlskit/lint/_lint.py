@@ -69,11 +69,16 @@ def lint_chain(
     *,
     at: dt.datetime,
     public_bundle: str | None = None,
+    leaf_signature_vouched: bool = False,
 ) -> list[CertificateReport]:
     """Lint ``chain`` (leaf first) under ``profiles`` at instant ``at`` (timezone-aware).
 
     Leaf rules run on ``chain[0]``, CA rules on the rest, chain rules across them.
     ``public_bundle`` replaces certifi's roots for the ``public-ca`` profile (tests).
+    ``leaf_signature_vouched``: the caller itself signed ``chain[0]`` with the key of
+    ``chain[1]`` and has proven that such signatures verify (mtlskit's CA, see
+    ``Issuer.leaf_signatures_proven``), so that one signature is not verified again;
+    every other rule, the name checks of that link included, runs as always.
 
     >>> from mtlskit.testca import LeafSpec, TestCA
     >>> leaf = TestCA().issue(LeafSpec(dns=("client.acme.com",)))
@@ -87,7 +92,9 @@ def lint_chain(
         raise ValueError("lint_chain needs a timezone-aware instant")
     leaf_rules, ca_rules, chain_rules = _rule_sets(resolve_profiles(profiles))
     views = tuple(CertView.of(cert, index) for index, cert in enumerate(chain))
-    ctx = LintContext(views, at=at, public_bundle=public_bundle)
+    ctx = LintContext(
+        views, at=at, public_bundle=public_bundle, leaf_signature_vouched=leaf_signature_vouched
+    )
     found: list[list[Finding]] = [[] for _ in views]
     for view in views:
         for rule in leaf_rules if view.index == 0 else ca_rules:

@@ -196,14 +196,27 @@ class CertView:
 class LintContext:
     """The whole chain plus what several rules share: the instant, the public root (lazily)."""
 
-    __slots__ = ("_public_root", "_public_root_known", "at", "certs", "public_bundle")
+    __slots__ = (
+        "_public_root",
+        "_public_root_known",
+        "at",
+        "certs",
+        "leaf_signature_vouched",
+        "public_bundle",
+    )
 
     def __init__(
-        self, certs: tuple[CertView, ...], *, at: dt.datetime, public_bundle: str | None
+        self,
+        certs: tuple[CertView, ...],
+        *,
+        at: dt.datetime,
+        public_bundle: str | None,
+        leaf_signature_vouched: bool = False,
     ) -> None:
         self.certs = certs
         self.at = at
         self.public_bundle = public_bundle
+        self.leaf_signature_vouched = leaf_signature_vouched  # see lint_chain
         self._public_root: x509.Certificate | None = None
         self._public_root_known = False
 

@@ -31,7 +31,7 @@ from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote
 
-from mtlskit.gateway._http import NOT_DOWNSTREAM, Framing, RequestHead
+from mtlskit.gateway._http import NOT_DOWNSTREAM, Framing, RequestHead, finish_head
 from mtlskit.verify import Decision
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "cipher_suite_ids",
     "http_scope",
     "response_framing",
-    "response_lines",
+    "response_head",
 ]
 
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send raises on disconnect
@@ -122,11 +122,20 @@ def http_scope(  # noqa: PLR0917 - one request's facts, passed once
     }
 
 
-def response_lines(status: int, raw: Iterable[Any]) -> tuple[list[bytes], int | None, bool]:
-    """An app's ``http.response.start``: (head lines so far, content-length, close).
+def response_head(  # noqa: PLR0917 - one response's facts, passed once
+    status: int,
+    raw: Iterable[Any],
+    method: str,
+    http_version: str,
+    first_body: int,
+    more_body: bool,
+    keep_alive: bool,
+    request_id: str,
+) -> tuple[bytes, Framing, int, bool]:
+    """An app's ``http.response.start`` as a head: (bytes, framing, length, keep-alive).
 
-    The lines are the status line and ``name: value`` for each field passed on; what
-    the gateway frames itself is taken out here, in the one pass over the fields:
+    Framed when the first body message arrives (``first_body`` bytes, ``more_body``).
+    What the gateway frames itself is taken out, in the one pass over the fields:
     Content-Length (a number is kept as the length, anything else dropped and the
     body framed by the gateway), Connection (``close`` closes the connection after;
     the fields it names go too), the other hop-by-hop fields and X-Request-Id.
@@ -153,7 +162,19 @@ def response_lines(status: int, raw: Iterable[Any]) -> tuple[list[bytes], int | 
         lines.append(name_b + b": " + value_b)
     if tokens:
         lines[1:] = [line for line in lines[1:] if line.split(b":", 1)[0].lower() not in tokens]
-    return lines, length, close
+    framing, length, can_keep = response_framing(
+        method=method,
+        status=status,
+        length=length,
+        first_body=first_body,
+        more_body=more_body,
+        http_version=http_version,
+    )
+    keep_alive = keep_alive and can_keep and not close
+    head = finish_head(
+        lines, framing=framing, length=length, keep_alive=keep_alive, request_id=request_id
+    )
+    return head, framing, length, keep_alive
 
 
 def response_framing(

@@ -58,6 +58,7 @@ _NOT_UPSTREAM: Final = HOP_BY_HOP | GATEWAY_SET | {b"expect"}
 _NOT_UPSTREAM_WITH_BODY: Final = _NOT_UPSTREAM | {b"content-length"}
 # What the gateway never passes downstream as is: it frames and ids each response itself.
 NOT_DOWNSTREAM: Final = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+_FRAMING_NAME_SIZES: Final = frozenset({4, 14, 17})  # host, content-length, transfer-encoding
 _BODYLESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -82,6 +83,9 @@ class Framing(StrEnum):
     NONE = "none"  # no body
     LENGTH = "length"
     CHUNKED = "chunked"
+
+
+_NO_BODY: Final = (Framing.NONE, 0)
 
 
 class RequestHead(NamedTuple):
@@ -121,17 +125,19 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
     lengths: list[bytes] = []
     encodings: list[bytes] = []
     for key, value in head.headers:  # one pass: this runs for every request
-        size = len(key)  # the length first: most names are none of these, and lower() is a call
-        if size == 4:
-            if key.lower() == b"host":
+        # The length first: most names are none of these, and lower() is a call.
+        if len(key) in _FRAMING_NAME_SIZES:
+            name = key.lower()
+            if name == b"host":
                 hosts += 1
-        elif size == 14:
-            if key.lower() == b"content-length":
+            elif name == b"content-length":
                 lengths.append(value)
-        elif size == 17 and key.lower() == b"transfer-encoding":
-            encodings.append(value)
-    if hosts > 1 or (head.version != "1.0" and not hosts):
+            elif name == b"transfer-encoding":
+                encodings.append(value)
+    if hosts != 1 and (hosts or head.version != "1.0"):
         raise ClientRequestError("an HTTP/1.1 request needs exactly one Host (RFC 9112 §3.2)")
+    if not lengths and not encodings:
+        return _NO_BODY
     if lengths and encodings:
         raise ClientRequestError("both Content-Length and Transfer-Encoding")
     if len(lengths) > 1 or any(b"," in value for value in lengths):
@@ -142,15 +148,13 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
         if head.version == "1.0":
             raise ClientRequestError("Transfer-Encoding in an HTTP/1.0 request")
         return Framing.CHUNKED, -1
-    if lengths:
-        value = lengths[0].strip()
-        if not value.isdigit() or len(value) > 18:
-            raise ClientRequestError("Content-Length is not a number")
-        length = int(value)
-        if length > max_body_bytes:
-            raise ClientRequestError("body larger than the limit", status_hint=413)
-        return (Framing.LENGTH, length) if length else (Framing.NONE, 0)
-    return Framing.NONE, 0
+    value = lengths[0].strip()
+    if not value.isdigit() or len(value) > 18:
+        raise ClientRequestError("Content-Length is not a number")
+    length = int(value)
+    if length > max_body_bytes:
+        raise ClientRequestError("body larger than the limit", status_hint=413)
+    return (Framing.LENGTH, length) if length else _NO_BODY
 
 
 def _connection_tokens(headers: Iterable[Header]) -> set[bytes]:

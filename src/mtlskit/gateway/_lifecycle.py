@@ -84,6 +84,8 @@ TRANSITIONS: Final[dict[State, dict[Event, State]]] = {
     },
     State.CLOSED: {},
 }
+# What a closed connection may still hear about (CLOSED has no transitions at all).
+_LATE_NEWS: Final = frozenset({Event.EOF, Event.TIMEOUT, Event.SHUTDOWN})
 
 
 class LifecycleError(MtlskitError):
@@ -99,11 +101,11 @@ class Lifecycle:
         self.state = State.HANDSHAKE
 
     def handle(self, event: Event) -> State:
-        if self.state is State.CLOSED and event in (Event.EOF, Event.TIMEOUT, Event.SHUTDOWN):
-            return self.state  # late news about a connection already closed
         try:
             self.state = TRANSITIONS[self.state][event]
         except KeyError:
+            if self.state is State.CLOSED and event in _LATE_NEWS:
+                return self.state  # late news about a connection already closed
             raise LifecycleError(
                 f"event {event.value} is not allowed in state {self.state.value}"
             ) from None

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Final, NamedTuple
+from typing import Final
 
 from mtlskit.errors import MtlskitError
 
@@ -88,18 +88,30 @@ class Framing(StrEnum):
 _NO_BODY: Final = (Framing.NONE, 0)
 
 
-class RequestHead(NamedTuple):
+class RequestHead:
     """A parsed request line and headers, as bytes (httptools hands over bytes).
 
-    A named tuple, not a frozen dataclass: one is made per request, and a frozen
-    dataclass's ``__init__`` (``object.__setattr__`` per field) cost five times as much.
+    A slotted class: one is made per request and its fields are read a dozen times.
+    A frozen dataclass's ``__init__`` (``object.__setattr__`` per field) cost five
+    times as much to make, and a named tuple's fields are descriptors that Python 3.11
+    does not specialize, so each read took the slow attribute path.
     """
 
-    method: str
-    target: bytes
-    version: str  # "1.1" / "1.0"
-    headers: tuple[Header, ...]
-    keep_alive: bool
+    __slots__ = ("headers", "keep_alive", "method", "target", "version")
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        version: str,  # "1.1" / "1.0"
+        headers: tuple[Header, ...],
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
 
     @property
     def path(self) -> str:

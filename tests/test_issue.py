@@ -302,6 +302,24 @@ def test_csr_with_broken_signature_is_refused():
         review_csr(tampered, identity=parse_identity(ID), profile=CLIENT_AUTH)
 
 
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048", "ed25519"])
+def test_csr_signature_is_checked_for_every_key_type(key_type):
+    """EC keys are verified with the key review_csr parsed, the others by pyca: both accept
+    the CSR as signed and refuse it once a byte of what was signed changes."""
+    key = generate_private_key(key_type)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payments")]))
+        .sign(key, None if key_type == "ed25519" else hashes.SHA256())  # type: ignore[arg-type]
+    )
+    review = review_csr(csr, identity=parse_identity(ID), profile=CLIENT_AUTH)
+    assert review.public_key == key.public_key()
+    der = csr.public_bytes(serialization.Encoding.DER)
+    tampered = load_csr(der.replace(b"payments", b"paymentz"))
+    with pytest.raises(InputError, match="signature does not verify"):
+        review_csr(tampered, identity=parse_identity(ID), profile=CLIENT_AUTH)
+
+
 @pytest.mark.parametrize(
     "data", [b"", b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", b"\x30\x03abc"]
 )

@@ -29,6 +29,9 @@ from mtlskit.gateway._asgi_scope import (
     response_head,
 )
 from mtlskit.gateway._http import (
+    FRAMING_CHUNKED,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
     ClientRequestError,
     Framing,
     RequestHead,
@@ -221,25 +224,30 @@ class AsgiHost:
 class _Cycle:
     """One request/response: the ``receive`` and ``send`` callables an app is given.
 
-    The state every cycle starts with is on the class: an instance writes only what
-    differs, which for a plain GET is five fields instead of eighteen.
+    Slotted, every field set in ``__init__``: Python 3.11 specializes slot reads, but
+    not reads of a default kept on the class (three times slower, measured).
     """
 
-    body_done = False
-    received = 0
-    expect_continue = False
-    error: ClientRequestError | None = None
-    disconnected = False
-    _finished: asyncio.Event | None = None  # made only if the app waits on it
-    done = False  # response complete, or the client is gone
-    # response state
-    start: Message | None = None
-    head_sent = False
-    complete = False
-    status = 0
-    sent = 0
-    framing = Framing.NONE
-    length = 0
+    __slots__ = (
+        "_finished",
+        "body_done",
+        "complete",
+        "conn",
+        "disconnected",
+        "done",
+        "error",
+        "expect_continue",
+        "framing",
+        "head",
+        "head_sent",
+        "keep_alive",
+        "length",
+        "received",
+        "request_id",
+        "sent",
+        "start",
+        "status",
+    )
 
     def __init__(
         self, conn: ClientConnection, head: RequestHead, framing: Framing, request_id: str
@@ -247,10 +255,23 @@ class _Cycle:
         self.conn = conn
         self.head = head
         self.request_id = request_id
-        if framing is not Framing.NONE:
-            self.expect_continue = any(
-                value.strip().lower() == b"100-continue" for value in head.values(b"expect")
-            )
+        self.body_done = False
+        self.received = 0
+        self.expect_continue = framing is not FRAMING_NONE and any(
+            value.strip().lower() == b"100-continue" for value in head.values(b"expect")
+        )
+        self.error: ClientRequestError | None = None
+        self.disconnected = False
+        self._finished: asyncio.Event | None = None  # made only if the app waits on it
+        self.done = False  # response complete, or the client is gone
+        # response state
+        self.start: Message | None = None
+        self.head_sent = False
+        self.complete = False
+        self.status = 0
+        self.sent = 0
+        self.framing = FRAMING_NONE
+        self.length = 0
         self.keep_alive = head.keep_alive and not conn.gateway.draining
 
     def _finish(self) -> None:
@@ -332,18 +353,18 @@ class _Cycle:
                 self.head_sent = True
             framing = self.framing
             if body:
-                if framing is not Framing.NONE:
+                if framing is not FRAMING_NONE:
                     if self.head.method != "HEAD":
                         self.sent += len(body)
-                        out += chunk(body) if framing is Framing.CHUNKED else body
+                        out += chunk(body) if framing is FRAMING_CHUNKED else body
                 elif not self.keep_alive:
                     self.sent += len(body)  # HTTP/1.0 close-delimited
                     out += body
             if not more:
-                if framing is Framing.CHUNKED:
+                if framing is FRAMING_CHUNKED:
                     out += chunk(b"")
                 elif (
-                    framing is Framing.LENGTH
+                    framing is FRAMING_LENGTH
                     and self.sent != self.length
                     and self.head.method != "HEAD"
                 ):

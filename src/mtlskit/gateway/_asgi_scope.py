@@ -31,7 +31,15 @@ from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote
 
-from mtlskit.gateway._http import NOT_DOWNSTREAM, Framing, RequestHead, finish_head
+from mtlskit.gateway._http import (
+    FRAMING_CHUNKED,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
+    NOT_DOWNSTREAM,
+    Framing,
+    RequestHead,
+    finish_head,
+)
 from mtlskit.verify import Decision
 
 __all__ = [
@@ -194,12 +202,12 @@ def response_framing(
     """
     if method == "HEAD" or status in _NO_BODY or 100 <= status < 200:
         if method == "HEAD" and length is not None:
-            return Framing.LENGTH, length, True  # the head says how long a GET would be
-        return Framing.NONE, 0, True
+            return FRAMING_LENGTH, length, True  # the head says how long a GET would be
+        return FRAMING_NONE, 0, True
     if length is not None:
-        return Framing.LENGTH, length, True
+        return FRAMING_LENGTH, length, True
     if not more_body:
-        return Framing.LENGTH, first_body, True
+        return FRAMING_LENGTH, first_body, True
     if http_version == "1.0":
-        return Framing.NONE, 0, False
-    return Framing.CHUNKED, 0, True
+        return FRAMING_NONE, 0, False
+    return FRAMING_CHUNKED, 0, True

@@ -26,6 +26,8 @@ from cryptography import x509
 from mtlskit.forward import ForwardedClient, forward_headers
 from mtlskit.gateway._config import ClientAuthMode
 from mtlskit.gateway._http import (
+    FRAMING_CHUNKED,
+    FRAMING_NONE,
     ClientRequestError,
     Framing,
     RequestHead,
@@ -54,6 +56,13 @@ _READ_SIZE: Final = 64 * 1024
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _json: Final = encode_basestring_ascii  # a str as JSON, exactly as json.dumps writes it
 _NO_CLIENT: Final = '"identity":null,"verified":false'
+# Enum members read on every request, as module globals: Python 3.11 reads an enum
+# member through its class in ~70 ns, a module global in ~5 ns (measured).
+_IDLE: Final = State.IDLE
+_REQUEST_HEAD: Final = Event.REQUEST_HEAD
+_FORWARD: Final = Event.FORWARD
+_RESPONSE_DONE: Final = Event.RESPONSE_DONE
+_CLOSE: Final = Event.CLOSE
 _METHODS: Final = {m: _json(m) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")}
 
 
@@ -487,9 +496,9 @@ class ClientConnection(asyncio.Protocol):
         parked = False
         try:
             if head is not None:
-                self.life.handle(Event.REQUEST_HEAD)
+                self.life.handle(_REQUEST_HEAD)
                 await self._request(head)
-                if self.life.state is State.IDLE and self._park_now():
+                if self.life.state is _IDLE and self._park_now():
                     parked = True
                     return
             if handover is not None:
@@ -550,7 +559,7 @@ class ClientConnection(asyncio.Protocol):
                 self.life.handle(Event.REQUEST_HEAD)
                 await self._refuse(head, view.decision)
                 return False
-            self.life.handle(Event.REQUEST_HEAD)
+            self.life.handle(_REQUEST_HEAD)
             await self._request(head)
         return False
 
@@ -817,7 +826,7 @@ class ClientConnection(asyncio.Protocol):
             if not decision.accepted:
                 self.life.handle(Event.DENIED)
                 code = decision.reasons[-1].code.value
-                if framing is Framing.NONE and head.keep_alive and not gateway.draining:
+                if framing is FRAMING_NONE and head.keep_alive and not gateway.draining:
                     await self._skip_body()
                     gateway.metrics.request(403)
                     self._access(head, 403, request_id, code=code, started=started)
@@ -826,7 +835,7 @@ class ClientConnection(asyncio.Protocol):
                     self.life.state = State.CLOSED  # a body we will not read: close
                     await self._error(403, request_id, code=code, head=head)
                 return
-        self.life.handle(Event.FORWARD)
+        self.life.handle(_FORWARD)
         asgi = gateway.asgi
         if asgi is not None:  # in-process: the app gets this request's authorized decision
             try:
@@ -888,7 +897,7 @@ class ClientConnection(asyncio.Protocol):
         gateway.metrics.requests[status] += 1
         if gateway.access_log.enabled:
             self._access(head, status, request_id, started=started, upstream=upstream, sent=sent)
-        self.life.handle(Event.RESPONSE_DONE if keep_alive else Event.CLOSE)
+        self.life.handle(_RESPONSE_DONE if keep_alive else _CLOSE)
 
     async def _skip_body(self) -> None:
         while True:
@@ -919,7 +928,7 @@ class ClientConnection(asyncio.Protocol):
             identity=view.headers,
             upstream_host=conn.upstream.authority,
         )
-        if framing is not Framing.NONE and any(
+        if framing is not FRAMING_NONE and any(
             value.strip().lower() == b"100-continue" for value in head.values(b"expect")
         ):
             await self._send(_CONTINUE)
@@ -933,13 +942,13 @@ class ClientConnection(asyncio.Protocol):
                 if kind == "eof":
                     raise _Closed
                 if kind == "end":
-                    if framing is Framing.CHUNKED:
+                    if framing is FRAMING_CHUNKED:
                         writer.write(chunk(b""))
                     break
                 received += len(value)
                 if received > limits.max_body_bytes:
                     raise ClientRequestError("body larger than the limit", status_hint=413)
-                writer.write(chunk(value) if framing is Framing.CHUNKED else value)
+                writer.write(chunk(value) if framing is FRAMING_CHUNKED else value)
                 await writer.drain()  # backpressure: the upstream sets the pace
             if writer.transport.get_write_buffer_size():  # else drain() is pure overhead
                 await writer.drain()
@@ -965,7 +974,7 @@ class ClientConnection(asyncio.Protocol):
         read_timeout = gateway.read_timeout
         timeout = read_timeout if first_timeout is None else first_timeout
         started = False
-        framing = wire_framing = Framing.NONE  # set by the response head
+        framing = wire_framing = FRAMING_NONE  # set by the response head
         client_keep_alive = head.keep_alive and not gateway.draining
         sent = 0
         status = 0
@@ -988,7 +997,7 @@ class ClientConnection(asyncio.Protocol):
                         raise _Closed from None
                     raise UpstreamError(f"upstream connection failed: {exc}") from None
                 if not data:
-                    if started and framing is Framing.CHUNKED and collector.close_delimited:
+                    if started and framing is FRAMING_CHUNKED and collector.close_delimited:
                         collector.events.append(("end", None))
                         conn.close()
                         collector.reusable = False
@@ -1011,8 +1020,8 @@ class ClientConnection(asyncio.Protocol):
                 framing, wire_framing = relay_framing(
                     method=head.method, status=status, length=length, version=head.version
                 )
-                no_body = framing is Framing.NONE
-                if framing is Framing.CHUNKED:
+                no_body = framing is FRAMING_NONE
+                if framing is FRAMING_CHUNKED:
                     collector.close_delimited = not collector.chunked
                 if wire_framing is not framing:  # close-delimited to an HTTP/1.0 client
                     client_keep_alive = False
@@ -1036,9 +1045,9 @@ class ClientConnection(asyncio.Protocol):
                     return client_keep_alive, status, sent
             elif kind == "body":
                 sent += len(value)
-                pending.append(chunk(value) if wire_framing is Framing.CHUNKED else value)
+                pending.append(chunk(value) if wire_framing is FRAMING_CHUNKED else value)
             elif kind == "end":
-                if wire_framing is Framing.CHUNKED:
+                if wire_framing is FRAMING_CHUNKED:
                     pending.append(chunk(b""))
                 # Bytes after the response: the upstream is out of step, do not reuse it.
                 gateway.pool.release(conn, reusable=collector.reusable and not collector.trailing)
@@ -1059,7 +1068,7 @@ class ClientConnection(asyncio.Protocol):
         checks and answers live there, once.
         """
         gateway = self.gateway
-        if self.life.state is not State.IDLE or gateway.draining or self._write_paused or self._eof:
+        if self.life.state is not _IDLE or gateway.draining or self._write_paused or self._eof:
             self.resume()
             return
         tls = self._ssl
@@ -1113,7 +1122,7 @@ class ClientConnection(asyncio.Protocol):
         view = self._view
         assert view is not None
         policy = self.generation.policy
-        if framing is not Framing.NONE or (
+        if framing is not FRAMING_NONE or (
             view.decision.accepted
             and policy is not None
             and not policy.authorize(view.decision, method=head.method, path=head.path).accepted
@@ -1126,8 +1135,8 @@ class ClientConnection(asyncio.Protocol):
             return
         events.clear()
         self._idle_since = 0.0
-        self.life.handle(Event.REQUEST_HEAD)
-        self.life.handle(Event.FORWARD)
+        self.life.handle(_REQUEST_HEAD)
+        self.life.handle(_FORWARD)
         request_id = self._request_id()
         wire = upstream_request_head(
             head,
@@ -1171,7 +1180,7 @@ class ClientConnection(asyncio.Protocol):
             method=head.method, status=status, length=length, version=head.version
         )
         keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
-        chunked = wire_framing is Framing.CHUNKED
+        chunked = wire_framing is FRAMING_CHUNKED
         parts = [
             response_head(
                 status,
@@ -1249,7 +1258,7 @@ class ClientConnection(asyncio.Protocol):
             self.resume()  # parked: its new task sees the drain and closes
             return
         self._wake()
-        if self.life.state is State.IDLE and not self._events and self._task is not None:
+        if self.life.state is _IDLE and not self._events and self._task is not None:
             self._task.cancel()
 
 

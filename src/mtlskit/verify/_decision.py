@@ -104,6 +104,11 @@ class Verdict(StrEnum):
     REJECT = "reject"
 
 
+# A module global: Python 3.11 reads an enum member through its class in ~70 ns (the
+# metaclass's __getattr__ hook), a global in ~5 ns; ``accepted`` runs on every request.
+_ACCEPT: Final = Verdict.ACCEPT
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reason:
     """One failed check: a stable code, words for the operator, and where in the chain.
@@ -174,7 +179,7 @@ class Decision:
         generated ``__init__``'s cost (as in ``with_rule``).
         """
         decision = object.__new__(cls)
-        _set_verdict(decision, Verdict.ACCEPT)
+        _set_verdict(decision, _ACCEPT)
         _set_identity(decision, identity)
         _set_chain(decision, chain)
         _set_reasons(decision, ())
@@ -185,7 +190,7 @@ class Decision:
 
     @property
     def accepted(self) -> bool:
-        return self.verdict is Verdict.ACCEPT
+        return self.verdict is _ACCEPT
 
     def with_rule(self, rule: str) -> Decision:
         """This decision, now naming the authorization rule that allowed it.

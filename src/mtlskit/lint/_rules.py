@@ -83,8 +83,10 @@ class CertRule:
         if self.needs_extensions and view.extensions_error is not None:
             return None
         found = self.check(view, ctx)
-        if found is None:
-            return None
+        return None if found is None else self.finding(found)
+
+    def finding(self, found: str) -> Finding:
+        """The finding for what ``check`` returned (``lint_chain`` calls ``check`` itself)."""
         return Finding(
             code=self.code,
             severity=self.severity,

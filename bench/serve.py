@@ -105,11 +105,13 @@ def _servers(d: Path) -> dict[tuple[str, bool], tuple[list[str], int, Path | Non
     for logs in (True, False):
         port = _port()
         config = d / f"gateway-{port}.toml"
+        # Without logs, neither log: uvicorn writes nothing per connection either.
         access = f"access-{port}.log" if logs else "off"
+        connection = f"connection-{port}.log" if logs else "off"
         config.write_text(
             f'[listen]\naddress = "127.0.0.1:{port}"\ncert = "server.pem"\nkey = "server.key"\n'
             f'[client_auth]\ntrust = ["trust.pem"]\n'
-            f'[log]\naccess = "{access}"\nconnection = "connection-{port}.log"\n'
+            f'[log]\naccess = "{access}"\nconnection = "{connection}"\n'
         )
         command = [
             sys.executable, "-m", "mtlskit", "serve", "bench_app:app",
@@ -206,9 +208,10 @@ def run(quick: bool) -> Section:
             "The same trivial ASGI app (`200 ok`), client certificate required by both, 16 "
             f"concurrent clients: {keep_alive_n:,} requests over HTTP/1.1 keep-alive (`curl -Z "
             f"--parallel-max 16`) and {handshake_n:,} with a new TLS connection each (`ab -E`). "
-            'Two like-for-like pairings: neither server logs requests (`[log] access = "off"` '
-            "/ `--no-access-log`), and both do (mtlskit's JSON access log to a file; uvicorn's "
-            "default access log, through `logging`, to a file). All four servers are up at "
+            "Two like-for-like pairings: neither server logs (mtlskit's `[log] access = "
+            '"off"` and `connection = "off"` / uvicorn\'s `--no-access-log`), and both log '
+            "requests (mtlskit's JSON access and connection logs to files; uvicorn's default "
+            "access log, through `logging`, to a file). All four servers are up at "
             f"once and measured in alternation, median of {rounds}.\n\n"
             "| access log | load | mtlskit serve req/s | uvicorn req/s | ratio "
             "| mtlskit CPU µs/req | uvicorn CPU µs/req |\n|---|---|---:|---:|---:|---:|---:|\n"

@@ -674,7 +674,7 @@ class ClientConnection(asyncio.Protocol):
         assert parser is not None
         self._check_head()
         self._in_head = False
-        head = RequestHead(  # positional: a named tuple's keywords cost a dict each
+        head = RequestHead(
             parser.get_method().decode("ascii", "replace"),
             self._url,
             parser.get_http_version(),

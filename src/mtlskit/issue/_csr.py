@@ -113,8 +113,9 @@ def review_csr(
         )
     wanted = general_name(identity)
     dropped: list[str] = []
-    if len(csr.subject) and csr.subject.rfc4514_string() != f"CN={identity.value}":
-        dropped.append(f"subject {csr.subject.rfc4514_string()} (the CA sets the subject)")
+    subject = csr.subject  # pyca builds a new Name on every access to a CSR's subject
+    if len(subject) and (text := subject.rfc4514_string()) != f"CN={identity.value}":
+        dropped.append(f"subject {text} (the CA sets the subject)")
     try:
         extensions = list(csr.extensions)
     except ValueError:

@@ -1,7 +1,7 @@
 """``mtlskit serve`` vs uvicorn serving the same trivial ASGI app over mTLS (issue 13).
 
 Same machine, certificates, app and load tools, one run, both servers up at once and
-measured in alternation (median of three rounds):
+measured in alternation (median of five rounds):
 
 - HTTP/1.1 keep-alive: ``curl -Z --parallel-max 16`` (one C process, 16 parallel
   connections from its pool, each reused for request after request; ``--cert``

@@ -422,6 +422,23 @@ def test_oversized_headers_are_refused(site, start, clean_leaf, extra, status):
     assert response.startswith(b"HTTP/1.1 %d " % status)
 
 
+def test_a_head_over_the_field_limit_in_pieces_is_refused(site, start, clean_leaf):
+    """The field limits are checked per read as well as per head: 150 fields sent in
+    three writes, none of which completes the head, are refused before it ends."""
+    gateway = start()
+    fields = [b"X-H%d: v\r\n" % i for i in range(150)]
+    with (
+        socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock,
+        site.client_context(clean_leaf).wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(fields[:50]))
+        time.sleep(0.05)
+        tls.sendall(b"".join(fields[50:100]))
+        time.sleep(0.05)
+        tls.sendall(b"".join(fields[100:]))  # the head is still open: no blank line
+        assert _recv_all(tls).startswith(b"HTTP/1.1 431 ")
+
+
 @pytest.mark.parametrize(
     "framing",
     [

@@ -164,3 +164,14 @@ def test_handshake_errors_map_to_stable_codes():
 def test_relay_framing(method, status, length, version, framing, to_client):
     got = relay_framing(method=method, status=status, length=length, version=version)
     assert got == (framing, to_client)
+
+
+def test_request_ids_are_unique_hex_across_pool_refills():
+    """Ids come from a pool of 512 per urandom call: across several refills they stay
+    16 hex digits (64 bits) and none repeats."""
+    from mtlskit.gateway._connection import _RequestIds
+
+    ids = _RequestIds()
+    taken = [ids.take() for _ in range(512 * 4 + 7)]
+    assert all(len(value) == 16 and int(value, 16) >= 0 for value in taken)
+    assert len(set(taken)) == len(taken)

@@ -15,6 +15,7 @@ from mtlskit.gateway import (
     State,
     classify_handshake_error,
 )
+from mtlskit.gateway._connection import _RequestIds
 from mtlskit.gateway._http import (
     Framing,
     RequestHead,
@@ -169,8 +170,6 @@ def test_relay_framing(method, status, length, version, framing, to_client):
 def test_request_ids_are_unique_hex_across_pool_refills():
     """Ids come from a pool of 512 per urandom call: across several refills they stay
     16 hex digits (64 bits) and none repeats."""
-    from mtlskit.gateway._connection import _RequestIds
-
     ids = _RequestIds()
     taken = [ids.take() for _ in range(512 * 4 + 7)]
     assert all(len(value) == 16 and int(value, 16) >= 0 for value in taken)

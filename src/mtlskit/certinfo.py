@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mtlskit.certs import Fingerprint, key_info
+from mtlskit.certs import UNREADABLE_EXTENSIONS, Fingerprint, key_info
 from mtlskit.identity import ClientIdentity, IdentityError, san_entries
 from mtlskit.publicca import find_public_root
 
@@ -80,9 +80,10 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def extension_or_none(cert: x509.Certificate, kind: type[Any]) -> Any:
+    """The extension, or ``None`` when it is absent or the extensions cannot be read."""
     try:
         return cert.extensions.get_extension_for_class(kind)
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, *UNREADABLE_EXTENSIONS):
         return None
 
 
@@ -126,6 +127,7 @@ class CertificateSummary:
     san: list[str]
     identity: ClientIdentity | None
     identity_error: str | None
+    extensions_error: str | None  # the extensions cannot be read: the fields above are empty
     fingerprint: Fingerprint
     issuer_class: IssuerClass
     index: int
@@ -157,6 +159,7 @@ class CertificateSummary:
             if self.identity
             else None,
             "identity_error": self.identity_error,
+            "extensions_error": self.extensions_error,
             "fingerprint_sha256": self.fingerprint.hex,
             "fingerprint_sha256_base64": self.fingerprint.base64,
             "issuer_class": self.issuer_class.value,
@@ -166,6 +169,11 @@ class CertificateSummary:
 def summarize(chain: list[x509.Certificate], index: int = 0) -> CertificateSummary:
     """The summary of ``chain[index]``; the rest of the chain decides the issuer class."""
     cert = chain[index]
+    extensions_error: str | None = None
+    try:
+        cert.extensions  # noqa: B018 - parsed lazily: read once to learn whether it can be
+    except UNREADABLE_EXTENSIONS as exc:
+        extensions_error = str(exc)
     basic = extension_or_none(cert, x509.BasicConstraints)
     usage = extension_or_none(cert, x509.KeyUsage)
     eku = extension_or_none(cert, x509.ExtendedKeyUsage)
@@ -201,9 +209,10 @@ def summarize(chain: list[x509.Certificate], index: int = 0) -> CertificateSumma
         eku=None
         if eku is None
         else [(EKU_NAMES.get(oid, oid.dotted_string), oid.dotted_string) for oid in eku.value],
-        san=san_strings(cert),
+        san=[] if extensions_error else san_strings(cert),
         identity=identity,
         identity_error=identity_error,
+        extensions_error=extensions_error,
         fingerprint=Fingerprint.of(cert),
         issuer_class=issuer_class(chain[index:]),
     )

@@ -26,6 +26,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from mtlskit.errors import InputError
 
 __all__ = [
+    "UNREADABLE_EXTENSIONS",
     "CertificateKey",
     "Fingerprint",
     "KeyInfo",
@@ -49,6 +50,14 @@ PrivateKey = (
     | ed448.Ed448PrivateKey
 )
 CertificateKey = PrivateKey  # the key types a certificate may be issued for
+# What reading a certificate's (or CSR's) extensions raises when they cannot be read:
+# malformed DER is a ValueError, but the same extension twice (DuplicateExtension) and
+# an unknown GeneralName type are not ValueErrors. Fuzzing found the duplicate.
+UNREADABLE_EXTENSIONS: Final = (
+    ValueError,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 PublicKey = (
     rsa.RSAPublicKey
     | ec.EllipticCurvePublicKey

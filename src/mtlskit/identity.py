@@ -18,6 +18,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from mtlskit.certs import UNREADABLE_EXTENSIONS
 from mtlskit.errors import MtlskitError
 
 __all__ = [
@@ -246,7 +247,7 @@ class ClientIdentity:
         """
         try:
             san = san_entries(cert)
-        except ValueError:  # cryptography parses extensions lazily; fuzzing found this one
+        except UNREADABLE_EXTENSIONS:  # cryptography parses extensions lazily (fuzzing)
             raise IdentityError("san_missing", "certificate extensions are malformed") from None
         return cls.from_subject_alt_name(san, cn_of=cert if allow_cn else None)
 

@@ -72,6 +72,8 @@ def _table(path: str, summary: CertificateSummary, now: dt.datetime) -> Table:
         ("Subject alt names", "\n".join(summary.san) or "[dim]none[/dim]"),
         ("SHA-256", f"{summary.fingerprint.colon_hex}\nbase64: {summary.fingerprint.base64}"),
     ]
+    if summary.extensions_error:
+        rows.insert(1, ("Extensions", f"[red]unreadable[/red] ({summary.extensions_error})"))
     for field, value in rows:
         table.add_row(field, value)
     return table

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mtlskit.certs import PublicKey
+from mtlskit.certs import UNREADABLE_EXTENSIONS, PublicKey
 from mtlskit.errors import InputError
 from mtlskit.identity import ClientIdentity
 from mtlskit.issue._profile import CertificateProfile, general_name
@@ -118,7 +118,7 @@ def review_csr(
         dropped.append(f"subject {text} (the CA sets the subject)")
     try:
         extensions = list(csr.extensions)
-    except ValueError:
+    except UNREADABLE_EXTENSIONS:
         raise InputError("CSR requests malformed extensions", source=source) from None
     for extension in extensions:
         value = extension.value

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from mtlskit.certs import UNREADABLE_EXTENSIONS
 from mtlskit.errors import MtlskitError
 from mtlskit.identity import ClientIdentity
 from mtlskit.issue._policy import IdentityPattern
@@ -132,7 +133,7 @@ def csr_identities(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
-    except ValueError:
+    except UNREADABLE_EXTENSIONS:
         raise EnrollmentRefused(
             "csr_invalid", "the CSR's extensions are malformed", status=400
         ) from None

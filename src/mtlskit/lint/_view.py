@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from mtlskit.certs import KeyInfo, key_info
+from mtlskit.certs import UNREADABLE_EXTENSIONS, KeyInfo, key_info
 from mtlskit.identity import ClientIdentity, IdentityError
 from mtlskit.publicca import find_public_root
 
@@ -102,7 +102,7 @@ class CertView:
         extensions_error: str | None = None
         try:
             extensions = cert.extensions
-        except ValueError as exc:
+        except UNREADABLE_EXTENSIONS as exc:
             extensions_error = str(exc)
             extensions = x509.Extensions([])
         found: dict[type, x509.Extension[x509.ExtensionType]] = {

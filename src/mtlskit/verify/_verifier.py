@@ -35,7 +35,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from mtlskit.certs import Fingerprint, key_info
+from mtlskit.certs import UNREADABLE_EXTENSIONS, Fingerprint, key_info
 from mtlskit.errors import ConfigError
 from mtlskit.identity import ClientIdentity, IdentityError, IdentityKind
 from mtlskit.verify._decision import Code, Decision, Reason, Verdict
@@ -230,7 +230,7 @@ class Verifier:
             raise ValueError("verification time must be timezone-aware")
         try:
             return self._judge(chain, at)
-        except ValueError as exc:  # cryptography cannot parse a certificate (a hostile client's)
+        except UNREADABLE_EXTENSIONS as exc:  # cryptography cannot parse a certificate (hostile)
             return Decision(
                 verdict=Verdict.REJECT,
                 reasons=(

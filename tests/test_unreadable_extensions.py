@@ -23,6 +23,7 @@ from mtlskit.identity import ClientIdentity, IdentityError
 from mtlskit.issue import CLIENT_AUTH, EnrollmentRefused, csr_identities, parse_identity
 from mtlskit.issue._csr import review_csr
 from mtlskit.lint import lint_chain
+from mtlskit.publicca import ClientAuthStatus, client_auth_status
 from mtlskit.verify import Code, TrustStore, Verifier
 
 NOW = dt.datetime.now(dt.UTC)
@@ -80,3 +81,10 @@ def test_inspect_shows_the_extensions_as_unreadable(tmp_path, run_cli, twice):
     assert summary["extensions_error"] == "Duplicate 2.5.29.17 extension found"
     assert summary["identity"] is None
     assert summary["subject_alt_names"] == []
+
+
+def test_public_ca_check_flags_an_unreadable_eku(twice):
+    """The clientAuth policy verdict is there to flag: an EKU that cannot be read is
+    judged as if it allowed clientAuth, never silently passed as serverAuth-only."""
+    verdict = client_auth_status(twice)
+    assert verdict.status is not ClientAuthStatus.NOT_CLIENT_AUTH

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mtlskit.certs import Fingerprint, load_certificates
+from mtlskit.certs import UNREADABLE_EXTENSIONS, Fingerprint, load_certificates
 
 __all__ = [
     "CLIENT_AUTH_TIMELINE",
@@ -181,10 +181,14 @@ class ClientAuthVerdict:
 
 
 def _has_client_auth(cert: x509.Certificate) -> bool:
-    """clientAuth explicitly, or no EKU at all (which means any purpose)."""
+    """clientAuth explicitly, or no EKU at all (which means any purpose).
+
+    Unreadable extensions count as "may": the verdict is there to flag, so a certificate
+    whose EKU cannot be read is judged as if it allowed clientAuth.
+    """
     try:
         usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, *UNREADABLE_EXTENSIONS):
         return True
     return ExtendedKeyUsageOID.CLIENT_AUTH in usages or (
         ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages

@@ -66,6 +66,9 @@ _CLOSE: Final = Event.CLOSE
 _METHODS: Final = {m: _json(m) for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")}
 
 
+_ID_POOL_HEX: Final = 512 * 16  # hex digits: 512 request ids of 16
+
+
 class _RequestIds:
     """Request ids, 64 random bits each, drawn from one ``urandom`` call per 512.
 
@@ -74,16 +77,15 @@ class _RequestIds:
     """
 
     __slots__ = ("_at", "_pool")
-    _SIZE: Final = 512 * 16  # hex digits: 512 ids
 
     def __init__(self) -> None:
         self._pool = ""
-        self._at = self._SIZE
+        self._at = _ID_POOL_HEX
 
     def take(self) -> str:
         at = self._at
-        if at >= self._SIZE:
-            self._pool = os.urandom(self._SIZE // 2).hex()
+        if at >= _ID_POOL_HEX:
+            self._pool = os.urandom(_ID_POOL_HEX // 2).hex()
             at = 0
         self._at = at + 16
         return self._pool[at : at + 16]

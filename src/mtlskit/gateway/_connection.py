@@ -977,7 +977,7 @@ class ClientConnection(asyncio.Protocol):
         timeout = read_timeout if first_timeout is None else first_timeout
         started = False
         framing = wire_framing = FRAMING_NONE  # set by the response head
-        client_keep_alive = head.keep_alive and not gateway.draining
+        client_keep_alive = False
         sent = 0
         status = 0
         pending: list[bytes] = []  # response bytes not yet written to the client
@@ -1017,28 +1017,15 @@ class ClientConnection(asyncio.Protocol):
                 continue
             kind, value = collector.events.pop(0)
             if kind == "head":
-                status, reason, headers, length, upstream_keep_alive = value
-                gateway.metrics.upstream_latency(time.monotonic() - sent_at)
-                framing, wire_framing = relay_framing(
-                    method=head.method, status=status, length=length, version=head.version
+                status, upstream_keep_alive = value[0], value[4]
+                client_head, framing, wire_framing, client_keep_alive = self._client_head(
+                    head, value, request_id, sent_at
                 )
                 no_body = framing is FRAMING_NONE
                 if framing is FRAMING_CHUNKED:
                     collector.close_delimited = not collector.chunked
-                if wire_framing is not framing:  # close-delimited to an HTTP/1.0 client
-                    client_keep_alive = False
                 collector.reusable = upstream_keep_alive and not collector.close_delimited
-                pending.append(
-                    response_head(
-                        status,
-                        reason,
-                        headers,
-                        framing=wire_framing,
-                        length=length or 0,
-                        keep_alive=client_keep_alive,
-                        request_id=request_id,
-                    )
-                )
+                pending.append(client_head)
                 started = True
                 if no_body:
                     conn_reusable = head.method != "HEAD" and collector.reusable
@@ -1157,6 +1144,31 @@ class ClientConnection(asyncio.Protocol):
         except (ConnectionError, OSError):
             relay.eof()  # the task answers 502 as for any upstream that went away
 
+    def _client_head(
+        self, head: RequestHead, response: tuple[Any, ...], request_id: str, sent_at: float
+    ) -> tuple[bytes, Framing, Framing, bool]:
+        """An upstream response head as the client gets it, with the upstream's latency
+        counted: (bytes, upstream framing, client framing, client keep-alive). The
+        streaming code and the fast path both send their responses' heads through here."""
+        status, reason, headers, length, _ = response
+        gateway = self.gateway
+        gateway.metrics.upstream_latency(time.monotonic() - sent_at)
+        framing, wire_framing = relay_framing(
+            method=head.method, status=status, length=length, version=head.version
+        )
+        # Close-delimited to an HTTP/1.0 client (wire framing differs): the close ends it.
+        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
+        client_head = response_head(
+            status,
+            reason,
+            headers,
+            framing=wire_framing,
+            length=length or 0,
+            keep_alive=keep_alive,
+            request_id=request_id,
+        )
+        return client_head, framing, wire_framing, keep_alive
+
     def _fast_finish(self, relay: _FastRelay) -> None:
         """A whole response arrived: send it in one TLS record and park again."""
         collector = relay.collector
@@ -1170,30 +1182,18 @@ class ClientConnection(asyncio.Protocol):
         ):
             self._fast_handover(relay)
             return
-        status, reason, headers, length, upstream_keep_alive = value
+        status, upstream_keep_alive = value[0], value[4]
         relay.stop()
         self._fast = None
         gateway = self.gateway
         head = relay.head
         conn = relay.conn
-        gateway.metrics.upstream_latency(time.monotonic() - relay.started)
         # (Close-delimited responses end only at EOF: they were handed over.)
-        framing, wire_framing = relay_framing(
-            method=head.method, status=status, length=length, version=head.version
+        client_head, _, wire_framing, keep_alive = self._client_head(
+            head, value, relay.request_id, relay.started
         )
-        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
         chunked = wire_framing is FRAMING_CHUNKED
-        parts = [
-            response_head(
-                status,
-                reason,
-                headers,
-                framing=wire_framing,
-                length=length or 0,
-                keep_alive=keep_alive,
-                request_id=relay.request_id,
-            )
-        ]
+        parts = [client_head]
         sent = 0
         for _, body in bodies:
             sent += len(body)

@@ -103,6 +103,19 @@ def _authority(store, *, issuer=ISSUING, profile=CLIENT_AUTH, policy=None) -> Ce
     )
 
 
+def _leaf(issuer: Issuer, *, identity: str = ID, profile=CLIENT_AUTH, serial: int | None = None):
+    """A one-hour leaf for a fresh key, signed by ``issuer``."""
+    return build_leaf(
+        issuer=issuer,
+        identity=parse_identity(identity),
+        public_key=generate_private_key().public_key(),
+        profile=profile,
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(hours=1),
+        serial=serial if serial is not None else x509.random_serial_number(),
+    )
+
+
 def _ext(cert: x509.Certificate, kind):
     return cert.extensions.get_extension_for_class(kind)
 
@@ -146,15 +159,7 @@ def test_leaves_of_one_issuer_share_only_the_issuers_part():
     """The issuer keeps a prepared builder prefix; every leaf still gets its own subject,
     key, SAN and SKI, and the extensions keep their order (BC, KU, EKU, SAN, SKI, AKI)."""
     leaves = [
-        build_leaf(
-            issuer=ISSUING,
-            identity=parse_identity(identity),
-            public_key=generate_private_key().public_key(),
-            profile=profile,
-            not_before=NOW,
-            not_after=NOW + dt.timedelta(hours=1),
-            serial=serial,
-        )
+        _leaf(ISSUING, identity=identity, profile=profile, serial=serial)
         for serial, identity, profile in (
             (1, ID, CLIENT_AUTH),
             (2, "spiffe://acme.com/web", SPIFFE),
@@ -401,16 +406,7 @@ def test_issuer_proves_its_leaf_signatures(key_type):
     )
     issuer = Issuer(cert=cert, key=key, chain=(cert,))
     assert issuer.leaf_signatures_proven
-    leaf = build_leaf(
-        issuer=issuer,
-        identity=parse_identity(ID),
-        public_key=generate_private_key().public_key(),
-        profile=CLIENT_AUTH,
-        not_before=NOW,
-        not_after=NOW + dt.timedelta(hours=1),
-        serial=x509.random_serial_number(),
-    )
-    leaf.verify_directly_issued_by(cert)
+    _leaf(issuer).verify_directly_issued_by(cert)
 
 
 def test_unproven_issuer_has_every_leaf_signature_linted(store):

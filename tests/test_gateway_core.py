@@ -15,6 +15,7 @@ from mtlskit.gateway import (
     State,
     classify_handshake_error,
 )
+from mtlskit.gateway._asgi_scope import http_scope, response_head
 from mtlskit.gateway._connection import _RequestIds
 from mtlskit.gateway._http import (
     Framing,
@@ -23,7 +24,7 @@ from mtlskit.gateway._http import (
     request_framing,
     upstream_request_head,
 )
-from mtlskit.verify import Code
+from mtlskit.verify import Code, Decision
 
 
 def _head(*headers: tuple[bytes, bytes], method: str = "POST", version: str = "1.1"):
@@ -174,3 +175,62 @@ def test_request_ids_are_unique_hex_across_pool_refills():
     taken = [ids.take() for _ in range(512 * 4 + 7)]
     assert all(len(value) == 16 and int(value, 16) >= 0 for value in taken)
     assert len(set(taken)) == len(taken)
+
+
+def _app_head(headers, *, status=200, method="GET", version="1.1", body=3, more=False):
+    return response_head(status, headers, method, version, body, more, True, "rid")
+
+
+def test_app_response_head_frames_and_drops_what_the_gateway_sets():
+    """An app's start headers: Content-Length kept as the length, hop-by-hop fields, the
+    fields Connection names and the app's X-Request-Id dropped, Connection: close kept."""
+    head, framing, length, keep_alive = _app_head(
+        [
+            (b"Content-Type", b"text/plain"),
+            (b"Content-Length", b"3"),
+            (b"X-Secret-Hop", b"1"),
+            (b"Connection", b"close, X-Secret-Hop"),
+            (b"x-request-id", b"chosen-by-app"),
+            (b"Keep-Alive", b"timeout=5"),
+        ]
+    )
+    assert (framing, length, keep_alive) == (Framing.LENGTH, 3, False)
+    assert head == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length: 3\r\n"
+        b"x-request-id: rid\r\nconnection: close\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "more", "version", "expected"),
+    [
+        ([(b"content-length", b"x")], False, "1.1", (Framing.LENGTH, 3, True)),  # not a number
+        ([], True, "1.1", (Framing.CHUNKED, 0, True)),
+        ([], True, "1.0", (Framing.NONE, 0, False)),  # close-delimited for HTTP/1.0
+    ],
+    ids=["bad-length-framed-by-gateway", "stream-chunked", "stream-http10"],
+)
+def test_app_response_framing(headers, more, version, expected):
+    _, *framing = _app_head(headers, more=more, version=version)
+    assert tuple(framing) == expected
+
+
+def test_app_response_head_for_a_status_python_does_not_name():
+    head, *_ = _app_head([], status=299)
+    assert head.startswith(b"HTTP/1.1 299 \r\n")
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "raw_path", "query"),
+    [
+        (b"/plain/path", "/plain/path", b"/plain/path", b""),
+        (b"/a%20b/%C3%A9?x=1#frag", "/a b/é", b"/a%20b/%C3%A9", b"x=1"),
+        (b"http://host:8443/p?q", "/p", b"/p", b"q"),
+    ],
+    ids=["origin-form", "escaped-with-query", "absolute-form"],
+)
+def test_scope_path_forms(target, path, raw_path, query):
+    head = RequestHead("GET", target, "1.1", ((b"Host", b"x"),), True)
+    decision = Decision.accept(identity=None, chain=())
+    scope = http_scope(head, [(b"host", b"x")], None, None, {}, decision, "rid", {})
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (path, raw_path, query)

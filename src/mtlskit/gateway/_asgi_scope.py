@@ -38,6 +38,7 @@ from mtlskit.gateway._http import (
     NOT_DOWNSTREAM,
     Framing,
     RequestHead,
+    connection_tokens,
     finish_head,
 )
 from mtlskit.verify import Decision
@@ -76,14 +77,6 @@ def _split_target(target: bytes) -> tuple[bytes, bytes]:
     return raw_path.partition(b"#")[0], query.partition(b"#")[0]
 
 
-def _path(raw_path: bytes) -> str:
-    """The decoded path; most paths have nothing to unquote."""
-    text = raw_path.decode("latin-1")
-    if "%" not in text:
-        return text if text.isascii() else unquote(text, encoding="utf-8", errors="replace")
-    return unquote(text, encoding="utf-8", errors="replace")
-
-
 def http_scope(  # noqa: PLR0917 - one request's facts, passed once
     head: RequestHead,
     headers: list[tuple[bytes, bytes]],
@@ -105,7 +98,7 @@ def http_scope(  # noqa: PLR0917 - one request's facts, passed once
         raw_path, query, path = target, b"", target.decode("ascii")  # the usual case
     else:
         raw_path, query = _split_target(target)
-        path = _path(raw_path)
+        path = unquote(raw_path.decode("latin-1"), encoding="utf-8", errors="replace")
     return {
         "type": "http",
         "asgi": ASGI_VERSION,
@@ -163,7 +156,7 @@ def response_head(  # noqa: PLR0917 - one response's facts, passed once
                 if text.isdigit():
                     length = int(text)
             elif lower == b"connection":
-                listed = {t for token in value_b.lower().split(b",") if (t := token.strip())}
+                listed = connection_tokens(value_b)
                 close = close or b"close" in listed
                 tokens |= listed
             continue

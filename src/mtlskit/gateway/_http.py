@@ -27,6 +27,7 @@ __all__ = [
     "RequestHead",
     "UpstreamError",
     "chunk",
+    "connection_tokens",
     "error_response",
     "finish_head",
     "relay_framing",
@@ -183,8 +184,13 @@ def _connection_tokens(headers: Iterable[Header]) -> set[bytes]:
     for key, value in headers:
         # The length first: most names are not 10 bytes long, and lower() is a call.
         if len(key) == 10 and key.lower() == b"connection":
-            tokens.update(t for token in value.split(b",") if (t := token.strip().lower()))
+            tokens |= connection_tokens(value)
     return tokens
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The lower-case tokens of one Connection field's value (``close``, field names)."""
+    return {t for token in value.split(b",") if (t := token.strip().lower())}
 
 
 def upstream_request_head(

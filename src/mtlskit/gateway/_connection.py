@@ -896,7 +896,7 @@ class ClientConnection(asyncio.Protocol):
         keep_alive: bool,
     ) -> None:
         gateway = self.gateway
-        gateway.metrics.requests[status] += 1
+        gateway.metrics.request(status)
         if gateway.access_log.enabled:
             self._access(head, status, request_id, started=started, upstream=upstream, sent=sent)
         self.life.handle(_RESPONSE_DONE if keep_alive else _CLOSE)
@@ -1017,7 +1017,7 @@ class ClientConnection(asyncio.Protocol):
                 continue
             kind, value = collector.events.pop(0)
             if kind == "head":
-                status, upstream_keep_alive = value[0], value[4]
+                status, _, _, _, upstream_keep_alive = value
                 client_head, framing, wire_framing, client_keep_alive = self._client_head(
                     head, value, request_id, sent_at
                 )
@@ -1182,7 +1182,7 @@ class ClientConnection(asyncio.Protocol):
         ):
             self._fast_handover(relay)
             return
-        status, upstream_keep_alive = value[0], value[4]
+        status, _, _, _, upstream_keep_alive = value
         relay.stop()
         self._fast = None
         gateway = self.gateway
@@ -1206,8 +1206,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             if transport is None or transport.is_closing():
                 raise _Closed
-            self._ssl.write(b"".join(parts))
-            self._flush()
+            self._write(b"".join(parts))  # a full buffer: the next request goes to the task
         except (_Closed, ssl.SSLError, OSError):
             self.life.handle(Event.EOF)
             gateway.unpark(self)

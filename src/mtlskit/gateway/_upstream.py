@@ -121,12 +121,9 @@ class UpstreamPool:
             raise UpstreamError("no healthy upstream", status_hint=503)
         last: UpstreamError | None = None
         for upstream in candidates[:2]:  # one retry on the next upstream
-            while upstream.idle:
-                conn = upstream.idle.pop()
-                if not conn.reader.at_eof() and not conn.writer.is_closing():
-                    conn.reused = True
-                    return conn
-                conn.close()
+            pooled = _pop_live(upstream)
+            if pooled is not None:
+                return pooled
             try:
                 reader, writer = await asyncio.wait_for(
                     _open(upstream.host, upstream.port), self.connect_timeout
@@ -149,16 +146,10 @@ class UpstreamPool:
         upstream = upstreams[self._next]
         if not upstream.healthy:
             return None
-        idle = upstream.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
-                conn.reused = True
-                if len(upstreams) > 1:
-                    self._next = (self._next + 1) % len(upstreams)
-                return conn
-            conn.close()
-        return None
+        conn = _pop_live(upstream)
+        if conn is not None and len(upstreams) > 1:
+            self._next = (self._next + 1) % len(upstreams)
+        return conn
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         idle = conn.upstream.idle
@@ -188,6 +179,18 @@ class UpstreamPool:
         for upstream in self.upstreams:
             while upstream.idle:
                 upstream.idle.pop().close()
+
+
+def _pop_live(upstream: Upstream) -> UpstreamConnection | None:
+    """The most recently pooled connection still open (closed ones are dropped), or ``None``."""
+    idle = upstream.idle
+    while idle:
+        conn = idle.pop()
+        if not conn.reader.at_eof() and not conn.writer.is_closing():
+            conn.reused = True
+            return conn
+        conn.close()
+    return None
 
 
 async def _open(host: str, port: int) -> tuple[SinkReader, asyncio.StreamWriter]:

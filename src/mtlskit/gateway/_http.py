@@ -34,7 +34,6 @@ __all__ = [
     "request_framing",
     "response_head",
     "upstream_request_head",
-    "without_downstream_framing",
 ]
 
 Header = tuple[bytes, bytes]
@@ -261,8 +260,12 @@ def response_head(
     request_id: str,
 ) -> bytes:
     """The upstream response's head as sent to the client, with this hop's framing."""
+    drop = NOT_DOWNSTREAM
+    tokens = _connection_tokens(headers)
+    if not tokens <= drop:
+        drop = drop | tokens
     lines = [b"HTTP/1.1 %d " % status + (reason or b"")]
-    lines += without_downstream_framing(headers)
+    lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
     return finish_head(
         lines, framing=framing, length=length, keep_alive=keep_alive, request_id=request_id
     )
@@ -280,15 +283,6 @@ def finish_head(
     lines.append(b"x-request-id: " + request_id.encode("ascii"))
     lines.append(b"connection: keep-alive" if keep_alive else b"connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def without_downstream_framing(headers: Iterable[Header]) -> list[bytes]:
-    """``name: value`` lines of a response's headers that the gateway may pass on as is."""
-    drop = NOT_DOWNSTREAM
-    tokens = _connection_tokens(headers)
-    if not tokens <= drop:
-        drop = drop | tokens
-    return [key + b": " + value for key, value in headers if key.lower() not in drop]
 
 
 def chunk(data: bytes) -> bytes:

@@ -494,12 +494,10 @@ class SqlStore:
             with self._write() as conn:
                 conn.execute(_INSERT_CERTIFICATE, row)
                 self._append_audit(conn, "issue", detail, record.issued_at)
-        except IntegrityError as exc:
-            if _violates(exc.orig, "certificates_pkey", "certificates.serial"):
-                raise SerialTaken(f"serial {record.serial:x} exists") from None
-            raise
-        except sqlite3.IntegrityError as exc:
-            if _violates(exc, "certificates_pkey", "certificates.serial"):
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
+            # SQLAlchemy wraps the driver's error; the SQLite hot path meets it bare.
+            orig = exc.orig if isinstance(exc, IntegrityError) else exc
+            if _violates(orig, "certificates_pkey", "certificates.serial"):
                 raise SerialTaken(f"serial {record.serial:x} exists") from None
             raise
 

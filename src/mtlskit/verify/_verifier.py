@@ -148,7 +148,7 @@ def _leaf_extensions(
 
     cryptography builds exactly one value class per extension OID, so the value's
     type identifies the extension (and ``.oid`` is one Python property call more).
-    Malformed extensions raise cryptography's ``ValueError`` here; ``verify`` rejects them.
+    Unreadable extensions raise here (``UNREADABLE_EXTENSIONS``); ``verify`` rejects them.
     """
     san = basic = eku = usage = None
     for extension in leaf.extensions:

@@ -79,14 +79,8 @@ class CertRule:
     # while the others stay quiet rather than report "absent" for "unreadable".
     needs_extensions: bool = True
 
-    def apply(self, view: CertView, ctx: LintContext) -> Finding | None:
-        if self.needs_extensions and view.extensions_error is not None:
-            return None
-        found = self.check(view, ctx)
-        return None if found is None else self.finding(found)
-
     def finding(self, found: str) -> Finding:
-        """The finding for what ``check`` returned (``lint_chain`` calls ``check`` itself)."""
+        """The finding for what ``check`` returned (``lint_chain`` runs the checks)."""
         return Finding(
             code=self.code,
             severity=self.severity,

@@ -489,6 +489,68 @@ def test_duplicate_serial_is_refused_by_the_store(store):
     assert len(store.certificates(now=NOW)) == 1
 
 
+def _committed_serials(tmp_path) -> set[str]:
+    """What another connection sees: only committed rows."""
+    other = sqlite3.connect(tmp_path / "ca.db")
+    try:
+        return {serial for (serial,) in other.execute("SELECT serial FROM certificates")}
+    finally:
+        other.close()
+
+
+def test_group_commits_its_writes_together_and_only_at_the_end(tmp_path, store):
+    authority = _authority(store)
+    with store.group():
+        first = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
+        store.record_event("note", {"why": "between two issues"}, at=NOW)
+        second = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
+        assert _committed_serials(tmp_path) == set()  # nothing durable, nothing handed out
+    serials = {f"{first.cert.serial_number:x}", f"{second.cert.serial_number:x}"}
+    assert _committed_serials(tmp_path) == serials
+    entries = store.audit_entries()
+    assert [entry.event for entry in entries] == ["issue", "note", "issue"]
+    assert verify_audit_chain(entries) is None
+
+
+def test_failed_write_in_a_group_is_rolled_back_alone(tmp_path, store):
+    authority = _authority(store)
+    with store.group():
+        kept = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
+        with pytest.raises(SerialTaken):
+            store.add_certificate(
+                CertificateRecord(
+                    serial=kept.cert.serial_number,
+                    identity="x",
+                    fingerprint="sha256:other",
+                    not_before=NOW,
+                    not_after=NOW,
+                    profile="client-auth",
+                    pem=b"",
+                    issued_at=NOW,
+                )
+            )
+        after = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
+    assert _committed_serials(tmp_path) == {
+        f"{kept.cert.serial_number:x}",
+        f"{after.cert.serial_number:x}",
+    }
+    entries = store.audit_entries()
+    assert [entry.seq for entry in entries] == [1, 2]  # the refused write left no entry
+    assert verify_audit_chain(entries) is None
+
+
+def test_group_ending_in_an_exception_records_nothing(tmp_path, store):
+    authority = _authority(store)
+    with pytest.raises(KeyError), store.group():
+        authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
+        raise KeyError("the caller gave up before answering anyone")
+    assert _committed_serials(tmp_path) == set()
+    assert store.audit_entries() == []
+    issued = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
+    assert _committed_serials(tmp_path) == {f"{issued.cert.serial_number:x}"}
+    assert [entry.seq for entry in store.audit_entries()] == [1]
+
+
 def test_audit_chain_names_the_edited_entry(tmp_path, store):
     ca = _authority(store)
     for _ in range(3):
@@ -540,3 +602,66 @@ def test_revoke_and_crl(store):
         ca.revoke(gone.cert.serial_number, reason=x509.ReasonFlags.unspecified, now=NOW)
     assert verify_audit_chain(store.audit_entries()) is None
     assert [e.event for e in store.audit_entries()] == ["issue", "issue", "revoke", "crl", "crl"]
+
+
+def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path, store):
+    """Calls that queue while the CA thread is busy run as one batch in one ``group``;
+    each caller hears back only once its certificate is committed."""
+    import asyncio
+    import threading
+    from contextlib import contextmanager
+
+    from mtlskit.caserver import CaServer, FailureLimiter
+    from mtlskit.client import build_csr
+    from mtlskit.issue import EnrollmentRefused, Issued, RegistrationAuthority, new_token
+
+    ra = RegistrationAuthority(authority=_authority(store), records=store)
+    server = CaServer(
+        ra, name="t", trust_domain="acme.com", limiter=FailureLimiter(limit=10, window=60)
+    )
+    tokens = []
+    for index in range(6):
+        token, record = new_token(
+            parse_identity(f"spiffe://acme.com/w/{index}"), now=NOW, ttl=dt.timedelta(hours=1)
+        )
+        store.add_token(record)
+        tokens.append(token)
+    groups: list[int] = []
+    grouped = store.group
+
+    @contextmanager
+    def counted():
+        groups.append(len(groups))
+        with grouped():
+            yield
+
+    store.group = counted  # type: ignore[method-assign]
+    gate = threading.Event()
+
+    async def enroll(token: str) -> str:
+        csr = build_csr(generate_private_key()).public_bytes(serialization.Encoding.PEM)
+        try:
+            issued = await server._call(ra.enroll, token, csr, now=NOW, client="t")
+        except EnrollmentRefused as refused:
+            return refused.code
+        assert isinstance(issued, Issued)
+        assert f"{issued.cert.serial_number:x}" in _committed_serials(tmp_path)
+        return "issued"
+
+    async def scenario() -> list[str]:
+        busy = asyncio.ensure_future(server._call(gate.wait))  # holds the CA thread
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(enroll(token)) for token in [*tokens, tokens[0]]]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await busy
+        return list(await asyncio.gather(*waiting))
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        server.close()
+    assert outcomes == ["issued"] * 6 + ["token_used"]
+    assert len(groups) == 2  # the blocking call, then all seven enrollments together
+    assert len(_committed_serials(tmp_path)) == 6
+    assert verify_audit_chain(store.audit_entries()) is None

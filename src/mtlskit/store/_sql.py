@@ -41,7 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, RootTransaction, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -231,6 +231,7 @@ class SqlStore:
         self._engine = engine
         self._source = source
         self._writer: Connection | None = None
+        self._group: RootTransaction | None = None  # open while ``group`` runs (SQLite)
         dialect = engine.dialect
         self._sqlite = dialect.name == "sqlite"
         # Issuance on SQLite runs on the driver (``_driver_write``); compiled here, once.
@@ -371,15 +372,67 @@ class SqlStore:
     # --- writes: one transaction each, audit entry included -------------------------
 
     @contextmanager
+    def group(self) -> Iterator[None]:
+        """Many writes, one durable COMMIT: group commit, for a caller that holds every
+        answer until the group is over (``mtlskit ca serve`` batches concurrent requests).
+
+        SQLite only; elsewhere each write commits itself, as outside a group. Inside, each
+        write is a SAVEPOINT in one ``BEGIN IMMEDIATE`` transaction: a write that fails
+        (a taken serial, a refused redemption) is rolled back alone, and the others stand.
+        Nothing is durable, or visible to another connection, until the group ends without
+        an exception; then one COMMIT (one fsync at synchronous=FULL) covers every write.
+        An exception, or a database that stops answering, rolls the whole group back and
+        raises: the caller must then treat every write in it as never made.
+        """
+        if not self._sqlite or self._group is not None:
+            yield
+            return
+        try:
+            if self._writer is None:
+                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+            self._group = self._writer.begin()
+        except _UNAVAILABLE as exc:
+            self._drop_writer()
+            raise _unavailable(exc, self._source) from exc
+        group = self._group
+        try:
+            yield
+            self._grouped_writer()  # raises if a write inside lost the connection
+            group.commit()
+        except _UNAVAILABLE as exc:
+            self._drop_writer()
+            raise _unavailable(exc, self._source) from exc
+        finally:
+            self._group = None
+            if group.is_active:
+                with suppress(DBAPIError):
+                    group.rollback()
+
+    def _grouped_writer(self) -> Connection:
+        """The group's connection; once a write in the group lost it, every later one fails
+        the same way (a fresh connection would write outside the group's transaction)."""
+        if self._writer is None or self._group is None or not self._group.is_active:
+            raise StoreUnavailable(
+                "the CA database is unavailable: the connection was lost mid-group",
+                source=self._source,
+            )
+        return self._writer
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction. SQLite: on the store's own writer connection (kept open: a
-        pool checkout per certificate costs a third of an insert there). Not thread-safe:
-        one store per thread.
+        pool checkout per certificate costs a third of an insert there); inside ``group``, a
+        SAVEPOINT in the group's transaction. Not thread-safe: one store per thread.
 
         If the database stops answering, the transaction is abandoned (the server rolls
         it back), the connection dropped, and ``StoreUnavailable`` raised; the next write
         connects afresh."""
         try:
+            if self._group is not None:
+                writer = self._grouped_writer()
+                with writer.begin_nested():
+                    yield writer
+                return
             if self._engine.dialect.name == "postgresql":
                 # A pooled connection per transaction: pool_pre_ping replaces one the
                 # server dropped (a restart, a failover) before BEGIN, so only a write that
@@ -437,9 +490,23 @@ class SqlStore:
         paid. The SQLAlchemy connection stays idle meanwhile (no transaction of its own).
         """
         try:
-            if self._writer is None:
-                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-            driver: sqlite3.Connection = self._writer.connection.driver_connection
+            if self._group is not None:
+                driver: sqlite3.Connection = self._grouped_writer().connection.driver_connection
+            else:
+                if self._writer is None:
+                    self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+                driver = self._writer.connection.driver_connection
+            if self._group is not None:
+                # SQLAlchemy's own savepoints are named sa_savepoint_N; this one is not.
+                driver.execute("SAVEPOINT mtlskit_write")
+                try:
+                    yield driver
+                except BaseException:
+                    driver.execute("ROLLBACK TO SAVEPOINT mtlskit_write")
+                    raise
+                finally:
+                    driver.execute("RELEASE SAVEPOINT mtlskit_write")
+                return
             driver.execute("BEGIN IMMEDIATE")
             try:
                 yield driver

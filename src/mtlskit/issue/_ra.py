@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mtlskit.certs import Fingerprint, load_certificates
 from mtlskit.errors import InputError
 from mtlskit.issue._ca import CertificateAuthority, Issued
-from mtlskit.issue._csr import load_csr, review_csr
+from mtlskit.issue._csr import CsrReview, load_csr, review_csr
 from mtlskit.issue._enroll import (
     ApprovalRule,
     EnrollmentRefused,
@@ -67,8 +67,9 @@ class RegistrationAuthority:
 
     def _check_csr(
         self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime
-    ) -> None:
-        """Everything about a CSR that can be refused without changing a record."""
+    ) -> CsrReview:
+        """Everything about a CSR that can be refused without changing a record; the review
+        is what ``_issue`` signs from, so the CSR's signature is verified once."""
         check_csr_identity(csr, identity)
         target = parse_identity(identity)
         try:
@@ -79,6 +80,15 @@ class RegistrationAuthority:
             self.authority.check(target, review.public_key, now=now)
         except IssuanceRefused as refused:
             self.authority.record_refusal(refused, target, now)
+            raise _refused(refused) from None
+        return review
+
+    def _issue(self, review: CsrReview, identity: str, now: dt.datetime) -> Issued:
+        try:
+            return self.authority.issue(
+                parse_identity(identity), review.public_key, now=now, dropped=review.dropped
+            )
+        except IssuanceRefused as refused:
             raise _refused(refused) from None
 
     def _sign(self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime) -> Issued:
@@ -96,7 +106,7 @@ class RegistrationAuthority:
         record = self.records.find_token(hashed)
         if record is None or record.used_at is not None or record.expires_at <= now:
             raise unredeemable(record, now)
-        self._check_csr(csr, record.identity, now)
+        review = self._check_csr(csr, record.identity, now)
         required = required_approvals(self.approval, record.identity)
         digest = csr_hash(csr)
         self.records.redeem_token(
@@ -105,7 +115,7 @@ class RegistrationAuthority:
             detail={"identity": record.identity, "csr_sha256": digest, "client": client},
         )
         if not required:
-            return self._sign(csr, record.identity, now)
+            return self._issue(review, record.identity, now)
         request = EnrollmentRequest(
             id=new_request_id(),
             identity=record.identity,
@@ -178,9 +188,10 @@ class RegistrationAuthority:
             if csr_data is None:
                 issued = self.authority.issue(identity, presented.public_key(), now=now)
             else:
-                csr = _csr(csr_data)
-                self._check_csr(csr, stored.identity, now)
-                issued = self.authority.sign(csr, identity, now=now, source="csr")
+                review = self._check_csr(_csr(csr_data), stored.identity, now)
+                issued = self.authority.issue(
+                    identity, review.public_key, now=now, dropped=review.dropped
+                )
         except IssuanceRefused as refused:
             raise _refused(refused) from None
         self.authority.store.record_event(

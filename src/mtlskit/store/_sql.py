@@ -34,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -89,6 +90,17 @@ Synchronous = Literal["FULL", "NORMAL"]
 _AUDIT_HEAD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT_AUDIT = insert(audit_log)
 _INSERT_CERTIFICATE = insert(certificates)
+# Built once: an enrollment runs both, and building the expression cost more than the SQL.
+_FIND_TOKEN = select(tokens).where(tokens.c.hash == bindparam("token_hash"))
+_REDEEM_TOKEN = (
+    update(tokens)
+    .where(
+        tokens.c.hash == bindparam("token_hash"),
+        tokens.c.used_at.is_(None),
+        tokens.c.expires_at > bindparam("at"),
+    )
+    .values(used_at=bindparam("at"))
+)
 # pg_advisory_xact_lock key of the audit chain's head ("mtls" + 1); released at COMMIT.
 AUDIT_LOCK = 0x6D746C73_0001
 _LOCK_AUDIT = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=AUDIT_LOCK)
@@ -635,19 +647,15 @@ class SqlStore:
 
     def find_token(self, hash: str) -> TokenRecord | None:
         with self._read() as conn:
-            row = conn.execute(select(tokens).where(tokens.c.hash == hash)).first()
+            row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
         return _token(row) if row is not None else None
 
     def redeem_token(self, hash: str, *, at: dt.datetime, detail: Mapping[str, Any]) -> TokenRecord:
         refusal: EnrollmentRefused | None = None
         with self._write() as conn:
             # The whole race is this one statement: only an unused, unexpired row matches.
-            done = conn.execute(
-                update(tokens)
-                .where(tokens.c.hash == hash, tokens.c.used_at.is_(None), tokens.c.expires_at > at)
-                .values(used_at=at)
-            )
-            row = conn.execute(select(tokens).where(tokens.c.hash == hash)).first()
+            done = conn.execute(_REDEEM_TOKEN, {"token_hash": hash, "at": at})
+            row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
             if done.rowcount == 1 and row is not None:
                 self._append_audit(conn, "redeem", {"token_sha256": hash, **detail}, at)
             else:

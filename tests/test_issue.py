@@ -512,6 +512,21 @@ def test_group_commits_its_writes_together_and_only_at_the_end(tmp_path, store):
     assert verify_audit_chain(entries) is None
 
 
+def test_group_takes_the_write_lock_only_with_its_first_write(tmp_path, store):
+    other = sqlite3.connect(tmp_path / "ca.db", timeout=0, isolation_level=None)
+    try:
+        with store.group():
+            store.certificates(now=NOW)  # a read: another writer may still go ahead
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            store.record_event("note", {}, at=NOW)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+    assert [entry.event for entry in store.audit_entries()] == ["note"]
+
+
 def test_failed_write_in_a_group_is_rolled_back_alone(tmp_path, store):
     authority = _authority(store)
     with store.group():

@@ -243,7 +243,8 @@ class SqlStore:
         self._engine = engine
         self._source = source
         self._writer: Connection | None = None
-        self._group: RootTransaction | None = None  # open while ``group`` runs (SQLite)
+        self._grouping = False  # inside ``group`` (SQLite)
+        self._group: RootTransaction | None = None  # its transaction, begun by its first write
         dialect = engine.dialect
         self._sqlite = dialect.name == "sqlite"
         # Issuance on SQLite runs on the driver (``_driver_write``); compiled here, once.
@@ -389,41 +390,41 @@ class SqlStore:
         answer until the group is over (``mtlskit ca serve`` batches concurrent requests).
 
         SQLite only; elsewhere each write commits itself, as outside a group. Inside, each
-        write is a SAVEPOINT in one ``BEGIN IMMEDIATE`` transaction: a write that fails
+        write is a SAVEPOINT in one ``BEGIN IMMEDIATE`` transaction, begun by the first
+        write (a group that only reads takes no lock): a write that fails
         (a taken serial, a refused redemption) is rolled back alone, and the others stand.
         Nothing is durable, or visible to another connection, until the group ends without
         an exception; then one COMMIT (one fsync at synchronous=FULL) covers every write.
         An exception, or a database that stops answering, rolls the whole group back and
         raises: the caller must then treat every write in it as never made.
         """
-        if not self._sqlite or self._group is not None:
+        if not self._sqlite or self._grouping:
             yield
             return
-        try:
-            if self._writer is None:
-                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-            self._group = self._writer.begin()
-        except _UNAVAILABLE as exc:
-            self._drop_writer()
-            raise _unavailable(exc, self._source) from exc
-        group = self._group
+        self._grouping = True
         try:
             yield
-            self._grouped_writer()  # raises if a write inside lost the connection
-            group.commit()
+            if self._group is not None:  # a group that only read never took the lock
+                self._grouped_writer()  # raises if a write inside lost the connection
+                self._group.commit()
         except _UNAVAILABLE as exc:
             self._drop_writer()
             raise _unavailable(exc, self._source) from exc
         finally:
-            self._group = None
-            if group.is_active:
+            group, self._group, self._grouping = self._group, None, False
+            if group is not None and group.is_active:
                 with suppress(DBAPIError):
                     group.rollback()
 
     def _grouped_writer(self) -> Connection:
-        """The group's connection; once a write in the group lost it, every later one fails
-        the same way (a fresh connection would write outside the group's transaction)."""
-        if self._writer is None or self._group is None or not self._group.is_active:
+        """The group's connection, its transaction begun (``BEGIN IMMEDIATE``) by the first
+        write. Once a write in the group lost the connection, every later one fails the
+        same way: a fresh connection would write outside the group's transaction."""
+        if self._group is None:
+            if self._writer is None:
+                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+            self._group = self._writer.begin()
+        elif self._writer is None or not self._group.is_active:
             raise StoreUnavailable(
                 "the CA database is unavailable: the connection was lost mid-group",
                 source=self._source,
@@ -440,7 +441,7 @@ class SqlStore:
         it back), the connection dropped, and ``StoreUnavailable`` raised; the next write
         connects afresh."""
         try:
-            if self._group is not None:
+            if self._grouping:
                 writer = self._grouped_writer()
                 with writer.begin_nested():
                     yield writer
@@ -502,13 +503,13 @@ class SqlStore:
         paid. The SQLAlchemy connection stays idle meanwhile (no transaction of its own).
         """
         try:
-            if self._group is not None:
+            if self._grouping:
                 driver: sqlite3.Connection = self._grouped_writer().connection.driver_connection
             else:
                 if self._writer is None:
                     self._writer = self._engine.connect().execution_options(mtlskit_write=True)
                 driver = self._writer.connection.driver_connection
-            if self._group is not None:
+            if self._grouping:
                 # SQLAlchemy's own savepoints are named sa_savepoint_N; this one is not.
                 driver.execute("SAVEPOINT mtlskit_write")
                 try:

@@ -467,6 +467,20 @@ def test_bad_durations(text):
 # --- store: serials, audit chain, CRL -------------------------------------------------------
 
 
+def _record_with_serial(serial: int) -> CertificateRecord:
+    """A record that collides with a stored certificate's serial, and nothing else."""
+    return CertificateRecord(
+        serial=serial,
+        identity="x",
+        fingerprint="sha256:other",
+        not_before=NOW,
+        not_after=NOW,
+        profile="client-auth",
+        pem=b"",
+        issued_at=NOW,
+    )
+
+
 def test_duplicate_serial_is_refused_by_the_store(store):
     issued = _authority(store).issue(
         parse_identity(ID), generate_private_key().public_key(), now=NOW
@@ -474,18 +488,7 @@ def test_duplicate_serial_is_refused_by_the_store(store):
     record = store.get(issued.cert.serial_number)
     assert record is not None
     with pytest.raises(SerialTaken):
-        store.add_certificate(
-            CertificateRecord(
-                serial=record.serial,
-                identity="x",
-                fingerprint="sha256:other",
-                not_before=NOW,
-                not_after=NOW,
-                profile="client-auth",
-                pem=b"",
-                issued_at=NOW,
-            )
-        )
+        store.add_certificate(_record_with_serial(record.serial))
     assert len(store.certificates(now=NOW)) == 1
 
 
@@ -532,18 +535,7 @@ def test_failed_write_in_a_group_is_rolled_back_alone(tmp_path, store):
     with store.group():
         kept = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
         with pytest.raises(SerialTaken):
-            store.add_certificate(
-                CertificateRecord(
-                    serial=kept.cert.serial_number,
-                    identity="x",
-                    fingerprint="sha256:other",
-                    not_before=NOW,
-                    not_after=NOW,
-                    profile="client-auth",
-                    pem=b"",
-                    issued_at=NOW,
-                )
-            )
+            store.add_certificate(_record_with_serial(kept.cert.serial_number))
         after = authority.issue(parse_identity(ID), generate_private_key().public_key(), now=NOW)
     assert _committed_serials(tmp_path) == {
         f"{kept.cert.serial_number:x}",

@@ -102,7 +102,7 @@ def _grouped(store: SqlStore, work):
     return run
 
 
-def _batches(items: list, size: int) -> list[list]:
+def batches(items: list, size: int) -> list[list]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
@@ -111,7 +111,7 @@ def _timed_groups(work, items: list, repeats: int) -> float:
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for batch in _batches(items, GROUP):
+        for batch in batches(items, GROUP):
             work(batch)
         rates.append(len(items) / (time.perf_counter() - start))
     return statistics.median(rates)

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from cryptography import x509
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     bindparam,
     create_engine,
     event,
@@ -52,6 +52,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql import Executable, Select
 
 from mtlskit.errors import InputError
 from mtlskit.issue import (
@@ -165,32 +166,71 @@ def migrate(url: str, *, target: str = "head") -> tuple[str | None, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class _DriverInsert:
-    """An INSERT of a whole row, compiled by SQLAlchemy once, run on the DBAPI driver.
+class _DriverStatement:
+    """A statement compiled by SQLAlchemy once, run on the DBAPI driver (SQLite's hot paths).
 
-    SQLAlchemy writes the SQL and converts the values (its own bind processors, so a
-    row is stored exactly as ``conn.execute(insert(table), ...)`` would store it); only
+    SQLAlchemy writes the SQL and converts the values both ways (its own bind and result
+    processors, so a row is stored and read exactly as through ``conn.execute``); only
     its per-statement execution machinery (~45 µs, more than SQLite's insert) is skipped.
     """
 
     sql: str
-    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    results: tuple[tuple[str, Callable[[Any], Any] | None], ...]
 
     @classmethod
-    def of(cls, table: Table, dialect: Dialect) -> _DriverInsert:
-        compiled = insert(table).compile(dialect=dialect)
+    def of(cls, statement: Executable, dialect: Dialect) -> _DriverStatement:
+        compiled = statement.compile(dialect=dialect)
+        columns = statement.selected_columns if isinstance(statement, Select) else ()
         return cls(
             sql=str(compiled),
-            columns=tuple(
-                (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            binds=tuple(
+                (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
                 for name in compiled.positiontup or ()
+            ),
+            results=tuple(
+                (
+                    column.key,
+                    column.type.dialect_impl(dialect).result_processor(dialect, None),
+                )
+                for column in columns
             ),
         )
 
-    def params(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(
-            row[name] if process is None else process(row[name]) for name, process in self.columns
+            values[name] if process is None else process(values[name])
+            for name, process in self.binds
         )
+
+    def first(self, driver: sqlite3.Connection, values: Mapping[str, Any]) -> Any | None:
+        """The first row, its columns by name as SQLAlchemy's rows have them; None if none."""
+        rows = driver.execute(self.sql, self.params(values)).fetchall()  # resets the statement
+        if not rows:
+            return None
+        return SimpleNamespace(
+            **{
+                name: value if process is None else process(value)
+                for (name, process), value in zip(self.results, rows[0], strict=True)
+            }
+        )
+
+
+def _redemption(done: int, row: Any | None, at: dt.datetime) -> EnrollmentRefused | None:
+    """None when this redemption won (its UPDATE matched); else why the token could not be
+    redeemed, read from the row as it now stands."""
+    if done == 1 and row is not None:
+        return None
+    return unredeemable(_token(row) if row is not None else None, at)
+
+
+def _redemption_audit(
+    refusal: EnrollmentRefused | None, hash: str, detail: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The audit entry of a redemption of an existing token: won, or refused and why."""
+    if refusal is None:
+        return "redeem", {"token_sha256": hash, **detail}
+    return "redeem_refused", {"token_sha256": hash, "code": refusal.code, **detail}
 
 
 def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
@@ -248,8 +288,10 @@ class SqlStore:
         dialect = engine.dialect
         self._sqlite = dialect.name == "sqlite"
         # Issuance on SQLite runs on the driver (``_driver_write``); compiled here, once.
-        self._insert_certificate = _DriverInsert.of(certificates, dialect)
-        self._insert_audit = _DriverInsert.of(audit_log, dialect)
+        self._insert_certificate = _DriverStatement.of(insert(certificates), dialect)
+        self._insert_audit = _DriverStatement.of(insert(audit_log), dialect)
+        self._find_token = _DriverStatement.of(_FIND_TOKEN, dialect)
+        self._redeem_token = _DriverStatement.of(_REDEEM_TOKEN, dialect)
         self._audit_head = str(
             _AUDIT_HEAD.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
         )
@@ -532,6 +574,19 @@ class SqlStore:
             self._drop_writer()
             raise _unavailable(exc, self._source) from exc
 
+    @contextmanager
+    def _driver_read(self) -> Iterator[sqlite3.Connection]:
+        """A read on the writer's own driver connection (SQLite's hot path, enrollment's
+        token lookup): inside a group it sees the group's writes; outside, each statement
+        reads the latest commit."""
+        try:
+            if self._writer is None:
+                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+            yield self._writer.connection.driver_connection
+        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
+            self._drop_writer()
+            raise _unavailable(exc, self._source) from exc
+
     def _driver_append_audit(
         self,
         driver: sqlite3.Connection,
@@ -647,27 +702,35 @@ class SqlStore:
             )
 
     def find_token(self, hash: str) -> TokenRecord | None:
-        with self._read() as conn:
-            row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
+        if self._sqlite:  # an enrollment's first step: on the driver, like issuance
+            with self._driver_read() as driver:
+                row = self._find_token.first(driver, {"token_hash": hash})
+        else:
+            with self._read() as conn:
+                row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
         return _token(row) if row is not None else None
 
     def redeem_token(self, hash: str, *, at: dt.datetime, detail: Mapping[str, Any]) -> TokenRecord:
-        refusal: EnrollmentRefused | None = None
-        with self._write() as conn:
-            # The whole race is this one statement: only an unused, unexpired row matches.
-            done = conn.execute(_REDEEM_TOKEN, {"token_hash": hash, "at": at})
-            row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
-            if done.rowcount == 1 and row is not None:
-                self._append_audit(conn, "redeem", {"token_sha256": hash, **detail}, at)
-            else:
-                refusal = unredeemable(_token(row) if row is not None else None, at)
-                if row is not None:
-                    self._append_audit(
-                        conn,
-                        "redeem_refused",
-                        {"token_sha256": hash, "code": refusal.code, **detail},
-                        at,
-                    )
+        if self._sqlite:
+            with self._driver_write() as driver:
+                # The whole race is this one statement: only an unused, unexpired row matches.
+                done = driver.execute(
+                    self._redeem_token.sql,
+                    self._redeem_token.params({"token_hash": hash, "at": at}),
+                ).rowcount
+                row = self._find_token.first(driver, {"token_hash": hash})
+                refusal = _redemption(done, row, at)
+                if refusal is None or row is not None:
+                    event_name, audit = _redemption_audit(refusal, hash, detail)
+                    self._driver_append_audit(driver, event_name, audit, at)
+        else:
+            with self._write() as conn:
+                done = conn.execute(_REDEEM_TOKEN, {"token_hash": hash, "at": at}).rowcount
+                row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
+                refusal = _redemption(done, row, at)
+                if refusal is None or row is not None:
+                    event_name, audit = _redemption_audit(refusal, hash, detail)
+                    self._append_audit(conn, event_name, audit, at)
         if refusal is not None or row is None:
             raise refusal or unredeemable(None, at)
         return _token(row)

@@ -231,7 +231,7 @@ class CaServer:
         done: asyncio.Future[list[tuple[bool, Any]]],
     ) -> None:
         self._running = False
-        failure = done.exception()
+        failure = asyncio.CancelledError() if done.cancelled() else done.exception()
         for index, (_, future) in enumerate(batch):
             if future.done():  # the client went away; the work stands
                 continue

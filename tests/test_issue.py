@@ -611,6 +611,32 @@ def test_revoke_and_crl(store):
     assert [e.event for e in store.audit_entries()] == ["issue", "issue", "revoke", "crl", "crl"]
 
 
+def _ca_server(store, tokens: int):
+    """A real ``CaServer`` over ``store`` (no socket: tests call its dispatcher), its RA,
+    and ``tokens`` one-time tokens for distinct identities."""
+    from mtlskit.caserver import CaServer, FailureLimiter
+    from mtlskit.issue import RegistrationAuthority, new_token
+
+    ra = RegistrationAuthority(authority=_authority(store), records=store)
+    server = CaServer(
+        ra, name="t", trust_domain="acme.com", limiter=FailureLimiter(limit=10, window=60)
+    )
+    issued_tokens = []
+    for index in range(tokens):
+        token, record = new_token(
+            parse_identity(f"spiffe://acme.com/w/{index}"), now=NOW, ttl=dt.timedelta(hours=1)
+        )
+        store.add_token(record)
+        issued_tokens.append(token)
+    return server, ra, issued_tokens
+
+
+def _csr_pem() -> bytes:
+    from mtlskit.client import build_csr
+
+    return build_csr(generate_private_key()).public_bytes(serialization.Encoding.PEM)
+
+
 def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path, store):
     """Calls that queue while the CA thread is busy run as one batch in one ``group``;
     each caller hears back only once its certificate is committed."""
@@ -618,21 +644,9 @@ def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path
     import threading
     from contextlib import contextmanager
 
-    from mtlskit.caserver import CaServer, FailureLimiter
-    from mtlskit.client import build_csr
-    from mtlskit.issue import EnrollmentRefused, Issued, RegistrationAuthority, new_token
+    from mtlskit.issue import EnrollmentRefused, Issued
 
-    ra = RegistrationAuthority(authority=_authority(store), records=store)
-    server = CaServer(
-        ra, name="t", trust_domain="acme.com", limiter=FailureLimiter(limit=10, window=60)
-    )
-    tokens = []
-    for index in range(6):
-        token, record = new_token(
-            parse_identity(f"spiffe://acme.com/w/{index}"), now=NOW, ttl=dt.timedelta(hours=1)
-        )
-        store.add_token(record)
-        tokens.append(token)
+    server, ra, tokens = _ca_server(store, 6)
     groups: list[int] = []
     grouped = store.group
 
@@ -646,9 +660,8 @@ def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path
     gate = threading.Event()
 
     async def enroll(token: str) -> str:
-        csr = build_csr(generate_private_key()).public_bytes(serialization.Encoding.PEM)
         try:
-            issued = await server._call(ra.enroll, token, csr, now=NOW, client="t")
+            issued = await server._call(ra.enroll, token, _csr_pem(), now=NOW, client="t")
         except EnrollmentRefused as refused:
             return refused.code
         assert isinstance(issued, Issued)
@@ -672,3 +685,49 @@ def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path
     assert len(groups) == 2  # the blocking call, then all seven enrollments together
     assert len(_committed_serials(tmp_path)) == 6
     assert verify_audit_chain(store.audit_entries()) is None
+
+
+def test_a_batch_whose_commit_fails_hands_out_nothing_and_burns_no_token(tmp_path, store):
+    """The disk fills up mid-batch: every caller in it hears ``StoreUnavailable`` (503),
+    even the one whose enrollment had gone through, and nothing of the batch is kept."""
+    import asyncio
+    import threading
+
+    from mtlskit.issue import Issued, StoreUnavailable
+
+    server, ra, tokens = _ca_server(store, 2)
+    before = len(store.audit_entries())
+    gate = threading.Event()
+
+    def disk_full() -> None:
+        store.record_event("note", {}, at=NOW)  # the batch's transaction is open now
+        driver = store._writer.connection.driver_connection  # type: ignore[union-attr]
+        (pages,) = driver.execute("PRAGMA page_count").fetchone()
+        driver.execute(f"PRAGMA max_page_count={pages}")  # this database may not grow
+        store.record_event("note", {"pad": "x" * 20_000}, at=NOW)
+
+    async def scenario() -> list[object]:
+        busy = asyncio.ensure_future(server._call(gate.wait))
+        await asyncio.sleep(0.05)
+        waiting = [
+            asyncio.ensure_future(server._call(ra.enroll, tokens[0], _csr_pem(), now=NOW)),
+            asyncio.ensure_future(server._call(disk_full)),
+            asyncio.ensure_future(server._call(ra.enroll, tokens[1], _csr_pem(), now=NOW)),
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await busy
+        failed = await asyncio.gather(*waiting, return_exceptions=True)
+        again = await server._call(ra.enroll, tokens[0], _csr_pem(), now=NOW)
+        return [*failed, again]
+
+    try:
+        *failed, again = asyncio.run(scenario())
+    finally:
+        server.close()
+    assert [type(outcome) for outcome in failed] == [StoreUnavailable] * 3
+    assert isinstance(again, Issued)  # the token the failed batch redeemed is still good
+    assert _committed_serials(tmp_path) == {f"{again.cert.serial_number:x}"}
+    entries = store.audit_entries()
+    assert [entry.event for entry in entries[before:]] == ["redeem", "issue"]
+    assert verify_audit_chain(entries) is None

@@ -458,14 +458,18 @@ class SqlStore:
                 with suppress(DBAPIError):
                     group.rollback()
 
+    def _writer_connection(self) -> Connection:
+        """The store's own writer connection, opened on first use and kept open."""
+        if self._writer is None:
+            self._writer = self._engine.connect().execution_options(mtlskit_write=True)
+        return self._writer
+
     def _grouped_writer(self) -> Connection:
         """The group's connection, its transaction begun (``BEGIN IMMEDIATE``) by the first
         write. Once a write in the group lost the connection, every later one fails the
         same way: a fresh connection would write outside the group's transaction."""
         if self._group is None:
-            if self._writer is None:
-                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-            self._group = self._writer.begin()
+            self._group = self._writer_connection().begin()
         elif self._writer is None or not self._group.is_active:
             raise StoreUnavailable(
                 "the CA database is unavailable: the connection was lost mid-group",
@@ -495,10 +499,9 @@ class SqlStore:
                 with self._engine.connect() as conn, conn.begin():
                     yield conn
                 return
-            if self._writer is None:
-                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-            with self._writer.begin():
-                yield self._writer
+            writer = self._writer_connection()
+            with writer.begin():
+                yield writer
         except _UNAVAILABLE as exc:
             self._drop_writer()
             raise _unavailable(exc, self._source) from exc
@@ -547,11 +550,6 @@ class SqlStore:
         try:
             if self._grouping:
                 driver: sqlite3.Connection = self._grouped_writer().connection.driver_connection
-            else:
-                if self._writer is None:
-                    self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-                driver = self._writer.connection.driver_connection
-            if self._grouping:
                 # SQLAlchemy's own savepoints are named sa_savepoint_N; this one is not.
                 driver.execute("SAVEPOINT mtlskit_write")
                 try:
@@ -562,6 +560,7 @@ class SqlStore:
                 finally:
                     driver.execute("RELEASE SAVEPOINT mtlskit_write")
                 return
+            driver = self._writer_connection().connection.driver_connection
             driver.execute("BEGIN IMMEDIATE")
             try:
                 yield driver
@@ -580,9 +579,7 @@ class SqlStore:
         token lookup): inside a group it sees the group's writes; outside, each statement
         reads the latest commit."""
         try:
-            if self._writer is None:
-                self._writer = self._engine.connect().execution_options(mtlskit_write=True)
-            yield self._writer.connection.driver_connection
+            yield self._writer_connection().connection.driver_connection
         except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
             self._drop_writer()
             raise _unavailable(exc, self._source) from exc

@@ -216,21 +216,18 @@ class _DriverStatement:
         )
 
 
-def _redemption(done: int, row: Any | None, at: dt.datetime) -> EnrollmentRefused | None:
-    """None when this redemption won (its UPDATE matched); else why the token could not be
-    redeemed, read from the row as it now stands."""
+def _redemption(
+    done: int, row: Any | None, hash: str, detail: Mapping[str, Any], at: dt.datetime
+) -> tuple[EnrollmentRefused | None, tuple[str, dict[str, Any]] | None]:
+    """What a redemption came to, from its UPDATE's row count and the token's row as it now
+    stands: the refusal (None when this one won) and the audit entry (event, detail) to
+    append, None for a token that does not exist."""
     if done == 1 and row is not None:
-        return None
-    return unredeemable(_token(row) if row is not None else None, at)
-
-
-def _redemption_audit(
-    refusal: EnrollmentRefused | None, hash: str, detail: Mapping[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    """The audit entry of a redemption of an existing token: won, or refused and why."""
-    if refusal is None:
-        return "redeem", {"token_sha256": hash, **detail}
-    return "redeem_refused", {"token_sha256": hash, "code": refusal.code, **detail}
+        return None, ("redeem", {"token_sha256": hash, **detail})
+    refusal = unredeemable(_token(row) if row is not None else None, at)
+    if row is None:
+        return refusal, None
+    return refusal, ("redeem_refused", {"token_sha256": hash, "code": refusal.code, **detail})
 
 
 def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
@@ -716,20 +713,19 @@ class SqlStore:
                     self._redeem_token.params({"token_hash": hash, "at": at}),
                 ).rowcount
                 row = self._find_token.first(driver, {"token_hash": hash})
-                refusal = _redemption(done, row, at)
-                if refusal is None or row is not None:
-                    event_name, audit = _redemption_audit(refusal, hash, detail)
-                    self._driver_append_audit(driver, event_name, audit, at)
+                refusal, audit = _redemption(done, row, hash, detail, at)
+                if audit is not None:
+                    self._driver_append_audit(driver, *audit, at)
         else:
             with self._write() as conn:
                 done = conn.execute(_REDEEM_TOKEN, {"token_hash": hash, "at": at}).rowcount
                 row = conn.execute(_FIND_TOKEN, {"token_hash": hash}).first()
-                refusal = _redemption(done, row, at)
-                if refusal is None or row is not None:
-                    event_name, audit = _redemption_audit(refusal, hash, detail)
-                    self._append_audit(conn, event_name, audit, at)
-        if refusal is not None or row is None:
-            raise refusal or unredeemable(None, at)
+                refusal, audit = _redemption(done, row, hash, detail, at)
+                if audit is not None:
+                    self._append_audit(conn, *audit, at)
+        if refusal is not None:
+            raise refusal
+        assert row is not None  # no refusal: the UPDATE matched this row
         return _token(row)
 
     def add_request(self, request: EnrollmentRequest) -> None:

@@ -232,13 +232,10 @@ class CaServer:
     ) -> None:
         self._running = False
         failure = asyncio.CancelledError() if done.cancelled() else done.exception()
-        for index, (_, future) in enumerate(batch):
+        outcomes = [(False, failure)] * len(batch) if failure is not None else done.result()
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():  # the client went away; the work stands
                 continue
-            if failure is not None:
-                future.set_exception(failure)
-                continue
-            ok, value = done.result()[index]
             if ok:
                 future.set_result(value)
             else:

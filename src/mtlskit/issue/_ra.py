@@ -189,9 +189,7 @@ class RegistrationAuthority:
                 issued = self.authority.issue(identity, presented.public_key(), now=now)
             else:
                 review = self._check_csr(_csr(csr_data), stored.identity, now)
-                issued = self.authority.issue(
-                    identity, review.public_key, now=now, dropped=review.dropped
-                )
+                issued = self._issue(review, stored.identity, now)
         except IssuanceRefused as refused:
             raise _refused(refused) from None
         self.authority.store.record_event(

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from sqlalchemy import create_engine, event, insert, select
 
-from bench.issue import GROUP, batches
+from bench.issue import GROUP, in_groups
 from bench.report import OUT_DIR, Goal, Section, flat_goal, per_call, plot, shape, table
 from mtlskit.certs import generate_private_key
 from mtlskit.issue import (
@@ -201,17 +201,12 @@ def run(quick: bool) -> Section:
 
                     rates[level] = 1 / per_call(work, repeats=repeats)
                     if level == "FULL":
-
-                        def grouped(
-                            authority: CertificateAuthority = authority, store: SqlStore = store
-                        ) -> int:
-                            for part in batches(csrs, GROUP):
-                                with store.group():
-                                    for csr in part:
-                                        authority.sign(csr, identity, now=now)
-                            return len(csrs)
-
-                        rates["grouped"] = 1 / per_call(grouped, repeats=repeats)
+                        rates["grouped"] = 1 / per_call(
+                            lambda authority=authority, store=store: in_groups(
+                                store, lambda csr: authority.sign(csr, identity, now=now), csrs
+                            ),
+                            repeats=repeats,
+                        )
                         curves[grouped_name].append((size, rates["grouped"]))
                 finally:
                     store.close()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
+import threading
+from contextlib import contextmanager
 
 import pytest
 from cryptography import x509
@@ -11,7 +14,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mtlskit.caserver import CaServer, FailureLimiter
 from mtlskit.certs import generate_private_key
+from mtlskit.client import build_csr
 from mtlskit.errors import InputError
 from mtlskit.issue import (
     CLIENT_AUTH,
@@ -19,16 +24,21 @@ from mtlskit.issue import (
     AuditEntry,
     CertificateAuthority,
     CertificateRecord,
+    EnrollmentRefused,
     IdentityPattern,
     IdentityPolicy,
     IssuanceRefused,
+    Issued,
     Issuer,
+    RegistrationAuthority,
     SerialTaken,
+    StoreUnavailable,
     build_ca_certificate,
     build_leaf,
     build_self_signed,
     lint_errors,
     load_csr,
+    new_token,
     parse_duration,
     parse_identity,
     review_csr,
@@ -614,9 +624,6 @@ def test_revoke_and_crl(store):
 def _ca_server(store, tokens: int):
     """A real ``CaServer`` over ``store`` (no socket: tests call its dispatcher), its RA,
     and ``tokens`` one-time tokens for distinct identities."""
-    from mtlskit.caserver import CaServer, FailureLimiter
-    from mtlskit.issue import RegistrationAuthority, new_token
-
     ra = RegistrationAuthority(authority=_authority(store), records=store)
     server = CaServer(
         ra, name="t", trust_domain="acme.com", limiter=FailureLimiter(limit=10, window=60)
@@ -632,20 +639,12 @@ def _ca_server(store, tokens: int):
 
 
 def _csr_pem() -> bytes:
-    from mtlskit.client import build_csr
-
     return build_csr(generate_private_key()).public_bytes(serialization.Encoding.PEM)
 
 
 def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path, store):
     """Calls that queue while the CA thread is busy run as one batch in one ``group``;
     each caller hears back only once its certificate is committed."""
-    import asyncio
-    import threading
-    from contextlib import contextmanager
-
-    from mtlskit.issue import EnrollmentRefused, Issued
-
     server, ra, tokens = _ca_server(store, 6)
     groups: list[int] = []
     grouped = store.group
@@ -690,11 +689,6 @@ def test_ca_server_answers_concurrent_enrollments_from_one_group_commit(tmp_path
 def test_a_batch_whose_commit_fails_hands_out_nothing_and_burns_no_token(tmp_path, store):
     """The disk fills up mid-batch: every caller in it hears ``StoreUnavailable`` (503),
     even the one whose enrollment had gone through, and nothing of the batch is kept."""
-    import asyncio
-    import threading
-
-    from mtlskit.issue import Issued, StoreUnavailable
-
     server, ra, tokens = _ca_server(store, 2)
     before = len(store.audit_entries())
     gate = threading.Event()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ssl
 
+import httptools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mtlskit.forward import sanitize_headers
 from mtlskit.gateway import (
     TRANSITIONS,
     ClientRequestError,
@@ -16,14 +20,23 @@ from mtlskit.gateway import (
     classify_handshake_error,
 )
 from mtlskit.gateway._asgi_scope import http_scope, response_head
-from mtlskit.gateway._connection import _RequestIds
+from mtlskit.gateway._connection import _FastResponse, _RequestIds, _ResponseCollector
 from mtlskit.gateway._http import (
+    _NOT_UPSTREAM,
+    NOT_DOWNSTREAM,
     Framing,
     RequestHead,
+    connection_tokens,
+    fast_upstream_head,
+    finish_head,
+    forwarding_fields,
+    header_kind,
+    identity_tail,
     relay_framing,
     request_framing,
     upstream_request_head,
 )
+from mtlskit.gateway._http import response_head as http_response_head
 from mtlskit.verify import Code, Decision
 
 
@@ -234,3 +247,117 @@ def test_scope_path_forms(target, path, raw_path, query):
     decision = Decision.accept(identity=None, chain=())
     scope = http_scope(head, [(b"host", b"x")], None, None, {}, decision, "rid", {})
     assert (scope["path"], scope["raw_path"], scope["query_string"]) == (path, raw_path, query)
+
+
+# --- the keep-alive fast path builds the same bytes as the general path ------------------
+
+_NAMES = [
+    b"Host", b"host", b"User-Agent", b"Accept", b"Connection", b"Keep-Alive", b"X-Forwarded-For",
+    b"X-Request-Id", b"Expect", b"Content-Length", b"Transfer-Encoding", b"X-Client-Cert",
+    b"X-SSL-Client-Verify", b"x_forwarded_client_cert", b"Client-Cert-Chain", b"X-Custom",
+    b"Cookie", b"TE", b"Upgrade", b"Forwarded", b"X-Mtlskit-Client-Id", b"Close",
+]  # fmt: skip
+_VALUES = [b"1", b"keep-alive", b"close", b"Keep-Alive", b"x-custom", b"keep-alive, X-Custom", b""]
+
+
+def _fast_kind(name: bytes) -> int:
+    return header_kind(name, spoofable=not sanitize_headers([(name, b"")]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "OPTIONS", "PUT"]),
+    version=st.sampled_from(["1.1", "1.0"]),
+    headers=st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from(_VALUES)), max_size=8),
+    identity=st.lists(st.tuples(st.sampled_from([b"X-Client-Cert-Present", b"XFCC"]),
+                                st.sampled_from([b"true", b"Hash=ab"])), max_size=3),
+)  # fmt: skip
+def test_fast_upstream_head_is_upstream_request_head(method, version, headers, identity):
+    head = RequestHead(method, b"/p?q=1", version, tuple(headers), True)
+    lines = fast_upstream_head(head, {}, _fast_kind)
+    try:
+        framing, length = request_framing(head, max_body_bytes=100)
+    except ClientRequestError:
+        assert lines is None  # the general path answers 400
+        return
+    if lines is None:  # the general path's cases, and only those
+        hosts = sum(name.lower() == b"host" for name, _ in headers)
+        extra = set().union(
+            *(connection_tokens(v) for n, v in headers if n.lower() == b"connection")
+        )
+        assert (
+            framing is not Framing.NONE
+            or hosts != 1
+            or not extra <= _NOT_UPSTREAM
+            or any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers)
+        )
+        return
+    fast = b"\r\n".join(lines) + forwarding_fields("192.0.2.7") + b"rid" + identity_tail(identity)
+    assert fast == upstream_request_head(
+        head,
+        framing=framing,
+        length=length,
+        client_ip="192.0.2.7",
+        request_id="rid",
+        headers=sanitize_headers(head.headers),
+        identity=identity,
+    )
+
+
+def test_fast_upstream_head_takes_a_plain_request():
+    head = RequestHead(
+        "GET", b"/", "1.0", ((b"Host", b"x"), (b"Connection", b"Keep-Alive"), (b"X-A", b"1")), True
+    )
+    assert fast_upstream_head(head, {}, _fast_kind) == [b"GET / HTTP/1.1", b"Host: x", b"X-A: 1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.sampled_from([200, 201, 204, 304, 404, 500]),
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from([b"Server", b"Date", b"X-Request-Id", b"Keep-Alive", b"Connection",
+                             b"Content-Type", b"Set-Cookie", b"Trailer", b"X-Hop"]),
+            st.sampled_from([b"a", b"keep-alive", b"close", b"X-Hop", b"timeout=5"]),
+        ),
+        max_size=6,
+    ),
+    chunked=st.booleans(),
+    method=st.sampled_from(["GET", "POST"]),
+    version=st.sampled_from(["1.1", "1.0"]),
+)  # fmt: skip
+def test_fast_response_head_is_response_head(status, fields, chunked, method, version):
+    body = b"" if status in (204, 304) else b"hello"
+    framing_field = (
+        b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % len(body)
+    )
+    if chunked and body:
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+    raw = b"HTTP/1.1 %d Some Reason\r\n" % status + framing_field
+    raw += b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n" + body
+    fast = _FastResponse()
+    fast.parser = httptools.HttpResponseParser(fast)
+    fast.parser.feed_data(raw)
+    general = _ResponseCollector()
+    general.parser = httptools.HttpResponseParser(general)
+    general.parser.feed_data(raw)
+    (kind, (g_status, reason, g_headers, g_length, g_keep)), *_ = general.events
+    assert kind == "head"
+    assert fast.complete
+    if fast.odd:  # a Connection field naming fields (or close): the streaming code's case
+        assert any(
+            not connection_tokens(v) <= NOT_DOWNSTREAM
+            for n, v in fields if n.lower() == b"connection"
+        )  # fmt: skip
+        return
+    assert (fast.status, fast.reason, fast.length, fast.keep_alive) == (
+        g_status, reason, g_length, g_keep
+    )  # fmt: skip
+    _, wire_framing = relay_framing(
+        method=method, status=status, length=fast.length, version=version
+    )
+    lines = list(fast.lines)
+    lines[0] = b"HTTP/1.1 %d " % status + fast.reason
+    args = {"framing": wire_framing, "length": fast.length or 0, "keep_alive": True,
+            "request_id": "rid"}  # fmt: skip
+    assert finish_head(lines, **args) == http_response_head(status, reason, g_headers, **args)

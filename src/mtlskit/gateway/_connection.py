@@ -28,12 +28,18 @@ from mtlskit.gateway._config import ClientAuthMode
 from mtlskit.gateway._http import (
     FRAMING_CHUNKED,
     FRAMING_NONE,
+    NOT_DOWNSTREAM,
     ClientRequestError,
     Framing,
     RequestHead,
     UpstreamError,
     chunk,
+    connection_tokens,
     error_response,
+    fast_upstream_head,
+    finish_head,
+    forwarding_fields,
+    identity_tail,
     relay_framing,
     request_framing,
     response_head,
@@ -125,6 +131,7 @@ class ClientView:
         "leaf_fields",
         "log_fields",
         "tls_extension",
+        "upstream_tail",
     )
 
     def __init__(
@@ -136,6 +143,7 @@ class ClientView:
     ) -> None:
         self.decision = decision
         self.headers = headers
+        self.upstream_tail = identity_tail(headers)  # the fast path's
         self.leaf_fields = leaf
         self.client = client  # what an in-process ASGI app is told (the TLS extension)
         self.expires = 0.0
@@ -216,6 +224,7 @@ class ClientConnection(asyncio.Protocol):
         "_view",
         "_waiter",
         "_write_paused",
+        "_xff",
         "asgi_tls",
         "client_address",
         "gateway",
@@ -250,6 +259,7 @@ class ClientConnection(asyncio.Protocol):
         self._view: ClientView | None = None
         self._fast: _FastRelay | None = None  # a request relayed by callbacks, in flight
         self._failure: ClientRequestError | None = None  # the fast path's, for the task
+        self._xff = b""  # the fast path's X-Forwarded-* fields up to the request id, once made
         self.client_address: tuple[str, int] | None = None  # ASGI scope "client"
         self.server_address: tuple[str, int] | None = None  # ASGI scope "server"
         self.asgi_tls: dict[str, Any] | None = None  # the TLS extension, once per connection
@@ -1103,15 +1113,13 @@ class ClientConnection(asyncio.Protocol):
         if head.method == "HEAD":  # its upstream connection is not reused: the task's case
             self.resume()
             return
-        try:
-            framing, _ = request_framing(head, max_body_bytes=gateway.limits.max_body_bytes)
-        except ClientRequestError:
-            self.resume()
-            return
+        generation = self.generation
+        # None for a body, a second Host, Connection naming fields: the task's cases.
+        lines = fast_upstream_head(head, generation.header_kinds, generation.classify_header)
         view = self._view
         assert view is not None
-        policy = self.generation.policy
-        if framing is not FRAMING_NONE or (
+        policy = generation.policy
+        if lines is None or (
             view.decision.accepted
             and policy is not None
             and not policy.authorize(view.decision, method=head.method, path=head.path).accepted
@@ -1127,22 +1135,19 @@ class ClientConnection(asyncio.Protocol):
         self.life.handle(_REQUEST_HEAD)
         self.life.handle(_FORWARD)
         request_id = self._request_id()
-        wire = upstream_request_head(
-            head,
-            framing=framing,
-            length=0,
-            client_ip=self._client_ip,
-            request_id=request_id,
-            headers=gateway.sanitize(self.generation, head.headers),
-            identity=view.headers,
-            upstream_host=conn.upstream.authority,
-        )
+        xff = self._xff or self._forwarding()
+        # upstream_request_head's bytes, exactly (tests compare the two)
+        wire = b"\r\n".join(lines) + xff + request_id.encode() + view.upstream_tail
         relay = self._fast = _FastRelay(self, head, conn, request_id)
-        conn.reader.sink = relay  # no timer: the gateway's idle sweep enforces read_timeout
+        conn.protocol.sink = relay  # no timer: the gateway's idle sweep enforces read_timeout
         try:
-            conn.writer.write(wire)
+            conn.transport.write(wire)
         except (ConnectionError, OSError):
             relay.eof()  # the task answers 502 as for any upstream that went away
+
+    def _forwarding(self) -> bytes:
+        self._xff = forwarding_fields(self._client_ip)
+        return self._xff
 
     def _client_head(
         self, head: RequestHead, response: tuple[Any, ...], request_id: str, sent_at: float
@@ -1171,37 +1176,43 @@ class ClientConnection(asyncio.Protocol):
 
     def _fast_finish(self, relay: _FastRelay) -> None:
         """A whole response arrived: send it in one TLS record and park again."""
-        collector = relay.collector
-        events = collector.events
-        kind, value = events[0]
-        bodies = events[1:-1]
-        if (
-            kind != "head"
-            or value[0] < 200  # interim responses: the task's code handles them
-            or any(kind != "body" for kind, _ in bodies)
-        ):
-            self._fast_handover(relay)
-            return
-        status, _, _, _, upstream_keep_alive = value
+        response = relay.response
         relay.stop()
         self._fast = None
         gateway = self.gateway
         head = relay.head
         conn = relay.conn
+        status = response.status
+        request_id = relay.request_id
+        gateway.metrics.upstream_latency(time.monotonic() - relay.started)
         # (Close-delimited responses end only at EOF: they were handed over.)
-        client_head, _, wire_framing, keep_alive = self._client_head(
-            head, value, relay.request_id, relay.started
+        framing, wire_framing = relay_framing(
+            method=head.method, status=status, length=response.length, version=head.version
         )
-        chunked = wire_framing is FRAMING_CHUNKED
-        parts = [client_head]
+        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
+        lines = response.lines
+        lines[0] = b"HTTP/1.1 %d " % status + response.reason
+        parts = [
+            finish_head(
+                lines,
+                framing=wire_framing,
+                length=response.length or 0,
+                keep_alive=keep_alive,
+                request_id=request_id,
+            )
+        ]
         sent = 0
-        for _, body in bodies:
-            sent += len(body)
-            parts.append(chunk(body) if chunked else body)
-        if chunked:
+        if wire_framing is FRAMING_CHUNKED:
+            for body in response.body:
+                sent += len(body)
+                parts.append(chunk(body))
             parts.append(chunk(b""))
+        elif framing is not FRAMING_NONE:  # as is, or up to the close to an HTTP/1.0 client
+            for body in response.body:
+                sent += len(body)
+                parts.append(body)
         # Bytes after the response (an upstream speaking out of turn): do not reuse it.
-        gateway.pool.release(conn, reusable=upstream_keep_alive and not collector.trailing)
+        gateway.pool.release(conn, reusable=response.keep_alive and not response.trailing)
         transport = self.transport
         try:
             if transport is None or transport.is_closing():
@@ -1212,7 +1223,7 @@ class ClientConnection(asyncio.Protocol):
             gateway.unpark(self)
             self._close()
             return
-        self._finish(head, status, relay.request_id, relay.started, conn.upstream.url, sent,
+        self._finish(head, status, request_id, relay.started, conn.upstream.url, sent,
                      keep_alive)  # fmt: skip
         if self.life.closed:
             gateway.unpark(self)
@@ -1266,13 +1277,12 @@ class ClientConnection(asyncio.Protocol):
 class _FastRelay:
     """One request relayed by callbacks: the upstream's bytes as they come, until complete.
 
-    The upstream connection's ``SinkReader`` hands its bytes here instead of to a
+    The upstream connection's ``SinkProtocol`` hands its bytes here instead of to a
     waiting coroutine; the raw bytes are kept (a response is at most ``_READ_SIZE``
     here) so that a handover can replay them to the streaming code.
     """
 
     __slots__ = (
-        "collector",
         "conn",
         "connection",
         "ended",
@@ -1281,6 +1291,7 @@ class _FastRelay:
         "parser",
         "raw",
         "request_id",
+        "response",
         "size",
         "started",
         "timeout",
@@ -1299,12 +1310,12 @@ class _FastRelay:
         self.request_id = request_id
         kept = conn.parsing
         if kept is None:  # llhttp parses one response after another on a kept-alive connection
-            collector = _ResponseCollector()
-            collector.parser = httptools.HttpResponseParser(collector)
-            conn.parsing = kept = (collector, collector.parser)
+            response = _FastResponse()
+            conn.parsing = kept = (response, httptools.HttpResponseParser(response))
+            response.parser = kept[1]
         else:
             kept[0].reset()
-        self.collector, self.parser = kept
+        self.response, self.parser = kept
         self.raw: list[bytes] = []
         self.size = 0
         self.started = self.last = time.monotonic()
@@ -1320,18 +1331,108 @@ class _FastRelay:
         except httptools.HttpParserError:
             self.connection._fast_handover(self)  # the task re-parses and answers 502
             return
-        events = self.collector.events
-        if events and events[-1][0] == "end":
+        response = self.response
+        if response.odd or response.trailing or self.size > _READ_SIZE:
+            self.connection._fast_handover(self)  # the streaming code's cases
+        elif response.complete:
             self.connection._fast_finish(self)
-        elif self.size > _READ_SIZE:
-            self.connection._fast_handover(self)  # large: streamed with backpressure
 
     def eof(self) -> None:
         self.ended = True
         self.connection._fast_handover(self)
 
     def stop(self) -> None:
-        self.conn.reader.sink = None
+        self.conn.protocol.sink = None
+
+
+class _FastResponse:
+    """httptools callbacks for one upstream response on the fast path: the client's head
+    fields are picked as they are parsed, with ``response_head``'s rules.
+
+    Anything the fast path does not relay itself sets ``odd``, and the streaming code
+    (``_response``, with ``_ResponseCollector``) re-parses the response from its start:
+    an interim or switching response (1xx), a Connection field naming other fields.
+    """
+
+    __slots__ = (
+        "body",
+        "complete",
+        "keep_alive",
+        "length",
+        "lines",
+        "odd",
+        "parser",
+        "reason",
+        "status",
+        "trailing",
+    )
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for the next response on the same connection (the parser is kept)."""
+        self.lines: list[bytes] = [b""]  # [0]: the status line, set when it is sent
+        self.body: list[bytes] = []
+        self.reason = b""
+        self.status = 0
+        self.length: int | None = None  # None: chunked, or up to EOF
+        self.keep_alive = False
+        self.odd = False
+        self.complete = False
+        self.trailing = False  # bytes after the response: an upstream not to reuse
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        keep = _DOWNSTREAM.get(name)
+        if keep is None:
+            keep = _downstream(name)
+        if keep:
+            self.lines.append(name + b": " + value)
+            return
+        size = len(name)  # the length first: lower() is a call, and most names differ in it
+        if size == 14 and name.lower() == b"content-length":
+            self.length = int(value) if value.strip().isdigit() else None
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self.length = None
+        elif (
+            size == 10
+            and name.lower() == b"connection"
+            and not connection_tokens(value) <= NOT_DOWNSTREAM
+        ):
+            self.odd = True  # it names fields to drop (or close): response_head's case
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.status = status = self.parser.get_status_code()
+        if status < 200:
+            self.odd = True
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+# Response header names seen so far: whether each passes downstream (``_downstream``).
+_DOWNSTREAM: Final[dict[bytes, bool]] = {}
+_DOWNSTREAM_LIMIT: Final = 10_000
+
+
+def _downstream(name: bytes) -> bool:
+    keep = name.lower() not in NOT_DOWNSTREAM
+    if len(_DOWNSTREAM) < _DOWNSTREAM_LIMIT:
+        _DOWNSTREAM[name] = keep
+    return keep
 
 
 class _ResponseCollector:

@@ -12,7 +12,7 @@ import itertools
 import os
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -22,8 +22,9 @@ from mtlskit.authz import Policy
 from mtlskit.certs import Fingerprint, chain_pem, load_certificates
 from mtlskit.errors import ConfigError
 from mtlskit.files import check_secret_permissions, read_bytes
-from mtlskit.forward import ForwardConfig
+from mtlskit.forward import ForwardConfig, sanitize_headers
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
+from mtlskit.gateway._http import header_kind
 from mtlskit.gateway._tls import server_context
 from mtlskit.verify import TrustStore, VerificationCache, Verifier, load_crl, parse_spiffe_bundle
 
@@ -31,6 +32,7 @@ __all__ = ["Generation", "file_stamps", "load_generation", "watched_files"]
 
 _NUMBERS: Final = itertools.count(1)
 _CERT_SUFFIXES: Final = (".pem", ".crt", ".cer", ".der")
+_KINDS_LIMIT: Final = 10_000  # header names memoized per generation
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,10 +46,21 @@ class Generation:
     mode: ClientAuthMode
     stamps: tuple[tuple[str, float, int], ...]
     server_cert: x509.Certificate | None = None  # the leaf, for the ASGI TLS extension
+    # ``header_kind`` per request header name under this generation's sanitized names,
+    # for the keep-alive fast path (``fast_upstream_head``): the same few names recur.
+    header_kinds: dict[bytes, int] = field(default_factory=dict, compare=False)
 
     @property
     def require_client_cert(self) -> bool:
         return self.mode is ClientAuthMode.REJECT_INVALID
+
+    def classify_header(self, name: bytes) -> int:
+        """``header_kind`` for a name not yet in ``header_kinds``; memoized, bounded."""
+        spoofable = not sanitize_headers([(name, b"")], also=self.forward.sanitized_names)
+        kind = header_kind(name, spoofable=spoofable)
+        if len(self.header_kinds) < _KINDS_LIMIT:
+            self.header_kinds[name] = kind
+        return kind
 
 
 def _expand(paths: Iterable[Path]) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from mtlskit.gateway._config import parse_address
 from mtlskit.gateway._http import UpstreamError
 
-__all__ = ["ResponseSink", "SinkReader", "Upstream", "UpstreamConnection", "UpstreamPool"]
+__all__ = ["ResponseSink", "SinkProtocol", "Upstream", "UpstreamConnection", "UpstreamPool"]
 
 _STREAM_LIMIT = 2**16  # asyncio.open_connection's default
 
@@ -30,30 +30,38 @@ class ResponseSink(Protocol):
     def eof(self) -> None: ...
 
 
-class SinkReader(asyncio.StreamReader):
-    """A StreamReader whose bytes go to a ``sink`` while one is set.
+class SinkProtocol(asyncio.StreamReaderProtocol):
+    """An upstream connection's protocol: its bytes go to a ``sink`` while one is set,
+    to the ``StreamReader`` otherwise.
 
     The keep-alive fast path (``_connection``) relays a simple request in callbacks
     alone; a coroutine reading here would cost a future, a task wake-up and a timeout
     context per response. When the fast path hands a response over to the streaming
-    code, it feeds back what it received and clears ``sink``.
+    code, it feeds the reader what it received and clears ``sink``. A connection lost
+    while a sink is set is its EOF: the streaming code then meets the reader's error.
     """
 
     sink: ResponseSink | None = None
 
-    def feed_data(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
         sink = self.sink
         if sink is None:
-            super().feed_data(data)
+            super().data_received(data)
         else:
             sink.feed(data)
 
-    def feed_eof(self) -> None:
+    def eof_received(self) -> bool:
         sink = self.sink
         if sink is None:
-            super().feed_eof()
-        else:
+            return bool(super().eof_received())
+        sink.eof()
+        return True  # as StreamReaderProtocol without TLS: the transport stays for writing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        sink = self.sink
+        if sink is not None:
             sink.eof()
+        super().connection_lost(exc)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -76,8 +84,10 @@ class Upstream:
 @dataclass(slots=True, kw_only=True)
 class UpstreamConnection:
     upstream: Upstream
-    reader: SinkReader
+    reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    protocol: SinkProtocol
+    transport: asyncio.WriteTransport  # the writer's, for the fast path
     reused: bool = False
     # The fast path's response parser, kept between responses on this connection (a
     # parser and its bound callbacks per request were ~2 µs); dropped at a handover.
@@ -125,7 +135,7 @@ class UpstreamPool:
             if pooled is not None:
                 return pooled
             try:
-                reader, writer = await asyncio.wait_for(
+                reader, writer, protocol = await asyncio.wait_for(
                     _open(upstream.host, upstream.port), self.connect_timeout
                 )
             except TimeoutError:
@@ -136,7 +146,13 @@ class UpstreamPool:
                 upstream.down_since = time.monotonic()
                 last = UpstreamError(f"connect to {upstream.url} failed: {exc}", status_hint=502)
                 continue
-            return UpstreamConnection(upstream=upstream, reader=reader, writer=writer)
+            return UpstreamConnection(
+                upstream=upstream,
+                reader=reader,
+                writer=writer,
+                protocol=protocol,
+                transport=writer.transport,  # type: ignore[arg-type]
+            )
         assert last is not None
         raise last
 
@@ -193,10 +209,12 @@ def _pop_live(upstream: Upstream) -> UpstreamConnection | None:
     return None
 
 
-async def _open(host: str, port: int) -> tuple[SinkReader, asyncio.StreamWriter]:
-    """``asyncio.open_connection`` with a ``SinkReader``."""
+async def _open(
+    host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, SinkProtocol]:
+    """``asyncio.open_connection`` with a ``SinkProtocol``."""
     loop = asyncio.get_running_loop()
-    reader = SinkReader(limit=_STREAM_LIMIT, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
+    protocol = SinkProtocol(reader, loop=loop)
     transport, _ = await loop.create_connection(lambda: protocol, host, port)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol

@@ -106,6 +106,33 @@ def _json_name(name: str) -> str:
     return _json(name)  # type: ignore[no-any-return]
 
 
+def _peer(address: tuple[str, int] | None) -> str:
+    return f"{address[0]}:{address[1]}" if address else "?"
+
+
+def _access_members(  # noqa: PLR0917 - one access record's fields, kept as a tuple
+    head: RequestHead | None,
+    status: int,
+    request_id: str,
+    address: tuple[str, int] | None,
+    client: str,
+    code: str | None,
+    upstream: str | None,
+    sent: int,
+    seconds: float,
+) -> str:
+    """An access record's JSON members: the same JSON that encoding a dict of them gives."""
+    method = (_METHODS.get(head.method) or _json(head.method)) if head else "null"
+    path = _json(head.path) if head else "null"
+    return (
+        f'"event":"request","request_id":{_json(request_id)},"peer":{_json(_peer(address))},'
+        f'"method":{method},"path":{path},"status":{status},'
+        f'"code":{_json(code) if code is not None else "null"},{client},'
+        f'"upstream":{_json_name(upstream) if upstream is not None else "null"},'
+        f'"bytes_sent":{sent},"duration_ms":{round(seconds * 1000, 3)!r}'
+    )
+
+
 class _Closed(Exception):
     """The client went away (EOF or reset); nothing more can be sent."""
 
@@ -310,8 +337,7 @@ class ClientConnection(asyncio.Protocol):
     @property
     def peer(self) -> str:
         """``ip:port`` for the logs (derived, not stored: one string less per connection)."""
-        address = self.client_address
-        return f"{address[0]}:{address[1]}" if address else "?"
+        return _peer(self.client_address)
 
     @property
     def _client_ip(self) -> str:
@@ -800,18 +826,12 @@ class ClientConnection(asyncio.Protocol):
         if not log.enabled:
             return
         view = self._view
-        method = (_METHODS.get(head.method) or _json(head.method)) if head else "null"
-        path = _json(head.path) if head else "null"
         client = view.log_fields if view is not None else _NO_CLIENT
-        duration = round((time.monotonic() - started) * 1000, 3)
-        # One formatted line, the same JSON that encoding a dict of these fields gives.
-        log.write_fields(
-            f'"event":"request","request_id":{_json(request_id)},"peer":{_json(self.peer)},'
-            f'"method":{method},"path":{path},"status":{status},'
-            f'"code":{_json(code) if code is not None else "null"},{client},'
-            f'"upstream":{_json_name(upstream) if upstream is not None else "null"},'
-            f'"bytes_sent":{sent},"duration_ms":{duration!r}'
-        )
+        log.write_later(
+            _access_members,
+            (head, status, request_id, self.client_address, client, code, upstream, sent,
+             time.monotonic() - started),
+        )  # fmt: skip
 
     async def _refuse(self, head: RequestHead, decision: Decision) -> None:
         request_id = self._request_id()

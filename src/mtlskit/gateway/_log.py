@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 __all__ = ["JsonLog", "json_members"]
@@ -21,6 +22,7 @@ __all__ = ["JsonLog", "json_members"]
 # pass of the event loop (that was a write syscall per request at moderate load).
 _FLUSH_SECONDS = 0.1
 _BUFFER_CHARS = 64 * 1024
+_LATER_CHARS = 320  # what a record formatted at flush counts against the buffer
 # One encoder for every record: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
@@ -40,7 +42,7 @@ class JsonLog:
     ~10% of a kept-alive request served in-process). ``close`` writes what is left.
     """
 
-    __slots__ = ("_handle", "_millisecond", "_owned", "_pending", "_size", "_stamp", "enabled")
+    __slots__ = ("_handle", "_owned", "_pending", "_size", "enabled")
 
     def __init__(self, target: str) -> None:
         self.enabled = target != "off"  # as nginx's ``access_log off``
@@ -50,10 +52,9 @@ class JsonLog:
         else:
             self._handle = open(target, "a", encoding="utf-8")  # noqa: SIM115
             self._owned = True
-        self._pending: list[str] = []
+        # (time.time(), render or None, its arguments or the members), formatted at flush
+        self._pending: list[tuple[float, Callable[..., str] | None, Any]] = []
         self._size = 0
-        self._stamp = ""
-        self._millisecond = 0
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -65,32 +66,50 @@ class JsonLog:
         For the access log, whose line is formatted directly: building a dict and
         encoding it was a quarter of a kept-alive request served in-process.
         """
-        if not self.enabled:
-            return
-        millisecond = int(time.time() * 1000)
-        if millisecond != self._millisecond:  # formatted once per millisecond, not per record
-            self._millisecond = millisecond
-            self._stamp = dt.datetime.fromtimestamp(millisecond / 1000, dt.UTC).isoformat(
-                timespec="milliseconds"
-            )
-        line = '{"time":"' + self._stamp + '",' + fields + "}"
-        if not self._pending:
+        if self.enabled:
+            self._add((time.time(), None, fields), len(fields))
+
+    def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
+        """A record whose members ``render(*args)`` formats when the buffer is written.
+
+        For the access log: formatting each line as it happens, between the TLS and
+        HTTP work of a request, cost several times what the same formatting costs in one
+        loop over a batch at flush time (measured: ~7 µs against ~1.5 µs per line).
+        ``args`` must not change until then.
+        """
+        if self.enabled:
+            self._add((time.time(), render, args), _LATER_CHARS)
+
+    def _add(self, record: tuple[float, Callable[..., str] | None, Any], size: int) -> None:
+        pending = self._pending
+        if not pending:
             try:
                 asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self.flush)
             except RuntimeError:  # no loop (CLI checks, tests): write now
-                self._pending.append(line)
+                pending.append(record)
                 self.flush()
                 return
-        self._pending.append(line)
-        self._size += len(line)
+        pending.append(record)
+        self._size += size
         if self._size > _BUFFER_CHARS:
             self.flush()  # the timer finds nothing left, or the next batch's first lines
 
     def flush(self) -> None:
-        lines, self._pending = self._pending, []
+        records, self._pending = self._pending, []
         self._size = 0
-        if not lines:
+        if not records:
             return
+        lines = []
+        millisecond = -1
+        stamp = ""
+        for seconds, render, args in records:
+            if int(seconds * 1000) != millisecond:  # formatted once per millisecond
+                millisecond = int(seconds * 1000)
+                stamp = dt.datetime.fromtimestamp(millisecond / 1000, dt.UTC).isoformat(
+                    timespec="milliseconds"
+                )
+            fields = args if render is None else render(*args)
+            lines.append('{"time":"' + stamp + '",' + fields + "}")
         # A full disk must not take the gateway down; the metrics still count.
         with contextlib.suppress(OSError, ValueError):
             self._handle.write("\n".join(lines) + "\n")

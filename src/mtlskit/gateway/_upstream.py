@@ -42,6 +42,7 @@ class SinkProtocol(asyncio.StreamReaderProtocol):
     """
 
     sink: ResponseSink | None = None
+    live = True  # no EOF, not lost, not closed by the pool: an attribute, read per request
 
     def data_received(self, data: bytes) -> None:
         sink = self.sink
@@ -51,6 +52,7 @@ class SinkProtocol(asyncio.StreamReaderProtocol):
             sink.feed(data)
 
     def eof_received(self) -> bool:
+        self.live = False
         sink = self.sink
         if sink is None:
             return bool(super().eof_received())
@@ -58,6 +60,7 @@ class SinkProtocol(asyncio.StreamReaderProtocol):
         return True  # as StreamReaderProtocol without TLS: the transport stays for writing
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.live = False
         sink = self.sink
         if sink is not None:
             sink.eof()
@@ -94,6 +97,7 @@ class UpstreamConnection:
     parsing: Any = None
 
     def close(self) -> None:
+        self.protocol.live = False
         with contextlib.suppress(Exception):
             self.writer.close()
 
@@ -160,7 +164,7 @@ class UpstreamPool:
         """A pooled connection to the next upstream without waiting, or ``None``."""
         upstreams = self.upstreams
         upstream = upstreams[self._next]
-        if not upstream.healthy:
+        if upstream.down_since is not None:
             return None
         conn = _pop_live(upstream)
         if conn is not None and len(upstreams) > 1:
@@ -169,7 +173,7 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
         idle = conn.upstream.idle
-        if reusable and len(idle) < self.pool_size and not conn.writer.is_closing():
+        if reusable and len(idle) < self.pool_size and conn.protocol.live:
             idle.append(conn)
         else:
             conn.close()
@@ -202,7 +206,7 @@ def _pop_live(upstream: Upstream) -> UpstreamConnection | None:
     idle = upstream.idle
     while idle:
         conn = idle.pop()
-        if not conn.reader.at_eof() and not conn.writer.is_closing():
+        if conn.protocol.live:
             conn.reused = True
             return conn
         conn.close()

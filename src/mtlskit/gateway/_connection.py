@@ -1163,10 +1163,8 @@ class ClientConnection(asyncio.Protocol):
         wire = b"\r\n".join(lines) + xff + request_id.encode() + view.upstream_tail
         relay = self._fast = _FastRelay(self, head, conn, request_id)
         conn.protocol.sink = relay  # no timer: the gateway's idle sweep enforces read_timeout
-        try:
-            conn.transport.write(wire)
-        except (ConnectionError, OSError):
-            relay.eof()  # the task answers 502 as for any upstream that went away
+        # Held to the end of the loop's pass (a failed write is the relay's EOF: 502).
+        gateway.writes.later(conn.send, wire)
 
     def _forwarding(self) -> bytes:
         self._xff = forwarding_fields(self._client_ip)
@@ -1240,13 +1238,13 @@ class ClientConnection(asyncio.Protocol):
         try:
             if transport is None or transport.is_closing():
                 raise _Closed
-            self._ssl.write(b"".join(parts))
-            transport.write(self.outgoing.read())  # a full buffer: the next request, the task's
+            self._ssl.write(b"".join(parts))  # the record waits in the BIO: ``_flush`` sends it
         except (_Closed, ssl.SSLError, OSError):
             self.life.handle(Event.EOF)
             gateway.unpark(self)
             self._close()
             return
+        gateway.writes.later(_FLUSH, self)  # a full buffer then: the next request, the task's
         self._finish(head, status, request_id, relay.started, conn.upstream.url, sent,
                      keep_alive)  # fmt: skip
         if self.life.state is _CLOSED_STATE:
@@ -1296,6 +1294,9 @@ class ClientConnection(asyncio.Protocol):
         self._wake()
         if self.life.state is _IDLE and not self._events and self._task is not None:
             self._task.cancel()
+
+
+_FLUSH: Final = ClientConnection._flush  # a connection's held write (``WriteBatch``)
 
 
 class _FastRelay:

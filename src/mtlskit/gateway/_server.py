@@ -24,6 +24,7 @@ from mtlskit.gateway._generation import Generation, file_stamps, load_generation
 from mtlskit.gateway._log import JsonLog
 from mtlskit.gateway._metrics import Metrics
 from mtlskit.gateway._upstream import UpstreamPool
+from mtlskit.gateway._writes import WriteBatch
 
 __all__ = ["Gateway"]
 
@@ -48,6 +49,7 @@ class Gateway:
         upstream = config.upstream
         self.asgi: AsgiHost | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set by ``start``
+        self.writes: WriteBatch  # set by ``start``: held writes need the loop
         if app is not None or upstream.asgi is not None:  # in-process: ``app`` wins over config
             if app is None:
                 assert upstream.asgi is not None
@@ -187,6 +189,7 @@ class Gateway:
         # Kept: asyncio.get_running_loop() checks the pid (a getpid syscall) on every call,
         # and connections asked for it per request.
         loop = self.loop = asyncio.get_running_loop()
+        self.writes = WriteBatch(loop)
         if self.asgi is not None:
             await self.asgi.startup()  # before the first connection, as ASGI servers do
         host, port = parse_address(self.config.listen.address)

@@ -96,6 +96,21 @@ class UpstreamConnection:
     # parser and its bound callbacks per request were ~2 µs); dropped at a handover.
     parsing: Any = None
 
+    def send(self, data: bytes) -> None:
+        """Write ``data`` now if the connection is still up (a held write, ``WriteBatch``).
+
+        Gone, or failing here: the relay waiting on it hears EOF, as from the upstream.
+        """
+        protocol = self.protocol
+        if not protocol.live:
+            return  # its EOF or loss already reached the relay
+        try:
+            self.transport.write(data)
+        except (ConnectionError, OSError, RuntimeError):
+            protocol.live = False
+            if protocol.sink is not None:
+                protocol.sink.eof()
+
     def close(self) -> None:
         self.protocol.live = False
         with contextlib.suppress(Exception):

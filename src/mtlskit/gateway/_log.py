@@ -77,7 +77,13 @@ class JsonLog:
         loop over a batch at flush time (measured: ~7 µs against ~1.5 µs per line).
         ``args`` must not change until then.
         """
-        if self.enabled:
+        if not self.enabled:
+            return
+        pending = self._pending
+        if pending and self._size < _BUFFER_CHARS:  # the usual case, without _add's checks
+            pending.append((time.time(), render, args))
+            self._size += _LATER_CHARS
+        else:
             self._add((time.time(), render, args), _LATER_CHARS)
 
     def _add(self, record: tuple[float, Callable[..., str] | None, Any], size: int) -> None:

@@ -181,7 +181,12 @@ class UpstreamPool:
         upstream = upstreams[self._next]
         if upstream.down_since is not None:
             return None
-        conn = _pop_live(upstream)
+        idle = upstream.idle
+        if idle and idle[-1].protocol.live:  # the usual case, without _pop_live's loop
+            conn = idle.pop()
+            conn.reused = True
+        else:
+            conn = _pop_live(upstream)
         if conn is not None and len(upstreams) > 1:
             self._next = (self._next + 1) % len(upstreams)
         return conn

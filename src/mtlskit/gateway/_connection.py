@@ -119,18 +119,28 @@ def _access_members(  # noqa: PLR0917 - one access record's fields, kept as a tu
     head: RequestHead | None,
     status: int,
     request_id: str,
-    address: tuple[str, int] | None,
+    peer: str,
     client: str,
     code: str | None,
     upstream: str | None,
     sent: int,
     seconds: float,
 ) -> str:
-    """An access record's JSON members: the same JSON that encoding a dict of them gives."""
-    method = (_METHODS.get(head.method) or _json(head.method)) if head else "null"
-    path = _json(head.path) if head else "null"
+    """An access record's JSON members: the same JSON that encoding a dict of them gives.
+
+    ``peer`` is JSON already (the connection's, made once).
+    """
+    if head is None:
+        method = path = "null"
+    else:
+        method = _METHODS.get(head.method) or _json(head.method)
+        target = head.target
+        if target[:1] == b"/" and b"?" not in target and b"#" not in target:
+            path = _json(target.decode("latin-1"))  # origin-form, no query: the path itself
+        else:
+            path = _json(head.path)
     return (
-        f'"event":"request","request_id":{_json(request_id)},"peer":{_json(_peer(address))},'
+        f'"event":"request","request_id":{_json(request_id)},"peer":{peer},'
         f'"method":{method},"path":{path},"status":{status},'
         f'"code":{_json(code) if code is not None else "null"},{client},'
         f'"upstream":{_json_name(upstream) if upstream is not None else "null"},'
@@ -250,6 +260,7 @@ class ClientConnection(asyncio.Protocol):
         "_parse_error",
         "_parser",
         "_paused",
+        "_peer_json",
         "_ssl",
         "_task",
         "_url",
@@ -292,6 +303,7 @@ class ClientConnection(asyncio.Protocol):
         self._fast: _FastRelay | None = None  # a request relayed by callbacks, in flight
         self._failure: ClientRequestError | None = None  # the fast path's, for the task
         self._xff = b""  # the fast path's X-Forwarded-* fields up to the request id, once made
+        self._peer_json = ""  # the access log's "peer", once made
         self.client_address: tuple[str, int] | None = None  # ASGI scope "client"
         self.server_address: tuple[str, int] | None = None  # ASGI scope "server"
         self.asgi_tls: dict[str, Any] | None = None  # the TLS extension, once per connection
@@ -839,9 +851,13 @@ class ClientConnection(asyncio.Protocol):
         client = view.log_fields if view is not None else _NO_CLIENT
         log.write_later(
             _access_members,
-            (head, status, request_id, self.client_address, client, code, upstream, sent,
-             time.monotonic() - started),
+            (head, status, request_id, self._peer_json or self._log_peer(), client, code,
+             upstream, sent, time.monotonic() - started),
         )  # fmt: skip
+
+    def _log_peer(self) -> str:
+        self._peer_json = _json(self.peer)
+        return self._peer_json
 
     async def _refuse(self, head: RequestHead, decision: Decision) -> None:
         request_id = self._request_id()

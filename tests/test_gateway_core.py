@@ -20,7 +20,7 @@ from mtlskit.gateway import (
     classify_handshake_error,
 )
 from mtlskit.gateway._asgi_scope import http_scope, response_head
-from mtlskit.gateway._connection import _FastResponse, _RequestIds, _ResponseCollector
+from mtlskit.gateway._connection import _FastExchange, _RequestIds, _ResponseCollector
 from mtlskit.gateway._http import (
     _NOT_UPSTREAM,
     NOT_DOWNSTREAM,
@@ -335,8 +335,8 @@ def test_fast_response_head_is_response_head(status, fields, chunked, method, ve
         body = b"5\r\nhello\r\n0\r\n\r\n"
     raw = b"HTTP/1.1 %d Some Reason\r\n" % status + framing_field
     raw += b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n" + body
-    fast = _FastResponse()
-    fast.parser = httptools.HttpResponseParser(fast)
+    fast = _FastExchange(conn=None)  # type: ignore[arg-type]  # parsing only
+    fast.begin(None, RequestHead(method, b"/", version, (), True), "rid")
     fast.parser.feed_data(raw)
     general = _ResponseCollector()
     general.parser = httptools.HttpResponseParser(general)

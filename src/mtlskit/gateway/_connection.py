@@ -300,7 +300,7 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # None while parked (see ``_serve``)
         self._idle_since = 0.0  # when the wait for the next request head began
         self._view: ClientView | None = None
-        self._fast: _FastRelay | None = None  # a request relayed by callbacks, in flight
+        self._fast: _FastExchange | None = None  # a request relayed by callbacks, in flight
         self._failure: ClientRequestError | None = None  # the fast path's, for the task
         self._xff = b""  # the fast path's X-Forwarded-* fields up to the request id, once made
         self._peer_json = ""  # the access log's "peer", once made
@@ -539,7 +539,7 @@ class ClientConnection(asyncio.Protocol):
         self,
         *,
         resumed: bool = False,
-        handover: _FastRelay | None = None,
+        handover: _FastExchange | None = None,
         head: RequestHead | None = None,
     ) -> None:
         """The connection's task: handshake and requests, or (``resumed``) requests only.
@@ -1183,7 +1183,11 @@ class ClientConnection(asyncio.Protocol):
         xff = self._xff or self._forwarding()
         # upstream_request_head's bytes, exactly (tests compare the two)
         wire = b"\r\n".join(lines) + xff + request_id.encode() + view.upstream_tail
-        relay = self._fast = _FastRelay(self, head, conn, request_id)
+        relay = conn.parsing
+        if relay is None:
+            relay = conn.parsing = _FastExchange(conn)
+        relay.begin(self, head, request_id)
+        self._fast = relay
         conn.protocol.sink = relay  # no timer: the gateway's idle sweep enforces read_timeout
         # Held to the end of the loop's pass (a failed write is the relay's EOF: 502).
         gateway.writes.later(conn.send, wire)
@@ -1217,45 +1221,44 @@ class ClientConnection(asyncio.Protocol):
         )
         return client_head, framing, wire_framing, keep_alive
 
-    def _fast_finish(self, relay: _FastRelay) -> None:
+    def _fast_finish(self, relay: _FastExchange) -> None:
         """A whole response arrived: send it in one TLS record and park again."""
-        response = relay.response
-        relay.conn.protocol.sink = None
+        conn = relay.conn
+        conn.protocol.sink = None
         self._fast = None
         gateway = self.gateway
         head = relay.head
-        conn = relay.conn
-        status = response.status
+        status = relay.status
         request_id = relay.request_id
         gateway.metrics.upstream_latency(time.monotonic() - relay.started)
         # (Close-delimited responses end only at EOF: they were handed over.)
         framing, wire_framing = relay_framing(
-            method=head.method, status=status, length=response.length, version=head.version
+            method=head.method, status=status, length=relay.length, version=head.version
         )
         keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
-        lines = response.lines
-        lines[0] = b"HTTP/1.1 %d " % status + response.reason
+        lines = relay.lines
+        lines[0] = b"HTTP/1.1 %d " % status + relay.reason
         parts = [
             finish_head(
                 lines,
                 framing=wire_framing,
-                length=response.length or 0,
+                length=relay.length or 0,
                 keep_alive=keep_alive,
                 request_id=request_id,
             )
         ]
         sent = 0
         if wire_framing is FRAMING_CHUNKED:
-            for body in response.body:
+            for body in relay.body:
                 sent += len(body)
                 parts.append(chunk(body))
             parts.append(chunk(b""))
         elif framing is not FRAMING_NONE:  # as is, or up to the close to an HTTP/1.0 client
-            for body in response.body:
+            for body in relay.body:
                 sent += len(body)
                 parts.append(body)
         # Bytes after the response (an upstream speaking out of turn): do not reuse it.
-        gateway.pool.release(conn, reusable=response.keep_alive and not response.trailing)
+        gateway.pool.release(conn, reusable=relay.keep_alive and not relay.trailing)
         transport = self.transport
         try:
             if transport is None or transport.is_closing():
@@ -1277,17 +1280,18 @@ class ClientConnection(asyncio.Protocol):
         if self._eof or self.incoming.pending or self._ssl.pending():
             self._fast_start()
 
-    def _fast_handover(self, relay: _FastRelay) -> None:
+    def _fast_handover(self, relay: _FastExchange) -> None:
         """Give a started response to the task: it re-reads the bytes from the start.
 
         Nothing has reached the client yet, so the streaming code (``_response``) sees
         the upstream's bytes as if it had read them itself, with what is left of the
         read timeout.
         """
-        relay.stop()
-        relay.conn.parsing = None  # stopped mid-response: the streaming code parses from here
+        conn = relay.conn
+        conn.protocol.sink = None
+        conn.parsing = None  # stopped mid-response: the streaming code parses from here
         relay.timeout = max(0.0, relay.last + self.gateway.read_timeout - time.monotonic())
-        reader = relay.conn.reader
+        reader = conn.reader
         for piece in relay.raw:
             reader.feed_data(piece)
         if relay.ended:
@@ -1321,105 +1325,59 @@ class ClientConnection(asyncio.Protocol):
 _FLUSH: Final = ClientConnection._flush  # a connection's held write (``WriteBatch``)
 
 
-class _FastRelay:
-    """One request relayed by callbacks: the upstream's bytes as they come, until complete.
+class _FastExchange:
+    """One upstream connection's keep-alive fast path: a request relayed by callbacks, and
+    its response parsed as the bytes come, the client's head fields picked on the way with
+    ``response_head``'s rules. Made once per upstream connection (llhttp parses one
+    response after another on it), begun again for each request.
 
-    The upstream connection's ``SinkProtocol`` hands its bytes here instead of to a
-    waiting coroutine; the raw bytes are kept (a response is at most ``_READ_SIZE``
-    here) so that a handover can replay them to the streaming code.
-    """
-
-    __slots__ = (
-        "conn",
-        "connection",
-        "ended",
-        "head",
-        "last",
-        "parser",
-        "raw",
-        "request_id",
-        "response",
-        "size",
-        "started",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        connection: ClientConnection,
-        head: RequestHead,
-        conn: UpstreamConnection,
-        request_id: str,
-    ) -> None:
-        self.connection = connection
-        self.head = head
-        self.conn = conn
-        self.request_id = request_id
-        kept = conn.parsing
-        if kept is None:  # llhttp parses one response after another on a kept-alive connection
-            response = _FastResponse()
-            conn.parsing = kept = (response, httptools.HttpResponseParser(response))
-            response.parser = kept[1]
-        else:
-            kept[0].reset()
-        self.response, self.parser = kept
-        self.raw: list[bytes] = []
-        self.size = 0
-        self.started = self.last = time.monotonic()
-        self.ended = False
-        self.timeout = 0.0  # what is left of the read timeout at a handover
-
-    def feed(self, data: bytes) -> None:
-        self.raw.append(data)
-        self.size += len(data)
-        self.last = time.monotonic()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.connection._fast_handover(self)  # the task re-parses and answers 502
-            return
-        response = self.response
-        if response.odd or response.trailing or self.size > _READ_SIZE:
-            self.connection._fast_handover(self)  # the streaming code's cases
-        elif response.complete:
-            self.connection._fast_finish(self)
-
-    def eof(self) -> None:
-        self.ended = True
-        self.connection._fast_handover(self)
-
-    def stop(self) -> None:
-        self.conn.protocol.sink = None
-
-
-class _FastResponse:
-    """httptools callbacks for one upstream response on the fast path: the client's head
-    fields are picked as they are parsed, with ``response_head``'s rules.
-
-    Anything the fast path does not relay itself sets ``odd``, and the streaming code
-    (``_response``, with ``_ResponseCollector``) re-parses the response from its start:
-    an interim or switching response (1xx), a Connection field naming other fields.
+    The connection's ``SinkProtocol`` hands its bytes here instead of to a waiting
+    coroutine. The raw bytes are kept (a response is at most ``_READ_SIZE`` here), so
+    that a handover can replay them to the streaming code (``_response``), which then
+    re-parses the response from its start: on a parse error, a large or close-delimited
+    response, bytes after it, an interim or switching response (1xx), or a Connection
+    field naming other fields (``odd``).
     """
 
     __slots__ = (
         "body",
         "complete",
+        "conn",
+        "connection",
+        "ended",
+        "head",
         "keep_alive",
+        "last",
         "length",
         "lines",
         "odd",
         "parser",
+        "raw",
         "reason",
+        "request_id",
+        "size",
+        "started",
         "status",
+        "timeout",
         "trailing",
     )
 
-    def __init__(self) -> None:
-        self.parser: httptools.HttpResponseParser | None = None
-        self.reset()
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.parser = httptools.HttpResponseParser(self)
 
-    def reset(self) -> None:
-        """Ready for the next response on the same connection (the parser is kept)."""
+    def begin(
+        self, connection: ClientConnection | None, head: RequestHead, request_id: str
+    ) -> None:
+        """Ready for ``head``'s response (the parser keeps its place between responses)."""
+        self.connection = connection
+        self.head = head
+        self.request_id = request_id
+        self.raw: list[bytes] = []
+        self.size = 0
+        self.started = self.last = time.monotonic()
+        self.ended = False
+        self.timeout = 0.0  # what is left of the read timeout at a handover
         self.lines: list[bytes] = [b""]  # [0]: the status line, set when it is sent
         self.body: list[bytes] = []
         self.reason = b""
@@ -1430,6 +1388,31 @@ class _FastResponse:
         self.complete = False
         self.trailing = False  # bytes after the response: an upstream not to reuse
 
+    # --- the upstream's bytes (``ResponseSink``) ---
+
+    def feed(self, data: bytes) -> None:
+        self.raw.append(data)
+        self.size += len(data)
+        self.last = time.monotonic()
+        connection = self.connection
+        assert connection is not None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            connection._fast_handover(self)  # the task re-parses and answers 502
+            return
+        if self.odd or self.trailing or self.size > _READ_SIZE:
+            connection._fast_handover(self)  # the streaming code's cases
+        elif self.complete:
+            connection._fast_finish(self)
+
+    def eof(self) -> None:
+        self.ended = True
+        assert self.connection is not None
+        self.connection._fast_handover(self)
+
+    # --- httptools callbacks ---
+
     def on_message_begin(self) -> None:
         if self.complete:
             self.trailing = True
@@ -1438,31 +1421,28 @@ class _FastResponse:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        keep = _DOWNSTREAM.get(name)
-        if keep is None:
-            keep = _downstream(name)
-        if keep:
+        kind = _DOWNSTREAM.get(name)
+        if kind is None:
+            kind = _downstream(name)
+        if kind == _PASS:
             self.lines.append(name + b": " + value)
-            return
-        size = len(name)  # the length first: lower() is a call, and most names differ in it
-        if size == 14 and name.lower() == b"content-length":
+        elif kind == _CONTENT_LENGTH:
             self.length = int(value) if value.strip().isdigit() else None
-        elif size == 17 and name.lower() == b"transfer-encoding":
+        elif kind == _TRANSFER_ENCODING:
             self.length = None
         elif (
-            size == 10
+            kind == _CONNECTION
             and value != b"keep-alive"
-            and name.lower() == b"connection"
             and not connection_tokens(value) <= NOT_DOWNSTREAM
         ):
             self.odd = True  # it names fields to drop (or close): response_head's case
 
     def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        self.status = status = self.parser.get_status_code()
+        parser = self.parser
+        self.status = status = parser.get_status_code()
         if status < 200:
             self.odd = True
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -1471,16 +1451,23 @@ class _FastResponse:
         self.complete = True
 
 
-# Response header names seen so far: whether each passes downstream (``_downstream``).
-_DOWNSTREAM: Final[dict[bytes, bool]] = {}
+# What the fast path does with a response header, by name (``_downstream``).
+_DROP, _PASS, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = range(5)
+_DOWNSTREAM: Final[dict[bytes, int]] = {}
 _DOWNSTREAM_LIMIT: Final = 10_000
+_SPECIAL: Final = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
 
 
-def _downstream(name: bytes) -> bool:
-    keep = name.lower() not in NOT_DOWNSTREAM
+def _downstream(name: bytes) -> int:
+    lower = name.lower()
+    kind = _SPECIAL.get(lower, _DROP if lower in NOT_DOWNSTREAM else _PASS)
     if len(_DOWNSTREAM) < _DOWNSTREAM_LIMIT:
-        _DOWNSTREAM[name] = keep
-    return keep
+        _DOWNSTREAM[name] = kind
+    return kind
 
 
 class _ResponseCollector:

@@ -46,4 +46,9 @@ def command(config_path: str, check: bool) -> int:
         load_generation(config)
         click.echo(f"{config_path}: ok")
         return 0
+    count = config.listen.worker_count
+    if count > 1:
+        from mtlskit.gateway._workers import run_workers
+
+        return run_workers(config, count)
     return run_gateway(Gateway(config))  # the config read once, as --check reads it

@@ -8,6 +8,7 @@ config names is ``_generation``'s job, because that is what a reload repeats.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,22 @@ class ListenConfig(_Section):
     cert: Path
     key: Path
     tls_versions: list[Literal["1.2", "1.3"]] = ["1.2", "1.3"]
+    # Processes serving the one listening socket, as nginx's worker_processes: a number,
+    # or "auto" for one per CPU core (``_workers``).
+    workers: int | Literal["auto"] = Field(default=1)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError('workers must be between 1 and 256, or "auto"')
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0)) or 1
+        return self.workers
 
     @field_validator("address")
     @classmethod

@@ -687,7 +687,7 @@ class ClientConnection(asyncio.Protocol):
             cipher = self.tls.cipher()
             version = self.tls.version()
             log.write_fields(
-                f'"event":"connection","peer":{_json(self.peer)},'
+                f'"event":"connection","peer":{_json(self.peer)},"pid":{gateway.pid},'
                 f'"tls_version":{_json(version) if version else "null"},'
                 f'"cipher":{_json(cipher[0]) if cipher else "null"},'
                 f'"handshake_ms":{round(handshake_ms, 3)!r},'

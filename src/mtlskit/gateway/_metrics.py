@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "metrics_response"]
 
 _BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FOLD_AT: Final = 4096  # observations kept as a list before they are counted
@@ -67,6 +68,34 @@ class Metrics:
         self._fold()
         return self._requests
 
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter and gauge as JSON data: what a worker tells the master (``_workers``)."""
+        self._fold()
+        return {
+            "handshakes": [[outcome, code, n] for (outcome, code), n in self.handshakes.items()],
+            "requests": [[status, n] for status, n in self._requests.items()],
+            "buckets": self._buckets,
+            "sum": self._sum,
+            "count": self._count,
+            "open_connections": self.open_connections,
+            "reloads": dict(self.reloads),
+        }
+
+    def add(self, snapshot: dict[str, Any], *, gauges: bool = True) -> None:
+        """Count a ``snapshot`` in (the master's sum over workers); ``gauges``: the open
+        connections too (not for a worker that has exited)."""
+        for outcome, code, n in snapshot["handshakes"]:
+            self.handshakes[(outcome, code)] += n
+        for status, n in snapshot["requests"]:
+            self._requests[status] += n
+        for i, n in enumerate(snapshot["buckets"]):
+            self._buckets[i] += n
+        self._sum += snapshot["sum"]
+        self._count += snapshot["count"]
+        if gauges:
+            self.open_connections += snapshot["open_connections"]
+        self.reloads.update(snapshot["reloads"])
+
     def render(self) -> bytes:
         self._fold()
         out = [
@@ -109,3 +138,16 @@ class Metrics:
             for result, count in sorted(self.reloads.items())
         ]
         return ("\n".join(out) + "\n").encode()
+
+
+def metrics_response(request: bytes, metrics: Callable[[], Metrics]) -> bytes:
+    """The whole HTTP response to a scrape's request head: ``/metrics`` in the text
+    format (``metrics`` is called only then), 404 for any other target."""
+    target = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+    if target.split(b"?")[0] == b"/metrics":
+        body = metrics().render()
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n"
+    else:
+        body = b"not found\n"
+        head = b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
+    return head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import socket
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 from mtlskit.errors import InputError
@@ -22,7 +26,7 @@ from mtlskit.gateway._config import GatewayConfig, parse_address
 from mtlskit.gateway._connection import ClientConnection, ClientView
 from mtlskit.gateway._generation import Generation, file_stamps, load_generation, watched_files
 from mtlskit.gateway._log import JsonLog
-from mtlskit.gateway._metrics import Metrics
+from mtlskit.gateway._metrics import Metrics, metrics_response
 from mtlskit.gateway._upstream import UpstreamPool
 from mtlskit.gateway._writes import WriteBatch
 
@@ -31,6 +35,7 @@ __all__ = ["Gateway"]
 _MEMO_LIMIT: Final = 10_000
 _MEMO_SECONDS: Final = 30.0
 _SWEEP_MAX: Final = 1.0  # seconds between idle sweeps at most (a parked one closes ≤ this late)
+_REPORT_SECONDS: Final = 1.0  # a worker's metrics reach its master at most this late
 
 
 class Gateway:
@@ -50,6 +55,7 @@ class Gateway:
         self.asgi: AsgiHost | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set by ``start``
         self.writes: WriteBatch  # set by ``start``: held writes need the loop
+        self.pid = os.getpid()  # set again by ``start``: the logs say which process spoke
         if app is not None or upstream.asgi is not None:  # in-process: ``app`` wins over config
             if app is None:
                 assert upstream.asgi is not None
@@ -185,20 +191,28 @@ class Gateway:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, sock: socket.socket | None = None) -> None:
+        """Listen; on ``sock`` if given (a worker of ``_workers``, whose master bound it and
+        serves the metrics), else on the configured address, with the metrics listener."""
         # Kept: asyncio.get_running_loop() checks the pid (a getpid syscall) on every call,
         # and connections asked for it per request.
         loop = self.loop = asyncio.get_running_loop()
         self.writes = WriteBatch(loop)
+        self.pid = os.getpid()  # the process's: a worker's own under ``_workers``
         if self.asgi is not None:
             await self.asgi.startup()  # before the first connection, as ASGI servers do
-        host, port = parse_address(self.config.listen.address)
-        server = await loop.create_server(
-            lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
-        )
+        if sock is not None:
+            server = await loop.create_server(
+                lambda: ClientConnection(self), sock=sock, backlog=1024
+            )
+        else:
+            host, port = parse_address(self.config.listen.address)
+            server = await loop.create_server(
+                lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
+            )
         self._servers.append(server)
         self.address = server.sockets[0].getsockname()[:2]
-        if self.config.metrics.address is not None:
+        if self.config.metrics.address is not None and sock is None:
             mhost, mport = parse_address(self.config.metrics.address)
             metrics_server = await asyncio.start_server(self._serve_metrics, mhost, mport)
             self._servers.append(metrics_server)
@@ -210,6 +224,7 @@ class Gateway:
             {
                 "event": "start",
                 "address": f"{self.address[0]}:{self.address[1]}",
+                "pid": self.pid,
                 "mode": self.generation.mode.value,
                 "generation": self.generation.number,
             }
@@ -258,7 +273,7 @@ class Gateway:
         self.pool.close()
         if self.asgi is not None:
             await self.asgi.shutdown()
-        self.connection_log.write({"event": "stop"})
+        self.connection_log.write({"event": "stop", "pid": self.pid})
         self._stopped.set()
 
     def close_logs(self) -> None:
@@ -266,17 +281,37 @@ class Gateway:
         if self.connection_log is not self.access_log:
             self.connection_log.close()
 
-    async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT (drain) with SIGHUP as reload; the CLI's main loop."""
-        await self.start()
+    async def serve(self, *, sock: socket.socket | None = None, stats: Path | None = None) -> None:
+        """Run until SIGTERM/SIGINT (drain) with SIGHUP as reload; the CLI's main loop.
+
+        A worker (``_workers``) serves its master's ``sock`` and writes its metrics to
+        ``stats`` every second and once more when it stops; the master sums them.
+        """
+        await self.start(sock=sock)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        if stats is not None:
+            self._tasks.append(loop.create_task(self._report(stats)))
         await stop.wait()
         await self.drain()
+        if stats is not None:
+            self._write_stats(stats)
         self.close_logs()
+
+    async def _report(self, stats: Path) -> None:
+        while True:
+            self._write_stats(stats)
+            await asyncio.sleep(_REPORT_SECONDS)
+
+    def _write_stats(self, stats: Path) -> None:
+        """The metrics snapshot, replaced whole (the master never reads half a file)."""
+        partial = stats.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            partial.write_text(json.dumps(self.metrics.snapshot()))
+            partial.replace(stats)
 
     # --- metrics endpoint ------------------------------------------------------------
 
@@ -285,14 +320,6 @@ class Gateway:
     ) -> None:
         with contextlib.suppress(Exception):
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            target = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if target.split(b"?")[0] == b"/metrics":
-                body = self.metrics.render()
-                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n"
-            else:
-                body = b"not found\n"
-                head = b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
-            writer.write(head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-            writer.write(body)
+            writer.write(metrics_response(request, lambda: self.metrics))
             await writer.drain()
         writer.close()

@@ -1166,8 +1166,8 @@ class ClientConnection(asyncio.Protocol):
         assert view is not None
         policy = generation.policy
         if lines is None or (
-            view.decision.accepted
-            and policy is not None
+            policy is not None
+            and view.decision.accepted
             and not policy.authorize(view.decision, method=head.method, path=head.path).accepted
         ):
             self.resume()
@@ -1230,7 +1230,8 @@ class ClientConnection(asyncio.Protocol):
         head = relay.head
         status = relay.status
         request_id = relay.request_id
-        gateway.metrics.upstream_latency(time.monotonic() - relay.started)
+        started = relay.started
+        gateway.metrics.response(status, time.monotonic() - started)
         # (Close-delimited responses end only at EOF: they were handed over.)
         framing, wire_framing = relay_framing(
             method=head.method, status=status, length=relay.length, version=head.version
@@ -1270,9 +1271,10 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         gateway.writes.later(_FLUSH, self)  # a full buffer then: the next request, the task's
-        self._finish(head, status, request_id, relay.started, conn.upstream.url, sent,
-                     keep_alive)  # fmt: skip
-        if self.life.state is _CLOSED_STATE:
+        if gateway.access_log.enabled:  # ``_finish``'s, with the metrics counted above
+            self._access(head, status, request_id, started=started, upstream=conn.upstream.url,
+                         sent=sent)  # fmt: skip
+        if self.life.handle(_RESPONSE_DONE if keep_alive else _CLOSE) is _CLOSED_STATE:
             gateway.unpark(self)
             self._close()
             return

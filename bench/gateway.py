@@ -110,7 +110,8 @@ http {{
 }}
 """
         )
-        # $connection per request: how many TLS connections carried the requests.
+        # A JSON line per request with the facts the gateway's access log has (as a real
+        # mTLS deployment logs them), and $connection: the TLS connections that carried them.
         (d / "nginx.conf").write_text(
             f"""
 worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx-error.log;
@@ -118,8 +119,13 @@ worker_rlimit_nofile {NOFILE};
 events {{ worker_connections {NOFILE}; }}
 http {{
   {temp}
-  log_format conn '$connection $connection_requests $status';
-  access_log {d}/nginx-access.log conn buffer=64k flush=1s;
+  log_format mtls escape=json '{{"time":"$time_iso8601","event":"request",'
+    '"request_id":"$request_id","peer":"$remote_addr:$remote_port",'
+    '"method":"$request_method","path":"$uri","status":$status,'
+    '"identity":"$ssl_client_s_dn","verified":"$ssl_client_verify",'
+    '"upstream":"$upstream_addr","bytes_sent":$bytes_sent,'
+    '"request_time":$request_time,"connection":$connection}}';
+  access_log {d}/nginx-access.log mtls buffer=64k flush=1s;
   keepalive_requests 1000000; keepalive_timeout 600s; client_header_timeout 600s;
   upstream backend {{ server 127.0.0.1:{self.backend}; keepalive 64; }}
   server {{
@@ -212,8 +218,8 @@ connection = "connection.log"
         path = self.dir / "nginx-access.log"
         if not path.exists():
             return 0, 0
-        lines = path.read_text().split("\n")
-        return len([x for x in lines if x]), len({x.split(" ")[0] for x in lines if x})
+        connections = re.findall(r'"connection":(\d+)', path.read_text())
+        return len(connections), len(set(connections))
 
     def nginx_active(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/", timeout=5) as r:

@@ -250,7 +250,9 @@ def test_in_process_allow_missing_mode_app_decides(tmp_path, acme):
         server.stop()
 
 
-def test_mtlskit_serve_command_short_form(site, leaf, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_mtlskit_serve_command_short_form(site, leaf, tmp_path, workers):
+    """The command, in one process and with a master and two workers (``[listen] workers``)."""
     (tmp_path / "served_app.py").write_text(
         "from test_asgi import make_app\napp = make_app()\n", encoding="utf-8"
     )
@@ -258,6 +260,8 @@ def test_mtlskit_serve_command_short_form(site, leaf, tmp_path):
     config = site.dir / "gateway.toml"
     text = config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}")
     text = text.replace('urls = ["http://127.0.0.1:9"]', "")
+    text = text.replace("[listen]\n", f"[listen]\nworkers = {workers}\n")
+    assert f"workers = {workers}" in text
     config.write_text(text)
     tests_dir = Path(__file__).parent
     process = subprocess.Popen(
@@ -268,9 +272,10 @@ def test_mtlskit_serve_command_short_form(site, leaf, tmp_path):
     )
     try:
         _wait_for(port, process, "mtlskit serve")
-        with _client(site, leaf) as client:
-            body = client.get(f"https://localhost:{port}/whoami").json()
-        assert body["id"] == SPIFFE and body["tls"]["client_cert_error"] is None
+        for _ in range(4):  # a new connection each: with two workers, either may answer
+            with _client(site, leaf) as client:
+                body = client.get(f"https://localhost:{port}/whoami").json()
+            assert body["id"] == SPIFFE and body["tls"]["client_cert_error"] is None
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0

@@ -10,7 +10,7 @@ import asyncio
 
 import click
 
-from mtlskit.gateway import Gateway, load_config
+from mtlskit.gateway import Gateway, GatewayConfig, load_config
 
 
 def run_gateway(gateway: Gateway) -> int:
@@ -46,9 +46,14 @@ def command(config_path: str, check: bool) -> int:
         load_generation(config)
         click.echo(f"{config_path}: ok")
         return 0
+    return run_configured(config)  # the config read once, as --check reads it
+
+
+def run_configured(config: GatewayConfig) -> int:
+    """One gateway process, or with ``[listen] workers`` > 1 a master and its workers."""
     count = config.listen.worker_count
     if count > 1:
         from mtlskit.gateway._workers import run_workers
 
         return run_workers(config, count)
-    return run_gateway(Gateway(config))  # the config read once, as --check reads it
+    return run_gateway(Gateway(config))

@@ -14,8 +14,8 @@ import sys
 
 import click
 
-from mtlskit.cli.gateway import run_gateway
-from mtlskit.gateway import Gateway, load_config
+from mtlskit.cli.gateway import run_configured
+from mtlskit.gateway import load_config
 
 
 @click.command("serve")
@@ -40,4 +40,4 @@ def command(app: str, config_path: str, app_dir: str) -> int:
     if path not in sys.path:
         sys.path.insert(0, path)
     config = load_config(config_path, asgi=app)
-    return run_gateway(Gateway(config))  # imports APP first: an import error is exit 2
+    return run_configured(config)  # imports APP first: an import error is exit 2

@@ -28,6 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Final
 
+from mtlskit.gateway._asgi import load_app
 from mtlskit.gateway._config import GatewayConfig, parse_address
 from mtlskit.gateway._generation import load_generation
 from mtlskit.gateway._log import JsonLog
@@ -81,6 +82,9 @@ class Master:
 
     def run(self) -> int:
         load_generation(self.config)  # every file readable and valid, or exit 2 now
+        upstream = self.config.upstream
+        if upstream.asgi is not None:  # ``mtlskit serve``: import errors are exit 2 here too;
+            load_app(upstream.asgi, app_dir=upstream.app_dir)  # the workers inherit the module
         try:
             self.sock = _listen(self.config.listen.address)
             self._setup()

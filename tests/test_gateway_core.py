@@ -361,3 +361,29 @@ def test_fast_response_head_is_response_head(status, fields, chunked, method, ve
     args = {"framing": wire_framing, "length": fast.length or 0, "keep_alive": True,
             "request_id": "rid"}  # fmt: skip
     assert finish_head(lines, **args) == http_response_head(status, reason, g_headers, **args)
+
+
+def test_write_batch_holds_writes_to_the_end_of_the_loop_pass_in_order():
+    import asyncio
+
+    from mtlskit.gateway._writes import WriteBatch
+
+    async def go() -> list[object]:
+        loop = asyncio.get_running_loop()
+        batch = WriteBatch(loop)
+        made: list[object] = []
+        batch.later(made.append, "upstream request")
+        batch.later(made.append, "client response")
+        assert made == []  # held: nothing written inside the callback that asked
+        loop.call_soon(made.append, "a callback scheduled after them")
+        await asyncio.sleep(0)
+        batch.later(made.append, "next pass")
+        await asyncio.sleep(0)
+        return made
+
+    assert asyncio.run(go()) == [
+        "upstream request",
+        "client response",
+        "a callback scheduled after them",
+        "next pass",
+    ]

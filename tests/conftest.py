@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
+from _gateway_support import EchoBackend, Site
 from mtlskit.cli import main
 from mtlskit.testca import IssuedCert, LeafSpec, TestCA
 
@@ -48,6 +51,20 @@ def ca() -> TestCA:
 @pytest.fixture(scope="session")
 def clean_leaf(ca: TestCA) -> IssuedCert:
     return ca.issue(CLEAN)
+
+
+@pytest.fixture(scope="session")
+def gateway_server_ca() -> trustme.CA:
+    """The CA of the gateway sites' server certificates (clients trust it)."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def echo_site(tmp_path: Path, gateway_server_ca: trustme.CA) -> Iterator[Site]:
+    """A gateway site (``_gateway_support.Site``) with its own echo backend, stopped after."""
+    backend = EchoBackend()
+    yield Site(dir=tmp_path, server_ca=gateway_server_ca, backend=backend)
+    backend.stop()
 
 
 def write(path: Path, data: bytes) -> Path:

@@ -14,28 +14,19 @@ import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
-import trustme
 
-from _gateway_support import EchoBackend, GatewayThread, Site, write_config
+from _gateway_support import GatewayThread, Site, write_config
 from conftest import SPIFFE_ID
 from mtlskit.testca import IssuedCert, TestCA
 
 KEEP = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def server_ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-def site(tmp_path: Path, server_ca: trustme.CA) -> Iterator[Site]:
-    backend = EchoBackend()
-    yield Site(dir=tmp_path, server_ca=server_ca, backend=backend)
-    backend.stop()
+def site(echo_site: Site) -> Site:
+    return echo_site
 
 
 @pytest.fixture

@@ -10,30 +10,21 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from _gateway_support import EchoBackend, Site, https_request, write_config
+from _gateway_support import Site, https_request, write_config
 from conftest import SPIFFE_ID
 from mtlskit.testca import LeafSpec, TestCA
 
 GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def server_ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-def site(tmp_path: Path, server_ca: trustme.CA) -> Iterator[Site]:
-    backend = EchoBackend()
-    yield Site(dir=tmp_path, server_ca=server_ca, backend=backend)
-    backend.stop()
+def site(echo_site: Site) -> Site:
+    return echo_site
 
 
 def _port() -> int:

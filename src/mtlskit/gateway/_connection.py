@@ -1327,7 +1327,24 @@ class ClientConnection(asyncio.Protocol):
 _FLUSH: Final = ClientConnection._flush  # a connection's held write (``WriteBatch``)
 
 
-class _FastExchange:
+class _ResponseStart:
+    """The httptools callbacks both response parsers share: the reason phrase, and bytes
+    after a complete response (an upstream out of step, not to be reused)."""
+
+    __slots__ = ()
+    complete: bool
+    trailing: bool
+    reason: bytes
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+
+class _FastExchange(_ResponseStart):
     """One upstream connection's keep-alive fast path: a request relayed by callbacks, and
     its response parsed as the bytes come, the client's head fields picked on the way with
     ``response_head``'s rules. Made once per upstream connection (llhttp parses one
@@ -1415,13 +1432,6 @@ class _FastExchange:
 
     # --- httptools callbacks ---
 
-    def on_message_begin(self) -> None:
-        if self.complete:
-            self.trailing = True
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         kind = _DOWNSTREAM.get(name)
         if kind is None:
@@ -1472,7 +1482,7 @@ def _downstream(name: bytes) -> int:
     return kind
 
 
-class _ResponseCollector:
+class _ResponseCollector(_ResponseStart):
     """httptools callbacks for one upstream response, turned into events."""
 
     def __init__(self) -> None:
@@ -1491,13 +1501,6 @@ class _ResponseCollector:
         self.interim = False  # inside a 1xx response, which is not relayed
         self.complete = False
         self.trailing = False  # bytes after the response: an upstream not to reuse
-
-    def on_message_begin(self) -> None:
-        if self.complete:
-            self.trailing = True
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name)  # the length first: lower() is a call, and most names differ in it

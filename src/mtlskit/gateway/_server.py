@@ -89,6 +89,7 @@ class Gateway:
         self._views: dict[tuple[int, tuple[bytes, ...]], ClientView] = {}
         self._spoofable: tuple[int, dict[bytes, bytes]] = (-1, {})
         self._servers: list[asyncio.AbstractServer] = []
+        self._channel: socket.socket | None = None  # a worker's, from its master
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
@@ -191,9 +192,10 @@ class Gateway:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    async def start(self, *, sock: socket.socket | None = None) -> None:
-        """Listen; on ``sock`` if given (a worker of ``_workers``, whose master bound it and
-        serves the metrics), else on the configured address, with the metrics listener."""
+    async def start(self, *, channel: socket.socket | None = None) -> None:
+        """Listen on the configured address, with the metrics listener; or, as a worker of
+        ``_workers``, take the connections its master accepted from ``channel`` (the
+        master serves the metrics)."""
         # Kept: asyncio.get_running_loop() checks the pid (a getpid syscall) on every call,
         # and connections asked for it per request.
         loop = self.loop = asyncio.get_running_loop()
@@ -201,22 +203,23 @@ class Gateway:
         self.pid = os.getpid()  # the process's: a worker's own under ``_workers``
         if self.asgi is not None:
             await self.asgi.startup()  # before the first connection, as ASGI servers do
-        if sock is not None:
-            server = await loop.create_server(
-                lambda: ClientConnection(self), sock=sock, backlog=1024
-            )
+        if channel is not None:
+            self._channel = channel
+            channel.setblocking(False)
+            loop.add_reader(channel.fileno(), self._adopt_connections)
+            self.address = parse_address(self.config.listen.address)
         else:
             host, port = parse_address(self.config.listen.address)
             server = await loop.create_server(
                 lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
             )
-        self._servers.append(server)
-        self.address = server.sockets[0].getsockname()[:2]
-        if self.config.metrics.address is not None and sock is None:
-            mhost, mport = parse_address(self.config.metrics.address)
-            metrics_server = await asyncio.start_server(self._serve_metrics, mhost, mport)
-            self._servers.append(metrics_server)
-            self.metrics_address = metrics_server.sockets[0].getsockname()[:2]
+            self._servers.append(server)
+            self.address = server.sockets[0].getsockname()[:2]
+            if self.config.metrics.address is not None:
+                mhost, mport = parse_address(self.config.metrics.address)
+                metrics_server = await asyncio.start_server(self._serve_metrics, mhost, mport)
+                self._servers.append(metrics_server)
+                self.metrics_address = metrics_server.sockets[0].getsockname()[:2]
         self._tasks.append(loop.create_task(self.pool.health_loop()))
         if self.config.reload.poll_interval > 0:
             self._tasks.append(loop.create_task(self._poll_files()))
@@ -229,6 +232,41 @@ class Gateway:
                 "generation": self.generation.number,
             }
         )
+
+    def _adopt_connections(self) -> None:
+        """Connections the master accepted and passed over the channel (SCM_RIGHTS)."""
+        channel = self._channel
+        assert channel is not None and self.loop is not None
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(channel, 64, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message and not fds:  # the master has gone: accept nothing more
+                self._close_channel()
+                return
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                if self.draining:
+                    sock.close()
+                else:
+                    self._tasks = [task for task in self._tasks if not task.done()]
+                    self._tasks.append(self.loop.create_task(self._adopt(sock)))
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        assert self.loop is not None
+        try:
+            await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)
+        except OSError:  # the client left before it was adopted
+            sock.close()
+
+    def _close_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and self.loop is not None:
+            self.loop.remove_reader(channel.fileno())
+            channel.close()
 
     def reload(self) -> bool:
         """Re-read every file; swap atomically on success, keep the old generation on failure."""
@@ -255,6 +293,7 @@ class Gateway:
     async def drain(self, timeout: float | None = None) -> None:
         """Stop accepting, close idle connections, give busy ones ``timeout`` seconds."""
         self.draining = True
+        self._close_channel()
         for server in self._servers:
             server.close()
         for connection in list(self.connections):
@@ -281,13 +320,16 @@ class Gateway:
         if self.connection_log is not self.access_log:
             self.connection_log.close()
 
-    async def serve(self, *, sock: socket.socket | None = None, stats: Path | None = None) -> None:
+    async def serve(
+        self, *, channel: socket.socket | None = None, stats: Path | None = None
+    ) -> None:
         """Run until SIGTERM/SIGINT (drain) with SIGHUP as reload; the CLI's main loop.
 
-        A worker (``_workers``) serves its master's ``sock`` and writes its metrics to
-        ``stats`` every second and once more when it stops; the master sums them.
+        A worker (``_workers``) takes its connections from its master's ``channel`` and
+        writes its metrics to ``stats`` every second and once more when it stops; the
+        master sums them.
         """
-        await self.start(sock=sock)
+        await self.start(channel=channel)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGHUP, self.reload)

@@ -647,8 +647,9 @@ def _section(
     ]
     body = "\n".join(
         [
-            f'**On every core** ({cores}): mtlskit `workers = "auto"` (a master and {cores} '
-            f"gateway processes on one socket) against nginx `worker_processes auto` ({cores} "
+            f'**On every core** ({cores}): mtlskit `workers = "auto"` (a master handing '
+            f"connections to {cores} gateway processes in turn) against nginx "
+            f"`worker_processes auto` ({cores} "
             "workers), each proxy alone on the machine in turn with the same backend and "
             "load tools; medians of "
             f"{'1 run' if quick else '3 interleaved runs'}. This is how both are run in "

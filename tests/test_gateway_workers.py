@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -177,4 +178,32 @@ def test_a_stalled_metrics_scraper_does_not_hold_up_clients(site, running, clean
             assert https_request(gateway.port, context, GET, timeout=2).startswith(b"HTTP/1.1 200 ")
         stalled.sendall(b"ics HTTP/1.1\r\nHost: x\r\n\r\n")
         assert stalled.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    assert gateway.stop() == 0
+
+
+def test_a_session_resumes_on_its_own_worker_and_falls_back_elsewhere(site, running, ca):
+    """Each worker has its own ticket keys and chain memo: a ticket from another worker is
+    a full handshake (never a resumed session without the chain it was verified with)."""
+    leaf = ca.issue(LeafSpec(uris=(SPIFFE_ID,)))
+    gateway = running(2, '[client_auth]\ntrust = ["trust.pem"]\n[forward]\nformats = ["verdict"]\n')
+    context = site.client_context(leaf)
+
+    def request(session=None):
+        with (
+            socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname="localhost", session=session) as tls,
+        ):
+            tls.sendall(GET)
+            out = b""
+            while chunk := tls.recv(65536):
+                out += chunk
+            assert out.startswith(b"HTTP/1.1 200 ")
+            echoed = json.loads(out.partition(b"\r\n\r\n")[2])["headers"]
+            assert {k.lower(): v for k, v in echoed}["x-mtlskit-client-identity"] == SPIFFE_ID
+            return tls.session, tls.session_reused
+
+    first, _ = request()  # worker A (the master hands connections out in turn)
+    _, on_b = request(first)  # worker B: A's ticket means nothing there
+    _, on_a = request(first)  # worker A again
+    assert (on_b, on_a) == (False, True)
     assert gateway.stop() == 0

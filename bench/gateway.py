@@ -662,7 +662,9 @@ def _section(
             "Both proxies verify the client certificate and relay to the same backend (a "
             "separate one-worker nginx answering `ok`); nginx runs **one worker**, mtlskit "
             "**one gateway process** (uvloop). Load tools: `openssl s_time -new` for full "
-            "handshakes, `ab -E` (client certificate) for the rest; medians of "
+            "handshakes, `ab -E` (client certificate) for the rest. Both write a JSON access line "
+            "per request with the same facts (nginx: `log_format ... escape=json` with the "
+            "client's DN and verify result); medians of "
             f"{'1 run' if quick else '3 interleaved runs'} where stated.",
             "",
             table(["load", "mtlskit req/s", "nginx req/s", "ratio"], rows),

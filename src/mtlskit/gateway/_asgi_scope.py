@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Iterable, Mapping
-from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -36,6 +35,7 @@ from mtlskit.gateway._http import (
     FRAMING_LENGTH,
     FRAMING_NONE,
     NOT_DOWNSTREAM,
+    STATUS_LINES,
     Framing,
     RequestHead,
     connection_tokens,
@@ -54,9 +54,6 @@ __all__ = [
 ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.4"}  # 2.4: send raises on disconnect
 LIFESPAN_VERSION: Final = {"version": "3.0", "spec_version": "2.0"}
 _NO_BODY: Final = frozenset({204, 304})
-_STATUS_LINES: Final = {
-    code.value: b"HTTP/1.1 %d %s" % (code.value, code.phrase.encode()) for code in HTTPStatus
-}
 _SPECIAL: Final = re.compile(rb"[?#%]")  # a target with none of these is its own path
 
 
@@ -141,7 +138,7 @@ def response_head(  # noqa: PLR0917 - one response's facts, passed once
     body framed by the gateway), Connection (``close`` closes the connection after;
     the fields it names go too), the other hop-by-hop fields and X-Request-Id.
     """
-    lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status]
+    lines = [STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status]
     length: int | None = None
     close = False
     tokens: set[bytes] = set()

@@ -29,6 +29,7 @@ from mtlskit.gateway._http import (
     FRAMING_CHUNKED,
     FRAMING_NONE,
     NOT_DOWNSTREAM,
+    STATUS_LINES,
     ClientRequestError,
     Framing,
     RequestHead,
@@ -1238,7 +1239,7 @@ class ClientConnection(asyncio.Protocol):
         )
         keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
         lines = relay.lines
-        lines[0] = b"HTTP/1.1 %d " % status + relay.reason
+        lines[0] = STATUS_LINES[status]  # as ``response_head`` writes it
         parts = [
             finish_head(
                 lines,
@@ -1328,20 +1329,16 @@ _FLUSH: Final = ClientConnection._flush  # a connection's held write (``WriteBat
 
 
 class _ResponseStart:
-    """The httptools callbacks both response parsers share: the reason phrase, and bytes
-    after a complete response (an upstream out of step, not to be reused)."""
+    """The httptools callback both response parsers share: bytes after a complete
+    response (an upstream out of step, not to be reused)."""
 
     __slots__ = ()
     complete: bool
     trailing: bool
-    reason: bytes
 
     def on_message_begin(self) -> None:
         if self.complete:
             self.trailing = True
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
 
 
 class _FastExchange(_ResponseStart):
@@ -1372,7 +1369,6 @@ class _FastExchange(_ResponseStart):
         "odd",
         "parser",
         "raw",
-        "reason",
         "request_id",
         "size",
         "started",
@@ -1399,7 +1395,6 @@ class _FastExchange(_ResponseStart):
         self.timeout = 0.0  # what is left of the read timeout at a handover
         self.lines: list[bytes] = [b""]  # [0]: the status line, set when it is sent
         self.body: list[bytes] = []
-        self.reason = b""
         self.status = 0
         self.length: int | None = None  # None: chunked, or up to EOF
         self.keep_alive = False
@@ -1452,7 +1447,7 @@ class _FastExchange(_ResponseStart):
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.status = status = parser.get_status_code()
-        if status < 200:
+        if status < 200 or status not in STATUS_LINES:  # 1xx; a reason phrase to pass on
             self.odd = True
         self.keep_alive = parser.should_keep_alive()
 
@@ -1501,6 +1496,9 @@ class _ResponseCollector(_ResponseStart):
         self.interim = False  # inside a 1xx response, which is not relayed
         self.complete = False
         self.trailing = False  # bytes after the response: an upstream not to reuse
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason  # passed on for a status without a name (``STATUS_LINES``)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name)  # the length first: lower() is a call, and most names differ in it

@@ -22,6 +22,7 @@ __all__ = [
     "FRAMING_NONE",
     "HOP_BY_HOP",
     "NOT_DOWNSTREAM",
+    "STATUS_LINES",
     "ClientRequestError",
     "Framing",
     "RequestHead",
@@ -68,6 +69,12 @@ NOT_DOWNSTREAM: Final = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 _FRAMING_NAME_SIZES: Final = frozenset({4, 14, 17})  # host, content-length, transfer-encoding
 _BODYLESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# The status line for every status Python names. A proxy writes its own for these, as
+# nginx and Envoy do (RFC 9112 §4: a client ignores the reason phrase); only a status
+# without a name passes its upstream's reason phrase on.
+STATUS_LINES: Final = {
+    code.value: b"HTTP/1.1 %d %s" % (code.value, code.phrase.encode()) for code in HTTPStatus
+}
 
 # What a request header is to ``fast_upstream_head``, by its name alone.
 KIND_KEEP: Final = 0  # forwarded as is
@@ -337,7 +344,7 @@ def response_head(
     tokens = _connection_tokens(headers)
     if not tokens <= drop:
         drop = drop | tokens
-    lines = [b"HTTP/1.1 %d " % status + (reason or b"")]
+    lines = [STATUS_LINES.get(status) or b"HTTP/1.1 %d " % status + (reason or b"")]
     lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
     return finish_head(
         lines, framing=framing, length=length, keep_alive=keep_alive, request_id=request_id

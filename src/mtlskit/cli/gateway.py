@@ -6,22 +6,9 @@ A bad config is exit 2 with one line naming the file and the key.
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
 from mtlskit.gateway import Gateway, GatewayConfig, load_config
-
-
-def run_gateway(gateway: Gateway) -> int:
-    """Serve until SIGTERM (drain) or SIGINT, on uvloop when it is installed; exit 0."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(gateway.serve())
-    else:
-        uvloop.run(gateway.serve())
-    return 0
 
 
 @click.command("gateway")
@@ -56,4 +43,5 @@ def run_configured(config: GatewayConfig) -> int:
         from mtlskit.gateway._workers import run_workers
 
         return run_workers(config, count)
-    return run_gateway(Gateway(config))
+    Gateway(config).run()  # until SIGTERM (drain) or SIGINT
+    return 0

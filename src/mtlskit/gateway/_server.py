@@ -55,7 +55,7 @@ class Gateway:
         self.asgi: AsgiHost | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set by ``start``
         self.writes: WriteBatch  # set by ``start``: held writes need the loop
-        self.pid = os.getpid()  # set again by ``start``: the logs say which process spoke
+        self.pid = os.getpid()  # the logs say which process spoke (a worker is made after fork)
         if app is not None or upstream.asgi is not None:  # in-process: ``app`` wins over config
             if app is None:
                 assert upstream.asgi is not None
@@ -200,7 +200,6 @@ class Gateway:
         # and connections asked for it per request.
         loop = self.loop = asyncio.get_running_loop()
         self.writes = WriteBatch(loop)
-        self.pid = os.getpid()  # the process's: a worker's own under ``_workers``
         if self.asgi is not None:
             await self.asgi.startup()  # before the first connection, as ASGI servers do
         if channel is not None:
@@ -342,6 +341,15 @@ class Gateway:
         if stats is not None:
             self._write_stats(stats)
         self.close_logs()
+
+    def run(self, *, channel: socket.socket | None = None, stats: Path | None = None) -> None:
+        """``serve`` to the end, on uvloop when it is installed (the CLI's and a worker's)."""
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(self.serve(channel=channel, stats=stats))
+        else:
+            uvloop.run(self.serve(channel=channel, stats=stats))
 
     async def _report(self, stats: Path) -> None:
         while True:

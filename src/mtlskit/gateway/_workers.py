@@ -56,19 +56,6 @@ def _listen(address: str) -> socket.socket:
     return sock
 
 
-def _serve_worker(config: GatewayConfig, channel: socket.socket, stats: Path) -> None:
-    """A worker's life, in the forked child: one ``Gateway`` until SIGTERM."""
-    gateway = Gateway(config)
-    try:
-        import uvloop
-    except ImportError:
-        import asyncio
-
-        asyncio.run(gateway.serve(channel=channel, stats=stats))
-    else:
-        uvloop.run(gateway.serve(channel=channel, stats=stats))
-
-
 class _Scrape:
     """One /metrics request being read without blocking the master."""
 
@@ -150,6 +137,12 @@ class Master:
         for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self._release()
+        shutil.rmtree(self.stats, ignore_errors=True)
+
+    def _release(self, *more: socket.socket) -> None:
+        """Give up the master's signal handling, pipe and sockets (``more`` too): at the
+        end, and in a new worker, which must hold none of them."""
         signal.set_wakeup_fd(-1)
         for number in _SIGNALS:
             signal.signal(number, signal.SIG_DFL)
@@ -157,12 +150,11 @@ class Master:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        for sock in (self.sock, self._metrics_sock, *self._channels.values()):
+        for sock in (self.sock, self._metrics_sock, *self._channels.values(), *more):
             if sock is not None:
                 sock.close()
         for scrape in self._scrapes.values():
             scrape.conn.close()
-        shutil.rmtree(self.stats, ignore_errors=True)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -253,19 +245,9 @@ class Master:
             self.workers[pid] = slot
             return
         code = 1
-        try:  # the child: none of the master's signal handling, pipe or sockets
-            signal.set_wakeup_fd(-1)
-            for number in _SIGNALS:
-                signal.signal(number, signal.SIG_DFL)
-            self._selector.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            for sock in (self.sock, self._metrics_sock, ours, *self._channels.values()):
-                if sock is not None:
-                    sock.close()
-            for scrape in self._scrapes.values():
-                scrape.conn.close()
-            _serve_worker(self.config, theirs, self.stats / f"{os.getpid()}.json")
+        try:  # the child
+            self._release(ours)
+            Gateway(self.config).run(channel=theirs, stats=self.stats / f"{os.getpid()}.json")
             code = 0
         except BaseException:
             traceback.print_exc()

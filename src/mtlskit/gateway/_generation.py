@@ -22,7 +22,7 @@ from mtlskit.authz import Policy
 from mtlskit.certs import Fingerprint, chain_pem, load_certificates
 from mtlskit.errors import ConfigError
 from mtlskit.files import check_secret_permissions, read_bytes
-from mtlskit.forward import ForwardConfig, sanitize_headers
+from mtlskit.forward import ForwardConfig, is_spoofable
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
 from mtlskit.gateway._http import header_kind
 from mtlskit.gateway._tls import server_context
@@ -56,8 +56,7 @@ class Generation:
 
     def classify_header(self, name: bytes) -> int:
         """``header_kind`` for a name not yet in ``header_kinds``; memoized, bounded."""
-        spoofable = not sanitize_headers([(name, b"")], also=self.forward.sanitized_names)
-        kind = header_kind(name, spoofable=spoofable)
+        kind = header_kind(name, spoofable=is_spoofable(name, self.forward.sanitized_names))
         if len(self.header_kinds) < _KINDS_LIMIT:
             self.header_kinds[name] = kind
         return kind

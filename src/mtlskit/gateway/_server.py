@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from mtlskit.errors import InputError
-from mtlskit.forward import sanitize_headers
+from mtlskit.forward import is_spoofable
 from mtlskit.gateway._asgi import AsgiApp, AsgiHost, load_app
 from mtlskit.gateway._config import GatewayConfig, parse_address
 from mtlskit.gateway._connection import ClientConnection, ClientView
@@ -149,9 +149,7 @@ class Gateway:
         for name, value in headers:
             kept = memo.get(name)
             if kept is None:
-                spoofable = not sanitize_headers(
-                    [(name, b"")], also=generation.forward.sanitized_names
-                )
+                spoofable = is_spoofable(name, generation.forward.sanitized_names)
                 kept = b"" if spoofable else name.lower()
                 if len(memo) < _MEMO_LIMIT:
                     memo[name] = kept

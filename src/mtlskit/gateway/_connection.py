@@ -1232,7 +1232,7 @@ class ClientConnection(asyncio.Protocol):
         status = relay.status
         request_id = relay.request_id
         started = relay.started
-        gateway.metrics.response(status, time.monotonic() - started)
+        gateway.metrics.upstream_latency(time.monotonic() - started)
         # (Close-delimited responses end only at EOF: they were handed over.)
         framing, wire_framing = relay_framing(
             method=head.method, status=status, length=relay.length, version=head.version
@@ -1272,10 +1272,8 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         gateway.writes.later(_FLUSH, self)  # a full buffer then: the next request, the task's
-        if gateway.access_log.enabled:  # ``_finish``'s, with the metrics counted above
-            self._access(head, status, request_id, started=started, upstream=conn.upstream.url,
-                         sent=sent)  # fmt: skip
-        if self.life.handle(_RESPONSE_DONE if keep_alive else _CLOSE) is _CLOSED_STATE:
+        self._finish(head, status, request_id, started, conn.upstream.url, sent, keep_alive)
+        if self.life.state is _CLOSED_STATE:
             gateway.unpark(self)
             self._close()
             return

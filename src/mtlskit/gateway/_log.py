@@ -72,18 +72,12 @@ class JsonLog:
     def write_later(self, render: Callable[..., str], args: tuple[Any, ...]) -> None:
         """A record whose members ``render(*args)`` formats when the buffer is written.
 
-        For the access log: formatting each line as it happens, between the TLS and
-        HTTP work of a request, cost several times what the same formatting costs in one
-        loop over a batch at flush time (measured: ~7 µs against ~1.5 µs per line).
-        ``args`` must not change until then.
+        For the access log: a tuple per request, the JSON made in one loop over the batch
+        when it is written. Formatting each line between a request's TLS and HTTP work
+        cost the gateway 15,600 against 17,900 relayed keep-alive requests/s (user CPU 42
+        against 36 µs per request, ``ab -k -c 16``). ``args`` must not change until then.
         """
-        if not self.enabled:
-            return
-        pending = self._pending
-        if pending and self._size < _BUFFER_CHARS:  # the usual case, without _add's checks
-            pending.append((time.time(), render, args))
-            self._size += _LATER_CHARS
-        else:
+        if self.enabled:
             self._add((time.time(), render, args), _LATER_CHARS)
 
     def _add(self, record: tuple[float, Callable[..., str] | None, Any], size: int) -> None:

@@ -52,14 +52,6 @@ class Metrics:
         if len(latencies) >= _FOLD_AT:
             self._fold()
 
-    def response(self, status: int, seconds: float) -> None:
-        """``request`` and ``upstream_latency`` at once: a relayed response, one call."""
-        statuses = self._statuses
-        statuses.append(status)
-        self._latencies.append(seconds)
-        if len(statuses) >= _FOLD_AT:
-            self._fold()
-
     def _fold(self) -> None:
         statuses, self._statuses = self._statuses, []
         self._requests.update(statuses)

@@ -90,7 +90,6 @@ class UpstreamConnection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     protocol: SinkProtocol
-    transport: asyncio.WriteTransport  # the writer's, for the fast path
     reused: bool = False
     # The fast path's response parser, kept between responses on this connection (a
     # parser and its bound callbacks per request were ~2 µs); dropped at a handover.
@@ -105,7 +104,7 @@ class UpstreamConnection:
         if not protocol.live:
             return  # its EOF or loss already reached the relay
         try:
-            self.transport.write(data)
+            self.writer.transport.write(data)
         except (ConnectionError, OSError, RuntimeError):
             protocol.live = False
             if protocol.sink is not None:
@@ -170,7 +169,6 @@ class UpstreamPool:
                 reader=reader,
                 writer=writer,
                 protocol=protocol,
-                transport=writer.transport,  # type: ignore[arg-type]
             )
         assert last is not None
         raise last
@@ -181,12 +179,7 @@ class UpstreamPool:
         upstream = upstreams[self._next]
         if upstream.down_since is not None:
             return None
-        idle = upstream.idle
-        if idle and idle[-1].protocol.live:  # the usual case, without _pop_live's loop
-            conn = idle.pop()
-            conn.reused = True
-        else:
-            conn = _pop_live(upstream)
+        conn = _pop_live(upstream)
         if conn is not None and len(upstreams) > 1:
             self._next = (self._next + 1) % len(upstreams)
         return conn

@@ -28,7 +28,12 @@ from mtlskit.gateway._config import ClientAuthMode
 from mtlskit.gateway._http import (
     FRAMING_CHUNKED,
     FRAMING_NONE,
+    KIND_CHUNKED,
+    KIND_CONNECTION,
+    KIND_KEEP,
+    KIND_LENGTH,
     NOT_DOWNSTREAM,
+    RESPONSE_KINDS,
     STATUS_LINES,
     ClientRequestError,
     Framing,
@@ -44,6 +49,7 @@ from mtlskit.gateway._http import (
     relay_framing,
     request_framing,
     response_head,
+    response_header_kind,
     upstream_request_head,
 )
 from mtlskit.gateway._lifecycle import TRANSITIONS, Event, Lifecycle, State
@@ -1200,9 +1206,8 @@ class ClientConnection(asyncio.Protocol):
     def _client_head(
         self, head: RequestHead, response: tuple[Any, ...], request_id: str, sent_at: float
     ) -> tuple[bytes, Framing, Framing, bool]:
-        """An upstream response head as the client gets it, with the upstream's latency
-        counted: (bytes, upstream framing, client framing, client keep-alive). The
-        streaming code and the fast path both send their responses' heads through here."""
+        """An upstream response head as the streaming code sends it, with the upstream's
+        latency counted: (bytes, upstream framing, client framing, client keep-alive)."""
         status, reason, headers, length, _ = response
         gateway = self.gateway
         gateway.metrics.upstream_latency(time.monotonic() - sent_at)
@@ -1326,20 +1331,7 @@ class ClientConnection(asyncio.Protocol):
 _FLUSH: Final = ClientConnection._flush  # a connection's held write (``WriteBatch``)
 
 
-class _ResponseStart:
-    """The httptools callback both response parsers share: bytes after a complete
-    response (an upstream out of step, not to be reused)."""
-
-    __slots__ = ()
-    complete: bool
-    trailing: bool
-
-    def on_message_begin(self) -> None:
-        if self.complete:
-            self.trailing = True
-
-
-class _FastExchange(_ResponseStart):
+class _FastExchange:
     """One upstream connection's keep-alive fast path: a request relayed by callbacks, and
     its response parsed as the bytes come, the client's head fields picked on the way with
     ``response_head``'s rules. Made once per upstream connection (llhttp parses one
@@ -1425,18 +1417,22 @@ class _FastExchange(_ResponseStart):
 
     # --- httptools callbacks ---
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True  # bytes after the response: an upstream out of step
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        kind = _DOWNSTREAM.get(name)
+        kind = RESPONSE_KINDS.get(name)
         if kind is None:
-            kind = _downstream(name)
-        if kind == _PASS:
+            kind = response_header_kind(name)
+        if kind == KIND_KEEP:
             self.lines.append(name + b": " + value)
-        elif kind == _CONTENT_LENGTH:
+        elif kind == KIND_LENGTH:
             self.length = int(value) if value.strip().isdigit() else None
-        elif kind == _TRANSFER_ENCODING:
+        elif kind == KIND_CHUNKED:
             self.length = None
         elif (
-            kind == _CONNECTION
+            kind == KIND_CONNECTION
             and value != b"keep-alive"
             and not connection_tokens(value) <= NOT_DOWNSTREAM
         ):
@@ -1456,26 +1452,7 @@ class _FastExchange(_ResponseStart):
         self.complete = True
 
 
-# What the fast path does with a response header, by name (``_downstream``).
-_DROP, _PASS, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = range(5)
-_DOWNSTREAM: Final[dict[bytes, int]] = {}
-_DOWNSTREAM_LIMIT: Final = 10_000
-_SPECIAL: Final = {
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-    b"connection": _CONNECTION,
-}
-
-
-def _downstream(name: bytes) -> int:
-    lower = name.lower()
-    kind = _SPECIAL.get(lower, _DROP if lower in NOT_DOWNSTREAM else _PASS)
-    if len(_DOWNSTREAM) < _DOWNSTREAM_LIMIT:
-        _DOWNSTREAM[name] = kind
-    return kind
-
-
-class _ResponseCollector(_ResponseStart):
+class _ResponseCollector:
     """httptools callbacks for one upstream response, turned into events."""
 
     def __init__(self) -> None:
@@ -1494,6 +1471,10 @@ class _ResponseCollector(_ResponseStart):
         self.interim = False  # inside a 1xx response, which is not relayed
         self.complete = False
         self.trailing = False  # bytes after the response: an upstream not to reuse
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason  # passed on for a status without a name (``STATUS_LINES``)

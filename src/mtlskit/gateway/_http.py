@@ -22,6 +22,7 @@ __all__ = [
     "FRAMING_NONE",
     "HOP_BY_HOP",
     "NOT_DOWNSTREAM",
+    "RESPONSE_KINDS",
     "STATUS_LINES",
     "ClientRequestError",
     "Framing",
@@ -38,6 +39,7 @@ __all__ = [
     "relay_framing",
     "request_framing",
     "response_head",
+    "response_header_kind",
     "upstream_request_head",
 ]
 
@@ -82,6 +84,17 @@ KIND_DROP: Final = 1  # never forwarded: spoofable, hop-by-hop, or set by the ga
 KIND_HOST: Final = 2
 KIND_BODY: Final = 3  # Content-Length, Transfer-Encoding: framing, the general path's
 KIND_CONNECTION: Final = 4  # its tokens may name more fields to drop
+# And a response header to the fast path's response parser (``response_header_kind``):
+# KIND_KEEP, KIND_DROP, KIND_CONNECTION, or one of these framing fields.
+KIND_LENGTH: Final = 5  # Content-Length
+KIND_CHUNKED: Final = 6  # Transfer-Encoding
+_RESPONSE_SPECIAL: Final = {
+    b"content-length": KIND_LENGTH,
+    b"transfer-encoding": KIND_CHUNKED,
+    b"connection": KIND_CONNECTION,
+}
+RESPONSE_KINDS: Final[dict[bytes, int]] = {}  # response_header_kind's memo, by raw name
+_KINDS_LIMIT: Final = 10_000
 
 
 class ClientRequestError(MtlskitError):
@@ -263,6 +276,16 @@ def header_kind(name: bytes, *, spoofable: bool) -> int:
     if lower == b"connection":
         return KIND_CONNECTION
     return KIND_DROP if lower in _NOT_UPSTREAM else KIND_KEEP
+
+
+def response_header_kind(name: bytes) -> int:
+    """What the fast path does with a response header of this name: ``response_head``'s
+    rules, decided once per name (memoized in ``RESPONSE_KINDS``, bounded)."""
+    lower = name.lower()
+    kind = _RESPONSE_SPECIAL.get(lower, KIND_DROP if lower in NOT_DOWNSTREAM else KIND_KEEP)
+    if len(RESPONSE_KINDS) < _KINDS_LIMIT:
+        RESPONSE_KINDS[name] = kind
+    return kind
 
 
 def fast_upstream_head(

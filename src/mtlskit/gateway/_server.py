@@ -90,6 +90,7 @@ class Gateway:
         self._spoofable: tuple[int, dict[bytes, bytes]] = (-1, {})
         self._servers: list[asyncio.AbstractServer] = []
         self._channel: socket.socket | None = None  # a worker's, from its master
+        self._adopting: set[asyncio.Task[None]] = set()  # connections from the channel
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
@@ -248,9 +249,10 @@ class Gateway:
                 sock = socket.socket(fileno=fd)
                 if self.draining:
                     sock.close()
-                else:
-                    self._tasks = [task for task in self._tasks if not task.done()]
-                    self._tasks.append(self.loop.create_task(self._adopt(sock)))
+                    continue
+                task = self.loop.create_task(self._adopt(sock))
+                self._adopting.add(task)  # held until done: the loop keeps only a weak one
+                task.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, sock: socket.socket) -> None:
         assert self.loop is not None
@@ -304,7 +306,7 @@ class Gateway:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        for task in self._tasks:
+        for task in [*self._tasks, *self._adopting]:
             task.cancel()
         self.pool.close()
         if self.asgi is not None:

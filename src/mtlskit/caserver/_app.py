@@ -11,7 +11,6 @@ client's fault is a 4xx chosen from the exception type, never from its text.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -210,10 +209,9 @@ class CaServer:
         A call's refusal is its own answer; a COMMIT that fails (or a database that stops
         answering) makes every answer ``StoreUnavailable``, because none of them was
         recorded."""
-        group = getattr(self._ra.records, "group", None)
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with group() if group is not None else contextlib.nullcontext():
+            with self._ra.records.group():
                 for work in works:
                     try:
                         outcomes.append((True, work()))

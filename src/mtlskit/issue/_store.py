@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -119,3 +120,8 @@ class Store(Protocol):
         """Append an audit entry that changes no other record (init, refusals)."""
 
     def audit_entries(self) -> Sequence[AuditEntry]: ...
+
+    def group(self) -> AbstractContextManager[None]:
+        """Writes made inside commit together when it ends without an exception (group
+        commit), and none of them if it raises; a store without group commit may commit
+        each write as it is made. Nothing may be handed out before the group ends."""

@@ -247,9 +247,21 @@ def https_request(
     timeout: float = 5,
 ) -> bytes:
     """Send ``raw`` over a fresh TLS connection and read until the server closes."""
+    return https_exchange(port, context, raw, timeout=timeout)[0]
+
+
+def https_exchange(
+    port: int,
+    context: ssl.SSLContext,
+    raw: bytes,
+    *,
+    session: ssl.SSLSession | None = None,
+    timeout: float = 5,
+) -> tuple[bytes, ssl.SSLSession | None, bool]:
+    """``https_request`` offering ``session``: (what came back, the session, resumed?)."""
     with (
         socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock,
-        context.wrap_socket(sock, server_hostname="localhost") as tls,
+        context.wrap_socket(sock, server_hostname="localhost", session=session) as tls,
     ):
         tls.sendall(raw)
         out = b""
@@ -261,7 +273,7 @@ def https_request(
             if not data:
                 break
             out += data
-        return out
+        return out, tls.session, tls.session_reused
 
 
 def chain_and_root(client: IssuedCert) -> bytes:

@@ -16,7 +16,14 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
+from _gateway_support import (
+    EchoBackend,
+    GatewayThread,
+    Site,
+    https_exchange,
+    https_request,
+    write_config,
+)
 from conftest import SPIFFE_ID, require_program
 from mtlskit.testca import LeafSpec, TestCA
 
@@ -534,16 +541,7 @@ def test_resumed_session_keeps_the_identity(site, start, clean_leaf, version):
     context = site.client_context(clean_leaf, version=version)
     session = None
     for _ in range(2):
-        with (
-            socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock,
-            context.wrap_socket(sock, server_hostname="localhost", session=session) as tls,
-        ):
-            tls.sendall(GET)
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            session = tls.session
-            resumed = tls.session_reused
+        out, session, resumed = https_exchange(gateway.port, context, GET, session=session)
         status, headers = _echo(out)
         assert status == 200
         assert headers["x-mtlskit-client-identity"] == [SPIFFE_ID]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from _gateway_support import Site, https_request, write_config
+from _gateway_support import Site, https_exchange, https_request, write_config
 from conftest import SPIFFE_ID
 from mtlskit.testca import LeafSpec, TestCA
 
@@ -189,18 +189,11 @@ def test_a_session_resumes_on_its_own_worker_and_falls_back_elsewhere(site, runn
     context = site.client_context(leaf)
 
     def request(session=None):
-        with (
-            socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock,
-            context.wrap_socket(sock, server_hostname="localhost", session=session) as tls,
-        ):
-            tls.sendall(GET)
-            out = b""
-            while chunk := tls.recv(65536):
-                out += chunk
-            assert out.startswith(b"HTTP/1.1 200 ")
-            echoed = json.loads(out.partition(b"\r\n\r\n")[2])["headers"]
-            assert {k.lower(): v for k, v in echoed}["x-mtlskit-client-identity"] == SPIFFE_ID
-            return tls.session, tls.session_reused
+        out, session, resumed = https_exchange(gateway.port, context, GET, session=session)
+        assert out.startswith(b"HTTP/1.1 200 ")
+        echoed = json.loads(out.partition(b"\r\n\r\n")[2])["headers"]
+        assert {k.lower(): v for k, v in echoed}["x-mtlskit-client-identity"] == SPIFFE_ID
+        return session, resumed
 
     first, _ = request()  # worker A (the master hands connections out in turn)
     _, on_b = request(first)  # worker B: A's ticket means nothing there

@@ -115,7 +115,9 @@ class _Canned(asyncio.Protocol):
             self.transport.write(out)
 
 
-async def _server(kind: str, d: Path, sink: list[bytes]) -> Callable[[bytes], None]:
+async def _server(
+    kind: str, d: Path, sink: list[bytes], *, log: bool = False
+) -> Callable[[bytes], None]:
     """Start one server connection; the function that feeds it the client's bytes."""
     transport = _Transport(sink)
     if kind == "uvicorn":
@@ -146,8 +148,11 @@ async def _server(kind: str, d: Path, sink: list[bytes]) -> Callable[[bytes], No
         return feed
     config_text = (
         '[listen]\naddress = "127.0.0.1:0"\ncert = "server.pem"\nkey = "server.key"\n'
-        '[client_auth]\ntrust = ["trust.pem"]\n[log]\naccess = "off"\nconnection = "off"\n'
+        '[client_auth]\ntrust = ["trust.pem"]\n'
     )
+    # As bench/gateway runs it (``--log``), or with the logs off.
+    where = ("access.log", "connection.log") if log else ("off", "off")
+    config_text += f'[log]\naccess = "{where[0]}"\nconnection = "{where[1]}"\n'
     if kind == "relay":
         upstream = await asyncio.get_running_loop().create_server(_Canned, "127.0.0.1", 0)
         port = upstream.sockets[0].getsockname()[1]
@@ -170,10 +175,10 @@ async def _server(kind: str, d: Path, sink: list[bytes]) -> Callable[[bytes], No
     return connection.data_received
 
 
-async def _client(kind: str, d: Path) -> Callable[[], Awaitable[bytes]]:
+async def _client(kind: str, d: Path, *, log: bool = False) -> Callable[[], Awaitable[bytes]]:
     """One request/response round over the in-memory transports, as a coroutine function."""
     sink: list[bytes] = []
-    feed = await _server(kind, d, sink)
+    feed = await _server(kind, d, sink, log=log)
     context = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
     context.load_cert_chain(d / "client-full.pem")
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -214,12 +219,12 @@ async def _client(kind: str, d: Path) -> Callable[[], Awaitable[bytes]]:
     return one
 
 
-async def _measure(kind: str, count: int, rounds: int) -> list[float]:
+async def _measure(kind: str, count: int, rounds: int, *, log: bool) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         serve._site(d)
         sys.path.insert(0, str(d))
-        one = await _client(kind, d)
+        one = await _client(kind, d, log=log)
         first = await asyncio.wait_for(one(), 5)
         if not first.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"{kind}: unexpected response {first[:80]!r}")
@@ -232,7 +237,7 @@ async def _measure(kind: str, count: int, rounds: int) -> list[float]:
         return costs
 
 
-def _callgrind(kind: str) -> float:
+def _callgrind(kind: str, *, log: bool) -> float:
     """Instructions per request: valgrind at 1,300 requests minus at 300, over 1,000."""
     totals = []
     for count in (300, 1300):
@@ -240,7 +245,7 @@ def _callgrind(kind: str) -> float:
             [
                 "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                 sys.executable, "-m", "bench._harness", kind,
-                "--count", str(count), "--rounds", "1",
+                "--count", str(count), "--rounds", "1", *(["--log"] if log else []),
             ],
             capture_output=True, text=True, check=True,
             env={**os.environ, "PYTHONHASHSEED": "0"},
@@ -258,11 +263,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--log", action="store_true", help="access and connection logs to files")
     args = parser.parse_args()
     if args.callgrind:
-        print(f"{args.kind}: {_callgrind(args.kind):,.0f} instructions per request")
+        print(f"{args.kind}: {_callgrind(args.kind, log=args.log):,.0f} instructions per request")
         return
-    costs = uvloop.run(_measure(args.kind, args.count, args.rounds))
+    costs = uvloop.run(_measure(args.kind, args.count, args.rounds, log=args.log))
     print(f"{args.kind}: " + ", ".join(f"{cost:.1f}" for cost in costs) + " µs CPU per request")
 
 

@@ -301,3 +301,35 @@ def test_an_upstream_that_answers_twice_is_not_reused(site, gateway, clean_leaf)
     assert echoed[0]["port"] == echoed[1]["port"]  # the pooled connection was reused...
     assert echoed[2]["port"] != echoed[1]["port"]  # ...until it answered out of turn
     assert echoed[3]["port"] == echoed[2]["port"]
+
+
+def test_the_header_size_limit_is_exact_on_both_paths(site, ca, clean_leaf):
+    """``max_header_bytes`` counts the target and each field's name and value plus 4: a
+    head of exactly the limit passes, as a connection's first request (the task) and as a
+    later one (the fast path), and one byte more is 431. The 60 bare ``a:b`` fields are
+    each counted one byte above their raw size, which the cheap check's bound allows for."""
+    config = write_config(
+        site,
+        ca.bundle_pem,
+        '[client_auth]\ntrust = ["trust.pem"]\n[limits]\nmax_header_bytes = 1024\n',
+    )
+    running = GatewayThread(config)
+    # (60, not more: with the gateway's own fields, the echo backend's limit is 100.)
+    bare = b"".join(b"a%03d:b\r\n" % i for i in range(60))  # 60 x 9 counted, 8 raw
+
+    def request(pad: int) -> bytes:  # "/x" 2 + "Host: x" 9 + 540 + "p: ..." 5 + pad
+        return b"GET /x HTTP/1.1\r\nHost: x\r\n" + bare + b"p: " + b"v" * pad + b"\r\n\r\n"
+
+    try:
+        with _connection(site, running, clean_leaf) as tls:
+            reader = _Reader(tls)
+            for _ in range(2):
+                tls.sendall(request(468))  # 1,024 exactly
+                assert reader.response()[0] == 200
+            tls.sendall(request(469))
+            assert reader.response()[0] == 431
+        with _connection(site, running, clean_leaf) as tls:
+            tls.sendall(request(469))
+            assert _Reader(tls).response()[0] == 431
+    finally:
+        running.stop()

@@ -151,19 +151,18 @@ def _access_members(  # noqa: PLR0917 - one access record's fields, kept as a tu
     sent: int,
     seconds: float,
 ) -> str:
-    """An access record's JSON members: the same JSON that encoding a dict of them gives,
-    but for ``duration_ms``, always with three decimals.
+    """An access record's JSON members: the same JSON that encoding a dict of them gives.
 
     ``peer`` is JSON already (the connection's, made once); ``request_id`` is hex. This
-    runs once per relayed request: 0.54 µs, against 1.37 with each member encoded per
-    call and ``round(ms, 3)`` (measured).
+    runs once per relayed request: 0.77 µs, against 1.37 with each member encoded per
+    call (measured).
     """
     name = "null" if upstream is None else _upstream_names.get(upstream) or _upstream_name(upstream)
     return (
         f'"event":"request","request_id":"{request_id}","peer":{peer},'
         f'{_request_members(head) if head is not None else _NO_REQUEST},"status":{status},'
         f'"code":{_json(code) if code is not None else "null"},{client},'
-        f'"upstream":{name},"bytes_sent":{sent},"duration_ms":{seconds * 1000:.3f}'
+        f'"upstream":{name},"bytes_sent":{sent},"duration_ms":{round(seconds * 1000, 3)!r}'
     )
 
 
@@ -277,7 +276,6 @@ class ClientConnection(asyncio.Protocol):
         "_events",
         "_failure",
         "_fast",
-        "_head_bytes",
         "_head_raw",
         "_head_started",
         "_headers",
@@ -287,6 +285,7 @@ class ClientConnection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_peer_json",
+        "_reading",
         "_ssl",
         "_task",
         "_url",
@@ -336,8 +335,8 @@ class ClientConnection(asyncio.Protocol):
         # request parsing state
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_bytes = 0
-        self._head_raw = 0
+        self._head_raw = 0  # bytes read in earlier reads of an unfinished head
+        self._reading = 0  # bytes in the read being parsed
         self._in_head = False
         self._head_started = 0.0
         self._parse_error: ClientRequestError | None = None
@@ -726,19 +725,21 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers.clear()  # normally empty already (``on_headers_complete``)
-        self._head_bytes = 0
         self._in_head = True
         self._head_started = 0.0  # set by _parse if the head is not complete in one read
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # The limits are checked once per head and once per read (``_check_head``): a
         # read holds at most _READ_SIZE bytes, so the fields between checks are bounded.
         self._headers.append((name, value))
-        self._head_bytes += len(name) + len(value) + 4
+
+    def _head_size(self) -> int:
+        """What ``max_header_bytes`` limits: the target and each field, 4 bytes over its
+        name and value (": " and CRLF)."""
+        return len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers)
 
     def _check_head(self) -> None:
         """The header limits, for the fields parsed so far; ``ClientRequestError`` (431)."""
@@ -746,7 +747,7 @@ class ClientConnection(asyncio.Protocol):
         if len(self._headers) > limits.max_headers:
             self._parse_error = ClientRequestError("too many header fields", status_hint=431)
             raise self._parse_error
-        if self._head_bytes > limits.max_header_bytes:
+        if self._head_size() > limits.max_header_bytes:
             self._parse_error = ClientRequestError("header section too large", status_hint=431)
             raise self._parse_error
 
@@ -754,7 +755,13 @@ class ClientConnection(asyncio.Protocol):
         parser = self._parser
         assert parser is not None
         limits = self.gateway.limits
-        if len(self._headers) > limits.max_headers or self._head_bytes > limits.max_header_bytes:
+        fields = len(self._headers)
+        # The head's raw bytes, plus one per field (a bare "a:b" is counted as 6), bound
+        # ``_head_size``: it is summed only for a head that might be over the limit.
+        if fields > limits.max_headers or (
+            self._head_raw + self._reading + fields > limits.max_header_bytes
+            and self._head_size() > limits.max_header_bytes
+        ):
             self._check_head()  # raises, with the limit's message
         self._in_head = False
         method = parser.get_method()
@@ -805,6 +812,7 @@ class ClientConnection(asyncio.Protocol):
             # Made at the first request byte, not at the handshake: the parser and its
             # nine bound callbacks are ~0.9 KiB that an idle connection does not need.
             self._parser = httptools.HttpRequestParser(self)
+        self._reading = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

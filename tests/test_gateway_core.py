@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import ssl
 
 import httptools
@@ -38,6 +40,7 @@ from mtlskit.gateway._http import (
     upstream_request_head,
 )
 from mtlskit.gateway._http import response_head as http_response_head
+from mtlskit.gateway._log import JsonLog
 from mtlskit.verify import Code, Decision
 
 
@@ -400,3 +403,21 @@ def test_write_batch_holds_writes_to_the_end_of_the_loop_pass_in_order():
         "a callback scheduled after them",
         "next pass",
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0, 4e9, allow_nan=False), min_size=1, max_size=20).map(sorted))
+def test_log_time_is_the_records_own_utc_millisecond(tmp_path_factory, stamps):
+    """Each line's ``time`` is its record's instant, ISO 8601 UTC to the millisecond, as
+    ``datetime.isoformat`` writes it, though the date and time are formatted once per
+    second of a batch."""
+    path = tmp_path_factory.mktemp("log") / "access.log"
+    log = JsonLog(str(path))
+    log._pending = [(seconds, None, f'"n":{n}') for n, seconds in enumerate(stamps)]
+    log.flush()
+    log.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["n"] for line in lines] == list(range(len(stamps)))
+    for seconds, line in zip(stamps, lines, strict=True):
+        instant = dt.datetime.fromtimestamp(int(seconds * 1000) / 1000, dt.UTC)
+        assert line["time"] == instant.isoformat(timespec="milliseconds")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import sys
 import time
@@ -100,16 +99,15 @@ class JsonLog:
         if not records:
             return
         lines = []
-        millisecond = -1
-        stamp = ""
+        second = -1
+        prefix = ""
         for seconds, render, args in records:
-            if int(seconds * 1000) != millisecond:  # formatted once per millisecond
-                millisecond = int(seconds * 1000)
-                stamp = dt.datetime.fromtimestamp(millisecond / 1000, dt.UTC).isoformat(
-                    timespec="milliseconds"
-                )
+            whole, millisecond = divmod(int(seconds * 1000), 1000)
+            if whole != second:  # the date and time formatted once per second, not per line
+                second = whole
+                prefix = '{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
             fields = args if render is None else render(*args)
-            lines.append('{"time":"' + stamp + '",' + fields + "}")
+            lines.append(f'{prefix}.{millisecond:03d}+00:00",{fields}}}')
         # A full disk must not take the gateway down; the metrics still count.
         with contextlib.suppress(OSError, ValueError):
             self._handle.write("\n".join(lines) + "\n")

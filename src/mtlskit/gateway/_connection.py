@@ -116,6 +116,9 @@ _request_ids: Final = _RequestIds()
 _MEMO_LIMIT: Final = 1024  # entries in each access-log memo below before it starts over
 _upstream_names: dict[str, str] = {}  # an upstream's name as JSON: a handful, on every request
 _request_lines: dict[tuple[str, bytes], str] = {}  # "method" and "path" per (method, target)
+# A duration's digits after the point, as JSON writes a float of at most three decimals:
+# ".5" for 500 µs, ".0" for none (``repr(round(ms, 3))`` cost twice the whole rest).
+_MS_FRACTIONS: Final = tuple(f".{n:03d}".rstrip("0") if n else ".0" for n in range(1000))
 
 
 def _request_members(head: RequestHead) -> str:
@@ -141,7 +144,7 @@ def _peer(address: tuple[str, int] | None) -> str:
 
 
 def _access_members(  # noqa: PLR0917 - one access record's fields, kept as a tuple
-    head: RequestHead | None,
+    request: str,
     status: int,
     request_id: str,
     peer: str,
@@ -153,16 +156,18 @@ def _access_members(  # noqa: PLR0917 - one access record's fields, kept as a tu
 ) -> str:
     """An access record's JSON members: the same JSON that encoding a dict of them gives.
 
-    ``peer`` is JSON already (the connection's, made once); ``request_id`` is hex. This
-    runs once per relayed request: 0.77 µs, against 1.37 with each member encoded per
-    call (measured).
+    ``request`` and ``peer`` are JSON members already (``_request_members``, the
+    connection's peer, made once); ``request_id`` is hex. This
+    runs once per relayed request: 0.5 µs, against 1.37 with each member encoded per
+    call and ``round(ms, 3)`` formatted (measured).
     """
     name = "null" if upstream is None else _upstream_names.get(upstream) or _upstream_name(upstream)
+    whole, fraction = divmod(round(seconds * 1_000_000), 1000)  # milliseconds, to the µs
     return (
         f'"event":"request","request_id":"{request_id}","peer":{peer},'
-        f'{_request_members(head) if head is not None else _NO_REQUEST},"status":{status},'
+        f'{request},"status":{status},'
         f'"code":{_json(code) if code is not None else "null"},{client},'
-        f'"upstream":{name},"bytes_sent":{sent},"duration_ms":{round(seconds * 1000, 3)!r}'
+        f'"upstream":{name},"bytes_sent":{sent},"duration_ms":{whole}{_MS_FRACTIONS[fraction]}'
     )
 
 
@@ -883,9 +888,12 @@ class ClientConnection(asyncio.Protocol):
             return
         view = self._view
         client = view.log_fields if view is not None else _NO_CLIENT
+        # Strings and numbers only: a batch holding 0.1 s of request heads until the flush
+        # cost the gateway more than formatting them (cache misses, measured).
+        request = _request_members(head) if head is not None else _NO_REQUEST
         log.write_later(
             _access_members,
-            (head, status, request_id, self._peer_json or self._log_peer(), client, code,
+            (request, status, request_id, self._peer_json or self._log_peer(), client, code,
              upstream, sent, time.monotonic() - started),
         )  # fmt: skip
 

@@ -22,6 +22,8 @@ __all__ = ["JsonLog", "json_members"]
 _FLUSH_SECONDS = 0.1
 _BUFFER_CHARS = 64 * 1024
 _LATER_CHARS = 320  # what a record formatted at flush counts against the buffer
+# What follows the seconds of a line's time, for each millisecond: '.042+00:00",'.
+_MILLISECONDS = tuple(f'.{n:03d}+00:00",' for n in range(1000))
 # One encoder for every record: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
@@ -107,7 +109,7 @@ class JsonLog:
                 second = whole
                 prefix = '{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
             fields = args if render is None else render(*args)
-            lines.append(f'{prefix}.{millisecond:03d}+00:00",{fields}}}')
+            lines.append(prefix + _MILLISECONDS[millisecond] + fields + "}")
         # A full disk must not take the gateway down; the metrics still count.
         with contextlib.suppress(OSError, ValueError):
             self._handle.write("\n".join(lines) + "\n")

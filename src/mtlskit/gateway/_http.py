@@ -374,18 +374,30 @@ def response_head(
     )
 
 
+_KEEP_ALIVE_END: Final = b"\r\nconnection: keep-alive\r\n\r\n"
+_CLOSE_END: Final = b"\r\nconnection: close\r\n\r\n"
+
+
 def finish_head(
     lines: list[bytes], *, framing: Framing, length: int, keep_alive: bool, request_id: str
 ) -> bytes:
-    """A response head from its status line and the fields passed on (``lines``, which this
-    extends): this hop's framing, the request id and the connection's fate added."""
+    """A response head from its status line and the fields passed on (``lines``): this
+    hop's framing, the request id and the connection's fate added."""
     if framing is FRAMING_CHUNKED:
-        lines.append(b"transfer-encoding: chunked")
+        framing_field = b"\r\ntransfer-encoding: chunked"
     elif framing is FRAMING_LENGTH:
-        lines.append(b"content-length: %d" % length)
-    lines.append(b"x-request-id: " + request_id.encode("ascii"))
-    lines.append(b"connection: keep-alive" if keep_alive else b"connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+        framing_field = b"\r\ncontent-length: %d" % length
+    else:
+        framing_field = b""
+    return b"".join(
+        (
+            b"\r\n".join(lines),
+            framing_field,
+            b"\r\nx-request-id: ",
+            request_id.encode("ascii"),
+            _KEEP_ALIVE_END if keep_alive else _CLOSE_END,
+        )
+    )
 
 
 def chunk(data: bytes) -> bytes:

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ from _gateway_support import (
     write_config,
 )
 from conftest import SPIFFE_ID, require_program
+from mtlskit.gateway._config import GatewayConfig, LimitsConfig
 from mtlskit.testca import LeafSpec, TestCA
 
 GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -572,6 +574,19 @@ def test_bad_config_is_exit_2_naming_the_key(run_cli, tmp_path):
     assert result.code == 2
     assert "unknown key 'listen.colour'" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_the_readmes_gateway_toml_is_a_valid_config():
+    """The README's annotated gateway.toml names only keys and values the gateway takes."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = next(
+        part.split("```", 1)[0]
+        for part in readme.split("```toml\n")[1:]
+        if part.startswith("# gateway.toml")
+    )
+    config = GatewayConfig.model_validate(tomllib.loads(block))
+    assert config.upstream.pool_size == 64 and config.limits == LimitsConfig()
+    assert config.listen.workers == "auto" and config.reload.poll_interval == 2.0
 
 
 def test_missing_file_in_config_is_exit_2(run_cli, tmp_path):

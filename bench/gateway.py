@@ -5,7 +5,8 @@ Same machine, certificates, backend and load tools for both, in one run:
 - the backend is a separate nginx (one worker) answering a fixed body, so neither
   proxy shares its process with the backend;
 - the peer is nginx with one worker, ``ssl_verify_client on``, ``proxy_pass`` with an
-  upstream keep-alive pool; mtlskit is one gateway process (the CLI, on uvloop when
+  upstream keep-alive pool of 256 idle connections (``keepalive 256``, the gateway's
+  default ``pool_size``); mtlskit is one gateway process (the CLI, on uvloop when
   installed);
 - full handshakes: ``openssl s_time -new -cert -key`` (a new TLS connection per request,
   TLS 1.3 and 1.2);
@@ -102,7 +103,8 @@ class Site:
         (d / "backend.conf").write_text(
             f"""
 worker_processes 1; daemon off; pid {d}/backend.pid; error_log {d}/backend-error.log;
-events {{ worker_connections 1024; }}
+worker_rlimit_nofile {NOFILE};
+events {{ worker_connections 4096; }}
 http {{
   access_log off; {temp}
   keepalive_requests 1000000;
@@ -127,7 +129,7 @@ http {{
     '"request_time":$request_time,"connection":$connection}}';
   access_log {d}/nginx-access.log mtls buffer=64k flush=1s;
   keepalive_requests 1000000; keepalive_timeout 600s; client_header_timeout 600s;
-  upstream backend {{ server 127.0.0.1:{self.backend}; keepalive 64; }}
+  upstream backend {{ server 127.0.0.1:{self.backend}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{self.ports["nginx"]} ssl;
     ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;
@@ -661,7 +663,9 @@ def _section(
             "",
             "Both proxies verify the client certificate and relay to the same backend (a "
             "separate one-worker nginx answering `ok`); nginx runs **one worker**, mtlskit "
-            "**one gateway process** (uvloop). Load tools: `openssl s_time -new` for full "
+            "**one gateway process** (uvloop); each keeps up to 256 idle upstream connections "
+            "(nginx `keepalive 256`, the gateway's default `pool_size`). Load tools: "
+            "`openssl s_time -new` for full "
             "handshakes, `ab -E` (client certificate) for the rest. Both write a JSON access line "
             "per request with the same facts (nginx: `log_format ... escape=json` with the "
             "client's DN and verify result); medians of "

@@ -585,7 +585,7 @@ def test_the_readmes_gateway_toml_is_a_valid_config():
         if part.startswith("# gateway.toml")
     )
     config = GatewayConfig.model_validate(tomllib.loads(block))
-    assert config.upstream.pool_size == 64 and config.limits == LimitsConfig()
+    assert config.upstream.pool_size == 256 and config.limits == LimitsConfig()
     assert config.listen.workers == "auto" and config.reload.poll_interval == 2.0
 
 

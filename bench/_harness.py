@@ -11,7 +11,9 @@ a client ``SSLObject`` over in-memory transports, no kernel in between:
 
 ``python -m bench._harness serve`` prints CPU µs per request; with ``--callgrind`` it runs
 valgrind twice (300 and 1,300 requests) and prints the difference per request, stable to
-~0.1% between runs: subtract ``null``'s figure for the server's own work.
+~0.1% between runs: subtract ``null``'s figure for the server's own work. ``--log`` writes
+the gateway's access and connection logs to files, as bench/gateway runs it (the logs are
+off otherwise): ``relay --log --callgrind`` is the number to compare gateway changes by.
 """
 
 from __future__ import annotations

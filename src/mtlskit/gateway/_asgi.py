@@ -172,7 +172,7 @@ class AsgiHost:
         """
         if conn.asgi_tls is None:
             conn.asgi_tls = self.tls_extension(conn)
-        headers = conn.gateway.sanitize(conn.generation, head.headers, lower=True)
+        headers = conn.generation.sanitize(head.headers, lower=True)
         scope = http_scope(
             head,
             headers,

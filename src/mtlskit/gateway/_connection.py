@@ -1017,7 +1017,7 @@ class ClientConnection(asyncio.Protocol):
         """Stream the request up and the response down; (client keep-alive, status, bytes)."""
         gateway = self.gateway
         limits = gateway.limits
-        headers = gateway.sanitize(self.generation, head.headers)
+        headers = self.generation.sanitize(head.headers)
         wire = upstream_request_head(
             head,
             framing=framing,

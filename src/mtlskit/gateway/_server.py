@@ -15,12 +15,10 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
 from mtlskit.errors import InputError
-from mtlskit.forward import is_spoofable
 from mtlskit.gateway._asgi import AsgiApp, AsgiHost, load_app
 from mtlskit.gateway._config import GatewayConfig, parse_address
 from mtlskit.gateway._connection import ClientConnection, ClientView
@@ -87,7 +85,6 @@ class Gateway:
         self.metrics_address: tuple[str, int] | None = None
         self._local_addresses: dict[tuple[str, int], tuple[str, int]] = {}
         self._views: dict[tuple[int, tuple[bytes, ...]], ClientView] = {}
-        self._spoofable: tuple[int, dict[bytes, bytes]] = (-1, {})
         self._servers: list[asyncio.AbstractServer] = []
         self._channel: socket.socket | None = None  # a worker's, from its master
         self._adopting: set[asyncio.Task[None]] = set()  # connections from the channel
@@ -127,36 +124,6 @@ class Gateway:
             self._views.clear()
         self._views[key] = view
         return view
-
-    def sanitize(
-        self,
-        generation: Generation,
-        headers: Iterable[tuple[bytes, bytes]],
-        *,
-        lower: bool = False,
-    ) -> list[tuple[bytes, bytes]]:
-        """``headers`` without the identity names a client may not send (``forward``'s rule).
-
-        ``lower``: names lower-cased as well, as an ASGI scope has them, in the same pass.
-        The verdict per header name is memoized per generation (as the lower-cased name
-        to keep, or ``b""`` to drop): the same few names recur on every request, and
-        deciding each afresh was ~3% of a relayed request.
-        """
-        number, memo = self._spoofable
-        if number != generation.number:
-            memo = {}
-            self._spoofable = (generation.number, memo)
-        out = []
-        for name, value in headers:
-            kept = memo.get(name)
-            if kept is None:
-                spoofable = is_spoofable(name, generation.forward.sanitized_names)
-                kept = b"" if spoofable else name.lower()
-                if len(memo) < _MEMO_LIMIT:
-                    memo[name] = kept
-            if kept:
-                out.append((kept, value) if lower else (name, value))
-        return out
 
     # --- parked idle connections ---------------------------------------------------------
 

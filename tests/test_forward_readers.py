@@ -364,7 +364,10 @@ def leaf_specs(draw) -> LeafSpec:
     spiffe = draw(st.one_of(st.none(), st.lists(_LABEL, min_size=1, max_size=3)))
     uris = (f"spiffe://acme.com/{'/'.join(spiffe)}",) if spiffe else ()
     emails = tuple(f"{label}@acme.com" for label in draw(st.lists(_LABEL, max_size=2)))
-    cn = draw(st.one_of(st.none(), st.text(st.characters(codec="utf-8"), min_size=1, max_size=30)))
+    # At most 64 UTF-8 bytes: cryptography refuses a longer commonName (X.520's bound), and
+    # 30 characters outside the BMP are 120 bytes.
+    names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=30)
+    cn = draw(st.one_of(st.none(), names.filter(lambda text: len(text.encode()) <= 64)))
     if not (dns or uris or emails):
         dns = ("fallback.acme.com",)
     return LeafSpec(dns=dns, uris=uris, emails=emails, common_name=cn)

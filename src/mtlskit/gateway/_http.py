@@ -257,11 +257,12 @@ def upstream_request_head(
         lines.append(b"transfer-encoding: chunked")
     elif not bodyless:
         lines.append(b"content-length: %d" % max(length, 0))
-    lines.append(b"x-forwarded-for: " + client_ip.encode("ascii"))
-    lines.append(b"x-forwarded-proto: https")
-    lines.append(b"x-request-id: " + request_id.encode("ascii"))
-    lines += [key + b": " + value for key, value in identity]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    return (
+        b"\r\n".join(lines)
+        + forwarding_fields(client_ip)
+        + request_id.encode("ascii")
+        + identity_tail(identity)
+    )
 
 
 def header_kind(name: bytes, *, spoofable: bool) -> int:
@@ -322,8 +323,8 @@ def fast_upstream_head(
 
 
 def forwarding_fields(client_ip: str) -> bytes:
-    """What follows a fast request head's client fields, up to the request id's value:
-    ``upstream_request_head``'s X-Forwarded-* fields, made once per connection."""
+    """What follows a request head's client fields, up to the request id's value: the
+    X-Forwarded-* fields (the fast path makes them once per connection)."""
     return (
         b"\r\nx-forwarded-for: " + client_ip.encode("ascii")
         + b"\r\nx-forwarded-proto: https\r\nx-request-id: "
@@ -331,8 +332,8 @@ def forwarding_fields(client_ip: str) -> bytes:
 
 
 def identity_tail(identity: Sequence[Header]) -> bytes:
-    """What follows the request id in ``upstream_request_head``: the identity fields and
-    the head's end, made once per verified chain."""
+    """What follows the request id in a request head: the identity fields and the head's
+    end (the fast path makes it once per verified chain)."""
     return b"".join(b"\r\n" + key + b": " + value for key, value in identity) + b"\r\n\r\n"
 
 

@@ -1244,13 +1244,7 @@ class ClientConnection(asyncio.Protocol):
         """An upstream response head as the streaming code sends it, with the upstream's
         latency counted: (bytes, upstream framing, client framing, client keep-alive)."""
         status, reason, headers, length, _ = response
-        gateway = self.gateway
-        gateway.metrics.upstream_latency(time.monotonic() - sent_at)
-        framing, wire_framing = relay_framing(
-            method=head.method, status=status, length=length, version=head.version
-        )
-        # Close-delimited to an HTTP/1.0 client (wire framing differs): the close ends it.
-        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
+        framing, wire_framing, keep_alive = self._framing(head, status, length, sent_at)
         client_head = response_head(
             status,
             reason,
@@ -1262,6 +1256,20 @@ class ClientConnection(asyncio.Protocol):
         )
         return client_head, framing, wire_framing, keep_alive
 
+    def _framing(
+        self, head: RequestHead, status: int, length: int | None, sent_at: float
+    ) -> tuple[Framing, Framing, bool]:
+        """(upstream framing, client framing, client keep-alive) of a response to ``head``,
+        with the upstream's latency counted: both paths, once per response head."""
+        gateway = self.gateway
+        gateway.metrics.upstream_latency(time.monotonic() - sent_at)
+        framing, wire_framing = relay_framing(
+            method=head.method, status=status, length=length, version=head.version
+        )
+        # Close-delimited to an HTTP/1.0 client (wire framing differs): the close ends it.
+        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
+        return framing, wire_framing, keep_alive
+
     def _fast_finish(self, relay: _FastExchange) -> None:
         """A whole response arrived: send it in one TLS record and park again."""
         conn = relay.conn
@@ -1272,23 +1280,9 @@ class ClientConnection(asyncio.Protocol):
         status = relay.status
         request_id = relay.request_id
         started = relay.started
-        gateway.metrics.upstream_latency(time.monotonic() - started)
         # (Close-delimited responses end only at EOF: they were handed over.)
-        framing, wire_framing = relay_framing(
-            method=head.method, status=status, length=relay.length, version=head.version
-        )
-        keep_alive = head.keep_alive and not gateway.draining and wire_framing is framing
-        lines = relay.lines
-        lines[0] = STATUS_LINES[status]  # as ``response_head`` writes it
-        parts = [
-            finish_head(
-                lines,
-                framing=wire_framing,
-                length=relay.length or 0,
-                keep_alive=keep_alive,
-                request_id=request_id,
-            )
-        ]
+        framing, wire_framing, keep_alive = self._framing(head, status, relay.length, started)
+        parts = [relay.client_head(framing=wire_framing, keep_alive=keep_alive)]
         sent = 0
         if wire_framing is FRAMING_CHUNKED:
             for body in relay.body:
@@ -1426,6 +1420,19 @@ class _FastExchange:
         self.odd = False
         self.complete = False
         self.trailing = False  # bytes after the response: an upstream not to reuse
+
+    def client_head(self, *, framing: Framing, keep_alive: bool) -> bytes:
+        """The complete response's head as the client gets it: ``response_head``'s bytes
+        for the same response (a test compares the two)."""
+        lines = self.lines
+        lines[0] = STATUS_LINES[self.status]
+        return finish_head(
+            lines,
+            framing=framing,
+            length=self.length or 0,
+            keep_alive=keep_alive,
+            request_id=self.request_id,
+        )
 
     # --- the upstream's bytes (``ResponseSink``) ---
 

@@ -24,7 +24,7 @@ from mtlskit.errors import ConfigError
 from mtlskit.files import check_secret_permissions, read_bytes
 from mtlskit.forward import ForwardConfig, is_spoofable
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
-from mtlskit.gateway._http import header_kind
+from mtlskit.gateway._http import KINDS_LIMIT, header_kind
 from mtlskit.gateway._tls import server_context
 from mtlskit.verify import TrustStore, VerificationCache, Verifier, load_crl, parse_spiffe_bundle
 
@@ -32,7 +32,6 @@ __all__ = ["Generation", "file_stamps", "load_generation", "watched_files"]
 
 _NUMBERS: Final = itertools.count(1)
 _CERT_SUFFIXES: Final = (".pem", ".crt", ".cer", ".der")
-_KINDS_LIMIT: Final = 10_000  # header names memoized per generation, in each memo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +71,7 @@ class Generation:
             kept = memo.get(name)
             if kept is None:
                 kept = b"" if is_spoofable(name, self.forward.sanitized_names) else name.lower()
-                if len(memo) < _KINDS_LIMIT:
+                if len(memo) < KINDS_LIMIT:
                     memo[name] = kept
             if kept:
                 out.append((kept, value) if lower else (name, value))
@@ -81,7 +80,7 @@ class Generation:
     def classify_header(self, name: bytes) -> int:
         """``header_kind`` for a name not yet in ``header_kinds``; memoized, bounded."""
         kind = header_kind(name, spoofable=is_spoofable(name, self.forward.sanitized_names))
-        if len(self.header_kinds) < _KINDS_LIMIT:
+        if len(self.header_kinds) < KINDS_LIMIT:
             self.header_kinds[name] = kind
         return kind
 

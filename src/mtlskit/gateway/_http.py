@@ -21,6 +21,7 @@ __all__ = [
     "FRAMING_LENGTH",
     "FRAMING_NONE",
     "HOP_BY_HOP",
+    "KINDS_LIMIT",
     "NOT_DOWNSTREAM",
     "RESPONSE_KINDS",
     "STATUS_LINES",
@@ -94,7 +95,7 @@ _RESPONSE_SPECIAL: Final = {
     b"connection": KIND_CONNECTION,
 }
 RESPONSE_KINDS: Final[dict[bytes, int]] = {}  # response_header_kind's memo, by raw name
-_KINDS_LIMIT: Final = 10_000
+KINDS_LIMIT: Final = 10_000  # header names a memo of verdicts holds at most (per name)
 
 
 class ClientRequestError(MtlskitError):
@@ -284,7 +285,7 @@ def response_header_kind(name: bytes) -> int:
     rules, decided once per name (memoized in ``RESPONSE_KINDS``, bounded)."""
     lower = name.lower()
     kind = _RESPONSE_SPECIAL.get(lower, KIND_DROP if lower in NOT_DOWNSTREAM else KIND_KEEP)
-    if len(RESPONSE_KINDS) < _KINDS_LIMIT:
+    if len(RESPONSE_KINDS) < KINDS_LIMIT:
         RESPONSE_KINDS[name] = kind
     return kind
 

@@ -20,12 +20,14 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.utils import CryptographyDeprecationWarning
 
 from mtlskit.errors import InputError
 
 __all__ = [
+    "DSA_KEY_TYPES",
     "UNREADABLE_EXTENSIONS",
     "CertificateKey",
     "Fingerprint",
@@ -58,12 +60,16 @@ UNREADABLE_EXTENSIONS: Final = (
     x509.DuplicateExtension,
     x509.UnsupportedGeneralNameType,
 )
-PublicKey = (
-    rsa.RSAPublicKey
-    | ec.EllipticCurvePublicKey
-    | ed25519.Ed25519PublicKey
-    | ed448.Ed448PublicKey
-    | dsa.DSAPublicKey
+# cryptography's own union: naming ``dsa.DSAPublicKey`` here warns on every import from 51 on.
+PublicKey = CertificatePublicKeyTypes
+
+# DSA's key classes under names that do not warn: cryptography 51 deprecates the public names
+# (``dsa.DSAPublicKey`` emits CryptographyDeprecationWarning on access) and keeps quiet
+# aliases; 46-50 have only the public names, which do not warn there. Empty once DSA is gone.
+DSA_KEY_TYPES: Final[tuple[type, ...]] = tuple(
+    kind
+    for quiet, public in (("_DSAPublicKey", "DSAPublicKey"), ("_DSAPrivateKey", "DSAPrivateKey"))
+    if (kind := getattr(dsa, quiet, None) or dsa.__dict__.get(public)) is not None
 )
 
 _PEM_BLOCK: Final = re.compile(
@@ -406,8 +412,8 @@ def key_info(key: object) -> KeyInfo:
         return KeyInfo(algorithm="Ed25519", size=256)
     if isinstance(key, ed448.Ed448PublicKey | ed448.Ed448PrivateKey):
         return KeyInfo(algorithm="Ed448", size=456)
-    if isinstance(key, dsa.DSAPublicKey | dsa.DSAPrivateKey):
-        return KeyInfo(algorithm="DSA", size=key.key_size)
+    if isinstance(key, DSA_KEY_TYPES):
+        return KeyInfo(algorithm="DSA", size=key.key_size)  # type: ignore[attr-defined]
     return KeyInfo(algorithm=type(key).__name__, size=0)
 
 

@@ -21,7 +21,7 @@ from typing import Final, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from mtlskit.certs import PrivateKey, chain_pem, generate_private_key, private_key_pem
 
@@ -116,6 +116,14 @@ def _sign_hash(key: PrivateKey, name: HashName) -> hashes.HashAlgorithm | None:
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
     return _HASHES[name]()
+
+
+def _extended_key_usage(usages: tuple[ObjectIdentifier, ...]) -> x509.ExtensionType:
+    """An empty EKU is a defect to test with; cryptography 51 refuses to build one, so its
+    DER (an empty SEQUENCE) goes in as an unrecognized extension of the EKU OID."""
+    if usages:
+        return x509.ExtendedKeyUsage(list(usages))
+    return x509.UnrecognizedExtension(ExtensionOID.EXTENDED_KEY_USAGE, b"\x30\x00")
 
 
 def _key_usage(names: frozenset[KeyUsageName]) -> x509.KeyUsage:
@@ -293,7 +301,7 @@ def build_leaf(
             _key_usage(spec.key_usage), critical=spec.key_usage_critical
         )
     if spec.eku is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(spec.eku)), critical=False)
+        builder = builder.add_extension(_extended_key_usage(spec.eku), critical=False)
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in spec.uris]
     names += [x509.DNSName(d) for d in spec.dns]
     names += [x509.RFC822Name(e) for e in spec.emails]

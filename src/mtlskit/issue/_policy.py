@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from mtlskit.certs import PublicKey
+from mtlskit.certs import DSA_KEY_TYPES, PublicKey
 from mtlskit.errors import InputError, MtlskitError
 from mtlskit.identity import ClientIdentity
 
@@ -75,8 +75,8 @@ def key_type_name(key: PublicKey) -> str:
         return "ed25519"
     if isinstance(key, ed448.Ed448PublicKey):
         return "ed448"
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"dsa-{key.key_size}"
+    if isinstance(key, DSA_KEY_TYPES):
+        return f"dsa-{key.key_size}"  # type: ignore[attr-defined]
     return type(key).__name__
 
 

@@ -67,12 +67,12 @@ class Names:
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
-            san = x509.SubjectAlternativeName([])
+            san = None  # not an empty SubjectAlternativeName: cryptography 51 refuses one
         return cls(
             common_name=str(cns[0].value) if cns else None,
-            uris=tuple(san.get_values_for_type(x509.UniformResourceIdentifier)),
-            dns=tuple(san.get_values_for_type(x509.DNSName)),
-            emails=tuple(san.get_values_for_type(x509.RFC822Name)),
+            uris=tuple(san.get_values_for_type(x509.UniformResourceIdentifier)) if san else (),
+            dns=tuple(san.get_values_for_type(x509.DNSName)) if san else (),
+            emails=tuple(san.get_values_for_type(x509.RFC822Name)) if san else (),
         )
 
     @property

@@ -25,7 +25,7 @@ from typing import Final, NamedTuple
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -35,7 +35,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from mtlskit.certs import UNREADABLE_EXTENSIONS, Fingerprint, key_info
+from mtlskit.certs import DSA_KEY_TYPES, UNREADABLE_EXTENSIONS, Fingerprint, key_info
 from mtlskit.errors import ConfigError
 from mtlskit.identity import ClientIdentity, IdentityError, IdentityKind
 from mtlskit.verify._decision import Code, Decision, Reason, Verdict
@@ -89,7 +89,7 @@ class _Facts(NamedTuple):
         elif kind is rsa.RSAPublicKey:
             weak = key.key_size < _MIN_RSA_BITS  # type: ignore[union-attr]
         else:
-            weak = kind is dsa.DSAPublicKey
+            weak = kind in DSA_KEY_TYPES
         try:
             algorithm = cert.signature_hash_algorithm
         except UnsupportedAlgorithm:
@@ -123,7 +123,7 @@ _WEAK_HASH_NAMES: Final[dict[type, str | None]] = {}
 
 def _key_kind(key: object) -> type:
     """The public-key ABC ``key`` implements (``object`` for any other kind)."""
-    kinds = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, dsa.DSAPublicKey)
+    kinds = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, *DSA_KEY_TYPES)
     kind = next((abc for abc in kinds if isinstance(key, abc)), object)
     _KEY_KINDS[type(key)] = kind
     return kind

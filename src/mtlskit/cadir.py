@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from mtlskit.certs import load_certificates, load_private_key
 from mtlskit.errors import InputError
-from mtlskit.files import check_secret_permissions, read_bytes
+from mtlskit.files import check_not_writable_by_others, check_secret_permissions, read_bytes
 from mtlskit.issue import PROFILES, CaConfig, CertificateAuthority, Issuer, parse_ca_config
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class CaDirectory:
                 f"is not a CA directory (no {CONFIG}; run `mtlskit ca init` first)",
                 source=str(directory),
             )
+        check_not_writable_by_others(directory, what="CA directory")
+        check_not_writable_by_others(config_path, what="CA configuration")
         data = read_bytes(config_path, what="CA configuration")
         return cls(path=directory, config=parse_ca_config(data, source=str(config_path)))
 

@@ -15,7 +15,9 @@ from mtlskit.errors import InputError
 
 __all__ = [
     "INSECURE_KEYS_ENV",
+    "check_not_writable_by_others",
     "check_secret_permissions",
+    "make_private_directory",
     "read_bytes",
     "read_password",
     "write_public",
@@ -63,6 +65,30 @@ def check_secret_permissions(path: str | os.PathLike[str], *, what: str = "priva
             f"{INSECURE_KEYS_ENV}=1 to accept that",
             source=name,
         )
+
+
+def check_not_writable_by_others(path: str | os.PathLike[str], *, what: str) -> None:
+    """Refuse a directory or file that group or others may write: whoever can replace it
+    decides what the command does (a rewritten ca.toml raises ``max_ttl`` for the next
+    issuance). The same escape hatch as for keys, for file systems without Unix modes."""
+    name = os.fspath(path)
+    try:
+        mode = os.stat(name).st_mode & 0o777
+    except OSError:
+        return  # reading it reports the real problem
+    if mode & 0o022 and os.environ.get(INSECURE_KEYS_ENV) != "1":
+        raise InputError(
+            f"{what} is writable by group or others (mode {mode:04o}): chmod go-w it",
+            source=name,
+        )
+
+
+def make_private_directory(path: str | os.PathLike[str]) -> Path:
+    """Create (or take over) a directory as 0700 whatever the umask: a CA's or a client's."""
+    target = Path(path)
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(target, 0o700)  # mkdir's mode passes through the umask; an existing one keeps its
+    return target
 
 
 def read_password(

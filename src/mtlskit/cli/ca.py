@@ -28,7 +28,13 @@ from mtlskit.certs import (
     private_key_pem,
 )
 from mtlskit.errors import InputError
-from mtlskit.files import read_bytes, read_password, write_public, write_secret
+from mtlskit.files import (
+    make_private_directory,
+    read_bytes,
+    read_password,
+    write_public,
+    write_secret,
+)
 from mtlskit.identity import SpiffeIdError, TrustDomain
 from mtlskit.issue import (
     PROFILES,
@@ -313,7 +319,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         )
         keys["issuing"] = issuing_key
         chain = (issuing_cert, root_cert)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_private_directory(directory)  # 0700 whatever the umask: ca.toml decides issuance
     store = ca_dir.store(create=True, url=ca_dir.database_url(db))
     try:
         for stem, key in keys.items():

@@ -341,6 +341,8 @@ class SqlStore:
                 raise InputError(
                     "no CA store (run `mtlskit ca init` first)", source=parsed.database
                 )
+            if parsed.database != ":memory:":
+                _private_sqlite_files(Path(parsed.database), create=create)
         try:
             if backend == "postgresql":
                 engine = create_engine(
@@ -961,6 +963,20 @@ def _violates(orig: BaseException, pg_constraint: str, sqlite_column: str) -> bo
     if diag is not None and getattr(diag, "constraint_name", None):
         return diag.constraint_name == pg_constraint
     return sqlite_column in str(orig)
+
+
+def _private_sqlite_files(path: Path, *, create: bool) -> None:
+    """The database (and its WAL and shared-memory files, which SQLite creates with the
+    database's mode) is 0600 whatever the umask: it holds every record and token hash.
+    A new one is created so; an existing one readable by others is narrowed, if ours."""
+    if create:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+        return
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with suppress(OSError):  # not there, or not ours: the store still opens
+            if name.stat().st_mode & 0o077:
+                os.chmod(name, 0o600)
 
 
 def _sqlite_pragmas(engine: Engine, synchronous: Synchronous) -> None:

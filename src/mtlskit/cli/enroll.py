@@ -53,8 +53,7 @@ def command(  # noqa: PLR0917
     def pending(request: str, approvals: int, required: int) -> None:
         click.echo(f"waiting for approval of request {request}: {approvals}/{required}", err=True)
 
-    if ca_fingerprint is None and not (out / "ca.pem").exists():
-        click.echo("warning: no --ca-fingerprint: trusting the CA on first use", err=True)
+    first_use = ca_fingerprint is None and not (out / "ca.pem").exists()
     try:
         result = enroll(
             url,
@@ -72,6 +71,12 @@ def command(  # noqa: PLR0917
     except CaUnavailable as exc:
         click.echo(f"mtlskit: error: CA unavailable: {exc}", err=True)
         raise click.exceptions.Exit(2) from None
+    if first_use:  # said once the CA answered, so a failure stays the one line
+        click.echo(
+            f"warning: no --ca-fingerprint: trusted the CA on first use"
+            f" ({result.root_fingerprint})",
+            err=True,
+        )
     if as_json:
         document = {
             "status": result.status,

@@ -137,8 +137,9 @@ def command(  # noqa: PLR0917 - click passes every option by keyword
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=Console(stderr=True),
+        console=(bar_console := Console(stderr=True)),
         transient=True,
+        disable=not bar_console.is_terminal,  # piped, a transient bar leaves a blank line
     ) as bar:
         task = bar.add_task("preparing certificates", total=None)
 

@@ -67,7 +67,9 @@ def command(targets: tuple[str, ...], as_json: bool, timeout: float, concurrency
     """
     parsed = [Target.parse(text) for text in targets]
     console = Console(stderr=True)
-    with Progress(console=console, transient=True, disable=as_json) as progress:
+    # A bar only on a terminal: piped, even a transient one leaves a blank stderr line.
+    bar_off = as_json or not console.is_terminal
+    with Progress(console=console, transient=True, disable=bar_off) as progress:
         task = progress.add_task("surveying", total=len(parsed))
         results = asyncio.run(
             survey(
@@ -82,5 +84,6 @@ def command(targets: tuple[str, ...], as_json: bool, timeout: float, concurrency
     else:
         _render(results, Console())
     if all(result.error for result in results):
+        click.echo(f"mtlskit: error: no server could be reached ({results[0].error})", err=True)
         return 2
     return 0 if all(result.compliant for result in results) else 1

@@ -1,0 +1,130 @@
+"""Nothing on stderr but the one line (issue 21): every command, as a real process, with
+``python -W error`` so that any warning (a deprecation in a dependency, say) is a failure.
+
+The command list is walked from the CLI itself, so a new command gets its ``--help`` checked
+without being added here, and it must name its bad input below or this test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import click
+import pytest
+
+from mtlskit.cli import cli
+
+
+def _commands() -> Iterator[tuple[str, ...]]:
+    def walk(command: click.Command, path: tuple[str, ...], ctx: click.Context) -> Iterator:
+        yield path
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None, name
+                yield from walk(sub, (*path, name), click.Context(sub, parent=ctx))
+
+    yield from walk(cli, (), click.Context(cli))
+
+
+COMMANDS = sorted(_commands())
+GROUPS = {path[:-1] for path in COMMANDS if path}
+LEAVES = [path for path in COMMANDS if path not in GROUPS]
+
+GARBAGE = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+
+
+def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
+    """One unusable input per command, each of a kind the README promises one line for;
+    ``None`` where a command reads no input at all."""
+    pem = tmp / "garbage.pem"
+    pem.write_bytes(GARBAGE)
+    toml = tmp / "broken.toml"
+    toml.write_text('[listen\naddress = "127.0.0.1:0"\n')
+    missing = str(tmp / "no-such-ca")
+    out = str(tmp / "out")
+    return {
+        ("audit",): [str(pem)],
+        ("authz-server",): ["--config", str(toml)],
+        ("ca", "audit", "export"): [missing, "--json"],
+        ("ca", "audit", "verify"): [missing],
+        ("ca", "crl"): [missing, "--out", out],
+        ("ca", "init"): [str(pem), "--insecure-no-passphrase"],  # a file where a dir belongs
+        ("ca", "issue"): [missing, "--id", "spiffe://acme.com/x", "--out", out],
+        ("ca", "list"): [missing],
+        ("ca", "migrate"): [missing],
+        ("ca", "requests", "approve"): [missing, "r1", "--approver", "alice"],
+        ("ca", "requests", "deny"): [missing, "r1", "--approver", "alice"],
+        ("ca", "requests", "list"): [missing],
+        ("ca", "revoke"): [missing, "1234"],
+        ("ca", "serve"): [missing],
+        ("ca", "sign"): [missing, str(pem), "--id", "spiffe://acme.com/x", "--out", out],
+        ("ca", "token"): [missing, "--id", "spiffe://acme.com/x"],
+        ("config",): ["nginx", "--trust", str(pem), "--out", out],
+        ("demo",): None,
+        ("enroll",): ["https://127.0.0.1:9", "--token", "t", "--out", out],
+        ("export", "pkcs12"): ["--cert", str(pem), "--key", str(pem), "--out", out],
+        ("gateway",): ["--config", str(toml)],
+        ("inspect",): [str(pem)],
+        ("lint",): [str(pem)],
+        ("probe",): ["127.0.0.1:9", "--cert", str(pem)],
+        ("renew",): ["https://127.0.0.1:9", "--cert", str(pem), "--key", str(pem)],
+        ("selfsigned",): ["--id", "spiffe://ACME.com/x", "--out", out],
+        ("serve",): ["app:app", "--config", str(toml)],
+        ("survey",): ["127.0.0.1:9"],
+        ("verify",): [str(pem), "--trust", str(pem)],
+    }
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "error", "MTLSKIT_CA_PASSPHRASE": "not-used-here"}
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-m", "mtlskit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_every_help_is_clean(tmp_path):
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(lambda path: _run([*path, "--help"], tmp_path), COMMANDS))
+    failures = [
+        f"mtlskit {' '.join(path)} --help: exit {run.returncode}, stderr {run.stderr!r}"
+        for path, run in zip(COMMANDS, done, strict=True)
+        if run.returncode != 0 or run.stderr or "Usage: mtlskit" not in run.stdout
+    ]
+    assert not failures, "\n".join(failures)
+
+
+def test_version_is_clean(tmp_path):
+    run = _run(["--version"], tmp_path)
+    assert run.returncode == 0 and run.stderr == ""
+    assert "mtlskit" in run.stdout
+
+
+def test_every_command_names_a_bad_input(tmp_path):
+    assert sorted(_bad_inputs(tmp_path)) == LEAVES
+
+
+NO_INPUT = {("demo",)}  # runs on embedded defaults; its own test runs it
+
+
+@pytest.mark.parametrize("path", [p for p in LEAVES if p not in NO_INPUT], ids=" ".join)
+def test_bad_input_is_one_line(tmp_path, path):
+    args = _bad_inputs(tmp_path)[path]
+    assert args is not None
+    run = _run([*path, *args], tmp_path)
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("mtlskit: error: "), lines[0]
+    assert "Traceback" not in run.stderr

@@ -103,11 +103,19 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: Any, context: ssl.SSLContext) -> uvicorn.Server:
-    """uvicorn configured for the CA: our TLS context, our protocol, quiet access log."""
+def uvicorn_server(
+    app: Any, context: ssl.SSLContext, *, trusted_proxies: tuple[str, ...] = ()
+) -> uvicorn.Server:
+    """uvicorn configured for the CA: our TLS context, our protocol, quiet access log.
+
+    X-Forwarded-For/-Proto are read only from ``trusted_proxies`` (addresses or networks);
+    with none, never: uvicorn's default trusts them from 127.0.0.1, so any local client
+    chose the address the failed-token limit counts and the audit log records."""
     config = uvicorn.Config(
         app,
         http=_TlsExtensionProtocol,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
         ssl_context_factory=lambda _config, _default: context,
         lifespan="off",
         log_level="warning",

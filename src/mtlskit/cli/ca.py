@@ -9,6 +9,7 @@ read and checked before the store is opened, so a bad one changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -829,6 +830,14 @@ def requests_deny_command(directory: Path, request_id: str, approver: str, reaso
 )
 @click.option("--failure-window", default="1m", show_default=True, help="e.g. 1m, 1h.")
 @click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="Address or network (e.g. 10.0.0.5, 10.0.0.0/24) of a reverse proxy whose "
+    "X-Forwarded-For names the client; repeatable. Default none: the header is ignored "
+    "and the TCP peer is the client (for the token-failure limit and the audit log).",
+)
+@click.option(
     "--db",
     help=f"Store URL instead of ca.toml's (or ${DB_URL_ENV}): nodes sharing one PostgreSQL "
     "database and the CA's key files serve one CA.",
@@ -840,6 +849,7 @@ def serve_command(  # noqa: PLR0917
     hostnames: tuple[str, ...],
     max_token_failures: int,
     failure_window: str,
+    trusted_proxies: tuple[str, ...],
     db: str | None,
     passphrase_file: Path | None,
 ) -> None:
@@ -860,6 +870,13 @@ def serve_command(  # noqa: PLR0917
     window = parse_duration(failure_window, source="--failure-window")
     if ":" not in listen:
         raise InputError("expected HOST:PORT", source="--listen")
+    for proxy in trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy)
+        except ValueError:
+            raise InputError(
+                f"{proxy!r} is not an IP address or network", source="--trusted-proxy"
+            ) from None
     issuer = _issuer(ca_dir, passphrase_file)
     try:
         sock = bind(listen)
@@ -900,7 +917,7 @@ def serve_command(  # noqa: PLR0917
 
     sys.stdout.flush()
     try:
-        uvicorn_server(server.app, context).run(sockets=[sock])
+        uvicorn_server(server.app, context, trusted_proxies=trusted_proxies).run(sockets=[sock])
     finally:
         server.close()
         sock.close()

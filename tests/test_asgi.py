@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import socket
 import ssl
@@ -34,14 +35,18 @@ from conftest import require_program
 from mtlskit.asgi import (
     NOT_FORWARDED,
     ClientCertMiddleware,
-    HeaderSources,
+    ProxyHeaders,
     client_identity,
     observe,
+    parse_proxies,
 )
 from mtlskit.certs import certificate_pem
 from mtlskit.forward import (
+    AwsMode,
     ForwardConfig,
     ForwardedClient,
+    XfccConfig,
+    XfccDetail,
     aws_headers,
     forward_headers,
     gcp_headers,
@@ -55,6 +60,7 @@ from mtlskit.testca import IssuedCert, LeafSpec, TestCA
 from mtlskit.verify import TrustStore
 
 SPIFFE = "spiffe://acme.com/billing/payments"
+XFCC_CHAIN = XfccConfig(details=frozenset({XfccDetail.CERT, XfccDetail.CHAIN, XfccDetail.URI}))
 
 
 def escaped_pem(cert: x509.Certificate) -> str:
@@ -295,51 +301,93 @@ def _scope(headers, client=("127.0.0.1", 5000), extensions=None):
     return {"type": "http", "headers": headers, "client": client, "extensions": extensions or {}}
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["xfcc", "rfc9440", "gcp", "aws", "nginx", "verdict"],
-)
-def test_observe_reads_each_format_from_a_trusted_proxy_only(name, leaf):
-    client = ForwardedClient.from_chain(leaf.chain[:-1], verified=True)
-    headers = {
+def _family(name: str, client: ForwardedClient) -> list[tuple[bytes, bytes]]:
+    return {
         "xfcc": lambda: xfcc_headers(client),
         "rfc9440": lambda: rfc9440_headers(client),
         "gcp": lambda: gcp_headers(client),
         "aws": lambda: aws_headers(client),
         "nginx": lambda: [
-            (b"x-ssl-client-cert", escaped_pem(leaf.cert).encode()),
+            (b"x-ssl-client-cert", escaped_pem(client.chain[0]).encode()),
             (b"x-ssl-client-verify", b"SUCCESS"),
         ],
         "verdict": lambda: verdict_headers(client),
     }[name]()
-    trusted = observe(
-        _scope(headers), trusted=(__import__("ipaddress").ip_network("127.0.0.1/32"),),
-        sources=HeaderSources(),
-    )  # fmt: skip
-    assert trusted.source == name and trusted.client.verified
+
+
+FAMILIES = ["xfcc", "rfc9440", "gcp", "aws", "nginx", "verdict"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_observe_reads_each_format_from_its_configured_proxy_only(name, leaf):
+    client = ForwardedClient.from_chain(leaf.chain[:-1], verified=True)
+    headers = _family(name, client)
+    trusted = observe(_scope(headers), proxies=parse_proxies({"127.0.0.1": name}))
+    assert trusted.source == name and trusted.client.verified and trusted.ignored == ()
     assert trusted.client.identity is not None and trusted.client.identity.value == SPIFFE
+    assert trusted.headers == headers  # the proxy's own format stays visible
     spoofed = observe(
-        _scope(headers, client=("127.0.0.9", 5000)), trusted=(), sources=HeaderSources()
+        _scope(headers, client=("127.0.0.9", 5000)), proxies=parse_proxies({"127.0.0.1": name})
     )
     assert spoofed.source is None and not spoofed.client.present
     assert spoofed.headers == []  # every identity header stripped
 
 
-def test_middleware_reverifies_and_refuses_a_foreign_chain(leaf):
-    other = TestCA(name="evil").issue(LeafSpec(uris=(SPIFFE,)))
+@pytest.mark.parametrize("configured", FAMILIES)
+def test_a_proxy_speaks_one_format_every_other_family_is_never_read(configured, leaf, acme):
+    """The proxy set its own format for the real client; the client added all the others."""
+    admin = acme.issue(LeafSpec(uris=("spiffe://acme.com/admin",)))
+    forged = ForwardedClient.from_chain(admin.chain[:-1], verified=True)
+    real = ForwardedClient.from_chain(leaf.chain[:-1], verified=True)
+    others = [h for name in FAMILIES if name != configured for h in _family(name, forged)]
+    observed = observe(
+        _scope([*others, *_family(configured, real)]),
+        proxies=parse_proxies({"127.0.0.1": configured}),
+    )
+    assert observed.client.identity is not None and observed.client.identity.value == SPIFFE
+    assert observed.source == configured and observed.ignored
+    assert {name for name, _ in observed.headers} == {n for n, _ in _family(configured, real)}
+    # and without the proxy's own headers, the forged families give nothing at all
+    alone = observe(_scope(others), proxies=parse_proxies({"127.0.0.1": configured}))
+    assert not alone.client.present and alone.source is None
+
+
+def test_proxies_are_required_and_checked():
+    with pytest.raises(TypeError):
+        ClientCertMiddleware(lambda *a: None)  # type: ignore[call-arg, arg-type]
+    with pytest.raises(ValueError, match="unknown proxy header format 'any'"):
+        parse_proxies({"127.0.0.1": "any"})
+    with pytest.raises(ValueError, match="overlap with different formats"):
+        parse_proxies({"10.0.0.0/8": "xfcc", "10.1.2.3": "nginx"})
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse_proxies({"nginx.local": "nginx"})
+    custom = ProxyHeaders(format="nginx", nginx_cert="X-Client-Cert", nginx_verify="X-Verify")
+    assert parse_proxies({"::1": custom})[0][1].names == ("X-Client-Cert", "X-Verify")
+
+
+def _run(middleware, headers) -> dict[str, object]:
     seen: dict[str, object] = {}
 
     async def app(scope, receive, send):
         seen.update(scope["state"])
         seen["tls"] = scope["extensions"]["tls"]
 
+    middleware.app = app
+    asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
+    return seen
+
+
+def test_middleware_reverifies_and_refuses_a_foreign_chain(leaf):
+    other = TestCA(name="evil").issue(LeafSpec(uris=(SPIFFE,)))
     middleware = ClientCertMiddleware(
-        app, trusted_proxies=["127.0.0.1"], trust=TrustStore.build(anchors=[leaf.chain[-1]])
+        None,  # type: ignore[arg-type]
+        proxies={"127.0.0.1": "rfc9440"},
+        trust=TrustStore.build(anchors=[leaf.chain[-1]]),
     )
     for issued, verified in ((leaf, True), (other, False)):
         forwarded = ForwardedClient.from_chain(issued.chain[:-1], verified=True)
         headers = forward_headers(forwarded, ForwardConfig(formats=("rfc9440",)))
-        asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
+        seen = _run(middleware, headers)
         cert = seen["client_cert"]
         assert isinstance(cert, ForwardedClient) and cert.verified is verified
         assert (seen["client_identity"] is not None) is verified
@@ -347,11 +395,49 @@ def test_middleware_reverifies_and_refuses_a_foreign_chain(leaf):
         assert isinstance(tls, dict)
         assert (tls["client_cert_error"] is None) is verified
     # XFCC without Cert names a certificate but cannot be verified again: not accepted
+    middleware = ClientCertMiddleware(
+        None,  # type: ignore[arg-type]
+        proxies={"127.0.0.1": "xfcc"},
+        trust=TrustStore.build(anchors=[leaf.chain[-1]]),
+    )
     forwarded = ForwardedClient.from_chain(leaf.chain[:-1], verified=True)
-    headers = forward_headers(forwarded, ForwardConfig(formats=("xfcc",)))
-    asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
+    seen = _run(middleware, forward_headers(forwarded, ForwardConfig(formats=("xfcc",))))
     assert seen["client_identity"] is None
     assert seen["client_cert"].error == NOT_FORWARDED  # type: ignore[attr-defined]
+
+
+def test_trust_is_integrity_only_a_public_chain_never_makes_anyone_verified(leaf, acme, caplog):
+    """With ``trust=``, a chain that verifies is still only as good as the proxy's word."""
+    admin = acme.issue(LeafSpec(uris=("spiffe://acme.com/admin",)))
+    public = ForwardedClient.from_chain(admin.chain[:-1], verified=True)
+    trust = TrustStore.build(anchors=[acme.root.cert])
+    # nginx saw alice (the leaf fixture) and says so; the client added the admin's public
+    # chain as XFCC Chain= and RFC 9440 Client-Cert-Chain: the answer is alice.
+    middleware = ClientCertMiddleware(None, proxies={"127.0.0.1": "nginx"}, trust=trust)  # type: ignore[arg-type]
+    headers = [
+        *xfcc_headers(public, XFCC_CHAIN),
+        *rfc9440_headers(public),
+        (b"X-SSL-Client-Cert", escaped_pem(leaf.cert).encode()),
+        (b"X-SSL-Client-Verify", b"SUCCESS"),
+    ]
+    anchored = ClientCertMiddleware(
+        None,  # type: ignore[arg-type]
+        proxies={"127.0.0.1": "nginx"},
+        trust=TrustStore.build(anchors=[leaf.chain[1]]),  # nginx forwards the leaf only
+    )
+    with caplog.at_level(logging.WARNING, logger="mtlskit.asgi"):
+        seen = _run(anchored, headers)
+    identity = seen["client_identity"]
+    assert isinstance(identity, ClientIdentity) and identity.value == SPIFFE
+    assert "x-forwarded-client-cert" in caplog.text and "client-cert-chain" in caplog.text
+    # the proxy says the certificate failed; the admin's chain (which verifies) changes nothing
+    headers[-1] = (b"X-SSL-Client-Verify", b"FAILED:certificate revoked")
+    seen = _run(middleware, headers)
+    assert seen["client_identity"] is None and not seen["client_cert"].verified  # type: ignore[attr-defined]
+    # an AWS passthrough chain is unverified by the ALB; re-verifying it must not promote it
+    passthrough = ClientCertMiddleware(None, proxies={"127.0.0.1": "aws"}, trust=trust)  # type: ignore[arg-type]
+    seen = _run(passthrough, aws_headers(public, AwsMode.PASSTHROUGH))
+    assert seen["client_identity"] is None and not seen["client_cert"].verified  # type: ignore[attr-defined]
 
 
 # nginx in front: verifies the client, forwards $ssl_client_escaped_cert; proxy_bind puts
@@ -434,7 +520,7 @@ def test_behind_nginx_middleware_gives_the_same_identity(tmp_path, site, served,
     server_cert = site.server_ca.issue_cert("localhost", "127.0.0.1")
     server_cert.private_key_and_cert_chain_pem.write_to_path(str(work / "server.pem"))
     app = make_app()
-    app.add_middleware(ClientCertMiddleware, trusted_proxies=["127.0.0.2"])
+    app.add_middleware(ClientCertMiddleware, proxies={"127.0.0.2": "nginx"})
     app_port, nginx_port = _free_port(), _free_port()
     backend = UvicornThread(app, app_port)
     nginx = start_nginx(
@@ -488,7 +574,7 @@ def test_spoofed_headers_from_an_unlisted_address_never_reach_the_app(leaf):
     async def app(scope, receive, send):
         seen.append([k.decode() for k, _ in scope["headers"]])
 
-    middleware = ClientCertMiddleware(app, trusted_proxies=["10.0.0.0/8"])
+    middleware = ClientCertMiddleware(app, proxies={"10.0.0.0/8": "nginx"})
     headers = [(b"x-ssl-client-cert", escaped_pem(leaf.cert).encode()), (b"x-other", b"1")]
     asyncio.run(middleware(_scope(headers), None, None))  # type: ignore[arg-type]
     assert seen == [["x-other"]]

@@ -22,6 +22,7 @@ from _servers import free_port as _free_port
 from _servers import stop as _stop
 from _servers import wait_for as _wait_for
 from conftest import require_program
+from mtlskit.forward.names import identity_header_names
 from mtlskit.testca import LeafSpec, TestCA
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "python.md"
@@ -44,6 +45,18 @@ def test_every_block_is_used():
         "client_httpx.py",
         "client_requests.py",
     }
+
+
+def test_nginx_block_clears_every_identity_header_mtlskit_knows():
+    """The block sets the two names the middleware reads and clears every other one."""
+    site = blocks()["nginx-site.conf"]
+    set_here = dict(re.findall(r"proxy_set_header\s+(\S+)\s+(\S+);", site))
+    cleared = {name.lower() for name, value in set_here.items() if value == '""'}
+    forwarded = {name.lower() for name, value in set_here.items() if value.startswith("$")}
+    assert forwarded == {"x-ssl-client-cert", "x-ssl-client-verify"}
+    assert cleared == {name.lower() for name in identity_header_names()} - forwarded
+    assert "underscores_in_headers" not in site  # nginx's default (off) drops X_Foo names
+    assert 'proxies={"127.0.0.1": "nginx"}' in blocks()["app_behind_nginx.py"]
 
 
 @pytest.mark.integration

@@ -1,18 +1,22 @@
-"""Which certificate an ASGI request came with, from every shape in circulation; no IO.
+"""Which certificate an ASGI request came with, from the one source its peer may speak for; no IO.
 
-Sources, in the order they are believed:
+The source is chosen by the TCP peer (``scope["client"]``), never by what the request carries:
 
-1. the ASGI TLS extension, filled by the server that terminated TLS itself
-   (``mtlskit serve``; a client cannot write it) — with ``scope["extensions"]["mtlskit"]``
-   beside it, its ``Decision`` gives the verdict;
-2. identity headers — Envoy XFCC, RFC 9440 ``Client-Cert``, GCP-style
-   ``X-Client-Cert-*``, AWS ALB-style ``X-Amzn-Mtls-Clientcert-*``, nginx's
-   ``$ssl_client_escaped_cert``/``$ssl_client_verify`` under configured names,
-   mtlskit's verdict headers — **only** when the peer (``scope["client"]``) is an
-   allow-listed proxy. From anyone else they are removed before the app sees them.
+- a peer listed as a proxy: exactly the one header format configured for it
+  (``ProxyHeaders``: nginx's escaped PEM under configured names, Envoy XFCC, RFC 9440
+  ``Client-Cert``, GCP-style ``X-Client-Cert-*``, AWS ALB-style
+  ``X-Amzn-Mtls-Clientcert-*``, or mtlskit's verdict headers). Identity headers of
+  every other family are never read and are removed before the app sees the request
+  (``Observed.ignored`` names them, for the operator's log): a proxy overwrites the
+  headers it sets and passes the client's others on, so any other family in a
+  proxied request is the client's own writing. The server's TLS extension describes
+  the proxy's connection, not the client's, and is not read either.
+- any other peer: headers are never believed (all identity headers are removed); the
+  ASGI TLS extension, which only the server that terminated this peer's TLS can
+  fill (``mtlskit serve``; a client cannot write it), is the source — with
+  ``scope["extensions"]["mtlskit"]`` beside it, its ``Decision`` gives the verdict.
 
-The first header format present wins (``HeaderSources.formats`` order); mtlskit's
-verdict headers, when also present, can only lower a verdict, never raise it.
+There is no "first format present wins": which headers are read is configuration.
 """
 
 from __future__ import annotations
@@ -27,77 +31,115 @@ from mtlskit.errors import InputError
 from mtlskit.forward import (
     ForwardedClient,
     GcpHeaderNames,
+    HeaderFormat,
+    is_spoofable,
     read_aws,
     read_gcp,
     read_nginx,
     read_rfc9440,
     read_verdict,
     read_xfcc,
-    sanitize_headers,
 )
 from mtlskit.forward._headers import header_values
+from mtlskit.forward.names import written_by
 
 __all__ = [
-    "HEADER_FORMATS",
-    "HeaderSources",
+    "PROXY_FORMATS",
     "Network",
     "Observed",
+    "ProxyHeaders",
     "observe",
     "parse_networks",
+    "parse_proxies",
 ]
 
-HeaderFormat = Literal["xfcc", "rfc9440", "gcp", "aws", "nginx", "verdict"]
-HEADER_FORMATS: Final[tuple[HeaderFormat, ...]] = (
+ProxyFormat = Literal["nginx", "xfcc", "rfc9440", "gcp", "aws", "verdict"]
+PROXY_FORMATS: Final[tuple[ProxyFormat, ...]] = (
+    "nginx",
     "xfcc",
     "rfc9440",
     "gcp",
     "aws",
-    "nginx",
     "verdict",
 )
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Header = tuple[bytes, bytes]
+Proxies = tuple[tuple[Network, "ProxyHeaders"], ...]
 
 INVALID_HEADER: Final = "forwarded_header_invalid"  # a trusted proxy's header did not parse
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HeaderSources:
-    """Which proxy headers to read, and under which names the configurable ones arrive.
+class ProxyHeaders:
+    """The one header format a proxy writes, and the names of the configurable ones.
 
-    nginx has no standard header names: the defaults are the ones most nginx
-    configurations use (``proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert``).
+    ``format``: ``"nginx"`` (``$ssl_client_escaped_cert`` and ``$ssl_client_verify``
+    under ``nginx_cert``/``nginx_verify``; nginx has no standard names, the defaults
+    are the ones most configurations use), ``"xfcc"`` (Envoy, Istio), ``"rfc9440"``,
+    ``"gcp"`` (under ``gcp_names``, the operator's choice on the load balancer),
+    ``"aws"`` (ALB verify or passthrough mode) or ``"verdict"`` (mtlskit's
+    ``X-Mtlskit-Client-*``, from ``mtlskit gateway`` or ``authz-server``). A plain
+    string in ``ClientCertMiddleware(proxies=)`` means these defaults.
     """
 
-    formats: tuple[HeaderFormat, ...] = HEADER_FORMATS
+    format: ProxyFormat
     nginx_cert: str = "X-SSL-Client-Cert"
     nginx_verify: str = "X-SSL-Client-Verify"
     gcp_names: GcpHeaderNames = field(default_factory=GcpHeaderNames)
 
     def __post_init__(self) -> None:
-        unknown = set(self.formats) - set(HEADER_FORMATS)
-        if unknown:
-            raise ValueError(f"unknown header formats: {', '.join(sorted(unknown))}")
+        if self.format not in PROXY_FORMATS:
+            raise ValueError(
+                f"unknown proxy header format {self.format!r}: one of {', '.join(PROXY_FORMATS)}"
+            )
 
     @property
-    def extra_names(self) -> tuple[str, ...]:
-        """Configured names the sanitizer does not know by itself."""
-        return (self.nginx_cert, self.nginx_verify, *self.gcp_names.names())
+    def names(self) -> tuple[str, ...]:
+        """The header names this format is read from; every other identity header is foreign."""
+        if self.format == "nginx":
+            return (self.nginx_cert, self.nginx_verify)
+        if self.format == "gcp":
+            return self.gcp_names.names()
+        return written_by((HeaderFormat(self.format),))
+
+    def read(self, headers: Sequence[Header]) -> ForwardedClient | None:
+        """The client as this format describes it; ``None`` when none of its headers is there."""
+        if self.format == "xfcc":
+            return read_xfcc(headers)
+        if self.format == "rfc9440":
+            return read_rfc9440(headers)
+        if self.format == "gcp":
+            return read_gcp(headers, self.gcp_names)
+        if self.format == "aws":
+            return read_aws(headers)
+        if self.format == "verdict":
+            return read_verdict(headers)
+        cert = header_values(headers, self.nginx_cert)
+        verify = header_values(headers, self.nginx_verify)
+        if not cert and not verify:
+            return None
+        if len(cert) > 1 or len(verify) > 1:
+            raise InputError("appears more than once", source=self.nginx_cert)
+        return read_nginx(cert[0] if cert else None, verify[0] if verify else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Observed:
     """What a request says about its client certificate, and where that came from.
 
-    ``source`` is ``"tls"``, a header format name, or ``None`` (nothing: no
-    certificate). ``trusted_peer`` records whether headers were believed;
-    ``headers`` is what the app may see (identity headers stripped when not).
+    ``source`` is ``"tls"``, the proxy's format name, ``"header"`` (the proxy's header
+    did not parse) or ``None`` (no certificate). ``proxy`` is the peer's configuration
+    when the peer is a listed proxy. ``headers`` is what the app may see: identity
+    headers removed, except the listed proxy's own format. ``ignored``: identity
+    header names of other families that a listed proxy passed on — never read, and a
+    sign that the proxy does not clear them (the middleware logs them).
     """
 
     client: ForwardedClient
     source: str | None
-    trusted_peer: bool
+    proxy: ProxyHeaders | None
     headers: list[Header]
+    ignored: tuple[str, ...] = ()
 
 
 def parse_networks(items: Iterable[str | Network]) -> tuple[Network, ...]:
@@ -114,14 +156,38 @@ def parse_networks(items: Iterable[str | Network]) -> tuple[Network, ...]:
     return tuple(out)
 
 
-def _peer_trusted(client: Sequence[Any] | None, networks: tuple[Network, ...]) -> bool:
-    if not client or not networks:
-        return False
+def parse_proxies(proxies: Mapping[str | Network, str | ProxyHeaders]) -> Proxies:
+    """``{"127.0.0.1": "nginx", "10.0.0.0/8": ProxyHeaders(format="gcp", ...)}`` → pairs.
+
+    ``ValueError`` for a bad address or format, and for overlapping networks with
+    different formats (which one a peer in both speaks would be a guess).
+    """
+    if not isinstance(proxies, Mapping):
+        raise TypeError("proxies must map proxy addresses or networks to a header format")
+    out: list[tuple[Network, ProxyHeaders]] = []
+    for where, what in proxies.items():
+        headers = what if isinstance(what, ProxyHeaders) else ProxyHeaders(format=what)  # type: ignore[arg-type]
+        (network,) = parse_networks([where])
+        for other, other_headers in out:
+            if network.overlaps(other) and headers != other_headers:  # type: ignore[arg-type]
+                raise ValueError(
+                    f"proxy networks {network} and {other} overlap with different formats"
+                )
+        out.append((network, headers))
+    return tuple(out)
+
+
+def _proxy_of(client: Sequence[Any] | None, proxies: Proxies) -> ProxyHeaders | None:
+    if not client or not proxies:
+        return None
     try:
         address = ipaddress.ip_address(str(client[0]))
-    except ValueError:  # a unix socket path or a name: not an allow-listed address
-        return False
-    return any(address in network for network in networks)
+    except ValueError:  # a unix socket path or a name: not a listed address
+        return None
+    for network, headers in proxies:
+        if address in network:
+            return headers
+    return None
 
 
 def _from_tls(tls: Mapping[str, Any], mtlskit: Mapping[str, Any]) -> ForwardedClient | None:
@@ -143,82 +209,45 @@ def _from_tls(tls: Mapping[str, Any], mtlskit: Mapping[str, Any]) -> ForwardedCl
     return ForwardedClient.from_chain(chain, verified=verified, error=error)
 
 
-def _read(
-    kind: HeaderFormat, headers: Sequence[Header], sources: HeaderSources
-) -> ForwardedClient | None:
-    if kind == "xfcc":
-        return read_xfcc(headers)
-    if kind == "rfc9440":
-        return read_rfc9440(headers)
-    if kind == "gcp":
-        return read_gcp(headers, sources.gcp_names)
-    if kind == "aws":
-        return read_aws(headers)
-    if kind == "nginx":
-        cert = header_values(headers, sources.nginx_cert)
-        verify = header_values(headers, sources.nginx_verify)
-        if not cert and not verify:
-            return None
-        if len(cert) > 1 or len(verify) > 1:
-            raise InputError("appears more than once", source=sources.nginx_cert)
-        return read_nginx(cert[0] if cert else None, verify[0] if verify else None)
-    return read_verdict(headers)
+def _split(
+    headers: Sequence[Header], own: frozenset[str], also: frozenset[str]
+) -> tuple[list[Header], tuple[str, ...]]:
+    """(the headers the app may see, the identity header names removed)."""
+    visible: list[Header] = []
+    removed: dict[str, None] = {}
+    for name, value in headers:
+        lower = name.decode("latin-1").lower()
+        if lower in own:
+            visible.append((name, value))
+        elif is_spoofable(name, also):
+            removed[lower] = None
+        else:
+            visible.append((name, value))
+    return visible, tuple(removed)
 
 
-def _merge_verdict(client: ForwardedClient, verdict: ForwardedClient) -> ForwardedClient:
-    """mtlskit's verdict headers beside a certificate format: they may only say no."""
-    if verdict.verified or not client.verified:
-        return client
-    return ForwardedClient(
-        present=client.present,
-        verified=False,
-        error=verdict.error or "unverified",
-        chain=client.chain,
-        identity=client.identity,
-        fingerprint=client.fingerprint,
-    )
-
-
-def _from_headers(
-    headers: Sequence[Header], sources: HeaderSources
-) -> tuple[ForwardedClient, str] | None:
-    found: tuple[ForwardedClient, str] | None = None
-    for kind in sources.formats:
-        if kind == "verdict":
-            continue
-        client = _read(kind, headers, sources)
-        if client is not None:
-            found = (client, kind)
-            break
-    verdict = read_verdict(headers) if "verdict" in sources.formats else None
-    if found is None:
-        return (verdict, "verdict") if verdict is not None else None
-    if verdict is not None:
-        return _merge_verdict(found[0], verdict), found[1]
-    return found
-
-
-def observe(
-    scope: Mapping[str, Any], *, trusted: tuple[Network, ...], sources: HeaderSources
-) -> Observed:
+def observe(scope: Mapping[str, Any], *, proxies: Proxies) -> Observed:
     """The client certificate as this request presents it (see the module docstring)."""
     headers = list(scope.get("headers") or ())
-    extensions = scope.get("extensions") or {}
-    trusted_peer = _peer_trusted(scope.get("client"), trusted)
-    visible = headers if trusted_peer else sanitize_headers(headers, also=sources.extra_names)
-    try:
-        client = _from_tls(extensions.get("tls") or {}, extensions.get("mtlskit") or {})
-    except InputError:
-        client = None
-    if client is not None:
-        return Observed(client=client, source="tls", trusted_peer=trusted_peer, headers=visible)
-    if trusted_peer:
+    proxy = _proxy_of(scope.get("client"), proxies)
+    configured = frozenset(name for _, other in proxies for name in other.names)
+    if proxy is None:
+        visible, _ = _split(headers, frozenset(), configured)
+        extensions = scope.get("extensions") or {}
         try:
-            found = _from_headers(headers, sources)
-        except (InputError, ValueError):
-            bad = ForwardedClient(present=True, verified=False, error=INVALID_HEADER)
-            return Observed(client=bad, source="header", trusted_peer=True, headers=visible)
-        if found is not None:
-            return Observed(client=found[0], source=found[1], trusted_peer=True, headers=visible)
-    missing = ForwardedClient.missing()
-    return Observed(client=missing, source=None, trusted_peer=trusted_peer, headers=visible)
+            client = _from_tls(extensions.get("tls") or {}, extensions.get("mtlskit") or {})
+        except InputError:
+            client = None
+        if client is not None:
+            return Observed(client=client, source="tls", proxy=None, headers=visible)
+        return Observed(client=ForwardedClient.missing(), source=None, proxy=None, headers=visible)
+    own = frozenset(name.lower() for name in proxy.names)
+    visible, ignored = _split(headers, own, configured)
+    try:
+        found = proxy.read(headers)
+    except (InputError, ValueError):
+        bad = ForwardedClient(present=True, verified=False, error=INVALID_HEADER)
+        return Observed(client=bad, source="header", proxy=proxy, headers=visible, ignored=ignored)
+    client = found if found is not None else ForwardedClient.missing()
+    source = proxy.format if found is not None else None
+    return Observed(client=client, source=source, proxy=proxy, headers=visible, ignored=ignored)

@@ -57,11 +57,7 @@ from mtlskit.forward import (
     read_nginx,
     read_xfcc,
 )
-from mtlskit.forward.names import (
-    SPOOFABLE_NAMES,
-    XFCC,
-    written_by,
-)
+from mtlskit.forward.names import XFCC, identity_header_names
 from mtlskit.verify import Code, Decision, Reason, Verdict, VerificationCache, Verifier
 
 __all__ = [
@@ -101,14 +97,10 @@ class Proxy(StrEnum):
 def cleared_by_proxy() -> tuple[str, ...]:
     """Every header name the generated nginx/Envoy configs clear or overwrite by exact name.
 
-    The spoofable whole names plus every name mtlskit's writers produce; ``config``
-    and the decision point both read this one list, so they cannot disagree.
+    ``forward.names.identity_header_names()``; ``config`` and the decision point both
+    read this one list, so they cannot disagree.
     """
-    written = written_by(HeaderFormat)
-    names: dict[str, str] = {}
-    for name in (*written, *sorted(SPOOFABLE_NAMES)):
-        names.setdefault(name.lower(), name)
-    return tuple(names.values())
+    return identity_header_names()
 
 
 _CLEARED: Final = frozenset(name.lower() for name in cleared_by_proxy())

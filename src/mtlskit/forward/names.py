@@ -6,6 +6,7 @@ name is defined.
 """
 
 from collections.abc import Iterable
+from typing import Final
 
 from mtlskit.forward._aws import (
     AWS_CHAIN,
@@ -46,8 +47,28 @@ __all__ = [
     "VERDICT_PRESENT",
     "VERDICT_VERIFIED",
     "XFCC",
+    "X_SSL_NAMES",
+    "identity_header_names",
     "written_by",
 ]
+
+# nginx has no standard names for its ``$ssl_client_*`` variables: these are the ones
+# nginx configurations in circulation forward them under (``X-SSL-*`` is a sanitizer
+# prefix; a proxy that clears by exact name needs the names themselves).
+X_SSL_NAMES: Final = (
+    "X-SSL-Client-Cert",
+    "X-SSL-Client-Escaped-Cert",
+    "X-SSL-Client-Verify",
+    "X-SSL-Client-DN",
+    "X-SSL-Client-S-DN",
+    "X-SSL-Client-I-DN",
+    "X-SSL-Client-Serial",
+    "X-SSL-Client-Fingerprint",
+    "X-SSL-Client-V-Start",
+    "X-SSL-Client-V-End",
+    "X-SSL-Cert",
+    "X-SSL-Verify",
+)
 
 
 def written_by(formats: Iterable[HeaderFormat]) -> tuple[str, ...]:
@@ -72,3 +93,16 @@ def written_by(formats: Iterable[HeaderFormat]) -> tuple[str, ...]:
                 VERDICT_IDENTITY_KIND,
             ]
     return tuple(names)
+
+
+def identity_header_names(also: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every identity header name mtlskit knows, each once (case-insensitively).
+
+    What a proxy that cannot delete by prefix (nginx) clears by exact name: every
+    name mtlskit's writers produce, nginx's ``X-SSL-*`` names in circulation, the
+    sanitizer's whole names, then ``also`` (configured names, e.g. other GCP names).
+    """
+    names: dict[str, str] = {}
+    for name in (*written_by(HeaderFormat), *X_SSL_NAMES, *sorted(SPOOFABLE_NAMES), *also):
+        names.setdefault(name.lower(), name)
+    return tuple(names.values())

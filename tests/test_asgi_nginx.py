@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from mtlskit.asgi import ClientCertMiddleware
 from mtlskit.certs import certificate_pem
 from mtlskit.forward import (
     ForwardedClient,
+    HeaderFormat,
     XfccConfig,
     XfccDetail,
     aws_headers,
@@ -36,7 +38,7 @@ from mtlskit.forward import (
     verdict_headers,
     xfcc_headers,
 )
-from mtlskit.forward.names import identity_header_names
+from mtlskit.forward.names import identity_header_names, written_by
 from mtlskit.testca import IssuedCert, LeafSpec, TestCA
 from mtlskit.verify import TrustStore
 from test_asgi import UvicornThread
@@ -185,3 +187,131 @@ def test_forged_identity_headers_through_docs_nginx_never_give_admin(
     finally:
         stop(nginx)
         backend.stop()
+
+
+@pytest.fixture(params=["xfcc", "verdict"])
+def generated_stack(pki, tmp_path, request):
+    """`mtlskit config nginx --forward FORMAT` + `mtlskit authz-server` + the middleware.
+
+    The proxy forwards exactly the one format the middleware is configured to read.
+    """
+    from mtlskit.cli import main
+
+    nginx = require_program("nginx")
+    acme, certs = pki["acme"], pki["tmp"] / "certs"
+    (tmp_path / "root.pem").write_bytes(acme.root.cert_pem)
+    (tmp_path / "issuing.pem").write_bytes(certificate_pem(pki["alice"].chain[1]))
+    (tmp_path / "policy.toml").write_text(
+        f'[[allow]]\nid = "{ALICE}"\n\n[[allow]]\nid = "{ADMIN}"\n'
+    )
+    seen: list[dict[str, object]] = []
+    fmt = request.param
+    app = ClientCertMiddleware(_app(seen), proxies={"127.0.0.1": fmt})
+    port, app_port, authz_port = free_port(), free_port(), free_port()
+    argv = [
+        "config", "nginx", "--trust", tmp_path / "root.pem",
+        "--intermediate", tmp_path / "issuing.pem", "--policy", tmp_path / "policy.toml",
+        "--server-cert", certs / "server.pem", "--server-key", certs / "server.key",
+        "--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{app_port}",
+        "--authz", f"http://127.0.0.1:{authz_port}", "--forward", fmt,
+        "--out", tmp_path / "site.conf", "--authz-config", tmp_path / "authz.toml",
+    ]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    authz_toml = (tmp_path / "authz.toml").read_text().replace('"-"', '"decisions.log"')
+    (tmp_path / "authz.toml").write_text(authz_toml)
+    backend = UvicornThread(_outer(app, seen), app_port)
+    authz = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "authz-server", "--config", str(tmp_path / "authz.toml")],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    work = tmp_path / "nginx"
+    work.mkdir()
+    temp = " ".join(
+        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (work / "nginx.conf").write_text(
+        f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
+        f"events {{ worker_connections 32; }}\nhttp {{\n access_log off;\n {temp}\n"
+        f"{(tmp_path / 'site.conf').read_text()}\n}}\n"
+    )
+    proxy = subprocess.Popen(
+        [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "err.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(authz_port, authz, "authz-server")
+        wait_for(port, proxy, "nginx")
+        yield port, seen, fmt
+    finally:
+        stop(proxy)
+        stop(authz)
+        backend.stop()
+
+
+@pytest.mark.integration
+def test_forged_identity_headers_through_generated_nginx_never_give_admin(
+    pki, generated_stack, caplog
+):
+    port, seen, fmt = generated_stack
+    context = ssl.create_default_context(cafile=pki["tmp"] / "certs" / "server-ca.pem")
+    context.load_cert_chain(pki["tmp"] / "alice.pem", pki["tmp"] / "alice.key")
+    forwarded = {name.lower() for name in written_by((HeaderFormat(fmt),))}
+    forged_names = {
+        name.decode().lower() for family in _forged(pki["admin"]).values() for name, _ in family
+    }
+    with (
+        httpx.Client(verify=context, timeout=10) as client,
+        caplog.at_level(logging.WARNING, logger="mtlskit.asgi"),
+    ):
+        for family, headers in {"honest": [], **_forged(pki["admin"])}.items():
+            answer = client.get(f"https://localhost:{port}/", headers=headers)
+            assert answer.status_code == 200, (family, answer.text)
+            body = answer.json()
+            assert (body["identity"], body["verified"]) == (ALICE, True), family
+            leaked = set(seen[-1]["raw"]) & (forged_names - forwarded)
+            assert not leaked, (family, leaked)
+    assert "passed on identity headers" not in caplog.text
+
+
+def test_every_generated_config_clears_every_known_identity_header(tmp_path):
+    """nginx and Envoy by exact name, HAProxy by its regex; only the forwarded ones stay."""
+    import re
+
+    import yaml
+
+    from mtlskit.proxyconfig import (
+        Endpoint,
+        ProxySetup,
+        envoy_config,
+        haproxy_config,
+        nginx_config,
+        spoofable_regex,
+    )
+
+    setup = ProxySetup(
+        server_cert=tmp_path / "s.pem",
+        server_key=tmp_path / "s.key",
+        trust=tmp_path / "t.pem",
+        upstream=Endpoint.parse("http://127.0.0.1:8080", what="--upstream"),
+        authz=Endpoint.parse("http://127.0.0.1:9191", what="--authz"),
+    )
+    known = {name.lower() for name in identity_header_names()}
+    forwarded = {name.lower() for name in setup.forwarded}
+    app_location = nginx_config(setup).split("location / {")[1]
+    cleared = {n.lower() for n in re.findall(r'proxy_set_header (\S+) "";', app_location)}
+    assert known - forwarded <= cleared
+    assert {"x-mtlskit-nginx-cert", "x-mtlskit-original-uri"} <= cleared  # authz-only names
+    assert "underscores_in_headers" not in nginx_config(setup)
+    doc = yaml.safe_load(envoy_config(setup))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (host,) = hcm["typed_config"]["route_config"]["virtual_hosts"]
+    assert known - forwarded <= set(host["request_headers_to_remove"])
+    assert not forwarded & set(host["request_headers_to_remove"])
+    pattern = spoofable_regex()
+    assert f"del-header {pattern} -m reg" in haproxy_config(setup, lua_path="l", crt_path="c")
+    for name in identity_header_names():
+        for spelling in (name, name.upper(), name.replace("-", "_")):
+            assert re.match(pattern, spelling), spelling

@@ -120,7 +120,8 @@ decisions = "-"
     "formats",
     multiple=True,
     type=click.Choice([f.value for f in HeaderFormat]),
-    help="Identity header formats to forward (default: xfcc, verdict).",
+    help="Identity header formats to forward (default: xfcc, verdict); an app behind it with "
+    "mtlskit.asgi.ClientCertMiddleware reads exactly one: forward only that one.",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @click.option(

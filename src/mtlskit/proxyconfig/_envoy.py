@@ -7,7 +7,8 @@ sets XFCC itself (``SANITIZE_SET`` drops any the client sent; ``Cert``, ``Chain`
 ``Subject``, ``URI``, ``DNS``), and the ext_authz filter sends XFCC plus every
 identity-looking header to authz-server, which answers with identity headers
 (``allowed_upstream_headers``) and names the spoofed ones in
-``x-envoy-auth-headers-to-remove``.
+``x-envoy-auth-headers-to-remove``; the virtual host also removes every identity
+header mtlskit knows by exact name (``request_headers_to_remove``), as nginx's does.
 """
 
 # ruff: noqa: E501 - the template holds Envoy type URLs longer than a line
@@ -25,6 +26,10 @@ __all__ = ["envoy_config"]
 
 def _exact(names: tuple[str, ...]) -> str:
     return "".join(f"                    - exact: {name.lower()}\n" for name in names)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return "".join(f"              - {name.lower()}\n" for name in names)
 
 
 def envoy_config(setup: ProxySetup) -> str:
@@ -66,7 +71,10 @@ static_resources:
             virtual_hosts:
             - name: app
               domains: ["*"]
-              routes:
+              # Every other identity header by exact name, removed by the router after
+              # ext_authz (authz-server's forwarded headers are not in this list).
+              request_headers_to_remove:
+{_names(setup.cleared)}              routes:
               - match: {{ prefix: "/" }}
                 route: {{ cluster: mtlskit_app }}
           http_filters:

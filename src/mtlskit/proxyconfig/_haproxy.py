@@ -86,7 +86,8 @@ frontend mtlskit_mtls
     # CAs that sign clients (HAProxy's docs call the system store insecure for this).
     # HAProxy uses OpenSSL's default verify depth (100); authz-server enforces its own limit.
     bind {setup.listen} ssl crt {crt_path} ca-file {setup.trust} verify required{crl}
-    # Header sanitizing: every identity-looking name a client sends (mtlskit.forward's list).
+    # Header sanitizing: every identity-looking name a client sends (mtlskit.forward's list:
+    # every exact name nginx's config clears, every prefix, any case, "-" or "_").
     http-request del-header {spoofable_regex()} -m reg
     # The check; identity headers are added by the Lua action on allow.
     http-request lua.mtlskit_authz

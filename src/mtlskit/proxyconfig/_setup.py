@@ -12,6 +12,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mtlskit.authzserver import cleared_by_proxy
+from mtlskit.authzserver._decide import (
+    HAPROXY_CERT,
+    HAPROXY_VERIFY,
+    NGINX_CERT,
+    NGINX_VERIFY,
+    ORIGINAL_METHOD,
+    ORIGINAL_URI,
+)
 from mtlskit.errors import InputError
 from mtlskit.forward import HeaderFormat
 from mtlskit.forward.names import (
@@ -90,9 +98,17 @@ class ProxySetup:
 
     @property
     def cleared(self) -> tuple[str, ...]:
-        """Names cleared by exact name (the forwarded ones are overwritten instead)."""
+        """Names cleared by exact name on the way to the backend.
+
+        Every identity header name mtlskit knows (``authzserver.cleared_by_proxy``,
+        i.e. ``forward.names.identity_header_names``) and the names the proxy sends
+        authz-server, which only the check request may carry; the forwarded ones are
+        overwritten with authz-server's values instead.
+        """
         forwarded = {name.lower() for name in self.forwarded}
-        return tuple(name for name in cleared_by_proxy() if name.lower() not in forwarded)
+        internal = (NGINX_CERT, NGINX_VERIFY, HAPROXY_CERT, HAPROXY_VERIFY)
+        names = (*cleared_by_proxy(), *internal, ORIGINAL_METHOD, ORIGINAL_URI)
+        return tuple(name for name in names if name.lower() not in forwarded)
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

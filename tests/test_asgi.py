@@ -333,6 +333,7 @@ def test_observe_reads_each_format_from_its_configured_proxy_only(name, leaf):
     assert spoofed.headers == []  # every identity header stripped
 
 
+@pytest.mark.attack("forged-identity-headers")
 @pytest.mark.parametrize("configured", FAMILIES)
 def test_a_proxy_speaks_one_format_every_other_family_is_never_read(configured, leaf, acme):
     """The proxy set its own format for the real client; the client added all the others."""
@@ -406,6 +407,7 @@ def test_middleware_reverifies_and_refuses_a_foreign_chain(leaf):
     assert seen["client_cert"].error == NOT_FORWARDED  # type: ignore[attr-defined]
 
 
+@pytest.mark.attack("forged-identity-headers")
 def test_trust_is_integrity_only_a_public_chain_never_makes_anyone_verified(leaf, acme, caplog):
     """With ``trust=``, a chain that verifies is still only as good as the proxy's word."""
     admin = acme.issue(LeafSpec(uris=("spiffe://acme.com/admin",)))

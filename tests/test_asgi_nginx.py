@@ -150,6 +150,7 @@ def start_docs_nginx(work: Path, certs: Path, port: int, upstream: int) -> subpr
 
 
 @pytest.mark.integration
+@pytest.mark.attack("forged-identity-headers")
 @pytest.mark.parametrize("reverify", [False, True], ids=["proxy-verdict", "trust"])
 def test_forged_identity_headers_through_docs_nginx_never_give_admin(
     pki, tmp_path, reverify, caplog
@@ -252,6 +253,7 @@ def generated_stack(pki, tmp_path, request):
 
 
 @pytest.mark.integration
+@pytest.mark.attack("forged-identity-headers")
 def test_forged_identity_headers_through_generated_nginx_never_give_admin(
     pki, generated_stack, caplog
 ):
@@ -276,6 +278,7 @@ def test_forged_identity_headers_through_generated_nginx_never_give_admin(
     assert "passed on identity headers" not in caplog.text
 
 
+@pytest.mark.attack("forged-identity-headers")
 def test_every_generated_config_clears_every_known_identity_header(tmp_path):
     """nginx and Envoy by exact name, HAProxy by its regex; only the forwarded ones stay."""
     import re

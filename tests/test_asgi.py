@@ -353,6 +353,18 @@ def test_a_proxy_speaks_one_format_every_other_family_is_never_read(configured, 
     assert not alone.client.present and alone.source is None
 
 
+def test_the_servers_tls_extension_is_the_peers_own_never_a_proxys_clients(leaf, acme):
+    """From a listed proxy the extension describes the proxy's connection: not the client."""
+    proxy_cert = acme.issue(LeafSpec(uris=("spiffe://acme.com/nginx",)))
+    tls = {"client_cert_chain": [certificate_pem(proxy_cert.cert).decode()]}
+    proxies = parse_proxies({"127.0.0.1": "nginx"})
+    behind = observe(_scope([], extensions={"tls": tls}), proxies=proxies)
+    assert behind.source is None and not behind.client.present
+    direct = observe(_scope([], client=("10.1.1.1", 1), extensions={"tls": tls}), proxies=proxies)
+    assert direct.source == "tls" and direct.client.identity is not None
+    assert direct.client.identity.value == "spiffe://acme.com/nginx"
+
+
 def test_proxies_are_required_and_checked():
     with pytest.raises(TypeError):
         ClientCertMiddleware(lambda *a: None)  # type: ignore[call-arg, arg-type]

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ca_server import RunningCa, init_ca, serve
+from ca_server import PASSPHRASE, RunningCa, init_ca, serve
 from mtlskit.certs import Fingerprint, generate_private_key, load_certificates, private_key_pem
 from mtlskit.client import CaRefused, build_csr, enroll, renew, renew_forever
 from mtlskit.identity import ClientIdentity
@@ -188,7 +188,18 @@ def test_twenty_concurrent_redemptions_issue_one_certificate(ca, tmp_path):
     assert _count(ca, identity) == 1
 
 
-def test_approval_needs_two_distinct_approvers(ca, tmp_path, run_cli):
+def _approver(run_cli, ca: RunningCa, out, name: str) -> tuple[str, ...]:
+    """--cert/--key of a certificate from this CA registered as an approver."""
+    identity = f"spiffe://acme.com/approvers/{name}"
+    assert run_cli("ca", "issue", ca.directory, "--id", identity, "--out", out).code == 0
+    assert run_cli("ca", "approvers", "add", ca.directory, "--cert", out / "cert.pem").code == 0
+    return ("--cert", str(out / "cert.pem"), "--key", str(out / "key.pem"))
+
+
+def test_approval_needs_two_distinct_approvers(ca, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("MTLSKIT_CA_PASSPHRASE", PASSPHRASE)
+    alice = _approver(run_cli, ca, tmp_path / "alice", "alice")
+    bob = _approver(run_cli, ca, tmp_path / "bob", "bob")
     identity = "spiffe://acme.com/prod/db"
     out = tmp_path / "db"
     pending = enroll(ca.url, ca.token(identity), out, ca_fingerprint=ca.fingerprint)
@@ -200,22 +211,19 @@ def test_approval_needs_two_distinct_approvers(ca, tmp_path, run_cli):
     (request,) = [r for r in json.loads(listed.out)["requests"] if r["id"] == request_id]
     assert request["identity"] == identity and request["required"] == 2
     for _ in range(2):  # the same approver twice counts once
-        result = run_cli(
-            "ca", "requests", "approve", ca.directory, request_id, "--approver", "alice"
-        )
+        result = run_cli("ca", "requests", "approve", ca.directory, request_id, *alice)
         assert result.code == 0, result.err
         assert "1 of 2" in result.out
     assert "already approved" in result.out
     assert httpx.get(f"{ca.url}/v1/requests/{request_id}", verify=_context(ca)).status_code == 202
     wrong = run_cli(
-        "ca", "requests", "approve", ca.directory, request_id,
-        "--approver", "bob", "--csr-sha256", "ab" * 32,
-    )  # fmt: skip
+        "ca", "requests", "approve", ca.directory, request_id, *bob, "--csr-sha256", "ab" * 32
+    )
     assert wrong.code == 2
     assert "approve what you reviewed" in wrong.err
     result = run_cli(
         "ca", "requests", "approve", ca.directory, request_id,
-        "--approver", "bob", "--csr-sha256", request["csr_sha256"],
+        *bob, "--csr-sha256", request["csr_sha256"],
     )  # fmt: skip
     assert "2 of 2" in result.out and "approved" in result.out
     done = enroll(ca.url, "", out, request_id=request_id)
@@ -232,9 +240,9 @@ def test_approval_needs_two_distinct_approvers(ca, tmp_path, run_cli):
     approvals = [e.as_dict()["detail"] for e in entries if e.event == "approve"]
     approvals = [d for d in approvals if d["request"] == request_id]
     assert [(d["approver"], d["counted"], d["repeat"]) for d in approvals] == [
-        ("alice", 1, False),
-        ("alice", 1, True),
-        ("bob", 2, False),
+        ("spiffe://acme.com/approvers/alice", 1, False),
+        ("spiffe://acme.com/approvers/alice", 1, True),
+        ("spiffe://acme.com/approvers/bob", 2, False),
     ]
 
 

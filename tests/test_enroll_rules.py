@@ -104,11 +104,12 @@ def test_approvals_count_distinct_approvers_of_this_csr_only():
     assert required_approvals(rules, "spiffe://acme.com/prod/web") == 2
     assert required_approvals(rules, WEB.value) == 0
     given = [
-        Approval(approver="alice", csr_sha256="aa", at=NOW),
-        Approval(approver="alice", csr_sha256="aa", at=NOW),
-        Approval(approver="bob", csr_sha256="bb", at=NOW),  # approved another CSR
+        Approval(approver="alice", csr_sha256="aa", at=NOW, fingerprint="k1", signature=b"s"),
+        Approval(approver="Alice", csr_sha256="aa", at=NOW, fingerprint="k2", signature=b"s"),
+        Approval(approver="bob", csr_sha256="bb", at=NOW, fingerprint="k3", signature=b"s"),
+        Approval(approver="carol", csr_sha256="aa", at=NOW),  # unsigned, from before schema 4
     ]
-    assert approvals_counted(given, "aa") == ("alice",)
+    assert approvals_counted(given, "aa") == ("alice",)  # bob approved another CSR
 
 
 def test_renewal_time_ignores_the_backdate():
@@ -197,7 +198,7 @@ def test_version_1_store_gains_the_enrollment_tables(tmp_path):
     SqlStore.open(url, create=True).close()
     with sqlite3.connect(tmp_path / "ca.db") as db:
         # A store from before Alembic: no alembic_version, only counters.schema_version.
-        for table in ("approvals", "enrollment_requests", "tokens", "alembic_version"):
+        for table in ("approvers", "approvals", "enrollment_requests", "tokens", "alembic_version"):
             db.execute(f"DROP TABLE {table}")
         db.execute("UPDATE counters SET value = 1 WHERE name = 'schema_version'")
     store = SqlStore.open(url)

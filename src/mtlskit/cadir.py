@@ -18,6 +18,8 @@ from mtlskit.files import check_not_writable_by_others, check_secret_permissions
 from mtlskit.issue import PROFILES, CaConfig, CertificateAuthority, Issuer, parse_ca_config
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from mtlskit.store import SqlStore
 
 __all__ = ["CONFIG", "DB_URL_ENV", "PASSPHRASE_ENV", "CaDirectory"]
@@ -81,6 +83,11 @@ class CaDirectory:
                 f"{key_path} does not belong to its certificate", source=str(chain_path)
             )
         return Issuer(cert=chain[0], key=key, chain=chain)
+
+    def issuer_certificate(self) -> x509.Certificate:
+        """The issuing CA's certificate alone (no passphrase): what checks its signatures."""
+        path = self.file("chain.pem")
+        return load_certificates(read_bytes(path, what="CA chain"), source=str(path))[0]
 
     def database_url(self, override: str | None = None) -> str:
         """The store's URL with its password: ``override``, else $MTLSKIT_DB_URL, else

@@ -26,10 +26,12 @@ from mtlskit.certs import (
     chain_pem,
     generate_private_key,
     load_certificates,
+    load_private_key,
     private_key_pem,
 )
 from mtlskit.errors import InputError
 from mtlskit.files import (
+    check_secret_permissions,
     make_private_directory,
     read_bytes,
     read_password,
@@ -39,6 +41,7 @@ from mtlskit.files import (
 from mtlskit.identity import SpiffeIdError, TrustDomain
 from mtlskit.issue import (
     PROFILES,
+    ApprovalRefused,
     CertificateStatus,
     IssuanceRefused,
     Issued,
@@ -46,12 +49,17 @@ from mtlskit.issue import (
     RequestStatus,
     build_ca_certificate,
     build_crl,
+    check_approval,
+    check_not_counted,
     load_csr,
     new_token,
     parse_duration,
     parse_identity,
+    register_approver,
     render_ca_config,
     required_approvals,
+    revoked_by,
+    sign_approval,
     validate_ca_config,
     verify_audit_chain,
 )
@@ -598,28 +606,18 @@ def list_command(directory: Path, status: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"certificates": [r.as_dict(now) for r in records]}, indent=2))
         return
-    from mtlskit.cli._output import aligned, echo_lines, rich_output
+    from rich.console import Console
+    from rich.table import Table
 
-    header = ("serial", "identity", "status", "not after", "fingerprint")
-    rows = [
-        (
+    table = Table("serial", "identity", "status", "not after", "fingerprint")
+    for record in records:
+        table.add_row(
             f"{record.serial:x}",
             record.identity,
             record.status(now).value,
             record.not_after.isoformat(),
-            record.fingerprint,
+            record.fingerprint[:23] + "…",
         )
-        for record in records
-    ]
-    if not rich_output():  # one line per certificate, the whole fingerprint
-        echo_lines(aligned(header, rows))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header)
-    for row in rows:
-        table.add_row(*row[:-1], row[-1][:23] + "…")
     Console().print(table)
 
 
@@ -729,7 +727,11 @@ def token_command(directory: Path, identity: str, ttl: str, as_json: bool) -> No
 
 @command.group("requests")
 def requests_group() -> None:
-    """The approval queue: enrollment requests waiting for N distinct approvers."""
+    """The approval queue: enrollment requests waiting for N distinct approvers.
+
+    Approvers are registered certificates (`ca approvers add`); each approves with their
+    own --cert and --key, and is counted once by verified identity.
+    """
 
 
 @requests_group.command("list")
@@ -749,11 +751,12 @@ def requests_list_command(directory: Path, status: str | None, as_json: bool) ->
     if as_json:
         click.echo(json.dumps({"requests": [r.as_dict() for r in found]}, indent=2))
         return
-    from mtlskit.cli._output import aligned, echo_lines, rich_output
+    from rich.console import Console
+    from rich.table import Table
 
-    header = ("id", "identity", "status", "approvals", "csr sha256", "client")
-    rows = [
-        (
+    table = Table("id", "identity", "status", "approvals", "csr sha256", "client")
+    for request in found:
+        table.add_row(
             request.id,
             request.identity,
             request.status.value,
@@ -761,55 +764,117 @@ def requests_list_command(directory: Path, status: str | None, as_json: bool) ->
             request.csr_sha256,
             request.client,
         )
-        for request in found
-    ]
-    if not rich_output():  # one line per request
-        echo_lines(aligned(header, rows))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header)
-    for row in rows:
-        table.add_row(*row)
     Console().print(table)
+
+
+def _refused_approval(refused: ApprovalRefused) -> None:
+    """An approval that does not count is a negative verdict: one line, exit 1."""
+    click.echo(f"mtlskit: {refused.code}: {refused.message}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 @requests_group.command("approve")
 @_dir_argument
 @click.argument("request_id", metavar="ID")
-@click.option("--approver", required=True, help="Who approves (recorded in the audit log).")
+@click.option(
+    "--cert",
+    "cert_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Your approver certificate (registered with `ca approvers add`).",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its private key (0600), which signs the approval.",
+)
 @click.option(
     "--csr-sha256",
     help="The CSR hash you reviewed (from `ca requests list`); refused if it differs.",
 )
-def requests_approve_command(
-    directory: Path, request_id: str, approver: str, csr_sha256: str | None
+@click.option("--approver", hidden=True, help="Removed: approvals are signed (--cert/--key).")
+def requests_approve_command(  # noqa: PLR0917
+    directory: Path,
+    request_id: str,
+    cert_path: Path | None,
+    key_path: Path | None,
+    csr_sha256: str | None,
+    approver: str | None,
 ) -> None:
-    """Approve a request; with enough distinct approvers its client gets the certificate.
+    """Approve a request with your own key; with enough distinct approvers its client gets
+    the certificate.
 
-    The approval names the request's CSR hash, so it cannot be reused for another key.
-    The same approver twice counts once.
+    The approval is a signature by --key over the request id and its CSR hash, so it
+    cannot be reused for another key, and it counts for the verified identity of your
+    registered certificate: the same person twice (another key, another spelling) counts
+    once, and the identity the request is for cannot approve it. `ca serve` checks every
+    signature again before it signs. Refusals exit 1 with a stable code
+    (approver_unregistered, approval_signature_invalid, approver_is_requester,
+    approver_already_counted, approver_cert_expired, approver_cert_revoked).
+
+    \b
+    Example:
+      mtlskit ca requests approve ca/ REQUEST_ID --cert alice.pem --key alice.key
     """
     ca_dir = CaDirectory.open(directory)
-    if not approver.strip():
-        raise InputError("the approver name is empty", source="--approver")
+    if cert_path is None or key_path is None:
+        raise InputError(
+            "an approval is signed: give --cert and --key of an approver registered with "
+            "`mtlskit ca approvers add`"
+            + (" (--approver NAME is no longer accepted)" if approver else ""),
+            source="--cert",
+        )
+    cert = load_certificates(read_bytes(cert_path, what="certificate"), source=str(cert_path))[0]
+    check_secret_permissions(key_path, what="approver key")
+    key = load_private_key(read_bytes(key_path, what="private key"), source=str(key_path))
+    issuer_cert = ca_dir.issuer_certificate()
+    now = _now()
     store = ca_dir.store()
     try:
         request = store.get_request(request_id)
         if request is None:
             raise InputError(f"no enrollment request {request_id!r}", source="ID")
+        reviewed = (csr_sha256 or request.csr_sha256).lower().removeprefix("sha256:")
+        if reviewed != request.csr_sha256:
+            raise InputError(
+                f"request {request_id} is for CSR sha256 {request.csr_sha256}, "
+                f"not {reviewed}: approve what you reviewed",
+                source="--csr-sha256",
+            )
+        fingerprint, signature = sign_approval(request.id, reviewed, cert=cert, key=key)
+        records = {record.fingerprint: record for record in store.approvers()}
+        try:
+            identity = check_approval(
+                request,
+                records.get(fingerprint),
+                fingerprint=fingerprint,
+                signature=signature,
+                at=now,
+                ca_public_key=issuer_cert.public_key(),
+                revoked=revoked_by(issuer_cert, store),
+            )
+            new = check_not_counted(request, identity, fingerprint)
+        except ApprovalRefused as refused:
+            store.record_event(
+                "approve_refused",
+                {"request": request.id, "fingerprint": fingerprint, "code": refused.code},
+                at=now,
+            )
+            _refused_approval(refused)
+            return
         updated, added = store.approve_request(
             request_id,
-            approver=approver.strip(),
-            csr_sha256=(csr_sha256 or request.csr_sha256).lower().removeprefix("sha256:"),
-            at=_now(),
+            approver=identity,
+            csr_sha256=reviewed,
+            at=now,
+            fingerprint=fingerprint,
+            signature=signature,
         )
     finally:
         store.close()
     counted = len(updated.approved_by)
-    if not added:
-        click.echo(f"{approver} had already approved {request_id}; it still counts once")
+    if not (added and new):
+        click.echo(f"{identity} had already approved {request_id}; it still counts once")
     click.echo(
         f"request {request_id} ({updated.identity}): {counted} of {updated.required} approvals, "
         f"status {updated.status.value}"
@@ -830,6 +895,88 @@ def requests_deny_command(directory: Path, request_id: str, approver: str, reaso
     finally:
         store.close()
     click.echo(f"request {request_id} ({updated.identity}) denied")
+
+
+@command.group("approvers")
+def approvers_group() -> None:
+    """Who may approve enrollment requests: certificates registered with the CA's key.
+
+    An approver approves with their own certificate and key (`ca requests approve --cert
+    --key`); the CA counts each verified identity once. Registering one needs the CA
+    passphrase, so the database alone cannot make an approver.
+    """
+
+
+@approvers_group.command("add")
+@_dir_argument
+@click.option(
+    "--cert",
+    "cert_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The approver's certificate (from this CA, or any other: it is pinned by key).",
+)
+@_passphrase_option
+def approvers_add_command(directory: Path, cert_path: Path, passphrase_file: Path | None) -> None:
+    """Register an approver: the CA's key signs their key fingerprint and identity (SAN).
+
+    \b
+    Example:
+      mtlskit ca approvers add ca/ --cert alice.pem
+    """
+    ca_dir = CaDirectory.open(directory)
+    cert = load_certificates(read_bytes(cert_path, what="certificate"), source=str(cert_path))[0]
+    issuer = _issuer(ca_dir, passphrase_file)
+    now = _now()
+    store = ca_dir.store()
+    try:
+        try:
+            record = register_approver(cert, ca_key=issuer.key, now=now)
+            if revoked_by(issuer.cert, store)(cert):
+                raise ApprovalRefused(
+                    "approver_cert_revoked", "this CA revoked (or never recorded) this certificate"
+                )
+        except ApprovalRefused as refused:
+            _refused_approval(refused)
+            return
+        store.add_approver(record)
+    finally:
+        store.close()
+    click.echo(f"registered approver {record.identity} (key {record.fingerprint})")
+
+
+@approvers_group.command("list")
+@_dir_argument
+@click.option("--json", "as_json", is_flag=True)
+def approvers_list_command(directory: Path, as_json: bool) -> None:
+    """The registered approvers: identity, key fingerprint, certificate expiry."""
+    ca_dir = CaDirectory.open(directory)
+    store = ca_dir.store()
+    try:
+        records = store.approvers()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"approvers": [r.as_dict() for r in records]}, indent=2))
+        return
+    for record in records:
+        item = record.as_dict()
+        click.echo(f"{item['identity']}  {item['fingerprint']}  until {item['not_after']}")
+
+
+@approvers_group.command("remove")
+@_dir_argument
+@click.argument("fingerprint", metavar="FINGERPRINT")
+def approvers_remove_command(directory: Path, fingerprint: str) -> None:
+    """Unregister an approver by key fingerprint (`ca approvers list`); their approvals of
+    requests not yet issued stop counting."""
+    ca_dir = CaDirectory.open(directory)
+    store = ca_dir.store()
+    try:
+        identity = store.remove_approver(fingerprint.strip().lower(), at=_now())
+    finally:
+        store.close()
+    click.echo(f"removed approver {identity} ({fingerprint})")
 
 
 @command.command("serve")

@@ -4,7 +4,8 @@ Pure. A token is 256 random bits shown once to the operator; the CA keeps only i
 SHA-256, so a copy of the database redeems nothing. Redeeming is the store's atomic
 conditional update; this module decides what a failed one is called. Approvals are
 counted per distinct approver and only when they name the exact CSR being signed, so a
-different key cannot ride on someone else's approval.
+different key cannot ride on someone else's approval; who an approver is, and whether
+their signature holds, is ``_approvers``'.
 """
 
 from __future__ import annotations
@@ -188,11 +189,17 @@ class RequestStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Approval:
-    """One approver's yes, bound to the hash of the CSR they looked at."""
+    """One approver's yes, bound to the hash of the CSR they looked at.
+
+    ``approver`` is the verified, case-folded identity of a registered approver, and
+    ``signature`` their key's (``fingerprint``) signature over request and CSR hash.
+    Records from before approvals were signed have neither and count for nothing."""
 
     approver: str
     csr_sha256: str
     at: dt.datetime
+    fingerprint: str = ""
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,8 +237,14 @@ class EnrollmentRequest:
 
 
 def approvals_counted(approvals: Iterable[Approval], csr_sha256: str) -> tuple[str, ...]:
-    """The distinct approvers whose approval names this CSR (same person twice counts once)."""
-    return tuple(sorted({a.approver for a in approvals if a.csr_sha256 == csr_sha256}))
+    """The distinct approvers whose signed approval names this CSR (same person twice, in
+    any letter case, counts once). The signatures themselves are checked by
+    ``verified_approvers`` when they are recorded and before the CA signs."""
+    return tuple(
+        sorted(
+            {a.approver.casefold() for a in approvals if a.csr_sha256 == csr_sha256 and a.signature}
+        )
+    )
 
 
 def new_request_id() -> str:
@@ -257,9 +270,19 @@ class EnrollmentStore(Protocol):
     def requests(self, *, status: RequestStatus | None = None) -> Sequence[EnrollmentRequest]: ...
 
     def approve_request(
-        self, request_id: str, *, approver: str, csr_sha256: str, at: dt.datetime
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        csr_sha256: str,
+        at: dt.datetime,
+        fingerprint: str = "",
+        signature: bytes = b"",
     ) -> tuple[EnrollmentRequest, bool]:
         """Record an approval; returns the request and whether it added a new approver."""
+
+    def approvers(self) -> Sequence[Any]:
+        """The registered approvers (``ApproverRecord``)."""
 
     def deny_request(
         self, request_id: str, *, approver: str, reason: str, at: dt.datetime

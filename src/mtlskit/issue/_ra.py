@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mtlskit.certs import Fingerprint, load_certificates
 from mtlskit.errors import InputError
+from mtlskit.issue._approvers import revoked_by, verified_approvers
 from mtlskit.issue._ca import CertificateAuthority, Issued
 from mtlskit.issue._csr import CsrReview, load_csr, review_csr
 from mtlskit.issue._enroll import (
@@ -144,12 +145,27 @@ class RegistrationAuthority:
                 )
             cert = load_certificates(stored.pem, source="store")[0]
             return Issued(cert=cert, chain=(cert, *self.authority.issuer.chain))
-        if request.status is not RequestStatus.APPROVED or not self.records.claim_request(
-            request.id
-        ):
+        if request.status is not RequestStatus.APPROVED:
+            return request
+        # The database says approved; the CA counts again, from the signatures.
+        issuer = self.authority.issuer.cert
+        people = verified_approvers(
+            request,
+            {record.fingerprint: record for record in self.records.approvers()},
+            ca_public_key=issuer.public_key(),
+            revoked=revoked_by(issuer, self.authority.store),
+        )
+        if len(people) < request.required:
+            self.authority.store.record_event(
+                "approval_unverified",
+                {"request": request.id, "verified": list(people), "required": request.required},
+                at=now,
+            )
+            return request
+        if not self.records.claim_request(request.id):
             return request
         csr = _csr(request.csr_pem)
-        if csr_hash(csr) != request.csr_sha256 or len(request.approved_by) < request.required:
+        if csr_hash(csr) != request.csr_sha256:
             self.records.finish_request(request.id, serial=None, at=now)
             raise RuntimeError(f"request {request.id} was approved for a different CSR")
         try:

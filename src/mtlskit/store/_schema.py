@@ -33,6 +33,7 @@ __all__ = [
     "SCHEMA_REVISION",
     "SCHEMA_VERSION",
     "approvals",
+    "approvers",
     "audit_log",
     "audit_row",
     "certificates",
@@ -47,10 +48,11 @@ __all__ = [
 # head, written out (``test_store_migrate`` proves the two agree on SQLite and PostgreSQL).
 # 1: certificates, revocations, counters, audit log. 2: enrollment tokens, requests and
 # approvals. 3: one enrollment request per serial, for several CA nodes on one database.
+# 4: registered approvers, and approvals signed by their keys.
 # ``counters.schema_version`` follows it, so an mtlskit from before Alembic refuses a
 # newer store instead of writing to it.
-SCHEMA_VERSION: Final = 3
-SCHEMA_REVISION: Final = "0003"
+SCHEMA_VERSION: Final = 4
+SCHEMA_REVISION: Final = "0004"
 # Stores made before Alembic carry only ``counters.schema_version``: its revision.
 LEGACY_REVISIONS: Final = {1: "0001", 2: "0002"}
 
@@ -150,6 +152,20 @@ approvals = Table(
     Column("approver", Text, primary_key=True),
     Column("csr_sha256", String(64), nullable=False),
     Column("at", UtcDateTime, nullable=False),
+    # The approver's key and signature (schema 4); NULL in approvals from before, which
+    # stay readable and count for nothing.
+    Column("fingerprint", String(71), nullable=True),
+    Column("signature", LargeBinary, nullable=True),
+)
+
+approvers = Table(
+    "approvers",
+    metadata,
+    Column("fingerprint", String(71), primary_key=True),  # SHA-256 of the key's SPKI
+    Column("identity", Text, nullable=False),  # verified, case-folded
+    Column("cert", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),  # the CA's, over the three above
+    Column("added_at", UtcDateTime, nullable=False),
 )
 
 

@@ -57,6 +57,7 @@ from sqlalchemy.sql import Executable, Select
 from mtlskit.errors import InputError
 from mtlskit.issue import (
     Approval,
+    ApproverRecord,
     AuditEntry,
     CertificateRecord,
     CertificateStatus,
@@ -74,6 +75,7 @@ from mtlskit.store._migrate import is_known, stored_revision, upgrade
 from mtlskit.store._schema import (
     SCHEMA_REVISION,
     approvals,
+    approvers,
     audit_log,
     audit_row,
     certificates,
@@ -265,7 +267,13 @@ def _enrollment_request(row: Any, given: Any) -> EnrollmentRequest:
         status=RequestStatus(row.status),
         created_at=row.created_at,
         approvals=tuple(
-            Approval(approver=item.approver, csr_sha256=item.csr_sha256, at=item.at)
+            Approval(
+                approver=item.approver,
+                csr_sha256=item.csr_sha256,
+                at=item.at,
+                fingerprint=item.fingerprint or "",
+                signature=item.signature or b"",
+            )
             for item in given
         ),
         serial=int(row.serial, 16) if row.serial else None,
@@ -799,8 +807,17 @@ class SqlStore:
         return request
 
     def approve_request(
-        self, request_id: str, *, approver: str, csr_sha256: str, at: dt.datetime
+        self,
+        request_id: str,
+        *,
+        approver: str,
+        csr_sha256: str,
+        at: dt.datetime,
+        fingerprint: str = "",
+        signature: bytes = b"",
     ) -> tuple[EnrollmentRequest, bool]:
+        """Record an approval (the caller has checked ``signature``: ``check_approval``);
+        one row per approver and request, so the same person at once on two nodes is one."""
         with self._write() as conn:
             request = self._pending(conn, request_id)
             if csr_sha256 != request.csr_sha256:
@@ -809,17 +826,28 @@ class SqlStore:
                     f"not {csr_sha256}: approve what you reviewed",
                     source="--csr-sha256",
                 )
-            added = approver not in {a.approver for a in request.approvals}
-            if added:
-                conn.execute(
-                    insert(approvals).values(
-                        request_id=request_id, approver=approver, csr_sha256=csr_sha256, at=at
-                    )
-                )
-            counted = approvals_counted(
-                (*request.approvals, Approval(approver=approver, csr_sha256=csr_sha256, at=at)),
-                request.csr_sha256,
+            given = Approval(
+                approver=approver,
+                csr_sha256=csr_sha256,
+                at=at,
+                fingerprint=fingerprint,
+                signature=signature,
             )
+            before = {a.approver: a for a in request.approvals}
+            added = approver not in before or not before[approver].signature
+            row = {"csr_sha256": csr_sha256, "at": at}
+            row |= {"fingerprint": fingerprint or None, "signature": signature or None}
+            if approver in before and added:  # an unsigned row from before schema 4
+                conn.execute(
+                    update(approvals)
+                    .where(approvals.c.request_id == request_id, approvals.c.approver == approver)
+                    .values(**row)
+                )
+            elif added:
+                conn.execute(
+                    insert(approvals).values(request_id=request_id, approver=approver, **row)
+                )
+            counted = approvals_counted((*request.approvals, given), request.csr_sha256)
             if len(counted) >= request.required and request.status is RequestStatus.PENDING:
                 conn.execute(
                     update(enrollment_requests)
@@ -833,6 +861,7 @@ class SqlStore:
                     "request": request_id,
                     "identity": request.identity,
                     "approver": approver,
+                    "fingerprint": fingerprint,
                     "csr_sha256": csr_sha256,
                     "counted": len(counted),
                     "required": request.required,
@@ -843,6 +872,60 @@ class SqlStore:
             updated = self._request(conn, request_id)
         assert updated is not None
         return updated, added
+
+    def add_approver(self, record: ApproverRecord) -> None:
+        """Register an approver (made by ``register_approver``, with the CA's key)."""
+        with self._write() as conn:
+            exists = conn.scalar(
+                select(approvers.c.fingerprint).where(approvers.c.fingerprint == record.fingerprint)
+            )
+            if exists is not None:
+                raise InputError(
+                    f"key {record.fingerprint} is already a registered approver", source="--cert"
+                )
+            conn.execute(
+                insert(approvers).values(
+                    fingerprint=record.fingerprint,
+                    identity=record.identity,
+                    cert=record.cert_pem,
+                    signature=record.signature,
+                    added_at=record.added_at,
+                )
+            )
+            self._append_audit(
+                conn,
+                "approver_add",
+                {"identity": record.identity, "fingerprint": record.fingerprint},
+                record.added_at,
+            )
+
+    def approvers(self) -> Sequence[ApproverRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(approvers).order_by(approvers.c.added_at))
+            return [
+                ApproverRecord(
+                    fingerprint=row.fingerprint,
+                    identity=row.identity,
+                    cert_pem=row.cert,
+                    signature=row.signature,
+                    added_at=row.added_at,
+                )
+                for row in rows
+            ]
+
+    def remove_approver(self, fingerprint: str, *, at: dt.datetime) -> str:
+        """Unregister an approver: their approvals no longer count. Returns the identity."""
+        with self._write() as conn:
+            identity = conn.scalar(
+                select(approvers.c.identity).where(approvers.c.fingerprint == fingerprint)
+            )
+            if identity is None:
+                raise InputError(f"no registered approver {fingerprint}", source="FINGERPRINT")
+            conn.execute(approvers.delete().where(approvers.c.fingerprint == fingerprint))
+            self._append_audit(
+                conn, "approver_remove", {"identity": identity, "fingerprint": fingerprint}, at
+            )
+        return str(identity)
 
     def deny_request(
         self, request_id: str, *, approver: str, reason: str, at: dt.datetime

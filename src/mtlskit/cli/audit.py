@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from mtlskit.audit import AuditReport, audit_trust_store
 from mtlskit.certs import load_certificates
+from mtlskit.cli._output import echo_lines, one_line, rich_output
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.files import read_bytes
 from mtlskit.lint import Finding, Severity
@@ -42,7 +41,31 @@ def _bundle_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _render(report: AuditReport, console: Console) -> None:
+def _lines(report: AuditReport) -> list[str]:
+    """One line per finding, ``SOURCE #INDEX SUBJECT (CA): SEVERITY CODE: MESSAGE (REFERENCE)``;
+    ``ok`` for an entry without findings; the store's own findings; the verdict last."""
+    lines = []
+    for entry in report.entries:
+        where = f"{one_line(entry.source)} #{entry.index} {one_line(entry.subject)}"
+        where += " (CA)" if entry.is_ca else " (end-entity)"
+        if not entry.findings:
+            lines.append(f"{where}: ok")
+        lines += [f"{where}: {_plain(finding)}" for finding in entry.findings]
+    lines += [_plain(finding) for finding in report.findings]
+    lines.append(f"verdict: {'FAIL' if report.has_errors else 'PASS'}")
+    return lines
+
+
+def _plain(finding: Finding) -> str:
+    message, reference = one_line(finding.message), one_line(finding.reference)
+    return f"{finding.severity.value} {finding.code}: {message} ({reference})"
+
+
+def _render(report: AuditReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
     table = Table(title="client trust store audit", title_justify="left")
     for header in ("source", "#", "subject", "CA", "findings"):
         table.add_column(header, overflow="fold")
@@ -59,9 +82,11 @@ def _render(report: AuditReport, console: Console) -> None:
 
 
 def _line(finding: Finding) -> str:
+    from rich.markup import escape
+
     style = _STYLE[finding.severity]
     label = f"[{style}]{finding.severity.value} {finding.code}[/{style}]"
-    return f"{label}: {finding.message} [dim]({finding.reference})[/dim]"
+    return f"{label}: {escape(finding.message)} [dim]({escape(finding.reference)})[/dim]"
 
 
 @click.command("audit")
@@ -91,6 +116,8 @@ def command(bundles: tuple[Path, ...], as_json: bool) -> int:
     report = audit_trust_store(certificates, now=dt.datetime.now(dt.UTC))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
+    elif rich_output():
+        _render(report)
     else:
-        _render(report, Console())
+        echo_lines(_lines(report))
     return 1 if report.has_errors else 0

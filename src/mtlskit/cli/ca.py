@@ -606,18 +606,28 @@ def list_command(directory: Path, status: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"certificates": [r.as_dict(now) for r in records]}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from mtlskit.cli._output import aligned, echo_lines, rich_output
 
-    table = Table("serial", "identity", "status", "not after", "fingerprint")
-    for record in records:
-        table.add_row(
+    header = ("serial", "identity", "status", "not after", "fingerprint")
+    rows = [
+        (
             f"{record.serial:x}",
             record.identity,
             record.status(now).value,
             record.not_after.isoformat(),
-            record.fingerprint[:23] + "…",
+            record.fingerprint,
         )
+        for record in records
+    ]
+    if not rich_output():  # one line per certificate, the whole fingerprint
+        echo_lines(aligned(header, rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row[:-1], row[-1][:23] + "…")
     Console().print(table)
 
 
@@ -751,12 +761,11 @@ def requests_list_command(directory: Path, status: str | None, as_json: bool) ->
     if as_json:
         click.echo(json.dumps({"requests": [r.as_dict() for r in found]}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from mtlskit.cli._output import aligned, echo_lines, rich_output
 
-    table = Table("id", "identity", "status", "approvals", "csr sha256", "client")
-    for request in found:
-        table.add_row(
+    header = ("id", "identity", "status", "approvals", "csr sha256", "client")
+    rows = [
+        (
             request.id,
             request.identity,
             request.status.value,
@@ -764,6 +773,17 @@ def requests_list_command(directory: Path, status: str | None, as_json: bool) ->
             request.csr_sha256,
             request.client,
         )
+        for request in found
+    ]
+    if not rich_output():  # one line per request
+        echo_lines(aligned(header, rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 

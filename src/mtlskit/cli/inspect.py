@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from mtlskit.certinfo import CertificateSummary, IssuerClass, summarize
 from mtlskit.cli._inputs import read_certificates
+from mtlskit.cli._output import echo_lines, one_line, rich_output
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _CLASS_STYLE = {
     IssuerClass.SELF_SIGNED: "yellow",
@@ -21,11 +24,11 @@ _CLASS_STYLE = {
 }
 
 
-def _format_left(delta: dt.timedelta) -> str:
+def _format_left(delta: dt.timedelta) -> tuple[str, str | None]:
     seconds = int(delta.total_seconds())
     if seconds < 0:
-        return f"[red]expired {_span(-seconds)} ago[/red]"
-    return f"{_span(seconds)} left"
+        return f"expired {_span(-seconds)} ago", "red"
+    return f"{_span(seconds)} left", None
 
 
 def _span(seconds: int) -> str:
@@ -36,46 +39,73 @@ def _span(seconds: int) -> str:
     return f"{hours}h {rest // 60}m"
 
 
-def _table(path: str, summary: CertificateSummary, now: dt.datetime) -> Table:
-    table = Table(title=f"{path} [{summary.index}]", show_header=False, title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    identity = (
-        f"{summary.identity.kind.value}: {summary.identity.value}"
-        + (" [yellow](legacy: subject CN)[/yellow]" if summary.identity.legacy else "")
-        if summary.identity
-        else f"[red]none[/red] ({summary.identity_error})"
+def _rows(summary: CertificateSummary, now: dt.datetime) -> list[tuple[str, str, str | None]]:
+    """(field, plain value, rich style of the value or None): the one content both shapes show."""
+    found = summary.identity
+    identity: tuple[str, str | None] = (f"none ({summary.identity_error})", "red")
+    if found is not None:
+        legacy = " (legacy: subject CN)" if found.legacy else ""
+        identity = (f"{found.kind.value}: {found.value}{legacy}", "yellow" if legacy else None)
+    left, left_style = _format_left(summary.time_left(now))
+    absent = ("absent", "dim")
+    key_usage = (
+        (", ".join(summary.key_usage) + (" (critical)" if summary.key_usage_critical else ""), None)
+        if summary.key_usage is not None
+        else absent
+    )
+    eku = (
+        (", ".join(f"{name} ({oid})" for name, oid in summary.eku), None)
+        if summary.eku is not None
+        else absent
     )
     rows = [
-        ("Identity", identity),
-        ("Subject", summary.subject),
-        ("Issuer", summary.issuer),
-        ("Issuer class", f"[{_CLASS_STYLE[summary.issuer_class]}]{summary.issuer_class}[/]"),
-        ("Serial", summary.serial),
-        ("Not before", summary.not_before.isoformat()),
-        ("Not after", f"{summary.not_after.isoformat()}  ({_format_left(summary.time_left(now))})"),
-        ("Key", summary.key),
-        ("Signature", summary.signature_algorithm),
-        ("Basic constraints", summary.basic_constraints or "[dim]absent[/dim]"),
+        ("Identity", *identity),
+        ("Subject", summary.subject, None),
+        ("Issuer", summary.issuer, None),
+        ("Issuer class", str(summary.issuer_class), _CLASS_STYLE[summary.issuer_class]),
+        ("Serial", summary.serial, None),
+        ("Not before", summary.not_before.isoformat(), None),
+        ("Not after", f"{summary.not_after.isoformat()}  ({left})", left_style),
+        ("Key", summary.key, None),
+        ("Signature", summary.signature_algorithm, None),
         (
-            "Key usage",
-            (", ".join(summary.key_usage) + (" (critical)" if summary.key_usage_critical else ""))
-            if summary.key_usage is not None
-            else "[dim]absent[/dim]",
+            "Basic constraints",
+            *((summary.basic_constraints, None) if summary.basic_constraints else absent),
         ),
+        ("Key usage", *key_usage),
+        ("Extended key usage", *eku),
         (
-            "Extended key usage",
-            ", ".join(f"{name} ({oid})" for name, oid in summary.eku)
-            if summary.eku is not None
-            else "[dim]absent[/dim]",
+            "Subject alt names",
+            *((", ".join(summary.san), None) if summary.san else ("none", "dim")),
         ),
-        ("Subject alt names", "\n".join(summary.san) or "[dim]none[/dim]"),
-        ("SHA-256", f"{summary.fingerprint.colon_hex}\nbase64: {summary.fingerprint.base64}"),
+        ("SHA-256", summary.fingerprint.colon_hex, None),
+        ("SHA-256 base64", summary.fingerprint.base64, None),
     ]
     if summary.extensions_error:
-        rows.insert(1, ("Extensions", f"[red]unreadable[/red] ({summary.extensions_error})"))
-    for field, value in rows:
-        table.add_row(field, value)
+        rows.insert(1, ("Extensions", f"unreadable ({summary.extensions_error})", "red"))
+    return rows
+
+
+def _lines(path: str, summary: CertificateSummary, now: dt.datetime) -> list[str]:
+    """``PATH [INDEX]`` then one indented ``Field: value`` line per row, as openssl prints."""
+    return [
+        f"{one_line(path)} [{summary.index}]",
+        *(f"  {field}: {one_line(value)}" for field, value, _ in _rows(summary, now)),
+    ]
+
+
+def _table(path: str, summary: CertificateSummary, now: dt.datetime) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"{escape(path)} [{summary.index}]", show_header=False, title_justify="left"
+    )
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for field, value, style in _rows(summary, now):
+        text = escape(value.replace(", ", "\n") if field == "Subject alt names" else value)
+        table.add_row(field, f"[{style}]{text}[/]" if style else text)
     return table
 
 
@@ -107,6 +137,11 @@ def command(files: tuple[str, ...], as_json: bool, password_file: Path | None) -
         results = [{"path": path} | summary.as_dict(now) for path, summary in summaries]
         click.echo(json.dumps({"results": results}, indent=2))
         return
+    if not rich_output():
+        echo_lines(line for path, summary in summaries for line in _lines(path, summary, now))
+        return
+    from rich.console import Console
+
     console = Console()
     for path, summary in summaries:
         console.print(_table(path, summary, now))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from mtlskit.cli._inputs import read_certificates
+from mtlskit.cli._output import echo_lines, one_line, rich_output
 from mtlskit.lint import DEFAULT_PROFILE, PROFILES, CertificateReport, Severity, lint_chain
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _STYLE = {
     Severity.ERROR: "bold red",
@@ -36,6 +38,9 @@ def _parse_at(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 def _table(path: str, report: CertificateReport) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     role = "leaf" if report.index == 0 else "CA"
     table = Table(
         title=f"{escape(path)} [{report.index}] {role}: {escape(report.subject)}",
@@ -55,6 +60,23 @@ def _table(path: str, report: CertificateReport) -> Table:
             escape(finding.reference),
         )
     return table
+
+
+def _lines(results: list[tuple[str, CertificateReport]]) -> list[str]:
+    """One line per finding (``PATH [INDEX] ROLE SUBJECT: SEVERITY CODE: MESSAGE (REFERENCE)``),
+    one ``clean`` line per certificate without any: the shape ``grep CODE`` wants."""
+    lines = []
+    for path, report in results:
+        where = f"{one_line(path)} [{report.index}] {'leaf' if report.index == 0 else 'CA'} "
+        where += one_line(report.subject)
+        if not report.findings:
+            lines.append(f"{where}: clean")
+        lines += [
+            f"{where}: {finding.severity} {finding.code}: {one_line(finding.message)}"
+            f" ({one_line(finding.reference)})"
+            for finding in report.findings
+        ]
+    return lines
 
 
 _PROFILE_HELP = "; ".join(f"{name}: {profile.summary}" for name, profile in PROFILES.items())
@@ -110,11 +132,20 @@ def command(
         body = [{"path": path} | report.as_dict() for path, report in results]
         click.echo(json.dumps({"results": body}, indent=2))
         return 1 if failed else 0
-    console = Console()
     counts = dict.fromkeys(Severity, 0)
-    for path, report in results:
+    for _, report in results:
         for finding in report.findings:
             counts[finding.severity] += 1
+    summary = ", ".join(f"{severity}: {count}" for severity, count in counts.items())
+    if not rich_output():
+        echo_lines(_lines(results))
+        click.echo(f"{'FAIL' if failed else 'PASS'} ({', '.join(chosen)}): {summary}")
+        return 1 if failed else 0
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    for path, report in results:
         if report.findings:
             console.print(_table(path, report))
         else:
@@ -122,7 +153,6 @@ def command(
             console.print(
                 f"{escape(path)} [{report.index}] {role}: {escape(report.subject)}  [green]clean[/]"
             )
-    summary = ", ".join(f"{severity}: {count}" for severity, count in counts.items())
     verdict = "[bold red]FAIL[/]" if failed else "[green]PASS[/]"
     console.print(f"{verdict} ({', '.join(chosen)}): {summary}")
     return 1 if failed else 0

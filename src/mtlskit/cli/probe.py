@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mtlskit.cadir import PASSPHRASE_ENV
 from mtlskit.cli._inputs import read_certificates, read_private_key
+from mtlskit.cli._output import echo_lines, rich_output
 from mtlskit.errors import InputError
 from mtlskit.files import read_password
-from mtlskit.probe import Case, ProbeReport, Verdict, report_table, run_probe
+from mtlskit.probe import Case, ProbeReport, Verdict, report_lines, report_table, run_probe
 
 
 def _after_crl(command_line: str | None) -> Callable[[], None] | None:
@@ -41,6 +43,15 @@ def _after_crl(command_line: str | None) -> Callable[[], None] | None:
             raise InputError(f"exited {done.returncode}: {error}", source="--after-crl")
 
     return run
+
+
+def _plain(report: ProbeReport) -> None:
+    counts = ", ".join(
+        f"{report.count(verdict)} {verdict.value}" for verdict in Verdict if report.count(verdict)
+    )
+    verdict = "WEAK" if report.count(Verdict.FAIL) else "OK"
+    echo_lines([*report_lines(report), *(f"note: {note}" for note in report.notes)])
+    click.echo(f"{verdict}  {counts}")
 
 
 def _print(report: ProbeReport, console: Console) -> None:
@@ -137,7 +148,8 @@ def command(  # noqa: PLR0917 - click passes every option by keyword
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=(bar_console := Console(stderr=True)),
+        # quiet as well: rich 13 writes a blank line even for a disabled bar
+        console=(bar_console := Console(stderr=True, quiet=not sys.stderr.isatty())),
         transient=True,
         disable=not bar_console.is_terminal,  # piped, a transient bar leaves a blank line
     ) as bar:
@@ -162,6 +174,8 @@ def command(  # noqa: PLR0917 - click passes every option by keyword
         )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
+    elif rich_output():
         _print(report, console)
+    else:
+        _plain(report)
     return report.exit_code

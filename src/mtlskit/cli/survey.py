@@ -6,10 +6,8 @@ import asyncio
 import json
 
 import click
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
+from mtlskit.cli._output import echo_lines, one_line, rich_output
 from mtlskit.publicca import ClientAuthStatus
 from mtlskit.survey import SurveyResult, Target, survey
 
@@ -21,7 +19,29 @@ _STATUS_STYLE = {
 }
 
 
-def _render(results: list[SurveyResult], console: Console) -> None:
+def _lines(results: list[SurveyResult]) -> list[str]:
+    """One line per server: ``TARGET: EKU …; issuer …; class …; issued …; clientAuth: …``."""
+    lines = []
+    for result in results:
+        if result.error:
+            lines.append(f"{result.target}: error: {one_line(result.error)}")
+            continue
+        eku = ", ".join(result.eku) if result.eku is not None else "(none: any purpose)"
+        verdict = result.client_auth
+        status = verdict.explain() if verdict else "n/a (not publicly trusted)"
+        lines.append(
+            f"{result.target}: EKU {one_line(eku)}; issuer {one_line(result.issuer)}; "
+            f"class {result.issuer_class}; issued {result.chain[0].not_valid_before_utc:%Y-%m-%d}; "
+            f"clientAuth: {status}"
+        )
+    return lines
+
+
+def _render(results: list[SurveyResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
     table = Table(title="clientAuth survey", title_justify="left")
     for header in ("server", "EKU", "issuer", "class", "issued", "clientAuth status"):
         table.add_column(header, overflow="fold")
@@ -65,10 +85,15 @@ def command(targets: tuple[str, ...], as_json: bool, timeout: float, concurrency
       mtlskit survey example.com github.com:443
       mtlskit survey --json 127.0.0.1:8443
     """
+    from rich.console import Console
+    from rich.progress import Progress
+
     parsed = [Target.parse(text) for text in targets]
     console = Console(stderr=True)
-    # A bar only on a terminal: piped, even a transient one leaves a blank stderr line.
+    # A bar only on a terminal: piped, even a transient one leaves a blank stderr line (and
+    # rich 13 writes one even for a disabled bar, hence quiet).
     bar_off = as_json or not console.is_terminal
+    console.quiet = bar_off
     with Progress(console=console, transient=True, disable=bar_off) as progress:
         task = progress.add_task("surveying", total=len(parsed))
         results = asyncio.run(
@@ -81,8 +106,10 @@ def command(targets: tuple[str, ...], as_json: bool, timeout: float, concurrency
         )
     if as_json:
         click.echo(json.dumps({"results": [r.as_dict() for r in results]}, indent=2))
+    elif rich_output():
+        _render(results)
     else:
-        _render(results, Console())
+        echo_lines(_lines(results))
     if all(result.error for result in results):
         click.echo(f"mtlskit: error: no server could be reached ({results[0].error})", err=True)
         return 2

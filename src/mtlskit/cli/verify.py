@@ -12,9 +12,9 @@ import datetime as dt
 import json
 
 import click
-from rich.console import Console
 
 from mtlskit.cli._inputs import read_certificates
+from mtlskit.cli._output import echo_lines, one_line, rich_output
 from mtlskit.errors import InputError
 from mtlskit.trustfiles import TrustFiles, read_policy
 from mtlskit.verify import Decision, Verifier
@@ -42,21 +42,52 @@ def _bundles(specs: tuple[str, ...]) -> dict[str, list[str]]:
     return bundles
 
 
-def _render(decision: Decision, console: Console) -> None:
+def _lines(decision: Decision) -> list[str]:
+    """The verdict line, then one line per reason: ``x CODE (depth N): MESSAGE [peers' codes]``."""
+    head = decision.verdict.value.upper()
+    if decision.identity is not None:
+        head += f"  {decision.identity.kind.value}: {one_line(decision.identity.value)}"
+    lines = [head]
+    if decision.rule:
+        lines.append(f"allowed by {one_line(decision.rule)}")
+    if decision.pinned:
+        lines.append("matched a pinned certificate (SHA-256 fingerprint)")
+    mark = "!" if decision.accepted else "x"
+    for reason in decision.reasons:
+        where = "" if reason.depth is None else f" (depth {reason.depth})"
+        lines.append(
+            f"{mark} {reason.code.value}{where}: {one_line(reason.message)} "
+            f"[GCP client_cert_error: {reason.gcp_error}; "
+            f"AWS tls_verify_status: Failed:{reason.aws_tls_verify_status}]"
+        )
+    if decision.chain:
+        lines.append("Chain (leaf first):")
+        lines += [f"  [{depth}] {print_}" for depth, print_ in enumerate(decision.chain)]
+    if decision.valid_until is not None and decision.accepted:
+        lines.append(f"verdict holds until {decision.valid_until.isoformat()}")
+    return lines
+
+
+def _render(decision: Decision) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
     style = "bold green" if decision.accepted else "bold red"
     console.print(f"[{style}]{decision.verdict.value.upper()}[/{style}]", end="")
     if decision.identity is not None:
-        console.print(f"  {decision.identity.kind.value}: {decision.identity.value}", end="")
+        identity = escape(decision.identity.value)
+        console.print(f"  {decision.identity.kind.value}: {identity}", end="")
     console.print()
     if decision.rule:
-        console.print(f"allowed by {decision.rule}")
+        console.print(f"allowed by {escape(decision.rule)}")
     if decision.pinned:
         console.print("matched a pinned certificate (SHA-256 fingerprint)")
     for reason in decision.reasons:
         where = "" if reason.depth is None else f" (depth {reason.depth})"
         mark = "[yellow]![/yellow]" if decision.accepted else "[red]x[/red]"
         console.print(f"{mark} [bold]{reason.code.value}[/bold]{where}")
-        console.print(f"    {reason.message}", highlight=False)
+        console.print(f"    {escape(reason.message)}", highlight=False)
         console.print(
             f"    [dim]GCP client_cert_error: {reason.gcp_error} · "
             f"AWS tls_verify_status: Failed:{reason.aws_tls_verify_status}[/dim]"
@@ -182,6 +213,8 @@ def command(  # click passes every option by keyword
     decision = verifier.verify(chain, at=at)
     if as_json:
         click.echo(json.dumps(decision.as_dict(), indent=2))
+    elif rich_output():
+        _render(decision)
     else:
-        _render(decision, Console())
+        echo_lines(_lines(decision))
     return 0 if decision.accepted else 1

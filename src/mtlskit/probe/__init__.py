@@ -32,7 +32,7 @@ from mtlskit.probe._cases import (
     alert_from_ssl_error,
     judge,
 )
-from mtlskit.probe._render import report_table
+from mtlskit.probe._render import report_lines, report_table
 from mtlskit.probe._run import parse_target, run_probe
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "alert_from_ssl_error",
     "judge",
     "parse_target",
+    "report_lines",
     "report_table",
     "run_probe",
 ]

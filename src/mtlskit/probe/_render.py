@@ -1,4 +1,8 @@
-"""The report as a rich table: one row per case, expected beside observed, verdict in colour."""
+"""The report as a rich table (one row per case, verdict in colour) or as plain lines.
+
+``report_lines`` is what a pipe gets: each case on one line that starts with its id,
+so ``grep foreign_key`` finds the whole row.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from rich.table import Table
 
 from mtlskit.probe._cases import Expect, ProbeReport, Verdict
 
-__all__ = ["report_table"]
+__all__ = ["report_lines", "report_table"]
 
 _EXPECT_TEXT: Final = {
     Expect.REFUSE: "refuse",
@@ -41,3 +45,17 @@ def report_table(report: ProbeReport) -> Table:
             f"[{_STYLE[verdict]}]{verdict.value}[/]",
         )
     return table
+
+
+def report_lines(report: ProbeReport) -> list[str]:
+    """``ID: TITLE: expected E, observed O[, TLS V]: VERDICT`` per case, control characters
+    (a server's alert text or HTTP reason) flattened to spaces."""
+    lines = []
+    for result in report.results:
+        observed = " ".join(result.observation.summary().split())
+        tls = f", {result.observation.tls_version}" if result.observation.tls_version else ""
+        lines.append(
+            f"{result.case.id}: {result.case.title}: expected {_EXPECT_TEXT[result.case.expect]}, "
+            f"observed {observed}{tls}: {result.verdict.value}"
+        )
+    return lines

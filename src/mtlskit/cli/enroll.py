@@ -41,14 +41,15 @@ def command(  # noqa: PLR0917
 
     The key never leaves this machine. OUT gets key.pem (0600, written first),
     cert.pem, chain.pem (what to present) and ca.pem (the pinned CA root). Exit 1
-    when the CA refuses (the stable code is printed), 2 when it cannot be reached.
+    when the CA refuses (the stable code is printed), 2 when it cannot be reached or
+    rate-limits this address (the message says when to retry).
 
     \b
     Example:
       mtlskit enroll https://ca.internal:8444 --token mtk1_… --out svc/ \\
         --ca-fingerprint sha256:…
     """
-    from mtlskit.client import CaRefused, CaUnavailable, enroll
+    from mtlskit.client import CaRateLimited, CaRefused, CaUnavailable, enroll
 
     def pending(request: str, approvals: int, required: int) -> None:
         click.echo(f"waiting for approval of request {request}: {approvals}/{required}", err=True)
@@ -68,6 +69,9 @@ def command(  # noqa: PLR0917
     except CaRefused as exc:
         click.echo(f"mtlskit: {exc}", err=True)
         raise click.exceptions.Exit(1) from None
+    except CaRateLimited as exc:  # not an outage: this address must wait, and it says how long
+        click.echo(f"mtlskit: error: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
     except CaUnavailable as exc:
         click.echo(f"mtlskit: error: CA unavailable: {exc}", err=True)
         raise click.exceptions.Exit(2) from None

@@ -47,7 +47,14 @@ def command(  # noqa: PLR0917
     """
     import subprocess
 
-    from mtlskit.client import CaRefused, CaUnavailable, Renewed, renew, renew_forever
+    from mtlskit.client import (
+        CaRateLimited,
+        CaRefused,
+        CaUnavailable,
+        Renewed,
+        renew,
+        renew_forever,
+    )
 
     def report(renewed: Renewed) -> None:
         if as_json:
@@ -78,6 +85,9 @@ def command(  # noqa: PLR0917
     except CaRefused as exc:
         click.echo(f"mtlskit: {exc}", err=True)
         raise click.exceptions.Exit(1) from None
+    except CaRateLimited as exc:  # not an outage: this address must wait, and it says how long
+        click.echo(f"mtlskit: error: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
     except CaUnavailable as exc:
         click.echo(f"mtlskit: error: CA unavailable: {exc}", err=True)
         raise click.exceptions.Exit(2) from None

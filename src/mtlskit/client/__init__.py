@@ -20,10 +20,11 @@ from mtlskit.client._context import (
     watching_ssl_context,
 )
 from mtlskit.client._enroll import Enrolled, build_csr, enroll
-from mtlskit.client._http import CaRefused, CaUnavailable
+from mtlskit.client._http import CaRateLimited, CaRefused, CaUnavailable
 from mtlskit.client._renew import Renewed, backoff, renew, renew_forever, renewal_time
 
 __all__ = [
+    "CaRateLimited",
     "CaRefused",
     "CaUnavailable",
     "Enrolled",

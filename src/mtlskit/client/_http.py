@@ -3,11 +3,14 @@ whether waiting helps.
 
 A ``CaRefused`` is the CA's answer (a 4xx with a stable code, or a TLS handshake the
 CA refused): retrying the same request will not change it. ``CaUnavailable`` is the
-network or a 5xx/429: a renewal daemon backs off and tries again.
+network or a 5xx/429: a renewal daemon backs off and tries again. A 429 is the narrower
+``CaRateLimited``, which says how long the CA asked to wait (its ``Retry-After``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import ssl
 from typing import Any, Final
 
@@ -18,6 +21,7 @@ from mtlskit.certs import Fingerprint, certificate_pem, load_certificates
 from mtlskit.errors import MtlskitError
 
 __all__ = [
+    "CaRateLimited",
     "CaRefused",
     "CaUnavailable",
     "fetch_root",
@@ -41,6 +45,52 @@ class CaRefused(MtlskitError):
 
 class CaUnavailable(MtlskitError):
     """The CA could not be reached or failed (connection, timeout, 5xx, 429): try later."""
+
+
+class CaRateLimited(CaUnavailable):
+    """A 429: the CA limits this client address; ``retry_after`` is its Retry-After in seconds.
+
+    ``ca serve`` answers 429 ``rate_limited`` after repeated failed token redemptions (an
+    unknown, used or expired token) from one address, not because it is down: the
+    message says so, and when the address may try again, instead of "CA unavailable".
+    """
+
+    def __init__(self, url: str, code: str, retry_after: float | None) -> None:
+        self.code = code
+        self.retry_after = retry_after
+        self.retry_at = (
+            dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=retry_after)
+            if retry_after is not None
+            else None
+        )
+        why = (
+            " after repeated failed enrollments from this address (unknown, used or expired tokens)"
+            if code == "rate_limited"
+            else ""
+        )
+        when = (
+            f"retry in {retry_after:.0f} s (after {self.retry_at:%Y-%m-%d %H:%M:%S} UTC)"
+            if self.retry_at is not None
+            else "retry later"
+        )
+        super().__init__(f"{url}: rate-limited by the CA{why}: {when}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110 §10.2.3); None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
 
 
 def _tls_refusal(exc: BaseException) -> ssl.SSLError | None:
@@ -81,7 +131,14 @@ def _request(
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 500 or response.status_code == 429:
+    if response.status_code == 429:
+        try:
+            code = str(response.json().get("code", ""))
+        except (ValueError, AttributeError):
+            code = ""
+        wait = _retry_after(response.headers.get("retry-after"))
+        raise CaRateLimited(str(response.request.url), code, wait)
+    if response.status_code >= 500:
         raise CaUnavailable(f"{response.request.url}: HTTP {response.status_code}")
     try:
         document = response.json()

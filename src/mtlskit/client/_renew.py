@@ -23,7 +23,14 @@ from cryptography.hazmat.primitives import serialization
 
 from mtlskit.certs import chain_pem, generate_private_key, load_certificates, private_key_pem
 from mtlskit.client._enroll import build_csr
-from mtlskit.client._http import CaRefused, CaUnavailable, get_json, post_json, verified_context
+from mtlskit.client._http import (
+    CaRateLimited,
+    CaRefused,
+    CaUnavailable,
+    get_json,
+    post_json,
+    verified_context,
+)
 from mtlskit.files import read_bytes, write_public, write_secret
 
 __all__ = ["Renewed", "backoff", "renew", "renew_forever", "renewal_time"]
@@ -105,6 +112,8 @@ def renew(
     base = url.rstrip("/")
     try:
         _, document = post_json(f"{base}/v1/renew", context, body)
+    except CaRateLimited:  # the CA answered: it is not the certificate that was refused
+        raise
     except CaUnavailable:
         # A server that verifies client certificates in the handshake may just hang up on
         # one it refuses (TLS 1.3 sends its alert after the client thinks it is done). If
@@ -155,6 +164,7 @@ def renew_forever(
     rng = rng or random.Random()
     cert_path = Path(cert)
     attempt = 0
+    asked = 0.0  # the CA's last Retry-After: no retry sooner than it asked
     while not stop.is_set():
         leaf = _load(cert_path)[0]
         now = dt.datetime.now(dt.UTC)
@@ -164,12 +174,14 @@ def renew_forever(
             delay = (due - now).total_seconds()
         else:
             delay = backoff(attempt - 1, remaining=leaf.not_valid_after_utc - now, rng=rng)
+            delay = max(delay, asked)
         if delay > 0 and stop.wait(delay):
             return
         try:
             renewed = renew(url, cert_path, key, ca=ca, rekey=rekey)
         except CaUnavailable as exc:
             attempt += 1
+            asked = (exc.retry_after or 0.0) if isinstance(exc, CaRateLimited) else 0.0
             _log.warning("renewal failed (attempt %d), retrying: %s", attempt, exc)
             continue
         attempt = 0

@@ -164,6 +164,7 @@ def test_approvals_forged_in_the_database_do_not_issue(ca, cli, tmp_path):
     not the CA's, approval rows they write carry no valid signature; `ca serve` counts
     the signatures before it signs, so the request stays pending."""
     from mtlskit.issue import ApproverRecord  # imported here: the other tests run without it
+
     grace = _approver(cli, ca, tmp_path / "grace", "spiffe://acme.com/approvers/grace")
     out = tmp_path / "x"
     request_id = _pending(ca, "spiffe://acme.com/prod/dbforge", out)

@@ -12,7 +12,11 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from ca_server import PASSPHRASE
+
+pytestmark = pytest.mark.attack("ca-directory-permissions")  # issue 27; reliability/redteam.py
 
 
 def _mode(path) -> int:

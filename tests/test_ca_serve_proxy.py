@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ca_server import RunningCa, init_ca, serve
@@ -17,6 +18,9 @@ from mtlskit.certs import generate_private_key
 from mtlskit.client import build_csr
 
 WEB = "spiffe://acme.com/web"
+
+
+pytestmark = pytest.mark.attack("forwarded-for-spoofing")  # issue 27; reliability/redteam.py
 
 
 def _enroll(ca: RunningCa, token: str, forwarded_for: str) -> httpx.Response:

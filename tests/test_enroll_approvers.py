@@ -27,6 +27,9 @@ from mtlskit.testca import LeafSpec, TestCA
 APPROVAL = '\n[[approval]]\nids = ["spiffe://acme.com/prod/**"]\napprovers = 2\n'
 
 
+pytestmark = pytest.mark.attack("approver-identity")  # issue 27; reliability/redteam.py
+
+
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory) -> RunningCa:
     directory = init_ca(tmp_path_factory.mktemp("approvers") / "ca", approval=APPROVAL)

@@ -20,7 +20,7 @@ from bench.report import OUT_DIR, ROOT, Goal, Section, write_report
 
 SKIP = {"report"}
 # Report order: the feature benchmarks the issues name, then the scaling curves.
-ORDER = ["lint", "verify", "authz", "issue", "enroll", "gateway"]
+ORDER = ["lint", "cli", "verify", "authz", "issue", "enroll", "gateway"]
 
 
 def _order(name: str) -> tuple[int, str]:

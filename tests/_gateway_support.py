@@ -47,6 +47,7 @@ class _Echo(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _answer(self) -> None:
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
         body = self._body()
         if self.path.startswith("/slow"):
             time.sleep(float(self.path.split("=")[-1]))
@@ -95,11 +96,17 @@ class EchoBackend:
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
         self.server.daemon_threads = True
+        self.server.seen = []  # type: ignore[attr-defined]  # every request target received
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self.thread.start()
+
+    @property
+    def seen(self) -> list[str]:
+        """Every request target the backend received, in order."""
+        return self.server.seen  # type: ignore[attr-defined,no-any-return]
 
     @property
     def url(self) -> str:

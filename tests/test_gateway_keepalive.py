@@ -259,12 +259,12 @@ def test_access_log_lines_are_json_with_hostile_paths(site, gateway, clean_leaf)
         status, headers, _ = reader.response()
     request_id = headers[b"x-request-id"].decode()
     record = site.wait_for_record(lambda r: r.get("request_id") == request_id, which="access")
-    assert status == 403  # not among the policy's routes
+    assert status == 400  # a backslash in a path is refused (issue 27), the raw path logged
     assert record["path"] == '/z/"q"\\%C3%A9'
     assert record["method"] == "GET"
     assert record["identity"] == SPIFFE_ID
     assert record["verified"] is True
-    assert record["code"] == "identity_not_authorized"
+    assert record["code"] == "path refused: a backslash in the path"
     line = next(x for x in site.access_log.read_text().splitlines() if request_id in x)
     assert line == json.dumps(record, separators=(",", ":"))
 

@@ -8,6 +8,7 @@ Pure: a policy is compiled from TOML text (or rules), and turns an accepted
 ['allow[0] trust_domain = "acme.com"']
 """
 
+from mtlskit.authz._path import PathError, needs_normalizing, normalize_target  # noqa: F401
 from mtlskit.authz._policy import (
     Mode,
     Policy,

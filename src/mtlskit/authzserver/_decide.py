@@ -44,7 +44,7 @@ from typing import Any, Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mtlskit.authz import Policy
+from mtlskit.authz import PathError, Policy, needs_normalizing, normalize_target
 from mtlskit.certs import Fingerprint
 from mtlskit.errors import InputError
 from mtlskit.forward import (
@@ -254,6 +254,13 @@ class DecisionPoint:
     def check(self, request: CheckRequest, *, at: dt.datetime) -> Answer:
         """Decide one request; malformed proxy input is a rejection with a reason, not a crash."""
         method, path = self._original(request)
+        if needs_normalizing(path):  # the rules see the path the backend will serve
+            try:
+                path = normalize_target(path)
+            except PathError as exc:  # in every mode: not the certificate's fault, a probe
+                message = f"path refused before authorization: {exc} ({path!r})"
+                decision = _reject(Code.IDENTITY_NOT_AUTHORIZED, message)
+                return Answer(status=403, headers=[], decision=decision, method=method, path=path)
         hit: bool | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httptools
 from cryptography import x509
 
+from mtlskit.authz import needs_normalizing
 from mtlskit.forward import ForwardedClient, forward_headers
 from mtlskit.gateway._config import ClientAuthMode
 from mtlskit.gateway._http import (
@@ -45,6 +46,7 @@ from mtlskit.gateway._http import (
     finish_head,
     forwarding_fields,
     identity_tail,
+    normalized_target,
     relay_framing,
     request_framing,
     response_head,
@@ -914,6 +916,8 @@ class ClientConnection(asyncio.Protocol):
         started = time.monotonic()
         try:
             framing, length = request_framing(head, max_body_bytes=gateway.limits.max_body_bytes)
+            if needs_normalizing(head.target):  # authorized and forwarded normalised
+                head.target = normalized_target(head.target)
         except ClientRequestError as exc:
             self.life.handle(Event.BAD_REQUEST)
             await self._error(exc.status_hint, request_id, code=str(exc), head=head)
@@ -1198,7 +1202,9 @@ class ClientConnection(asyncio.Protocol):
             self.resume()
             return
         head: RequestHead = events[0][1]
-        if head.method == "HEAD":  # its upstream connection is not reused: the task's case
+        # HEAD: its upstream connection is not reused; a path to normalise (or refuse): the
+        # task's cases.
+        if head.method == "HEAD" or needs_normalizing(head.target):
             self.resume()
             return
         generation = self.generation

@@ -14,6 +14,7 @@ from enum import StrEnum
 from http import HTTPStatus
 from typing import Final
 
+from mtlskit.authz import PathError, normalize_target
 from mtlskit.errors import MtlskitError
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "forwarding_fields",
     "header_kind",
     "identity_tail",
+    "normalized_target",
     "relay_framing",
     "request_framing",
     "response_head",
@@ -207,6 +209,16 @@ def request_framing(head: RequestHead, *, max_body_bytes: int) -> tuple[Framing,
     if length > max_body_bytes:
         raise ClientRequestError("body larger than the limit", status_hint=413)
     return (FRAMING_LENGTH, length) if length else _NO_BODY
+
+
+def normalized_target(target: bytes) -> bytes:
+    """``target`` as route rules see it and the upstream receives it (``authz._path``):
+    dot segments resolved, unreserved escapes decoded; ``ClientRequestError`` (400) for an
+    ambiguous one (an encoded slash, double encoding, a climb above the root)."""
+    try:
+        return normalize_target(target.decode("latin-1")).encode("latin-1")
+    except PathError as exc:
+        raise ClientRequestError(f"path refused: {exc}") from None
 
 
 def _connection_tokens(headers: Iterable[Header]) -> set[bytes]:

@@ -152,6 +152,11 @@ class LimitsConfig(_Section):
     handshake_timeout: float = Field(default=10.0, gt=0)
     idle_timeout: float = Field(default=60.0, gt=0)  # no request (or no bytes mid-request)
     drain_timeout: float = Field(default=10.0, ge=0)  # SIGTERM: how long in-flight work may take
+    # Seconds a keep-alive connection serves requests; the first request after it is answered
+    # with "Connection: close" (nginx's keepalive_time). Every request is authorized against
+    # the current trust and policy anyway; this bounds what a handshake's TLS parameters and
+    # a session's lifetime can outlast (a reload's new server certificate, TLS versions).
+    max_connection_age: float = Field(default=600.0, gt=0)
 
 
 class LogConfig(_Section):

@@ -197,6 +197,7 @@ class ClientView:
     """
 
     __slots__ = (
+        "chain",
         "client",
         "connection_fields",
         "decision",
@@ -204,6 +205,7 @@ class ClientView:
         "headers",
         "leaf_fields",
         "log_fields",
+        "stale_at",
         "tls_extension",
         "upstream_tail",
     )
@@ -221,6 +223,10 @@ class ClientView:
         self.leaf_fields = leaf
         self.client = client  # what an in-process ASGI app is told (the TLS extension)
         self.expires = 0.0
+        self.chain: tuple[bytes, ...] = ()  # what a connection re-decides after a reload
+        # When (time.monotonic) the decision stops holding: the certificate's notAfter, a
+        # CRL's nextUpdate. A connection's next request past it is decided again.
+        self.stale_at = float("inf")
         identity = decision.identity.value if decision.identity else None
         self.log_fields = (  # the access log's members for this chain, JSON already
             f'"identity":{_json(identity) if identity is not None else "null"},'
@@ -253,6 +259,7 @@ class ClientView:
             "sha256": hashlib.sha256(chain[0]).hexdigest(),
         }
         view = cls(decision, forward_headers(client, generation.forward), fields, client)
+        view.chain = chain
         verify = "SUCCESS" if decision.accepted else f"FAILED:{error}"
         view.connection_fields = view._connection_members(generation, verify)
         return view
@@ -279,6 +286,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_drained",
+        "_due",
         "_eof",
         "_events",
         "_failure",
@@ -288,6 +296,7 @@ class ClientConnection(asyncio.Protocol):
         "_headers",
         "_idle_since",
         "_in_head",
+        "_old_at",
         "_parse_error",
         "_parser",
         "_paused",
@@ -331,6 +340,9 @@ class ClientConnection(asyncio.Protocol):
         self._events: list[tuple[str, Any]] = []
         self._task: asyncio.Task[None] | None = None  # None while parked (see ``_serve``)
         self._idle_since = 0.0  # when the wait for the next request head began
+        # time.monotonic() when the connection is too old to be kept alive (max_connection_age),
+        # and when its next request must be checked again (that, or its decision going stale).
+        self._old_at = self._due = 0.0
         self._view: ClientView | None = None
         self._fast: _FastExchange | None = None  # a request relayed by callbacks, in flight
         self._failure: ClientRequestError | None = None  # the fast path's, for the task
@@ -358,6 +370,7 @@ class ClientConnection(asyncio.Protocol):
         if peer and (type(peer) is not tuple or len(peer) != 2):  # IPv6 has 4; ASGI wants 2
             peer = (str(peer[0]), int(peer[1]))
         self.client_address = peer or None
+        self._old_at = time.monotonic() + self.gateway.limits.max_connection_age
         self.server_address = self.gateway.local_address(transport.get_extra_info("sockname"))
         self.gateway.connections.add(self)
         self.gateway.metrics.open_connections += 1
@@ -618,6 +631,7 @@ class ClientConnection(asyncio.Protocol):
         handshake_ms = (time.monotonic() - started) * 1000
         view = self._verify(handshake_ms)
         self._view = view
+        self._due = min(self._old_at, view.stale_at)
         refused = not view.decision.accepted and self.generation.mode is (
             ClientAuthMode.REJECT_INVALID
         )
@@ -924,6 +938,15 @@ class ClientConnection(asyncio.Protocol):
             return
         view = self._view
         assert view is not None
+        if generation is not gateway.generation or started >= self._due:
+            view = self._recheck(head, started)
+            generation = self.generation
+            if not view.decision.accepted and generation.mode is ClientAuthMode.REJECT_INVALID:
+                self.life.handle(Event.CLOSE)  # no longer trusted: 403, as at the handshake
+                await self._error(
+                    403, request_id, code=view.decision.reasons[0].code.value, head=head
+                )
+                return
         decision = view.decision
         if generation.policy is not None and decision.accepted:
             decision = generation.policy.authorize(decision, method=head.method, path=head.path)
@@ -960,6 +983,21 @@ class ClientConnection(asyncio.Protocol):
             return
         relay = self._relay(head, framing, length, conn, request_id, view)
         await self._exchange(head, conn, request_id, started, relay)
+
+    def _recheck(self, head: RequestHead, now: float) -> ClientView:
+        """The connection's view under the gateway's current generation, decided again for a
+        reload or a stale decision (a revoked certificate's open connection is refused on its
+        next request, not 70 s later); an old connection's request is its last."""
+        gateway = self.gateway
+        view = self._view
+        assert view is not None
+        if self.generation is not gateway.generation or now >= view.stale_at:
+            self.generation = gateway.generation
+            view = self._view = gateway.view(self.generation, view.chain)
+        if now >= self._old_at:
+            head.keep_alive = False  # answered with Connection: close
+        self._due = min(self._old_at, view.stale_at)
+        return view
 
     async def _exchange(
         self,
@@ -1204,10 +1242,15 @@ class ClientConnection(asyncio.Protocol):
         head: RequestHead = events[0][1]
         # HEAD: its upstream connection is not reused; a path to normalise (or refuse): the
         # task's cases.
-        if head.method == "HEAD" or needs_normalizing(head.target):
+        generation = self.generation
+        if (
+            head.method == "HEAD"
+            or needs_normalizing(head.target)
+            or generation is not gateway.generation  # a reload: decide again
+            or time.monotonic() >= self._due  # too old, or the decision went stale
+        ):
             self.resume()
             return
-        generation = self.generation
         # None for a body, a second Host, Connection naming fields: the task's cases.
         lines = fast_upstream_head(head, generation.header_kinds, generation.classify_header)
         view = self._view

@@ -120,6 +120,8 @@ class Gateway:
         view = ClientView.of(generation, chain)
         until = view.decision.valid_until
         view.expires = min(now + _MEMO_SECONDS, until.timestamp() if until else now)
+        if until is not None and view.decision.accepted:  # on the clock connections read
+            view.stale_at = time.monotonic() + (until.timestamp() - now)
         if len(self._views) >= _MEMO_LIMIT:
             self._views.clear()
         self._views[key] = view

@@ -24,7 +24,7 @@ from mtlskit.errors import ConfigError
 from mtlskit.files import check_secret_permissions, read_bytes
 from mtlskit.forward import ForwardConfig, is_spoofable
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
-from mtlskit.gateway._http import KINDS_LIMIT, header_kind
+from mtlskit.gateway._http import KINDS_LIMIT, gateway_owned, header_kind
 from mtlskit.gateway._tls import server_context
 from mtlskit.verify import TrustStore, VerificationCache, Verifier, load_crl, parse_spiffe_bundle
 
@@ -61,7 +61,9 @@ class Generation:
     ) -> list[tuple[bytes, bytes]]:
         """``headers`` without the identity names a client may not send (``forward``'s rule).
 
-        ``lower``: names lower-cased as well, as an ASGI scope has them, in the same pass.
+        Also without the client-address names the gateway owns (``gateway_owned``: it
+        writes its own X-Forwarded-For). ``lower``: names lower-cased as well, as an ASGI
+        scope has them, in the same pass.
         The verdict per name is memoized (``kept_names``): the same few names recur on
         every request, and deciding each afresh was ~3% of a relayed request.
         """
@@ -70,16 +72,20 @@ class Generation:
         for name, value in headers:
             kept = memo.get(name)
             if kept is None:
-                kept = b"" if is_spoofable(name, self.forward.sanitized_names) else name.lower()
+                kept = b"" if self._client_may_not_send(name) else name.lower()
                 if len(memo) < KINDS_LIMIT:
                     memo[name] = kept
             if kept:
                 out.append((kept, value) if lower else (name, value))
         return out
 
+    def _client_may_not_send(self, name: bytes) -> bool:
+        """An identity header (``forward``'s rule) or one the gateway owns (``GATEWAY_SET``)."""
+        return is_spoofable(name, self.forward.sanitized_names) or gateway_owned(name)
+
     def classify_header(self, name: bytes) -> int:
         """``header_kind`` for a name not yet in ``header_kinds``; memoized, bounded."""
-        kind = header_kind(name, spoofable=is_spoofable(name, self.forward.sanitized_names))
+        kind = header_kind(name, spoofable=self._client_may_not_send(name))
         if len(self.header_kinds) < KINDS_LIMIT:
             self.header_kinds[name] = kind
         return kind

@@ -36,6 +36,7 @@ __all__ = [
     "fast_upstream_head",
     "finish_head",
     "forwarding_fields",
+    "gateway_owned",
     "header_kind",
     "identity_tail",
     "normalized_target",
@@ -62,13 +63,41 @@ HOP_BY_HOP: Final = frozenset(
         b"upgrade",
     }
 )
-# Set by the gateway for every request; whatever a client sent under these names is dropped.
+# The gateway's word about the client and the request (it sets X-Forwarded-For,
+# X-Forwarded-Proto and X-Request-Id), and the other names proxies and CDNs use for it,
+# which backends and frameworks read as the client's address, scheme or host: whatever a
+# client sent under any of them is dropped, whatever the case or ``_`` spelling
+# (``gateway_owned``), and never named by Connection out of the gateway's own.
 GATEWAY_SET: Final = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"forwarded"}
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-server",
+        b"x-forwarded-prefix",
+        b"x-forwarded-scheme",
+        b"x-forwarded",
+        b"forwarded",
+        b"forwarded-for",
+        b"x-original-forwarded-for",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"true-client-ip",
+        b"x-cluster-client-ip",
+        b"cf-connecting-ip",
+        b"fastly-client-ip",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-request-id",
+    }
 )
 # What upstream_request_head never forwards: for requests without a body, and with one.
 _NOT_UPSTREAM: Final = HOP_BY_HOP | GATEWAY_SET | {b"expect"}
 _NOT_UPSTREAM_WITH_BODY: Final = _NOT_UPSTREAM | {b"content-length"}
+# What Connection may not remove from a request (RFC 9112 §3.2: an HTTP/1.1 request has Host).
+_KEPT_WHEN_NAMED: Final = frozenset({b"host"})
 # What the gateway never passes downstream as is: it frames and ids each response itself.
 NOT_DOWNSTREAM: Final = HOP_BY_HOP | {b"content-length", b"x-request-id"}
 _FRAMING_NAME_SIZES: Final = frozenset({4, 14, 17})  # host, content-length, transfer-encoding
@@ -260,7 +289,7 @@ def upstream_request_head(
     drop = _NOT_UPSTREAM if bodyless else _NOT_UPSTREAM_WITH_BODY
     tokens = _connection_tokens(head.headers)
     if not tokens <= drop:
-        drop = drop | tokens
+        drop = drop | (tokens - _KEPT_WHEN_NAMED)  # Host stays, as nginx and Envoy keep it
     lines = [head.method.encode() + b" " + head.target + b" HTTP/1.1"]
     lines += [key + b": " + value for key, value in headers if key.lower() not in drop]
     if not any(len(key) == 4 and key.lower() == b"host" for key, _ in head.headers):
@@ -276,6 +305,12 @@ def upstream_request_head(
         + request_id.encode("ascii")
         + identity_tail(identity)
     )
+
+
+def gateway_owned(name: bytes) -> bool:
+    """Whether a client's field of this name speaks for the gateway (``GATEWAY_SET``), compared
+    as WSGI/CGI backends see names: case and ``_``/``-`` folded, whitespace trimmed."""
+    return name.strip(b" \t").lower().replace(b"_", b"-") in GATEWAY_SET
 
 
 def header_kind(name: bytes, *, spoofable: bool) -> int:

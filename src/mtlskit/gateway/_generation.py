@@ -1,8 +1,9 @@
 """Everything a reload replaces, built whole from the files and swapped in one assignment.
 
 A ``Generation`` holds the TLS context (OpenSSL's gate), the ``Verifier``
-(mtlskit's gate), the policy and the forwarding formats. Connections keep the
-generation they started with; new connections take the newest. A reload that
+(mtlskit's gate), the policy and the forwarding formats. A connection keeps the
+TLS session it started with, but its next request is decided again under the newest
+generation (its chain re-verified, the new policy applied); new connections take it. A reload that
 fails (a bad CRL, a typo in the policy) is logged and the old generation stays.
 """
 

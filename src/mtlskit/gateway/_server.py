@@ -1,8 +1,8 @@
 """The gateway process: listeners, reload, drain, metrics endpoint.
 
 Reload builds a whole new ``Generation`` (TLS context, trust store, CRLs,
-policy) and swaps it in with one assignment: connections already established
-keep theirs, the next handshake uses the new one. A reload that fails keeps
+policy) and swaps it in with one assignment: the next handshake uses the new one,
+and an established connection's next request is decided under it. A reload that fails keeps
 the old generation and says why in the connection log.
 """
 

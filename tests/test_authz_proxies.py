@@ -179,7 +179,7 @@ def test_nginx_with_authz_server(stack):
     snippet = (
         (tmp / "authz-nginx.conf")
         .read_text()
-        .replace("listen 0.0.0.0:443", f"listen 127.0.0.1:{port}")
+        .replace("listen 127.0.0.1:8443", f"listen 127.0.0.1:{port}")
     )
     temp_paths = " ".join(
         f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

@@ -104,7 +104,12 @@ decisions = "-"
 )
 @click.option("--server-cert", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--server-key", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--listen", default="0.0.0.0:443", show_default=True, help="HOST:PORT to serve.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8443",
+    show_default=True,
+    help="HOST:PORT to serve; loopback like every mtlskit listener: say 0.0.0.0:443 to expose it.",
+)
 @click.option("--server-name", default="_", show_default=True)
 @click.option("--upstream", default="http://127.0.0.1:8080", show_default=True)
 @click.option("--authz", default="http://127.0.0.1:9191", show_default=True)

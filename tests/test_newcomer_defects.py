@@ -1,0 +1,73 @@
+"""Defects a new user hit following the README (issue 26, items 4-7): each as it was reported.
+
+- a directory where a file belongs, or a bad ``--at``: one ``mtlskit: error:`` line, exit 2;
+- ``config nginx`` without ``--listen`` listens on loopback, as every other mtlskit listener;
+- a port already in use: one line, exit 2, for ``gateway`` and ``authz-server`` as real
+  processes (the port is held by a socket bound first);
+- a private key or password file that group or others may read is refused by every command
+  that reads one, as server and CA keys already were.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write
+
+CERT_READERS = [
+    ("inspect", "{dir}"),
+    ("lint", "{dir}"),
+    ("verify", "{dir}", "--pin", "sha256:" + "00" * 32),
+    ("verify", "{pem}", "--trust", "{dir}"),
+    ("audit", "{dir}/no-such.pem"),
+    ("export", "pkcs12", "--cert", "{dir}", "--key", "{pem}", "--out", "{dir}/o.p12"),
+    ("gateway", "--config", "{dir}"),
+    ("authz-server", "--config", "{dir}"),
+    ("selfsigned", "--id", "spiffe://acme.com/x", "--out", "{pem}"),
+]
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mtlskit: error: "), err
+    assert "Traceback" not in err and "Usage:" not in err and "Try " not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", CERT_READERS, ids=lambda a: " ".join(a[:2]))
+def test_a_directory_where_a_file_belongs_is_one_error_line(run_cli, tmp_path, ca, args):
+    pem = write(tmp_path / "root.pem", ca.root.cert_pem)
+    argv = [a.format(dir=tmp_path, pem=pem) for a in args]
+    result = run_cli(*argv)
+    assert result.code == 2, result
+    line = _one_error_line(result.err)
+    assert str(tmp_path) in line or "directory" in line or "is a file" in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lint", "{pem}", "--at", "yesterday"),
+        ("verify", "{pem}", "--trust", "{pem}", "--at", "2026-13-01"),
+        ("verify", "{pem}", "--trust", "{pem}", "--at", ""),
+    ],
+    ids=["lint", "verify-month-13", "verify-empty"],
+)
+def test_a_bad_at_is_one_error_line(run_cli, tmp_path, ca, args):
+    pem = write(tmp_path / "root.pem", ca.root.cert_pem)
+    result = run_cli(*[a.format(pem=pem) for a in args])
+    assert result.code == 2, result
+    assert "--at" in _one_error_line(result.err)
+
+
+def test_config_nginx_listens_on_loopback_unless_told(run_cli, tmp_path, ca):
+    root = write(tmp_path / "root.pem", ca.root.cert_pem)
+    result = run_cli("config", "nginx", "--trust", root)
+    assert result.code == 0, result.err
+    listens = [
+        line.strip() for line in result.out.splitlines() if line.strip().startswith("listen")
+    ]
+    assert listens == ["listen 127.0.0.1:8443 ssl;"], listens
+    exposed = run_cli("config", "nginx", "--trust", root, "--listen", "0.0.0.0:443")
+    assert "listen 0.0.0.0:443 ssl;" in exposed.out

@@ -25,6 +25,7 @@ from mtlskit.verify import TrustStore, load_crl, parse_spiffe_bundle
 
 __all__ = [
     "TrustFiles",
+    "parse_pin",
     "read_certificate_files",
     "read_crls",
     "read_policy",
@@ -47,6 +48,22 @@ def _expand(paths: Iterable[PathLike]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def parse_pin(text: str) -> Fingerprint | Path:
+    """A pin as configured: a SHA-256 fingerprint (``sha256:HEX``, bare or openssl's colon
+    hex), else the pinned certificate's file (or a directory of them).
+
+    The TLS servers need the certificate itself, not only its fingerprint: OpenSSL checks
+    a client certificate against its verify locations before mtlskit sees it, and Python's
+    ``ssl`` has no verify callback to let a pinned one through (DESIGN §4).
+    """
+    try:
+        return Fingerprint.parse(text)
+    except InputError:
+        if text.lower().startswith("sha256:"):
+            raise  # a malformed fingerprint, not a file name
+        return Path(text)
 
 
 def read_certificate_files(paths: Iterable[PathLike], *, what: str) -> list[x509.Certificate]:
@@ -98,7 +115,8 @@ class TrustFiles:
     """
 
     trust: tuple[Path, ...] = ()
-    pins: tuple[Fingerprint, ...] = ()
+    pins: tuple[Fingerprint, ...] = ()  # given as ``parse_pin`` strings: files go to pin_files
+    pin_files: tuple[Path, ...] = ()
     crls: tuple[Path, ...] = ()
     spiffe_bundles: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
     allow_public_roots: bool = False
@@ -108,10 +126,12 @@ class TrustFiles:
         put = object.__setattr__
         put(self, "trust", tuple(Path(p) for p in self.trust))
         put(self, "crls", tuple(Path(p) for p in self.crls))
+        parsed = [p if isinstance(p, Fingerprint | Path) else parse_pin(p) for p in self.pins]
+        put(self, "pins", tuple(p for p in parsed if isinstance(p, Fingerprint)))
         put(
             self,
-            "pins",
-            tuple(p if isinstance(p, Fingerprint) else Fingerprint.parse(p) for p in self.pins),
+            "pin_files",
+            (*map(Path, self.pin_files), *(p for p in parsed if isinstance(p, Path))),
         )
         put(
             self,
@@ -121,13 +141,18 @@ class TrustFiles:
 
     @property
     def empty(self) -> bool:
-        return not (self.trust or self.pins or self.spiffe_bundles)
+        return not (self.trust or self.pins or self.pin_files or self.spiffe_bundles)
+
+    def pinned_certificates(self) -> list[x509.Certificate]:
+        """The certificates of ``pin_files``: pinned by fingerprint, and what a TLS server
+        puts in its verify locations so that OpenSSL lets them in."""
+        return read_certificate_files(self.pin_files, what="pinned certificate")
 
     def load(self) -> TrustStore:
         return TrustStore.build(
             anchors=read_certificate_files(self.trust, what="certificate file"),
             spiffe_bundles=read_spiffe_bundles(self.spiffe_bundles),
-            pins=self.pins,
+            pins=(*self.pins, *map(Fingerprint.of, self.pinned_certificates())),
             crls=read_crls(self.crls),
             allow_public_roots=self.allow_public_roots,
             allow_stale_crls=self.allow_stale_crls,

@@ -8,7 +8,7 @@ address = "127.0.0.1:9191"          # plain HTTP, loopback: only the proxy talks
 mode = "reject_invalid"             # or "allow_invalid_or_missing": always 200, verdict headers
 trust = ["ca/root.pem"]
 intermediates = ["ca/issuing.pem"]  # nginx/HAProxy forward the leaf only
-pins = []
+pins = []                           # pinned self-signed clients: "client/cert.pem" or "sha256:HEX"
 crls = ["crl.pem"]
 spiffe_bundles = {}
 policy = "policy.toml"              # omitted: every verified client is allowed
@@ -104,6 +104,7 @@ def _absolute(config: AuthzServerConfig, base: Path) -> AuthzServerConfig:
             "client_auth": auth.model_copy(
                 update={
                     "trust": [fix(p) for p in auth.trust],
+                    "pins": [auth.pin_path(p, base) for p in auth.pins],
                     "intermediates": [fix(p) for p in auth.intermediates],
                     "crls": [fix(p) for p in auth.crls],
                     "spiffe_bundles": {d: fix(p) for d, p in auth.spiffe_bundles.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import click
@@ -81,5 +82,14 @@ def command(identity: str, out: Path, key_type: str, days: int) -> None:
         f"  openssl x509 -in {cert_path.name} -noout -fingerprint -sha256\n"
         "on the copy they received and compares the result with the value above over a\n"
         "different channel (a call, a signed message); a copy swapped in transit would be\n"
-        "pinned just as readily. Pin it as: " + str(fingerprint)
+        "pinned just as readily."
+    )
+    # The TLS servers need the certificate file itself: OpenSSL checks the client's
+    # certificate against its verify locations before mtlskit compares any fingerprint.
+    # The fingerprint beside the file makes the service refuse a swapped file.
+    pin_line = json.dumps([str(cert_path.resolve()), str(fingerprint)])
+    click.echo(
+        "Pin it (the path of the copy on the service's host), in gateway.toml or authz.toml\n"
+        f"[client_auth]:\n  pins = {pin_line}\n"
+        f"and for mtlskit verify: --pin {fingerprint}"
     )

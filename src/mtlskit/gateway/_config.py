@@ -22,9 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-from mtlskit.errors import ConfigError
+from mtlskit.errors import ConfigError, InputError
 from mtlskit.files import read_bytes
 from mtlskit.tomlconfig import config_error, parse_toml
+from mtlskit.trustfiles import parse_pin
 
 __all__ = ["ClientAuthMode", "GatewayConfig", "load_config", "parse_address"]
 
@@ -80,6 +81,9 @@ class ListenConfig(_Section):
 class ClientAuthConfig(_Section):
     mode: ClientAuthMode = ClientAuthMode.REJECT_INVALID
     trust: list[Path] = []
+    # Pinned self-signed clients: each a certificate file or directory (what the TLS
+    # handshake needs), or "sha256:HEX", which must then match one of those files (or a
+    # trust file): listing a file and its fingerprint refuses a swapped file (``parse_pin``).
     pins: list[str] = []
     crls: list[Path] = []
     spiffe_bundles: dict[str, Path] = {}
@@ -88,6 +92,21 @@ class ClientAuthConfig(_Section):
     max_chain_depth: int = Field(default=8, ge=0, le=16)
     # DANGEROUS: let a publicly trusted root vouch for clients; only with a policy.
     allow_public_roots: bool = False
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                parse_pin(value)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return values
+
+    def pin_path(self, pin: str, base: Path) -> str:
+        """``pin`` with a file pin made absolute against ``base``; a fingerprint as it is."""
+        parsed = parse_pin(pin)
+        return pin if not isinstance(parsed, Path) or parsed.is_absolute() else str(base / parsed)
 
 
 class UpstreamConfig(_Section):
@@ -200,11 +219,8 @@ def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
             "client_auth": auth.model_copy(
                 update={
                     "trust": [fix(p) for p in auth.trust],
-                    # a pin is "sha256:HEX" or a certificate file, relative like every path
-                    "pins": [
-                        p if p.lower().startswith("sha256:") else str(fix(Path(p)))
-                        for p in auth.pins
-                    ],
+                    # a pin is a fingerprint or a certificate file, relative like every path
+                    "pins": [auth.pin_path(p, base) for p in auth.pins],
                     "crls": [fix(p) for p in auth.crls],
                     "spiffe_bundles": {d: fix(p) for d, p in auth.spiffe_bundles.items()},
                     "policy": fix(auth.policy) if auth.policy is not None else None,

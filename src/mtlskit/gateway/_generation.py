@@ -27,6 +27,7 @@ from mtlskit.forward import ForwardConfig, is_spoofable
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
 from mtlskit.gateway._http import KINDS_LIMIT, gateway_owned, header_kind
 from mtlskit.gateway._tls import server_context
+from mtlskit.trustfiles import parse_pin
 from mtlskit.verify import TrustStore, VerificationCache, Verifier, load_crl, parse_spiffe_bundle
 
 __all__ = ["Generation", "file_stamps", "load_generation", "watched_files"]
@@ -106,7 +107,7 @@ def _expand(paths: Iterable[Path]) -> list[Path]:
 def watched_files(config: GatewayConfig) -> list[Path]:
     auth = config.client_auth
     files = [config.listen.cert, config.listen.key, *_expand(auth.trust), *auth.crls]
-    files += [Path(pin) for pin in auth.pins if not pin.lower().startswith("sha256:")]
+    files += _expand(p for p in map(parse_pin, auth.pins) if isinstance(p, Path))
     files += list(auth.spiffe_bundles.values())
     if auth.policy is not None:
         files.append(auth.policy)
@@ -129,6 +130,23 @@ def _certificates(path: Path, what: str) -> list[x509.Certificate]:
     return load_certificates(read_bytes(path, what=what), source=str(path))
 
 
+def _check_hex_pins(pins: Iterable[Fingerprint], openssl_trust: list[x509.Certificate]) -> None:
+    """Every fingerprint pin matches a certificate OpenSSL is given: else its client is
+    refused ``unknown_ca`` in the handshake, before mtlskit could compare the fingerprint
+    (Python's ``ssl`` has no verify callback). Also what makes a fingerprint beside its
+    file refuse a swapped file."""
+    loaded = {Fingerprint.of(cert) for cert in openssl_trust}
+    for pin in pins:
+        if pin not in loaded:
+            raise ConfigError(
+                f"no pinned certificate file or trust file holds {pin}: the TLS handshake "
+                "needs the certificate itself, so list its file: "
+                'pins = ["client/cert.pem"] (with its fingerprint beside it to refuse a '
+                "swapped file), as mtlskit selfsigned prints",
+                source="client_auth.pins",
+            )
+
+
 def load_generation(config: GatewayConfig) -> Generation:
     """Read every file the config names; ``ConfigError``/``InputError`` name the bad one."""
     auth = config.client_auth
@@ -136,11 +154,13 @@ def load_generation(config: GatewayConfig) -> Generation:
     anchors = [cert for path in _expand(auth.trust) for cert in _certificates(path, "trust file")]
     pins: list[Fingerprint] = []
     pinned: list[x509.Certificate] = []
-    for pin in auth.pins:
-        if pin.lower().startswith("sha256:"):
-            pins.append(Fingerprint.parse(pin))
-        else:  # a certificate file: pinned by fingerprint, and OpenSSL must see it too
-            certs = _certificates(Path(pin), "pinned certificate")
+    for pin in map(parse_pin, auth.pins):
+        if isinstance(pin, Fingerprint):
+            pins.append(pin)
+        else:  # certificate files: pinned by fingerprint, and OpenSSL must see them too
+            certs = [
+                c for path in _expand([pin]) for c in _certificates(path, "pinned certificate")
+            ]
             pinned += certs
             pins += [Fingerprint.of(cert) for cert in certs]
     bundles = {
@@ -174,6 +194,7 @@ def load_generation(config: GatewayConfig) -> Generation:
     )
     openssl_trust = [*trust.anchors, *(c for certs in trust.bundles.values() for c in certs)]
     openssl_trust += pinned
+    _check_hex_pins(pins, openssl_trust)
     if not openssl_trust and auth.mode is ClientAuthMode.REJECT_INVALID:
         raise ConfigError(
             "no certificate for OpenSSL to trust: hex pins need the pinned certificate "

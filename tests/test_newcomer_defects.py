@@ -10,8 +10,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from _gateway_support import write_config
 from conftest import write
 
 CERT_READERS = [
@@ -71,3 +78,67 @@ def test_config_nginx_listens_on_loopback_unless_told(run_cli, tmp_path, ca):
     assert listens == ["listen 127.0.0.1:8443 ssl;"], listens
     exposed = run_cli("config", "nginx", "--trust", root, "--listen", "0.0.0.0:443")
     assert "listen 0.0.0.0:443 ssl;" in exposed.out
+
+
+@pytest.fixture
+def held_port():
+    """A port something else already listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock.getsockname()[1]
+
+
+def _run(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mtlskit", *map(os.fspath, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _gateway_config(site, ca, listen: str, extra: str = "") -> Path:
+    config = write_config(site, ca.bundle_pem, '[client_auth]\ntrust = ["trust.pem"]\n' + extra)
+    text = config.read_text().replace('address = "127.0.0.1:0"', f'address = "{listen}"', 1)
+    config.write_text(text)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("listen", "extra"),
+    [
+        ("held", ""),
+        ("held", '[metrics]\naddress = "127.0.0.1:0"\n'),
+        ("free", '[metrics]\naddress = "127.0.0.1:{held}"\n'),
+    ],
+    ids=["listen", "listen-with-metrics", "metrics"],
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_gateway_on_a_port_in_use_is_one_line_exit_2(
+    echo_site, ca, held_port, listen, extra, workers
+):
+    address = f"127.0.0.1:{held_port}" if listen == "held" else "127.0.0.1:0"
+    extra = extra.format(held=held_port)
+    config = _gateway_config(echo_site, ca, address, extra)
+    config.write_text(
+        config.read_text().replace("[listen]\n", f"[listen]\nworkers = {workers}\n", 1)
+    )
+    result = _run("gateway", "--config", config)
+    assert result.returncode == 2, result.stderr
+    line = _one_error_line(result.stderr)
+    assert f"cannot listen on 127.0.0.1:{held_port}" in line, line
+    assert "in use" in line, line
+
+
+def test_authz_server_on_a_port_in_use_is_one_line_exit_2(tmp_path, ca, held_port):
+    write(tmp_path / "root.pem", ca.root.cert_pem)
+    config = write(
+        tmp_path / "authz.toml",
+        f'[listen]\naddress = "127.0.0.1:{held_port}"\n'
+        '[client_auth]\ntrust = ["root.pem"]\n'.encode(),
+    )
+    result = _run("authz-server", "--config", config)
+    assert result.returncode == 2, result.stderr
+    line = _one_error_line(result.stderr)
+    assert f"cannot listen on 127.0.0.1:{held_port}" in line, line
+    assert "listening" not in result.stderr

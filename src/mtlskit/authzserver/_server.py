@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import json
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -28,6 +29,7 @@ from mtlskit.authzserver._decide import CheckRequest, DecisionPoint, Proxy
 from mtlskit.authzserver._metrics import Metrics
 from mtlskit.errors import InputError
 from mtlskit.forward import ForwardConfig
+from mtlskit.gateway._config import cannot_listen
 from mtlskit.trustfiles import TrustFiles, read_certificate_files, read_policy
 from mtlskit.verify import VerificationCache, Verifier
 
@@ -154,6 +156,11 @@ def serve(config: AuthzServerConfig) -> None:
 
     app = AuthzServer(config)
     host, port = parse_address(config.listen.address)
+    # Bound here, before "listening" is said: uvicorn reports a failed bind with two log
+    # lines and exit 3 (after that line); a port in use is the operator's input (exit 2).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with cannot_listen(config.listen.address, source="listen.address"):
+        sock = socket.create_server((host, port), family=family, backlog=1024)
     try:
         import uvloop
 
@@ -179,7 +186,7 @@ def serve(config: AuthzServerConfig) -> None:
     async def main() -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, app.reload)
         print(f"mtlskit authz-server: listening on http://{host}:{port}", file=sys.stderr)
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     if loop == "uvloop":
         import uvloop

@@ -8,7 +8,9 @@ config names is ``_generation``'s job, because that is what a reload repeats.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +29,7 @@ from mtlskit.files import read_bytes
 from mtlskit.tomlconfig import config_error, parse_toml
 from mtlskit.trustfiles import parse_pin
 
-__all__ = ["ClientAuthMode", "GatewayConfig", "load_config", "parse_address"]
+__all__ = ["ClientAuthMode", "GatewayConfig", "cannot_listen", "load_config", "parse_address"]
 
 
 class ClientAuthMode(StrEnum):
@@ -43,6 +45,17 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+@contextlib.contextmanager
+def cannot_listen(address: str, *, source: str) -> Iterator[None]:
+    """A failed bind (port in use, address not here, privileged port) as the one-line
+    ``InputError`` naming the config key, as ``ca serve`` reports it; not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot listen on {address}: {reason}", source=source) from None
 
 
 class _Section(BaseModel):

@@ -20,7 +20,7 @@ from typing import Final
 
 from mtlskit.errors import InputError
 from mtlskit.gateway._asgi import AsgiApp, AsgiHost, load_app
-from mtlskit.gateway._config import GatewayConfig, parse_address
+from mtlskit.gateway._config import GatewayConfig, cannot_listen, parse_address
 from mtlskit.gateway._connection import ClientConnection, ClientView
 from mtlskit.gateway._generation import Generation, file_stamps, load_generation, watched_files
 from mtlskit.gateway._log import JsonLog
@@ -177,14 +177,16 @@ class Gateway:
             self.address = parse_address(self.config.listen.address)
         else:
             host, port = parse_address(self.config.listen.address)
-            server = await loop.create_server(
-                lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
-            )
+            with cannot_listen(self.config.listen.address, source="listen.address"):
+                server = await loop.create_server(
+                    lambda: ClientConnection(self), host, port, backlog=1024, reuse_address=True
+                )
             self._servers.append(server)
             self.address = server.sockets[0].getsockname()[:2]
             if self.config.metrics.address is not None:
                 mhost, mport = parse_address(self.config.metrics.address)
-                metrics_server = await asyncio.start_server(self._serve_metrics, mhost, mport)
+                with cannot_listen(self.config.metrics.address, source="metrics.address"):
+                    metrics_server = await asyncio.start_server(self._serve_metrics, mhost, mport)
                 self._servers.append(metrics_server)
                 self.metrics_address = metrics_server.sockets[0].getsockname()[:2]
         self._tasks.append(loop.create_task(self.pool.health_loop()))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mtlskit.gateway._asgi import load_app
-from mtlskit.gateway._config import GatewayConfig, parse_address
+from mtlskit.gateway._config import GatewayConfig, cannot_listen, parse_address
 from mtlskit.gateway._generation import load_generation
 from mtlskit.gateway._log import JsonLog
 from mtlskit.gateway._metrics import Metrics, metrics_response
@@ -48,10 +48,11 @@ _SCRAPE_SECONDS: Final = 5.0  # a /metrics request head must arrive within this
 _ACCEPTS_PER_WAKE: Final = 64  # connections accepted per select() before anything else
 
 
-def _listen(address: str) -> socket.socket:
+def _listen(address: str, *, source: str) -> socket.socket:
     host, port = parse_address(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024)
+    with cannot_listen(address, source=source):
+        sock = socket.create_server((host, port), family=family, backlog=1024)
     sock.setblocking(False)
     return sock
 
@@ -93,7 +94,7 @@ class Master:
         if upstream.asgi is not None:  # ``mtlskit serve``: import errors are exit 2 here too;
             load_app(upstream.asgi, app_dir=upstream.app_dir)  # the workers inherit the module
         try:
-            self.sock = _listen(self.config.listen.address)
+            self.sock = _listen(self.config.listen.address, source="listen.address")
             host, port = self.sock.getsockname()[:2]  # port 0 bound: the workers log the real one
             bound = self.config.listen.model_copy(update={"address": f"{host}:{port}"})
             self.config = self.config.model_copy(update={"listen": bound})
@@ -120,7 +121,7 @@ class Master:
         assert self.sock is not None
         self._selector.register(self.sock, selectors.EVENT_READ)
         if self.config.metrics.address is not None:
-            self._metrics_sock = _listen(self.config.metrics.address)
+            self._metrics_sock = _listen(self.config.metrics.address, source="metrics.address")
             self._selector.register(self._metrics_sock, selectors.EVENT_READ)
         address = self.sock.getsockname()
         self.log.write(

@@ -24,6 +24,7 @@ def init_ca(directory: Path, *extra: str, approval: str = "") -> Path:
     """A CA for acme.com (passphrase from a file beside it), plus an optional TOML tail."""
     passphrase = directory.parent / f"{directory.name}.pass"
     passphrase.write_text(PASSPHRASE + "\n")
+    passphrase.chmod(0o600)  # a password file others may read is refused
     args = ["ca", "init", str(directory), "--trust-domain", "acme.com"]
     code = main([*args, "--passphrase-file", str(passphrase), *extra])
     assert code == 0

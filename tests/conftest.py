@@ -68,7 +68,10 @@ def echo_site(tmp_path: Path, gateway_server_ca: trustme.CA) -> Iterator[Site]:
 
 
 def write(path: Path, data: bytes) -> Path:
+    """``data`` to ``path``, 0600 as under an operator's umask 077: every command refuses a
+    key or password file others may read (a test of that chmods the file itself)."""
     path.write_bytes(data)
+    path.chmod(0o600)
     return path
 
 

@@ -76,6 +76,7 @@ def cluster(postgres_cluster: PostgresCluster, tmp_path_factory) -> Iterator[Clu
     base = tmp_path_factory.mktemp("ha")
     secret = base / "db.pass"
     secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)  # a password file others may read is refused
     bare = url.replace(f":{PASSWORD.replace(' ', '%20')}@", "@")
     directory = init_ca(base / "ca", "--db", bare, "--db-password-file", str(secret))
     nodes: list[RunningCa] = []

@@ -142,3 +142,73 @@ def test_authz_server_on_a_port_in_use_is_one_line_exit_2(tmp_path, ca, held_por
     line = _one_error_line(result.stderr)
     assert f"cannot listen on 127.0.0.1:{held_port}" in line, line
     assert "listening" not in result.stderr
+
+
+LOOSE = "is readable by group or others (mode 0644): chmod 600 it"
+
+
+@pytest.fixture
+def client_files(tmp_path, clean_leaf):
+    """A client's chain, key and a password file, 0600 (``write``): each test loosens one."""
+    return {
+        "cert": write(tmp_path / "chain.pem", clean_leaf.chain_pem),
+        "key": write(tmp_path / "key.pem", clean_leaf.key_pem),
+        "password": write(tmp_path / "p12.pass", b"export pw\n"),
+        "out": tmp_path / "out",
+    }
+
+
+def _loosen_and_run(run_cli, path: Path, args: list[str | Path]):
+    """Refused with the key rule's one line when ``path`` is 0644; what it does at 0600."""
+    path.chmod(0o644)
+    refused = run_cli(*args)
+    assert refused.code == 2, refused
+    assert _one_error_line(refused.err) == (
+        f"mtlskit: error: {path}: "
+        + ("password file " if "pass" in path.name else "private key ")
+        + f"{LOOSE}, or set MTLSKIT_ALLOW_INSECURE_KEY_PERMISSIONS=1 to accept that"
+    )
+    path.chmod(0o600)
+    return run_cli(*args)
+
+
+@pytest.mark.parametrize("loose", ["key", "password"])
+def test_export_pkcs12_refuses_a_key_or_password_file_others_may_read(run_cli, client_files, loose):
+    f = client_files
+    args = ["export", "pkcs12", "--cert", f["cert"], "--key", f["key"], "--out", f["out"]]
+    args += ["--password-file", f["password"]]
+    done = _loosen_and_run(run_cli, f[loose], args)
+    assert done.code == 0, done.err
+    assert f["out"].exists()
+
+
+def test_renew_refuses_a_key_others_may_read(run_cli, client_files):
+    f = client_files
+    args = ["renew", "https://127.0.0.1:9", "--cert", f["cert"], "--key", f["key"]]
+    args += ["--ca", f["cert"]]
+    # at 0600 it goes on to the CA (nothing listens on port 9): past the key check
+    assert "CA unavailable" in _loosen_and_run(run_cli, f["key"], args).err
+
+
+def test_probe_refuses_a_key_others_may_read(run_cli, client_files):
+    f = client_files
+    args = ["probe", "127.0.0.1:9", "--cert", f["cert"], "--key", f["key"]]
+    assert LOOSE not in _loosen_and_run(run_cli, f["key"], args).err
+
+
+@pytest.mark.parametrize("command", ["inspect", "lint"])
+def test_pkcs12_readers_refuse_a_password_file_others_may_read(
+    run_cli, client_files, tmp_path, command
+):
+    f = client_files
+    export = ["export", "pkcs12", "--cert", f["cert"], "--key", f["key"], "--out", f["out"]]
+    assert run_cli(*export, "--password-file", f["password"]).code == 0
+    args = [command, "--password-file", f["password"], f["out"]]
+    assert _loosen_and_run(run_cli, f["password"], args).code in (0, 1)
+
+
+def test_ca_init_refuses_a_passphrase_file_others_may_read(run_cli, tmp_path):
+    passphrase = write(tmp_path / "ca.pass", b"a long ca passphrase\n")
+    args = ["ca", "init", tmp_path / "ca", "--trust-domain", "acme.com"]
+    done = _loosen_and_run(run_cli, passphrase, [*args, "--passphrase-file", passphrase])
+    assert done.code == 0, done.err

@@ -204,6 +204,7 @@ def test_password_never_reaches_ca_toml(pg_url, tmp_path, run_cli, monkeypatch):
 def test_password_file_is_recorded_by_path(pg_url, tmp_path, run_cli):
     secret = tmp_path / "db.pass"
     secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)  # a password file others may read is refused
     without = pg_url.replace(f":{PASSWORD.replace(' ', '%20')}@", "@")
     directory = tmp_path / "ca"
     result = _init(run_cli, directory, "--db", without, "--db-password-file", secret)

@@ -100,6 +100,7 @@ def read_password(
     three the result is ``None`` and the caller decides whether that is an error.
     """
     if file is not None:
+        check_secret_permissions(file, what="password file")  # as for the key it protects
         lines = read_bytes(file, what="password file").splitlines()
         return lines[0] if lines else b""
     if env in os.environ:

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 
 from mtlskit.certs import PrivateKey, is_pkcs12, load_certificates, load_private_key
-from mtlskit.files import read_bytes, read_password
+from mtlskit.files import check_secret_permissions, read_bytes, read_password
 
 PASSWORD_ENV = "MTLSKIT_PKCS12_PASSWORD"
 
@@ -25,5 +25,8 @@ def read_certificates(path: str, *, password_file: Path | None = None) -> list[x
 
 
 def read_private_key(path: str, *, password_file: Path | None = None) -> PrivateKey:
+    """The key, refused if group or others may read the file (``check_secret_permissions``):
+    the same rule for every command, as for server and CA keys."""
+    check_secret_permissions(path, what="private key")
     data = read_bytes(path, what="key file")
     return load_private_key(data, source=path, password=_password_for(data, path, password_file))

@@ -55,6 +55,9 @@ def command(  # noqa: PLR0917
         renew,
         renew_forever,
     )
+    from mtlskit.files import check_secret_permissions
+
+    check_secret_permissions(key, what="private key")  # as every command that reads one
 
     def report(renewed: Renewed) -> None:
         if as_json:

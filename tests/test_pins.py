@@ -10,18 +10,23 @@ Python's ``ssl`` has no verify callback, so the gateway needs the certificate fi
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from _gateway_support import GatewayThread, Site, write_config
-from conftest import write
+from _gateway_support import EchoBackend, GatewayThread, Site, write_config
+from _servers import free_port, stop, wait_for
+from conftest import require_program, write
 from mtlskit.authzserver import CheckRequest, Proxy, build_decision_point, load_config
+from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
 NOW = dt.datetime.now(dt.UTC)
 GET = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -195,3 +200,78 @@ def test_verify_takes_the_printed_pin_and_the_file(run_cli, tmp_path):
         result = run_cli("verify", tmp_path / "stranger" / "cert.pem", "--pin", pin, "--json")
         assert result.code == 1
         assert [r["code"] for r in json.loads(result.out)["reasons"]] == ["pin_mismatch"]
+
+
+def test_authz_server_behind_real_nginx_lets_in_only_the_pinned_client(run_cli, tmp_path):
+    """nginx does the handshake (it trusts both self-signed clients); authz-server, given
+    the printed pin line for one of them, answers 200 for it and 403 for the other."""
+    nginx = require_program("nginx")
+    solo_line = _selfsigned(run_cli, tmp_path / "solo")
+    _selfsigned(run_cli, tmp_path / "other")
+    server_ca = TestCA(name="pins server")
+    server = server_ca.issue(LeafSpec(dns=("localhost",), eku=(SERVER_AUTH,)))
+    write(tmp_path / "server.pem", server.chain_pem)
+    write(tmp_path / "server.key", server.key_pem)
+    backend = EchoBackend()
+    port, authz_port = free_port(), free_port()
+    work = tmp_path / "nginx"
+    work.mkdir()
+    result = run_cli(
+        "config", "nginx",
+        "--trust", tmp_path / "solo" / "cert.pem", "--trust", tmp_path / "other" / "cert.pem",
+        "--server-cert", tmp_path / "server.pem", "--server-key", tmp_path / "server.key",
+        "--listen", f"127.0.0.1:{port}", "--upstream", backend.url,
+        "--authz", f"http://127.0.0.1:{authz_port}",
+        "--out", tmp_path / "mtls.conf", "--authz-config", tmp_path / "authz.toml",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    authz_toml = (tmp_path / "authz.toml").read_text()
+    lines = [solo_line if line.startswith("trust = ") else line for line in authz_toml.splitlines()]
+    write(tmp_path / "authz.toml", "\n".join(lines).encode())
+    assert "pins = " in (tmp_path / "authz.toml").read_text()
+    temp_paths = " ".join(
+        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = write(
+        work / "nginx.conf",
+        f"""daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  {temp_paths}
+{(tmp_path / "mtls.conf").read_text()}
+}}
+""".encode(),
+    )
+    authz = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "authz-server", "--config", str(tmp_path / "authz.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    proxy = subprocess.Popen(
+        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(authz_port, authz, "authz-server")
+        wait_for(port, proxy, "nginx")
+        statuses = {}
+        for name in ("solo", "other"):
+            client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            client.load_verify_locations(cadata=server_ca.bundle_pem.decode())
+            client.load_cert_chain(tmp_path / name / "cert.pem", tmp_path / name / "key.pem")
+            conn = http.client.HTTPSConnection("localhost", port, context=client, timeout=10)
+            try:
+                conn.request("GET", "/")
+                statuses[name] = conn.getresponse().status
+            finally:
+                conn.close()
+        assert statuses == {"solo": 200, "other": 403}
+    finally:
+        stop(proxy)
+        stop(authz)
+        backend.stop()

@@ -117,8 +117,9 @@ def _render(decision: Decision) -> None:
 @click.option(
     "--pin",
     multiple=True,
-    metavar="sha256:HEX",
-    help="Accept exactly this self-signed client certificate; repeatable.",
+    metavar="sha256:HEX|FILE",
+    help="Accept exactly this self-signed client certificate (its fingerprint or its file); "
+    "repeatable.",
 )
 @click.option(
     "--spiffe-bundle",

@@ -40,6 +40,9 @@ FORGED = [
 ]
 
 
+pytestmark = pytest.mark.attack("hop-by-hop-headers")  # issue 27; reliability/redteam.py
+
+
 @pytest.fixture(scope="module")
 def server_ca() -> trustme.CA:
     return trustme.CA()

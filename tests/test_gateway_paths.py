@@ -74,6 +74,9 @@ LEGIT = [
 ]
 
 
+pytestmark = pytest.mark.attack("encoded-dot-segments")  # issue 27; reliability/redteam.py
+
+
 @pytest.fixture(scope="module")
 def server_ca() -> trustme.CA:
     return trustme.CA()

@@ -28,6 +28,9 @@ POST = b"POST /invoices/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r
 REQUESTS = {"get": GET, "post": POST}  # a GET parked is the callbacks'; a body, the task's
 
 
+pytestmark = pytest.mark.attack("stale-connections")  # issue 27; reliability/redteam.py
+
+
 @pytest.fixture(scope="module")
 def server_ca() -> trustme.CA:
     return trustme.CA()

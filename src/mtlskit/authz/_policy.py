@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from mtlskit.authz._rules import Route, Rule, RuleIndex, RuleKind
+from mtlskit.authz._rules import Route, Rule, RuleIndex, RuleKind, id_fits
 from mtlskit.errors import ConfigError
 from mtlskit.identity import TrustDomain
 from mtlskit.tomlconfig import config_error, parse_toml
@@ -133,7 +133,8 @@ class Policy:
         identity = decision.identity
         if identity is not None:
             name = self._direct.get(identity.value)
-            if name is not None:  # the common case: an exact identity rule, no routes
+            # the common case: an exact identity rule, no routes, of the identity's SAN type
+            if name is not None and id_fits(identity.value, identity.kind):
                 return decision.with_rule(name)
         chain = decision.chain
         rule = self._index.match(decision.identity, chain[0] if chain else None, method, path)

@@ -229,7 +229,7 @@ class RuleIndex:
         value = identity.value
         kind = identity.kind
         exact = self._exact.get(value)
-        if exact is not None:
+        if exact is not None and id_fits(value, kind):
             if not exact[0].routes:
                 return exact[0]  # the common case, without a call
             found = _first(exact, method, path)
@@ -245,7 +245,7 @@ class RuleIndex:
         if self._trie and (kind is IdentityKind.SPIFFE or kind is IdentityKind.URI):
             split = _split(value)
             root = self._trie.get(split[0]) if split is not None else None
-            if root is not None and split is not None:
+            if root is not None and split is not None and id_fits(split[0], kind):
                 patterns: list[Rule] = []
                 _walk(root, split[1], 0, patterns)
                 if len(patterns) > 1:
@@ -256,6 +256,19 @@ class RuleIndex:
         if kind is IdentityKind.SPIFFE and identity.spiffe_id is not None and self._domains:
             return _first(self._domains.get(identity.spiffe_id.trust_domain.name), method, path)
         return None
+
+
+def id_fits(value: str, kind: IdentityKind) -> bool:
+    """An ``id`` rule's text names the SAN type it may match (issue 27 item 2): a
+    ``spiffe://`` ID only a URI SAN that parsed as a SPIFFE ID (so verify has bound it to
+    its trust domain's bundle, as go-spiffe's AuthorizeID), another URI only a URI SAN,
+    anything else only a DNS, email or CN identity. Without this a partner CA's
+    ``DNS:spiffe://acme.com/admin`` matched ``id = "spiffe://acme.com/admin"``."""
+    if value.startswith("spiffe://"):
+        return kind is IdentityKind.SPIFFE
+    if ":" in value:
+        return kind is IdentityKind.URI
+    return kind is not IdentityKind.SPIFFE and kind is not IdentityKind.URI
 
 
 def _by_index(rule: Rule) -> int:

@@ -14,7 +14,7 @@ import traceback
 
 from reliability.report import Row, write
 
-PARTS = ["ca", "gateway", "fuzz", "tls_scan", "hygiene"]
+PARTS = ["ca", "gateway", "fuzz", "tls_scan", "hygiene", "redteam"]
 
 
 def main(argv: list[str] | None = None) -> int:

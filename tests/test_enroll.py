@@ -123,17 +123,20 @@ def test_unknown_or_malformed_token(ca, token, code):
     assert response.status_code in {400, 401}
 
 
-def test_identity_mismatch_burns_nothing(ca, tmp_path):
-    """A token for WEB with a CSR naming another identity is refused; the token survives."""
-    token = ca.token(WEB)
+def test_a_csr_naming_another_identity_gets_the_tokens_identity(ca, tmp_path):
+    """The CA decides every name (issue 28): a CSR naming another identity is issued for
+    the token's identity, and the response says what it dropped. ca.toml
+    ``csr_names = "must_match"`` refuses instead (tests/test_interop_csr.py)."""
     for other in ("spiffe://acme.com/admin", "admin.acme.com"):
-        response = _post_enroll(ca, token, _csr_pem(other))
-        assert (response.status_code, response.json()["code"]) == (403, "identity_mismatch")
-    with pytest.raises(CaRefused) as refused:
-        enroll(ca.url, token, tmp_path / "x", identity="spiffe://acme.com/admin")
-    assert refused.value.code == "identity_mismatch"
-    done = enroll(ca.url, token, tmp_path / "x", identity=WEB, ca_fingerprint=ca.fingerprint)
-    assert done.identity == WEB
+        response = _post_enroll(ca, ca.token(WEB), _csr_pem(other))
+        assert response.status_code == 201, response.text
+        cert = x509.load_pem_x509_certificate(response.json()["certificate"].encode())
+        assert ClientIdentity.from_certificate(cert).value == WEB
+        assert any(other in item for item in response.json()["dropped"])
+    done = enroll(
+        ca.url, ca.token(WEB), tmp_path / "x", identity=WEB, ca_fingerprint=ca.fingerprint
+    )
+    assert done.identity == WEB and done.dropped == ()
 
 
 def test_wrong_ca_fingerprint_sends_no_token(ca, tmp_path):

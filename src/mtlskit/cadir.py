@@ -136,4 +136,5 @@ class CaDirectory:
             store=store,
             default_ttl=default_ttl,
             crl_validity=crl_validity,
+            csr_names=self.config.csr_names,
         )

@@ -80,6 +80,7 @@ def _issued(issued: Issued, status: int) -> Response:
             "certificate": certificate_pem(cert).decode(),
             "chain": chain_pem(list(issued.chain[:-1])).decode(),
             "ca": certificate_pem(issued.chain[-1]).decode(),
+            "dropped": list(issued.dropped),
         },
         status_code=status,
     )

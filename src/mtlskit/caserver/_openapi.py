@@ -234,6 +234,12 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                         "certificate": {"type": "string", "description": "the leaf, PEM"},
                         "chain": {"type": "string", "description": "leaf + intermediates, PEM"},
                         "ca": {"type": "string", "description": "the root, PEM"},
+                        "dropped": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "what the CSR asked for that the CA ignored "
+                            "(a subject CN, a SAN other than the identity, extensions)",
+                        },
                     },
                 },
                 "Pending": {

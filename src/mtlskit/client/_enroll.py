@@ -46,6 +46,7 @@ class Enrolled:
     not_after: str | None = None
     request_id: str | None = None
     root_fingerprint: str = ""
+    dropped: tuple[str, ...] = ()  # what the CA ignored from the CSR (names, extensions)
 
     def files(self) -> dict[str, str]:
         names = ("cert.pem", "chain.pem", "key.pem", "ca.pem")
@@ -149,4 +150,5 @@ def enroll(
         not_after=str(document.get("not_after", "")),
         request_id=request_id,
         root_fingerprint=str(Fingerprint.of(root)),
+        dropped=tuple(str(item) for item in document.get("dropped") or ()),
     )

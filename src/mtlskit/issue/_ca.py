@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from cryptography import x509
 
@@ -19,6 +19,7 @@ from mtlskit.identity import ClientIdentity
 from mtlskit.issue._build import BACKDATE, Issuer, build_leaf
 from mtlskit.issue._crl import build_crl
 from mtlskit.issue._csr import CsrReview, review_csr
+from mtlskit.issue._enroll import foreign_csr_names
 from mtlskit.issue._policy import IdentityPolicy, IssuanceRefused, format_duration
 from mtlskit.issue._profile import CertificateProfile
 from mtlskit.issue._store import CertificateRecord, SerialTaken, Store
@@ -76,6 +77,23 @@ class CertificateAuthority:
     store: Store
     default_ttl: dt.timedelta
     crl_validity: dt.timedelta
+    # ca.toml ``csr_names``: "ignore" drops (and reports) a CN or SAN the CA will not use,
+    # for ``ca sign`` and enrollment alike; "must_match" refuses such a CSR.
+    csr_names: Literal["ignore", "must_match"] = "ignore"
+
+    def check_csr_names(
+        self, csr: x509.CertificateSigningRequest, identity: ClientIdentity
+    ) -> None:
+        """Raise ``IssuanceRefused`` (rule ``csr_names``) when the policy wants the CSR to
+        name only ``identity`` and it names something else; otherwise nothing to refuse."""
+        if self.csr_names != "must_match":
+            return
+        others = foreign_csr_names(csr, identity.value)
+        if others:
+            raise IssuanceRefused(
+                "csr_names",
+                f"the CSR names {', '.join(others)}, but this certificate is for {identity}",
+            )
 
     def _check(
         self, identity: ClientIdentity, key: PublicKey, ttl: dt.timedelta, now: dt.datetime
@@ -199,6 +217,12 @@ class CertificateAuthority:
     ) -> Issued:
         """Issue for a CSR's key: the CA, not the CSR, decides every extension."""
         review: CsrReview = review_csr(csr, identity=identity, profile=self.profile, source=source)
+        try:
+            self.check_csr_names(csr, identity)
+        except IssuanceRefused as refused:
+            if not dry_run:
+                self._refuse(refused, identity, now)
+            raise
         return self.issue(
             identity,
             review.public_key,

@@ -60,6 +60,10 @@ class CaConfig(BaseModel):
     # SQLite only. full: fsync on every commit, a returned certificate survives power loss.
     # normal: WAL without that fsync, survives a crash of mtlskit but not of the machine.
     durability: Literal["full", "normal"] = "full"
+    # A CSR's subject CN or SAN that is not the identity being issued: "ignore" drops it
+    # and reports it (ca sign output, the enroll response); "must_match" refuses the CSR
+    # (ca sign exit 1 by rule csr_names, enrollment identity_mismatch).
+    csr_names: Literal["ignore", "must_match"] = "ignore"
     # enrollment: identities that need human approval after their token is redeemed
     approval: list[ApprovalConfig] = []
 
@@ -178,6 +182,9 @@ def render_ca_config(config: CaConfig) -> str:
         "# who may get a certificate; '*' = one path segment, '**' = any depth. Empty: nobody.",
         f"allowed_ids = {value(config.allowed_ids)}",
         f"key_types = {value(config.key_types)}",
+        "# a CSR's CN or SAN other than the identity issued: ignore = drop and report it",
+        "# (the CA sets every name), must_match = refuse the CSR",
+        f"csr_names = {value(config.csr_names)}",
         "# a SQLite file relative to this directory, or postgresql://USER@HOST:PORT/DB shared",
         "# by several `ca serve` nodes. Never a password here: see database_password_file,",
         "# $MTLSKIT_DB_URL (overrides this key, whole URL) or ~/.pgpass.",

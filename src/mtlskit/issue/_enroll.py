@@ -42,6 +42,7 @@ __all__ = [
     "check_csr_identity",
     "csr_hash",
     "csr_identities",
+    "foreign_csr_names",
     "new_request_id",
     "new_token",
     "required_approvals",
@@ -148,9 +149,17 @@ def csr_identities(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
     return tuple(names)
 
 
+def foreign_csr_names(csr: x509.CertificateSigningRequest, identity: str) -> tuple[str, ...]:
+    """The names a CSR asks for that are not ``identity`` (sorted, each once)."""
+    return tuple(sorted({name for name in csr_identities(csr) if name != identity}))
+
+
 def check_csr_identity(csr: x509.CertificateSigningRequest, identity: str) -> None:
-    """A CSR may name nothing, or only the identity the token (or certificate) is bound to."""
-    others = sorted({name for name in csr_identities(csr) if name != identity})
+    """A CSR may name nothing, or only the identity the token (or certificate) is bound to.
+
+    Applied only when ``ca.toml`` says ``csr_names = "must_match"``; by default the CA
+    ignores (and reports) the names it will not use, as most CSR tools set a CN."""
+    others = foreign_csr_names(csr, identity)
     if others:
         raise EnrollmentRefused(
             "identity_mismatch",

@@ -28,7 +28,6 @@ from mtlskit.issue._enroll import (
     EnrollmentRequest,
     EnrollmentStore,
     RequestStatus,
-    check_csr_identity,
     csr_hash,
     new_request_id,
     required_approvals,
@@ -70,13 +69,19 @@ class RegistrationAuthority:
         self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime
     ) -> CsrReview:
         """Everything about a CSR that can be refused without changing a record; the review
-        is what ``_issue`` signs from, so the CSR's signature is verified once."""
-        check_csr_identity(csr, identity)
+        is what ``_issue`` signs from, so the CSR's signature is verified once. A name the
+        CA will not use is dropped (and listed in the review), as ``ca sign`` does, unless
+        ca.toml says ``csr_names = "must_match"``: then it is ``identity_mismatch``."""
         target = parse_identity(identity)
         try:
             review = review_csr(csr, identity=target, profile=self.authority.profile, source="csr")
         except InputError as exc:
             raise EnrollmentRefused("csr_invalid", str(exc), status=400) from None
+        try:
+            self.authority.check_csr_names(csr, target)
+        except IssuanceRefused as refused:
+            self.authority.record_refusal(refused, target, now)
+            raise EnrollmentRefused("identity_mismatch", refused.reason) from None
         try:
             self.authority.check(target, review.public_key, now=now)
         except IssuanceRefused as refused:

@@ -48,6 +48,7 @@ def _ca(directory: Path) -> None:
     from mtlskit.cli import main
 
     (directory.parent / "pass").write_text(PASSPHRASE)
+    (directory.parent / "pass").chmod(0o600)  # ca serve refuses a password file others may read
     passphrase = str(directory.parent / "pass")
     with contextlib.redirect_stdout(io.StringIO()):  # init's chatter is not the report
         code = main(

@@ -194,6 +194,8 @@ def durability_library(kills: int, seed: int = 11) -> Row:
 def _serve(directory: Path) -> tuple[subprocess.Popen[str], str, str]:
     passphrase = directory.parent / "pass"
     passphrase.write_text(PASSPHRASE + "\n")
+    passphrase.chmod(0o600)  # ca serve refuses a password file others may read
+    errors = directory.parent / "serve.err"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -210,7 +212,7 @@ def _serve(directory: Path) -> tuple[subprocess.Popen[str], str, str]:
             "100000",
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=errors.open("a"),
         text=True,
         env=_ENV,
     )
@@ -219,7 +221,8 @@ def _serve(directory: Path) -> tuple[subprocess.Popen[str], str, str]:
     if not first.startswith("serving CA"):
         process.kill()
         process.wait()
-        raise RuntimeError(f"ca serve did not start: {first!r}")
+        said = errors.read_text().strip().splitlines()[-1:] or [first]
+        raise RuntimeError(f"ca serve did not start: {said[0]!r}")
     return process, first.split()[-1], second.split()[-1]
 
 

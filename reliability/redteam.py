@@ -56,6 +56,10 @@ CLASSES: Final[dict[str, tuple[str, str]]] = {
         "`Connection: host` to drop Host; client-sent X-Real-IP and other address headers",
         "gateway",
     ),
+    "lossy-escaping": (
+        "URI/DNS SAN with a raw NUL and one spelling its escape `%00`",
+        "gateway XFCC and verdict headers, ASGI verdict reader",
+    ),
 }
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "parse_byte_sequence_list",
     "printable",
     "rfc2253",
+    "unprintable",
     "url_encoded_pem",
 ]
 
@@ -62,8 +63,13 @@ def printable(text: str, *, escape: str = "%") -> str:
     """``text`` with every byte outside printable ASCII written as ``<escape>XX``.
 
     ``%`` suits URIs and DNS names (it is their own escape); ``\\`` suits DNs (an
-    RFC 4514 hexpair, what OpenSSL's ``ESC_CTRL``/``ESC_MSB`` flags produce).
+    RFC 4514 hexpair, what OpenSSL's ``ESC_CTRL``/``ESC_MSB`` flags produce). In
+    ``%`` mode a literal ``%`` is written ``%25`` too, so a SAN ``a%00.evil`` and a
+    SAN ``a\\x00.evil`` cannot give one header value; :func:`unprintable` inverts
+    it. (RFC 4514 output already writes a literal backslash as ``\\\\``.)
     """
+    if escape == "%" and "%" in text:
+        text = text.replace("%", "%25")
     if all(" " <= char <= "~" for char in text):
         return text
     out: list[str] = []
@@ -73,6 +79,11 @@ def printable(text: str, *, escape: str = "%") -> str:
         else:
             out.extend(f"{escape}{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
     return "".join(out)
+
+
+def unprintable(text: str) -> str:
+    """The text :func:`printable` (``%`` mode) was given."""
+    return urllib.parse.unquote(text, errors="surrogatepass") if "%" in text else text
 
 
 def rfc2253(name: x509.Name) -> str:

@@ -23,7 +23,11 @@ from typing import Final
 from mtlskit.certs import Fingerprint
 from mtlskit.errors import InputError
 from mtlskit.forward._client import ForwardedClient
-from mtlskit.forward._encoding import certificates_from_url_encoded_pem, printable
+from mtlskit.forward._encoding import (
+    certificates_from_url_encoded_pem,
+    printable,
+    unprintable,
+)
 from mtlskit.forward._headers import Headers, header, header_values
 from mtlskit.identity import ClientIdentity, IdentityError, IdentityKind, SpiffeId, SpiffeIdError
 
@@ -91,6 +95,7 @@ def read_verdict(headers: Headers) -> ForwardedClient | None:
     identity = None
     value, kind_text = _one(headers, VERDICT_IDENTITY), _one(headers, VERDICT_IDENTITY_KIND)
     if value and verified:
+        value = unprintable(value)
         try:
             kind = IdentityKind(kind_text or "")
         except ValueError:
@@ -106,7 +111,7 @@ def read_verdict(headers: Headers) -> ForwardedClient | None:
         identity = ClientIdentity(
             kind=kind, value=value, spiffe_id=spiffe_id, legacy=kind is IdentityKind.CN
         )
-    error = None if verified else (_one(headers, VERDICT_ERROR) or None)
+    error = None if verified else (unprintable(_one(headers, VERDICT_ERROR) or "") or None)
     if not present and fingerprint is not None:
         raise InputError(
             "a fingerprint for a client that sent no certificate", source=VERDICT_FINGERPRINT

@@ -205,3 +205,20 @@ def test_interop_trustme_identity():
     cert = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
     identity = ClientIdentity.from_certificate(cert)
     assert (identity.kind, identity.value) == (IdentityKind.DNS, "client.example")
+
+
+def test_a_spiffe_kind_is_exactly_its_parsed_id():
+    """issue 27 item 2: authz matches spiffe:// rules by kind, so the kind cannot lie."""
+    admin = "spiffe://acme.com/admin"
+    spiffe_id = SpiffeId.parse(admin)
+    assert ClientIdentity(kind=IdentityKind.SPIFFE, value=admin, spiffe_id=spiffe_id).value == admin
+    with pytest.raises(ValueError, match="parsed SPIFFE ID"):
+        ClientIdentity(kind=IdentityKind.SPIFFE, value=admin)
+    with pytest.raises(ValueError, match="parsed SPIFFE ID"):
+        ClientIdentity(kind=IdentityKind.SPIFFE, value="spiffe://acme.com/x", spiffe_id=spiffe_id)
+    with pytest.raises(ValueError, match="not a uri"):
+        ClientIdentity(kind=IdentityKind.URI, value=admin)
+    with pytest.raises(ValueError, match="carries no SPIFFE ID"):
+        ClientIdentity(kind=IdentityKind.DNS, value="a.example", spiffe_id=spiffe_id)
+    # a DNS SAN with that text stays a DNS identity (and lint calls it san_malformed)
+    assert ClientIdentity.from_sans([], [admin]).kind is IdentityKind.DNS

@@ -200,6 +200,15 @@ CASES = [
         simple(uris=(SPIFFE_ID, "spiffe://acme.com/admin")),
         "spiffe_multiple_uri_sans",
     ),
+    # issue 27 item 2: a DNS or email SAN reading as a SPIFFE ID poses as one to text rules
+    Case("dns-san-spiffe-text", simple(uris=(), dns=("spiffe://acme.com/admin",)), "san_malformed"),
+    Case(
+        "email-san-spiffe-host",
+        simple(uris=(), emails=("admin@spiffe://acme.com/admin",)),
+        "san_malformed",
+    ),
+    Case("dns-san-nul", simple(dns=("a.example\x00.evil",)), "san_malformed"),
+    Case("email-san-no-at", simple(emails=("spiffe://acme.com/x",)), "san_malformed", "spiffe"),
     Case("cn-only", simple(include_san=False, common_name="payments"), "identity_cn_only"),
     Case(
         "ip-san",

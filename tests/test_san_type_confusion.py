@@ -4,8 +4,8 @@ acme.com's SVIDs are bound to acme.com's bundle; a partner CA is trusted for its
 clients. Before the fix the partner CA's certificate with ``DNS:spiffe://acme.com/admin``
 (or an email SAN of that text) matched ``id = "spiffe://acme.com/admin"``: 200 on the
 admin route through the gateway and ``accept`` from ``mtlskit verify``. Every component
-is the real one: the CLI as a process, the gateway with real TLS. (Lint findings and CA
-refusals for URI-looking DNS/email SANs, the rest of item 2, are not built yet.)
+is the real one: the CLI as a process, the gateway with real TLS. A URI-looking DNS or
+email SAN is also an error for ``mtlskit lint`` (``san_malformed``) and refused by the CA.
 """
 
 from __future__ import annotations
@@ -127,3 +127,48 @@ def test_gateway_gives_403_on_the_admin_route(gateway_site, acme, partner):
     assert site.backend.seen.count("/admin/secret") == 1
     denied = site.wait_for_record(lambda r: r.get("status") == 403, which="access")
     assert denied["code"] == "identity_not_authorized"
+
+
+@pytest.mark.parametrize("kind", sorted(CONFUSED))
+def test_lint_process_calls_a_uri_looking_dns_or_email_san_malformed(tmp_path, partner, kind):
+    """`mtlskit lint` as a process: an error, so a CA or a reviewer stops it."""
+    leaf = write(tmp_path / "leaf.pem", partner.issue(CONFUSED[kind]).cert_pem)
+    result = _mtlskit("lint", leaf, "--json")
+    assert result.returncode == 1, result.stderr
+    findings = json.loads(result.stdout)["results"][0]["findings"]
+    malformed = [f for f in findings if f["code"] == "san_malformed"]
+    assert [f["severity"] for f in malformed] == ["error"]
+    assert "looks like a URI" in malformed[0]["message"]
+    # control: a host name and a mailbox are well-formed
+    clean = partner.issue(LeafSpec(dns=("api.partner.example",), emails=("ops@partner.example",)))
+    result = _mtlskit("lint", write(tmp_path / "clean.pem", clean.cert_pem), "--json")
+    codes = [f["code"] for f in json.loads(result.stdout)["results"][0]["findings"]]
+    assert "san_malformed" not in codes
+
+
+@pytest.mark.parametrize("identity", [f"admin@{ADMIN}", f"{ADMIN}@partner.example"])
+def test_ca_refuses_to_issue_a_uri_looking_email_identity(tmp_path, identity):
+    """`mtlskit ca issue --id` as a process: one line, exit 2, nothing issued."""
+    passphrase = tmp_path / "pass"
+    passphrase.write_text("correct horse battery staple\n")
+    passphrase.chmod(0o600)
+    ca_dir = tmp_path / "ca"
+    made = _mtlskit(
+        "ca", "init", ca_dir, "--allow", "*", "--passphrase-file", passphrase
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    result = _mtlskit(
+        "ca", "issue", ca_dir, "--id", identity, "--out", tmp_path / "c",
+        "--passphrase-file", passphrase,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "--id" in result.stderr, result.stderr
+    assert not (tmp_path / "c").exists()
+    listed = _mtlskit("ca", "list", ca_dir, "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == {"certificates": []}
+    # control: the same CA issues a mailbox
+    result = _mtlskit(
+        "ca", "issue", ca_dir, "--id", "ops@partner.example", "--out", tmp_path / "c",
+        "--passphrase-file", passphrase,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

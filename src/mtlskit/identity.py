@@ -29,6 +29,7 @@ __all__ = [
     "SpiffeIdError",
     "TrustDomain",
     "san_entries",
+    "san_text_problem",
 ]
 
 MAX_SPIFFE_ID_BYTES: Final = 2048
@@ -224,6 +225,36 @@ def san_entries(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
         return None
 
 
+# A DNS SAN is a host name (RFC 5280 §4.2.1.6 "preferred name syntax", RFC 1034 §3.5),
+# with the '_' of service labels and one leading '*.' wildcard tolerated; an email SAN is
+# a mailbox (RFC 5321 §4.1.2 dot-atom local part, host-name domain).
+_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME: Final = re.compile(rf"(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}\.?")
+_ATOM: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_MAILBOX: Final = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)*{_LABEL}")
+_URI_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def san_text_problem(kind: IdentityKind, text: str) -> str | None:
+    """Why ``text`` cannot be the value of a ``kind`` (DNS or email) SAN, or ``None``.
+
+    A DNS or email SAN that reads like a URI is how a partner CA's certificate poses as
+    a SPIFFE ID to a rule that compares text (issue 27): such a SAN is malformed, not
+    merely unusual. URI SANs are checked by ``SpiffeId.parse`` where that matters.
+    """
+    if kind is IdentityKind.DNS:
+        what, pattern, limit = "a host name", _HOST_NAME, 253
+    elif kind is IdentityKind.EMAIL:
+        what, pattern, limit = "a mailbox (local-part@host)", _MAILBOX, 320
+    else:
+        return None
+    if "://" in text or (kind is IdentityKind.DNS and _URI_SCHEME.match(text)):
+        return f"{kind.value} SAN {text!r} looks like a URI, not {what}"
+    if len(text) > limit or not pattern.fullmatch(text):
+        return f"{kind.value} SAN {text!r} is not {what}"
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientIdentity:
     """The identity a client certificate asserts, and where it came from.
@@ -237,6 +268,17 @@ class ClientIdentity:
     spiffe_id: SpiffeId | None = None
     legacy: bool = False
     others: tuple[str, ...] = field(default=())  # the other SAN values, for display
+
+    def __post_init__(self) -> None:
+        # A SPIFFE identity is exactly its parsed ID, and nothing else may claim that kind
+        # or spell a SPIFFE ID under another one (authz matches spiffe:// rules by kind).
+        if self.kind is IdentityKind.SPIFFE:
+            if self.spiffe_id is None or str(self.spiffe_id) != self.value:
+                raise ValueError(f"a spiffe identity needs its parsed SPIFFE ID: {self.value!r}")
+        elif self.spiffe_id is not None:
+            raise ValueError(f"a {self.kind.value} identity carries no SPIFFE ID")
+        elif self.kind is IdentityKind.URI and SpiffeId.is_spiffe_uri(self.value):
+            raise ValueError(f"a spiffe:// URI is a spiffe identity, not a uri: {self.value!r}")
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, *, allow_cn: bool = False) -> ClientIdentity:

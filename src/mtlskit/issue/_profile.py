@@ -14,7 +14,13 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from mtlskit.errors import InputError
-from mtlskit.identity import ClientIdentity, IdentityKind, SpiffeId, SpiffeIdError
+from mtlskit.identity import (
+    ClientIdentity,
+    IdentityKind,
+    SpiffeId,
+    SpiffeIdError,
+    san_text_problem,
+)
 
 __all__ = [
     "CLIENT_AUTH",
@@ -26,7 +32,6 @@ __all__ = [
 ]
 
 _DNS_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +82,8 @@ def parse_identity(text: str) -> ClientIdentity:
     if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", text) and "@" not in text.split(":", 1)[0]:
         return ClientIdentity(kind=IdentityKind.URI, value=text)
     if "@" in text:
-        if not _EMAIL.fullmatch(text):
-            raise InputError(f"not a valid email identity: {text!r}", source="--id")
+        if problem := san_text_problem(IdentityKind.EMAIL, text):
+            raise InputError(f"not a valid email identity: {problem}", source="--id")
         return ClientIdentity(kind=IdentityKind.EMAIL, value=text)
     labels = text.split(".")
     if len(text) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):

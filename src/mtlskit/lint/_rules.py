@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mtlskit.certinfo import EKU_NAMES
-from mtlskit.identity import SpiffeId, SpiffeIdError
+from mtlskit.identity import IdentityKind, SpiffeId, SpiffeIdError, san_text_problem
 from mtlskit.lint._finding import Finding, Severity
 from mtlskit.lint._view import CertView, LintContext
 from mtlskit.publicca import CLIENT_AUTH_TIMELINE, ClientAuthStatus, client_auth_status
@@ -308,6 +308,30 @@ def _san_describe(name: x509.GeneralName) -> str:
     if isinstance(name, x509.RegisteredID):
         return f"RID:{name.value.dotted_string}"
     return f"{type(name).__name__}:{name.value}"
+
+
+_TEXT_SAN_KINDS: Final = {x509.DNSName: IdentityKind.DNS, x509.RFC822Name: IdentityKind.EMAIL}
+
+
+def _san_malformed(view: CertView, ctx: LintContext) -> str | None:
+    found = []
+    for name in view.san or ():
+        kind = _TEXT_SAN_KINDS.get(type(name))
+        problem = san_text_problem(kind, name.value) if kind is not None else None
+        if problem:
+            found.append(problem)
+    return "; ".join(found) if found else None
+
+
+SAN_MALFORMED = CertRule(
+    code="san_malformed",
+    severity=Severity.ERROR,
+    reference=RFC5280_SAN,
+    advice="A DNS SAN must be a host name and an email SAN a mailbox: one that reads as a "
+    "URI (e.g. 'spiffe://acme.com/admin') can pose as another identity to a rule that "
+    "compares text; put a URI in a URI SAN",
+    check=_san_malformed,
+)
 
 
 def _identity_missing(view: CertView, ctx: LintContext) -> str | None:

@@ -477,3 +477,15 @@ def test_mutated_real_headers_raise_only_mtlskit_errors(index, start, cut, inser
     if name == b"X-Amzn-Mtls-Clientcert-Leaf":
         with contextlib.suppress(MtlskitError):
             read_nginx(mutated.decode("latin-1"), "SUCCESS")
+
+
+def test_verdict_kind_that_contradicts_its_value_is_an_input_error():
+    """A spiffe:// value under kind "uri" would dodge spiffe:// rules' bundle binding."""
+    headers = [
+        (b"x-mtlskit-client-present", b"true"),
+        (b"x-mtlskit-client-verified", b"true"),
+        (b"x-mtlskit-client-identity", b"spiffe://acme.com/admin"),
+        (b"x-mtlskit-client-identity-kind", b"uri"),
+    ]
+    with pytest.raises(InputError, match="not a uri"):
+        read_verdict(headers)

@@ -68,7 +68,7 @@ def printable(text: str, *, escape: str = "%") -> str:
     SAN ``a\\x00.evil`` cannot give one header value; :func:`unprintable` inverts
     it. (RFC 4514 output already writes a literal backslash as ``\\\\``.)
     """
-    if escape == "%" and "%" in text:
+    if escape == "%":
         text = text.replace("%", "%25")
     if all(" " <= char <= "~" for char in text):
         return text
@@ -83,7 +83,7 @@ def printable(text: str, *, escape: str = "%") -> str:
 
 def unprintable(text: str) -> str:
     """The text :func:`printable` (``%`` mode) was given."""
-    return urllib.parse.unquote(text, errors="surrogatepass") if "%" in text else text
+    return urllib.parse.unquote(text, errors="surrogatepass")
 
 
 def rfc2253(name: x509.Name) -> str:

@@ -108,10 +108,14 @@ def read_verdict(headers: Headers) -> ForwardedClient | None:
                 spiffe_id = SpiffeId.parse(value)
             except SpiffeIdError as exc:
                 raise InputError(str(exc), source=VERDICT_IDENTITY) from None
-        identity = ClientIdentity(
-            kind=kind, value=value, spiffe_id=spiffe_id, legacy=kind is IdentityKind.CN
-        )
-    error = None if verified else (unprintable(_one(headers, VERDICT_ERROR) or "") or None)
+        try:
+            identity = ClientIdentity(
+                kind=kind, value=value, spiffe_id=spiffe_id, legacy=kind is IdentityKind.CN
+            )
+        except ValueError as exc:  # e.g. kind "uri" for a spiffe:// value
+            raise InputError(str(exc), source=VERDICT_IDENTITY_KIND) from None
+    text = None if verified else _one(headers, VERDICT_ERROR)
+    error = unprintable(text) if text else None
     if not present and fingerprint is not None:
         raise InputError(
             "a fingerprint for a client that sent no certificate", source=VERDICT_FINGERPRINT

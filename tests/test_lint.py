@@ -189,6 +189,17 @@ CASES = [
     Case("server-auth-only", simple(eku=(SERVER_AUTH,)), "eku_missing_client_auth"),
     Case("any-eku-only", simple(eku=(ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)), "eku_any_only"),
     Case("dual-use-eku", simple(eku=(CLIENT_AUTH, SERVER_AUTH)), "eku_server_auth_present"),
+    # issue 28 item 4: what trustme puts in every leaf
+    Case(
+        "code-signing-eku",
+        simple(eku=(CLIENT_AUTH, ExtendedKeyUsageOID.CODE_SIGNING)),
+        "eku_code_signing_present",
+    ),
+    Case(
+        "ec-key-encipherment",
+        simple(key_usage=frozenset({"digital_signature", "key_encipherment"})),
+        "key_usage_ec_encipherment",
+    ),
     Case("no-san", simple(include_san=False), "san_missing"),
     Case("empty-san", simple(include_san=False, extra_extensions=with_san()), _EMPTY_SAN_CODE),
     Case(

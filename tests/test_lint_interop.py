@@ -25,14 +25,20 @@ def codes(chain, profiles=("client-auth",)) -> list[set[str]]:
 
 
 def test_trustme_client_certificate() -> None:
-    """trustme issues dual-use leaves valid until 3000: fit for clients, with two remarks."""
+    """trustme issues dual-use leaves valid until 3000 with codeSigning and keyEncipherment on
+    an EC key: fit for clients, with four remarks (issue 28 item 4 added the last two)."""
     ca = trustme.CA()
     issued = ca.issue_cert("client.example.org")  # trustme takes DNS/IP/email, no URIs
     chain = load_certificates(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     chain.append(load_certificates(ca.cert_pem.bytes())[0])
     reports = lint_chain(chain, ["client-auth"], at=now())
     assert not any(report.has_errors for report in reports)
-    assert reports[0].codes == {"validity_over_398_days", "eku_server_auth_present"}
+    assert reports[0].codes == {
+        "validity_over_398_days",
+        "eku_server_auth_present",
+        "eku_code_signing_present",
+        "key_usage_ec_encipherment",
+    }
     assert [r.codes for r in reports[1:]] == [set()]
 
 

@@ -40,6 +40,14 @@ RFC5280_SAN: Final = "RFC 5280 §4.2.1.6 (subjectAltName)"
 RFC5280_VALIDITY: Final = "RFC 5280 §4.1.2.5 (validity)"
 RFC5280_KEY_IDS: Final = "RFC 5280 §4.2.1.1-2 (authority/subject key identifier)"
 RFC5280_PATH: Final = "RFC 5280 §6.1.3-4 (basic path processing)"
+RFC8813_EC_KU: Final = (
+    "RFC 8813 §3 (keyUsage for id-ecPublicKey, updating RFC 5480 §3): keyEncipherment and "
+    "dataEncipherment MUST NOT be present"
+)
+CABF_CS_EKU: Final = (
+    "CA/B Forum Code Signing Baseline Requirements §7.1.2.3 (a code-signing leaf's EKU is "
+    "codeSigning; other purposes SHOULD NOT be present)"
+)
 RFC8446_CV: Final = "RFC 8446 §4.4.2.2 (digitalSignature for TLS certificates); " + RFC5280_KU
 NIST_KEYS: Final = "NIST SP 800-57 Part 1 Rev. 5 §5.6.1; NIST SP 800-131A Rev. 2"
 NIST_HASH: Final = "NIST SP 800-131A Rev. 2 §9 (SHA-1 disallowed for signatures)"
@@ -209,6 +217,32 @@ LEAF_KEY_USAGE_CA_BITS = CertRule(
 )
 
 
+def _ec_key_encipherment(view: CertView, ctx: LintContext) -> str | None:
+    usage = view.key_usage
+    if usage is None or view.key.algorithm != "EC":
+        return None
+    bits = [
+        name
+        for name, on in (
+            ("keyEncipherment", usage.key_encipherment),
+            ("dataEncipherment", usage.data_encipherment),
+        )
+        if on
+    ]
+    return f"keyUsage of an EC key asserts {' and '.join(bits)}" if bits else None
+
+
+KEY_USAGE_EC_ENCIPHERMENT = CertRule(
+    code="key_usage_ec_encipherment",
+    severity=Severity.WARNING,
+    reference=RFC8813_EC_KU,
+    advice="Drop keyEncipherment (and dataEncipherment): an ECDSA key cannot encrypt, so the "
+    "bit is meaningless (it is for RSA key transport, which TLS 1.3 removed); verifiers "
+    "ignore it today, but the certificate breaks the RFC's MUST NOT",
+    check=_ec_key_encipherment,
+)
+
+
 # --- extendedKeyUsage ------------------------------------------------------------------
 
 
@@ -273,6 +307,24 @@ EKU_SERVER_AUTH_PRESENT = CertRule(
     "leaves from 2027-03-15), and a dual-use key lets a client pose as a server. "
     "(SPIFFE expects both in an SVID that carries EKU: see the spiffe profile)",
     check=_eku_server_auth,
+)
+
+
+def _eku_code_signing(view: CertView, ctx: LintContext) -> str | None:
+    if view.eku is None or ExtendedKeyUsageOID.CODE_SIGNING not in view.eku:
+        return None
+    names = _eku_names(view.eku)
+    return f"extendedKeyUsage of a client certificate includes codeSigning (it has {names})"
+
+
+EKU_CODE_SIGNING_PRESENT = CertRule(
+    code="eku_code_signing_present",
+    severity=Severity.WARNING,
+    reference=RFC5280_EKU + "; " + CABF_CS_EKU,
+    advice="Remove codeSigning: TLS clients accept it, but a key that authenticates "
+    "connections should not also sign software that code-signing verifiers would trust; "
+    "keep one purpose per key",
+    check=_eku_code_signing,
 )
 
 

@@ -25,6 +25,7 @@ from mtlskit.forward import (
     forward_headers,
     gcp_error,
     gcp_headers,
+    read_xfcc,
     rfc9440_headers,
     tls_version_number,
     verdict_headers,
@@ -102,7 +103,28 @@ def sha_hex(cert: x509.Certificate) -> str:
 def test_xfcc_default_details_spiffe(leaves):
     leaf = leaves["spiffe"].cert
     value = xfcc_value(client_for(leaves["spiffe"]), XfccConfig(by=("spiffe://acme.com/gw",)))
-    assert value == f'By=spiffe://acme.com/gw;Hash={sha_hex(leaf)};Subject="";URI={SPIFFE}'
+    assert value == f"By=spiffe://acme.com/gw;Hash={sha_hex(leaf)};URI={SPIFFE}"
+
+
+def test_xfcc_omits_empty_elements(leaves):
+    """Issue 28 item 3: no ``URI=`` for a DNS-named client and no ``Subject=""`` for an
+    empty subject (Envoy writes both); ``By`` once per gateway URI SAN, first."""
+    leaf = leaves["dns"].cert
+    config = XfccConfig(by=("spiffe://acme.com/gw", "https://gw.acme.com/"))
+    value = xfcc_value(client_for(leaves["dns"]), config)
+    assert value == (
+        "By=spiffe://acme.com/gw;By=https://gw.acme.com/"
+        f';Hash={sha_hex(leaf)};Subject="CN=client.acme.com";DNS=client.acme.com'
+    )
+    assert "Subject" not in xfcc_value(client_for(leaves["spiffe"]))
+
+
+def test_xfcc_reader_accepts_envoys_empty_elements(leaves):
+    """What Envoy itself writes for a DNS-named client still reads back."""
+    leaf = leaves["dns"].cert
+    envoy = f'By=spiffe://acme.com/gw;Hash={sha_hex(leaf)};Subject="";URI=;DNS=client.acme.com'
+    client = read_xfcc([(b"x-forwarded-client-cert", envoy.encode())])
+    assert str(client.identity) == "client.acme.com"
 
 
 def test_xfcc_every_detail_in_envoy_order(leaves):
@@ -115,7 +137,6 @@ def test_xfcc_every_detail_in_envoy_order(leaves):
         f';Cert="{envoy_urlencode(pem(leaf))}"'
         f';Chain="{envoy_urlencode(pem(leaf) + pem(inter))}"'
         ';Subject="CN=client.acme.com"'
-        ";URI="
         ";DNS=client.acme.com"
     )
 

@@ -18,6 +18,7 @@ import pytest
 import trustme
 
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
+from mtlskit.testca import SERVER_AUTH, LeafSpec
 
 FORGED = [
     (b"X-Real-IP", b"10.6.6.6"),
@@ -131,3 +132,41 @@ def test_connection_naming_the_forwarding_fields_keeps_the_gateways(gateway, cle
     names = [name.lower() for name, _ in headers]
     assert names.count("x-forwarded-for") == 1 and names.count("x-request-id") == 1
     assert ["x-forwarded-for", "127.0.0.1"] in [[n.lower(), v] for n, v in headers]
+
+
+def test_xfcc_carries_by_and_no_empty_uri(tmp_path: Path, server_ca, ca):
+    """Issue 28 item 3: a gateway whose server certificate has a URI SAN writes Envoy's
+    ``By=`` first; a DNS-named client gets no empty ``URI=`` element."""
+    backend = EchoBackend()
+    site = Site(dir=tmp_path, server_ca=server_ca, backend=backend)
+    config = write_config(site, ca.bundle_pem, '[client_auth]\ntrust = ["trust.pem"]\n')
+    server = ca.issue(
+        LeafSpec(uris=("spiffe://acme.com/gateway",), dns=("localhost",), eku=(SERVER_AUTH,))
+    )
+    (tmp_path / "server.pem").write_bytes(server.chain_pem)
+    (tmp_path / "server.key").write_bytes(server.key_pem)
+    running = GatewayThread(config)
+    try:
+        client = ca.issue(LeafSpec(dns=("client.acme.com",)))
+        context = ssl.create_default_context(cadata=ca.root.cert_pem.decode())
+        pem = tmp_path / "client.pem"
+        pem.write_bytes(client.chain_pem + client.key_pem)
+        context.load_cert_chain(pem)
+        with (
+            socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(_request((b"Host", b"localhost")))
+            status, body = _response(tls)
+        assert status == 200
+        headers = json.loads(body)["headers"]
+        xfcc = [v for n, v in headers if n.lower() == "x-forwarded-client-cert"]
+        assert len(xfcc) == 1, headers
+        pairs = xfcc[0].split(";")
+        assert pairs[0] == "By=spiffe://acme.com/gateway"
+        assert pairs[1].startswith("Hash=")
+        assert [p for p in pairs if p.startswith("URI")] == []
+        assert pairs[-1] == "DNS=client.acme.com"
+    finally:
+        running.stop()
+        backend.stop()

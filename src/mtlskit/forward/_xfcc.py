@@ -9,13 +9,15 @@ containing ``,``, ``;`` or ``=`` is double-quoted and ``"`` inside it written
 What the writer copies from Envoy's code (source/common/http/conn_manager_utility.cc,
 ``mutateXfccRequestHeader``): ``By`` once per URI SAN of the proxy's own
 certificate, then ``Hash``, then the configured details in the fixed order Cert,
-Chain, Subject, URI, DNS; ``Cert``, ``Chain`` and ``Subject`` always quoted;
-``Subject`` present even when empty; one ``URI=`` per URI SAN (``URI=`` when there
-is none) and one ``DNS=`` per DNS SAN. URL encoding as Envoy's
+Chain, Subject, URI, DNS; ``Cert``, ``Chain`` and ``Subject`` always quoted; one
+``URI=`` per URI SAN and one ``DNS=`` per DNS SAN. URL encoding as Envoy's
 ``urlEncodedPemEncodedPeerCertificate`` (``\\n``, space, ``+``, ``/``, ``=``
 percent-encoded). Subject as ``X509_NAME_print_ex(XN_FLAG_RFC2253)``.
 
-Where mtlskit is stricter than Envoy: URI/DNS/By values are quoted when they
+Where mtlskit departs from Envoy: Envoy writes ``URI=`` for a leaf without a URI SAN and
+``Subject=""`` for an empty subject; mtlskit omits an element with no value (issue 28
+item 3), since a bare ``URI=`` reads as an empty URI identity to a parser that does not
+special-case it. The parser accepts both spellings. URI/DNS/By values are quoted when they
 contain ``,;="`` (the documented rule; Envoy writes them bare), and a backslash
 inside a quoted value is written ``\\\\`` so that a DN ending in ``\\`` cannot
 unbalance the quotes. The parser accepts both ``\\"`` and ``\\\\`` and keeps any
@@ -98,7 +100,8 @@ _DETAIL_ORDER: Final = (
 class XfccConfig:
     """Which XFCC element the gateway sets.
 
-    ``by``: the gateway's own URI SANs (Envoy's ``By``). ``details`` defaults to
+    ``by``: the URI SANs of the gateway's own server certificate (Envoy's ``By``, from
+    ``uriSanLocalCertificate``); the gateway fills it in. ``details`` defaults to
     Subject, URI and DNS — what Istio's sidecars configure — because those carry
     the identity without the several-kilobyte ``Cert``/``Chain`` values.
     """
@@ -144,9 +147,11 @@ def xfcc_value(client: ForwardedClient, config: XfccConfig = XfccConfig()) -> st
         elif detail is XfccDetail.CHAIN:
             pairs.append(f'Chain="{url_encoded_pem(client.chain, safe="")}"')
         elif detail is XfccDetail.SUBJECT:
-            pairs.append(f"Subject={_quote(rfc2253(leaf.subject))}")
+            subject = rfc2253(leaf.subject)
+            if subject:
+                pairs.append(f"Subject={_quote(subject)}")
         elif detail is XfccDetail.URI:
-            pairs.extend(f"URI={_bare_or_quoted(uri)}" for uri in uris or [""])
+            pairs.extend(f"URI={_bare_or_quoted(uri)}" for uri in uris)
         else:
             pairs.extend(f"DNS={_bare_or_quoted(name)}" for name in dns)
     return ";".join(pairs)

@@ -23,10 +23,11 @@ from mtlskit.authz import Policy
 from mtlskit.certs import Fingerprint, chain_pem, load_certificates
 from mtlskit.errors import ConfigError
 from mtlskit.files import check_secret_permissions, read_bytes
-from mtlskit.forward import ForwardConfig, is_spoofable
+from mtlskit.forward import ForwardConfig, XfccConfig, is_spoofable
 from mtlskit.gateway._config import ClientAuthMode, GatewayConfig
 from mtlskit.gateway._http import KINDS_LIMIT, gateway_owned, header_kind
 from mtlskit.gateway._tls import server_context
+from mtlskit.identity import san_entries
 from mtlskit.trustfiles import parse_pin
 from mtlskit.verify import TrustStore, VerificationCache, Verifier, load_crl, parse_spiffe_bundle
 
@@ -216,12 +217,17 @@ def load_generation(config: GatewayConfig) -> Generation:
             f"{config.listen.key}): {exc}",
             source="listen",
         ) from None
+    server_cert = _certificates(config.listen.cert, "server certificate")[0]
+    san = san_entries(server_cert)
+    # XFCC's By=, as Envoy sets it: one per URI SAN of the proxy's own certificate.
+    own_uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san else []
+    xfcc = XfccConfig(by=tuple(own_uris))
     try:
-        forward = ForwardConfig(formats=tuple(config.forward.formats))  # type: ignore[arg-type]
+        forward = ForwardConfig(formats=tuple(config.forward.formats), xfcc=xfcc)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError(str(exc), source="forward.formats") from None
     return Generation(
-        server_cert=_certificates(config.listen.cert, "server certificate")[0],
+        server_cert=server_cert,
         number=next(_NUMBERS),
         context=context,
         verifier=verifier,

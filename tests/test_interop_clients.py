@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cryptography
 import pytest
 
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
@@ -405,6 +406,7 @@ def test_client_reads_mtlskit_files_and_the_backend_sees_its_identity(
     reads, case, needs_go = CASES[client]
     extra = [request.getfixturevalue("go_client")] if needs_go else []
     VERSIONS.setdefault("python", sys.version.split()[0])
+    VERSIONS.setdefault("cryptography (mtlskit's PKCS#12 writer)", cryptography.__version__)
     outcome = case(pki, gateway_url, *extra)
     if outcome.startswith(("refused", "listed", "read ")):
         _record(client, reads, outcome)

@@ -320,6 +320,7 @@ def case_java_keytool_legacy(pki: Pki, url: str) -> str:
 
 def case_java_httpclient_default(pki: Pki, url: str) -> str:
     java = require_program("java")
+    require_program("javac")  # `java Main.java` compiles in memory: a JDK, not only a JRE
     _version("java", ["java", "-version"])
     source = pki.dir / "java" / "Main.java"
     source.parent.mkdir(exist_ok=True)

@@ -71,28 +71,28 @@ READERS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "Java before 11.0.12 / 8u301",
-        "not dependable: no SHA-256 PKCS#12 MAC",
+        "refuses: `Integrity check failed: ... Algorithm HmacPBESHA256 not available`",
         "reads",
-        "JDK-8267880 (the HmacPBESHA256 MAC came with the backport)",
+        "reports such as confluentinc/cp-demo#370 (Java 8); JDK-8267880 and its backports",
     ),
     (
         "Windows 10 1709+, Server 2019+",
-        "imports (the `AES256_SHA256` PFX option of `Export-PfxCertificate`)",
+        "imports (AES256-SHA256 PFX: AES-256 bags, SHA-256 for PBKDF2 and the MAC)",
         "imports",
-        "Microsoft PKI docs",
+        "Microsoft: `PKCS12_PBES2_ALG_AES256_SHA256`, minimum Windows 10 1709 / Server 2019",
     ),
     (
-        "Windows before 10 1709 / Server 2016",
-        "refuses",
+        "Windows before 10 1709 / Server 2019",
+        "no AES256-SHA256 PFX support: use `--legacy` (TripleDES-SHA1)",
         "imports",
-        "Microsoft PKI docs",
+        "the same Microsoft page; not tested here",
     ),
     (
         "macOS Keychain / Security.framework (and iOS)",
         'reported refusing OpenSSL 3 files ("wrong password"), e.g. Ventura 13.3;'
         " other reports import them",
         "imports",
-        "msen.jp and confirm.ch reports; not tested here",
+        "mseeeen.msen.jp (Ventura 13.3), ca.stable.confirm.ch/pkcs12.html; not tested here",
     ),
     (
         "Go `golang.org/x/crypto/pkcs12` (frozen)",

@@ -26,8 +26,10 @@ from _gateway_support import (
     write_config,
 )
 from conftest import SPIFFE_ID, require_program
+from mtlskit.certs import chain_pem
 from mtlskit.gateway._config import GatewayConfig, LimitsConfig
 from mtlskit.testca import LeafSpec, TestCA
+from mtlskit.verify import NO_INTERMEDIATE
 
 GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -174,6 +176,42 @@ def test_unknown_ca_gets_alert_unknown_ca(site, start):
     record = site.wait_for_record(lambda r: r.get("outcome") == "handshake_failed")
     assert record["code"] == "chain_untrusted"
     assert record["openssl_verify_code"] in (20, 21, 2)
+
+
+def _s_client(site: Site, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    ca_file = site.dir / "server-ca.pem"
+    site.server_ca.cert_pem.write_to_path(str(ca_file))
+    return subprocess.run(
+        [
+            require_program("openssl"), "s_client", "-connect", f"127.0.0.1:{port}",
+            "-servername", "localhost", "-CAfile", str(ca_file), "-tls1_2", "-ign_eof", *extra,
+        ],
+        input="GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+
+
+def test_leaf_without_intermediate_names_the_cause(site, start, clean_leaf):
+    """Issue 28 item 5: ``s_client -cert`` without ``-cert_chain`` sends the leaf alone;
+    the handshake still fails unknown_ca, and the connection log says why. (TLS 1.2: the
+    alert is part of the handshake, so s_client reports it before it reads stdin's end.)"""
+    gateway = start()
+    _, key = site.write_client(clean_leaf, "leaf-only")
+    leaf = site.dir / "leaf.pem"
+    leaf.write_bytes(chain_pem([clean_leaf.cert]))
+    refused = _s_client(site, gateway.port, "-cert", str(leaf), "-key", str(key))
+    assert "unknown ca" in (refused.stdout + refused.stderr).lower()
+    record = site.wait_for_record(lambda r: r.get("outcome") == "handshake_failed")
+    assert record["code"] == "chain_untrusted"
+    assert NO_INTERMEDIATE in record["detail"]
+    assert "unable to get local issuer certificate" in record["detail"]
+    # negative control: the same client with -cert_chain is let in
+    chain = site.dir / "chain.pem"
+    chain.write_bytes(chain_pem(clean_leaf.chain[1:-1]))
+    sent = _s_client(
+        site, gateway.port, "-cert", str(leaf), "-key", str(key), "-cert_chain", str(chain)
+    )
+    assert "HTTP/1.1 200" in sent.stdout, sent.stderr
 
 
 def test_expired_certificate_is_refused_with_its_code(site, start, ca):

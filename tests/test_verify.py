@@ -164,6 +164,23 @@ def test_chain_untrusted(run_cli, tmp_path, ca):
     assert "no path from this certificate to a trusted anchor" in out["reasons"][0]["message"]
 
 
+def test_leaf_without_intermediate_names_the_cause(run_cli, tmp_path, ca, clean_leaf):
+    """Issue 28 item 5: the leaf alone, its issuer an intermediate that is not an anchor."""
+    client = write(tmp_path / "leaf.pem", clean_leaf.cert_pem)
+    root = write(tmp_path / "root.pem", ca.bundle_pem)
+    _, out = verify_json(run_cli, client, "--trust", root)
+    assert out["reasons"] == [
+        {
+            "code": "chain_untrusted",
+            "message": "the client sent no intermediate; its issuer is not a trust anchor",
+            "depth": 0,
+        }
+    ]
+    # negative control: the same leaf with its intermediate is accepted
+    chain = write(tmp_path / "chain.pem", clean_leaf.chain_pem)
+    assert verify_json(run_cli, chain, "--trust", root)[0] == 0
+
+
 def test_chain_too_deep(run_cli, files, clean_leaf):
     client, root = files(clean_leaf)
     _, out = verify_json(run_cli, client, "--trust", root, "--max-chain-depth", "0")

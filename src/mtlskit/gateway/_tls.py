@@ -11,7 +11,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Final
 
-from mtlskit.verify import Code
+from mtlskit.verify import NO_INTERMEDIATE, Code
 
 __all__ = [
     "TLS12_CIPHERS",
@@ -53,6 +53,9 @@ _VERIFY_CODES: Final[dict[int, Code]] = {
     67: Code.KEY_TOO_WEAK,  # CA key too small
     68: Code.SIGNATURE_ALGORITHM_WEAK,  # CA md too weak
 }
+# X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT(_LOCALLY): the issuer is neither sent nor trusted.
+_ISSUER_NOT_FOUND: Final = frozenset({2, 20})
+_OR_LAST_INTERMEDIATE: Final = " (or the issuer of the last intermediate it sent is not one)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,12 +76,19 @@ class HandshakeFailure:
 
 
 def classify_handshake_error(exc: ssl.SSLError) -> HandshakeFailure:
-    """OpenSSL's error → a stable code, by its numeric verify code or its reason name."""
+    """OpenSSL's error → a stable code, by its numeric verify code or its reason name.
+
+    "Unable to get (local) issuer certificate" is most often a client that sent its leaf
+    alone (``s_client -cert`` without ``-cert_chain``), so the detail names that cause;
+    the code stays chain_untrusted. OpenSSL keeps no chain from a refused handshake, so
+    the gateway cannot count what was sent and names the other case too.
+    """
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = _VERIFY_CODES.get(exc.verify_code, Code.CHAIN_UNTRUSTED)
-        return HandshakeFailure(
-            code=code, detail=str(exc.verify_message), verify_code=exc.verify_code
-        )
+        detail = str(exc.verify_message)
+        if exc.verify_code in _ISSUER_NOT_FOUND:
+            detail = f"{detail}: {NO_INTERMEDIATE}{_OR_LAST_INTERMEDIATE}"
+        return HandshakeFailure(code=code, detail=detail, verify_code=exc.verify_code)
     reason = getattr(exc, "reason", None) or ""
     if reason == "BAD_SIGNATURE":
         # The CertificateVerify signature does not match the certificate's key: the

@@ -16,6 +16,7 @@ from mtlskit.verify._cache import VerificationCache
 from mtlskit.verify._decision import (
     AWS_TLS_VERIFY_STATUS,
     GCP_ERRORS,
+    NO_INTERMEDIATE,
     Code,
     Decision,
     Reason,
@@ -27,6 +28,7 @@ from mtlskit.verify._verifier import Authorize, Verifier
 __all__ = [
     "AWS_TLS_VERIFY_STATUS",
     "GCP_ERRORS",
+    "NO_INTERMEDIATE",
     "Authorize",
     "Code",
     "Decision",

@@ -15,7 +15,19 @@ from typing import Any, Final
 from mtlskit.certs import Fingerprint
 from mtlskit.identity import ClientIdentity
 
-__all__ = ["AWS_TLS_VERIFY_STATUS", "GCP_ERRORS", "Code", "Decision", "Reason", "Verdict"]
+__all__ = [
+    "AWS_TLS_VERIFY_STATUS",
+    "GCP_ERRORS",
+    "NO_INTERMEDIATE",
+    "Code",
+    "Decision",
+    "Reason",
+    "Verdict",
+]
+
+# The commonest chain_untrusted in practice (``openssl s_client -cert`` without
+# ``-cert_chain``): said the same way by verify, the gateway's log and probe.
+NO_INTERMEDIATE: Final = "the client sent no intermediate; its issuer is not a trust anchor"
 
 
 class Code(StrEnum):

@@ -38,7 +38,7 @@ from cryptography.x509.verification import (
 from mtlskit.certs import DSA_KEY_TYPES, UNREADABLE_EXTENSIONS, Fingerprint, key_info
 from mtlskit.errors import ConfigError
 from mtlskit.identity import ClientIdentity, IdentityError, IdentityKind
-from mtlskit.verify._decision import Code, Decision, Reason, Verdict
+from mtlskit.verify._decision import NO_INTERMEDIATE, Code, Decision, Reason, Verdict
 from mtlskit.verify._trust import TrustStore
 
 __all__ = ["Authorize", "Verifier"]
@@ -394,6 +394,12 @@ class Verifier:
             if verified is not None:
                 return verified
             failure = _pyca_reason(error or "", top)
+            if (
+                failure.code is Code.CHAIN_UNTRUSTED
+                and top == 0
+                and chain[0].issuer != chain[0].subject
+            ):
+                failure = Reason(code=Code.CHAIN_UNTRUSTED, message=NO_INTERMEDIATE, depth=0)
             timely = all(fact.not_before <= at <= fact.not_after for fact in presented)
             if failure.code is Code.CERT_EXPIRED and not timely:
                 pass  # no common validity window: the per-certificate checks say which expired

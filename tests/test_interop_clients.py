@@ -27,7 +27,9 @@ from conftest import require_program, write
 
 ID = "spiffe://acme.com/billing/payments"
 P12_PASSWORD = "export pw"
-X_CRYPTO = Path("/usr/share/gocode/src/golang.org/x/crypto/pkcs12")
+GOPATH_SRC = Path("/usr/share/gocode/src")
+X_CRYPTO = GOPATH_SRC / "golang.org/x/crypto/pkcs12"
+SSLMATE = GOPATH_SRC / "software.sslmate.com/src/go-pkcs12"
 RESULTS: list[dict[str, str]] = []
 VERSIONS: dict[str, str] = {}
 
@@ -247,25 +249,39 @@ def _backend_saw(output: str) -> str:
     return headers.get("x-mtlskit-client-identity", "")
 
 
-@pytest.fixture(scope="module")
-def go_client(pki: Pki) -> Path:
+def _go_build(pki: Pki, name: str, package: Path, debian: str, source: str) -> Path:
+    """The Go client built against a Debian-packaged PKCS#12 library (no network: GOPATH mode)."""
     require_program("go")
-    if not X_CRYPTO.is_dir():
-        message = f"{X_CRYPTO} is missing (apt golang-golang-x-crypto-dev; .ci/run installs it)"
+    if not package.is_dir():
+        message = f"{package} is missing (apt {debian}; .ci/run installs it)"
         if os.environ.get("MTLSKIT_REQUIRE_INTEGRATION") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    source = pki.dir / "go" / "main.go"
-    source.parent.mkdir()
-    source.write_text(GO_CLIENT)
+    main = pki.dir / name / "main.go"
+    main.parent.mkdir()
+    main.write_text(source)
     env = {"GOPATH": "/usr/share/gocode", "GO111MODULE": "off", "GOFLAGS": ""}
     if not os.access(Path.home(), os.W_OK):
         env["GOCACHE"] = str(pki.dir / "gocache")
-    built = _run(["go", "build", "-o", source.parent / "client", source], **env)
+    built = _run(["go", "build", "-o", main.parent / "client", main], **env)
     assert built.returncode == 0, built.stderr
     _version("go", ["go", "version"])
-    VERSIONS["golang.org/x/crypto"] = _debian_version("golang-golang-x-crypto-dev")
-    return source.parent / "client"
+    VERSIONS[package.relative_to(GOPATH_SRC).as_posix()] = _debian_version(debian)
+    return main.parent / "client"
+
+
+@pytest.fixture(scope="module")
+def go_client(pki: Pki) -> Path:
+    return _go_build(pki, "go", X_CRYPTO, "golang-golang-x-crypto-dev", GO_CLIENT)
+
+
+@pytest.fixture(scope="module")
+def go_sslmate_client(pki: Pki) -> Path:
+    """The same client, reading the PKCS#12 with x/crypto's maintained fork (same API)."""
+    source = GO_CLIENT.replace(
+        '"golang.org/x/crypto/pkcs12"', '"software.sslmate.com/src/go-pkcs12"'
+    )
+    return _go_build(pki, "go-sslmate", SSLMATE, "golang-sslmate-src-go-pkcs12-dev", source)
 
 
 def _debian_version(package: str) -> str:
@@ -298,6 +314,12 @@ def case_go_x_crypto_default(pki: Pki, url: str, go: Path) -> str:
     assert done.returncode == 3, done.stdout
     assert "unknown digest algorithm: 2.16.840.1.101.3.4.2.1" in done.stderr
     return "refused (needs --legacy): " + done.stderr.strip().removeprefix("load: ")
+
+
+def case_go_sslmate_default(pki: Pki, url: str, go: Path) -> str:
+    done = _run([go, "p12", pki.p12, P12_PASSWORD, pki.server_ca, url])
+    assert done.returncode == 0, done.stderr
+    return _backend_saw(done.stdout)
 
 
 def _keytool(p12: Path) -> str:
@@ -383,20 +405,25 @@ def case_python_httpx_pem(pki: Pki, url: str) -> str:
     return _backend_saw(f"{response.status_code}\n{response.text}")
 
 
-CASES: dict[str, tuple[str, Callable[..., str], bool]] = {
-    # client: (what it reads, the case, needs the Go client)
-    "Go net/http, tls.LoadX509KeyPair": ("chain.pem + key.pem", case_go_pem, True),
-    "Go x/crypto/pkcs12": ("PKCS#12 --legacy", case_go_x_crypto_legacy, True),
-    "Go x/crypto/pkcs12 (default file)": ("PKCS#12 default", case_go_x_crypto_default, True),
-    "Java keytool -list": ("PKCS#12 default", case_java_keytool_default, False),
-    "Java keytool -list (legacy file)": ("PKCS#12 --legacy", case_java_keytool_legacy, False),
-    "Java HttpClient, PKCS12 KeyStore": ("PKCS#12 default", case_java_httpclient_default, False),
-    "Node https, pfx": ("PKCS#12 default", case_node_pfx_default, False),
-    "Node https, pfx (legacy file)": ("PKCS#12 --legacy", case_node_pfx_legacy, False),
-    "curl --cert/--key": ("chain.pem + key.pem", case_curl_pem, False),
+CASES: dict[str, tuple[str, Callable[..., str], str | None]] = {
+    # client: (what it reads, the case, the fixture of the Go client it needs)
+    "Go net/http, tls.LoadX509KeyPair": ("chain.pem + key.pem", case_go_pem, "go_client"),
+    "Go x/crypto/pkcs12": ("PKCS#12 --legacy", case_go_x_crypto_legacy, "go_client"),
+    "Go x/crypto/pkcs12 (default file)": ("PKCS#12 default", case_go_x_crypto_default, "go_client"),
+    "Go software.sslmate.com/src/go-pkcs12": (
+        "PKCS#12 default",
+        case_go_sslmate_default,
+        "go_sslmate_client",
+    ),
+    "Java keytool -list": ("PKCS#12 default", case_java_keytool_default, None),
+    "Java keytool -list (legacy file)": ("PKCS#12 --legacy", case_java_keytool_legacy, None),
+    "Java HttpClient, PKCS12 KeyStore": ("PKCS#12 default", case_java_httpclient_default, None),
+    "Node https, pfx": ("PKCS#12 default", case_node_pfx_default, None),
+    "Node https, pfx (legacy file)": ("PKCS#12 --legacy", case_node_pfx_legacy, None),
+    "curl --cert/--key": ("chain.pem + key.pem", case_curl_pem, None),
     "openssl pkcs12": ("PKCS#12 default", case_openssl_pkcs12_default, False),
-    "Python requests": ("chain.pem + key.pem", case_python_requests_pem, False),
-    "Python httpx": ("chain.pem + key.pem", case_python_httpx_pem, False),
+    "Python requests": ("chain.pem + key.pem", case_python_requests_pem, None),
+    "Python httpx": ("chain.pem + key.pem", case_python_httpx_pem, None),
 }
 
 
@@ -404,8 +431,8 @@ CASES: dict[str, tuple[str, Callable[..., str], bool]] = {
 def test_client_reads_mtlskit_files_and_the_backend_sees_its_identity(
     client: str, request: pytest.FixtureRequest, pki: Pki, gateway_url: str
 ) -> None:
-    reads, case, needs_go = CASES[client]
-    extra = [request.getfixturevalue("go_client")] if needs_go else []
+    reads, case, go = CASES[client]
+    extra = [request.getfixturevalue(go)] if go else []
     VERSIONS.setdefault("python", sys.version.split()[0])
     VERSIONS.setdefault("cryptography (mtlskit's PKCS#12 writer)", cryptography.__version__)
     outcome = case(pki, gateway_url, *extra)

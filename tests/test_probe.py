@@ -210,6 +210,24 @@ def test_probe_against_the_gateway_refuses_everything_it_must(tmp_path, ca_dir, 
     assert report.result("revoked").verdict is Verdict.PASS
 
 
+def test_probe_with_the_leaf_alone_names_the_missing_intermediate(tmp_path, ca_dir, gateway):
+    """Issue 28 item 5: --cert without its intermediate is refused unknown_ca, and the
+    report says why instead of leaving the operator to guess."""
+    running, _ = gateway
+    chain, key = _client(tmp_path)
+    report = run_probe(
+        f"127.0.0.1:{running.port}", chain=chain[:1], key=key, server_name="localhost"
+    )
+    control = report.result("control").observation
+    assert control.alert == "unknown_ca"
+    assert "the client sent no intermediate; its issuer is not a trust anchor" in control.detail
+    assert any("sent no intermediate" in note and "--cert" in note for note in report.notes)
+    # negative control: with its intermediate the same client passes, and nothing is said
+    report = run_probe(f"127.0.0.1:{running.port}", chain=chain, key=key, server_name="localhost")
+    assert report.result("control").verdict is Verdict.PASS
+    assert not any("intermediate" in note for note in report.notes)
+
+
 def test_cli_json_and_table_against_the_gateway(tmp_path, ca_dir, gateway, run_cli, monkeypatch):
     running, _ = gateway
     monkeypatch.setenv("MTLSKIT_CA_PASSPHRASE", PASSPHRASE.decode())

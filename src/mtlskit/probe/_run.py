@@ -12,7 +12,9 @@ import datetime as dt
 import secrets
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 
@@ -42,6 +44,7 @@ from mtlskit.probe._forge import (
     sha1_request,
     unknown_ca_impostor,
 )
+from mtlskit.verify import NO_INTERMEDIATE
 
 __all__ = ["parse_target", "run_probe"]
 
@@ -140,6 +143,7 @@ def run_probe(
         )
 
     results: list[CaseResult] = []
+    missing = _missing_issuer(chain)
     with tempfile.TemporaryDirectory(prefix="mtlskit-probe-") as work:
         workdir = Path(work)
         legit = Credential(chain=tuple(chain), key=key) if key is not None else None
@@ -156,6 +160,11 @@ def run_probe(
                 ca_dir=ca_dir,
                 echo=echo,
             )
+            if case.id in _SENDS_GIVEN_CHAIN and observation.alert == "unknown_ca" and missing:
+                detail = "; ".join(filter(None, (observation.detail, missing)))
+                observation = replace(observation, detail=detail)
+                if missing not in notes:
+                    notes.append(f"--cert: {missing}; give it the chain (leaf, then intermediates)")
             results.append(
                 CaseResult(case=case, observation=observation, verdict=judge(case, observation))
             )
@@ -239,6 +248,27 @@ def _observe(
     if isinstance(credential, str):
         return _skipped(credential)
     return attempt_ssl(target, credential, workdir)[0]
+
+
+# The cases that present the --cert chain as given (the rest forge their own).
+_SENDS_GIVEN_CHAIN: Final = frozenset(
+    {"control", "foreign-key-tls1.2", "foreign-key-tls1.3", "header-spoofing"}
+)
+
+
+def _missing_issuer(chain: Sequence[x509.Certificate]) -> str | None:
+    """Why an endpoint may say unknown_ca to the given chain: its top is not self-issued,
+    so its issuer must be one of the endpoint's anchors (``None`` when the chain ends in
+    a self-issued certificate)."""
+    top = chain[-1]
+    if top.issuer == top.subject:
+        return None
+    if len(chain) == 1:
+        return f"{NO_INTERMEDIATE} ({top.issuer.rfc4514_string()})"
+    return (
+        f"the chain ends at {top.subject.rfc4514_string()}, whose issuer "
+        f"({top.issuer.rfc4514_string()}) is not in it and is not a trust anchor"
+    )
 
 
 def _with_control_notes(report: ProbeReport) -> ProbeReport:

@@ -25,6 +25,8 @@ import pytest
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
 from conftest import require_program, write
 
+pytestmark = pytest.mark.integration
+
 ID = "spiffe://acme.com/billing/payments"
 P12_PASSWORD = "export pw"
 GOPATH_SRC = Path("/usr/share/gocode/src")

@@ -84,10 +84,11 @@ def test_docs_python_examples_run(tmp_path):
         blob.write_to_path(str(certs / "server.pem"), append=True)
     server.private_key_pem.write_to_path(str(certs / "server.key"))
     (certs / "server.key").chmod(0o600)
-    clients = TestCA(name="docs", intermediate=False)
+    clients = TestCA(name="docs")  # an intermediate, as `mtlskit ca init` makes by default
     (certs / "clients-ca.pem").write_bytes(clients.bundle_pem)
     leaf = clients.issue(LeafSpec(uris=(ID,)))
-    (svc / "cert.pem").write_bytes(leaf.chain_pem)
+    (svc / "cert.pem").write_bytes(leaf.cert_pem)  # as `mtlskit enroll` writes them
+    (svc / "chain.pem").write_bytes(leaf.chain_pem)
     (svc / "key.pem").write_bytes(leaf.key_pem)
 
     env = {

@@ -207,7 +207,7 @@ def test_leaf_without_intermediate_names_the_cause(site, start, clean_leaf):
     assert "unable to get local issuer certificate" in record["detail"]
     # negative control: the same client with -cert_chain is let in
     chain = site.dir / "chain.pem"
-    chain.write_bytes(chain_pem(clean_leaf.chain[1:-1]))
+    chain.write_bytes(chain_pem(clean_leaf.chain[:-1]))  # as `ca issue` writes chain.pem
     sent = _s_client(
         site, gateway.port, "-cert", str(leaf), "-key", str(key), "-cert_chain", str(chain)
     )

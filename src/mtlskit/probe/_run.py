@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -165,6 +166,22 @@ def run_probe(
                 observation = replace(observation, detail=detail)
                 if missing not in notes:
                     notes.append(f"--cert: {missing}; give it the chain (leaf, then intermediates)")
+            if case.id == "revoked" and crl_out is not None and after_crl is None:
+                observation = _await_crl_reload(
+                    lambda case=case: _observe(
+                        case,
+                        plan=plan,
+                        target=place,
+                        legit=legit,
+                        chain=chain,
+                        workdir=workdir,
+                        ca_dir=ca_dir,
+                        echo=echo,
+                    ),
+                    first=observation,
+                    case=case,
+                    notes=notes,
+                )
             results.append(
                 CaseResult(case=case, observation=observation, verdict=judge(case, observation))
             )
@@ -172,6 +189,33 @@ def run_probe(
         target=target, server_name=server_name, results=tuple(results), notes=tuple(notes)
     )
     return _with_control_notes(report)
+
+
+# An endpoint that polls its CRL (the gateway's [reload] poll_interval, 2 s by default) may
+# not have read the new one when the battery reaches ``revoked``; nginx/HAProxy never do
+# without a reload (--after-crl), so this only spares pollers a false FAIL.
+CRL_RELOAD_WAIT: Final = 10.0
+
+
+def _await_crl_reload(
+    observe: Callable[[], Observation], *, first: Observation, case: Case, notes: list[str]
+) -> Observation:
+    """Retry the revoked case until the endpoint refuses it or CRL_RELOAD_WAIT passes."""
+    started = time.monotonic()
+    observation = first
+    while judge(case, observation) is Verdict.FAIL:
+        if time.monotonic() - started > CRL_RELOAD_WAIT:
+            notes.append(
+                f"revoked: still accepted {CRL_RELOAD_WAIT:.0f} s after the CRL was written: "
+                "the endpoint does not reload it (give --after-crl the reload command)"
+            )
+            return observation
+        time.sleep(0.5)
+        observation = observe()
+    if observation is not first:
+        waited = time.monotonic() - started
+        notes.append(f"revoked: refused after waiting {waited:.1f} s for the CRL reload")
+    return observation
 
 
 def _prepare_ca(

@@ -9,6 +9,7 @@ from mtlskit.caserver._app import MAX_BODY, CaServer
 from mtlskit.caserver._bundle import spiffe_bundle
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import ERROR_CODES, openapi_document
+from mtlskit.caserver._reload import ConfigWatch
 from mtlskit.caserver._tls import (
     ServerHandle,
     bind,
@@ -21,6 +22,7 @@ __all__ = [
     "ERROR_CODES",
     "MAX_BODY",
     "CaServer",
+    "ConfigWatch",
     "FailureLimiter",
     "ServerHandle",
     "bind",

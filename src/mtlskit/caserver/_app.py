@@ -15,6 +15,8 @@ import datetime as dt
 import json
 import logging
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ from starlette.routing import Route
 from mtlskit.caserver._bundle import spiffe_bundle
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import openapi_document
+from mtlskit.caserver._reload import ConfigWatch
 from mtlskit.certs import certificate_pem, chain_pem
 from mtlskit.errors import InputError
 from mtlskit.identity import ClientIdentity, IdentityError
@@ -153,8 +156,10 @@ class CaServer:
         limiter: FailureLimiter,
         close: Callable[[], None] = lambda: None,
         refresh_hint: int = 3600,
+        watch: ConfigWatch | None = None,
     ) -> None:
         self._ra = ra
+        self._watch = watch
         self._name = name
         self._trust_domain = trust_domain
         self._limiter = limiter
@@ -187,6 +192,47 @@ class CaServer:
         """Finish the CA thread's work, then close the store from that same thread."""
         self._thread.submit(self._close).result()
         self._thread.shutdown(wait=True)
+
+    def _decide(self, reason: str, decide: Callable[[RegistrationAuthority], _T]) -> _T:
+        """On the CA thread: ``decide`` under ca.toml as it is now (re-read if it changed)."""
+        if self._watch is not None:
+            fresh = self._watch.check(f"before {reason}")
+            if fresh is not None:
+                self._ra = fresh
+        return decide(self._ra)
+
+    def reload(self, reason: str) -> None:
+        """Re-read ca.toml now (SIGHUP), on the CA thread so no decision is half-way."""
+        if self._watch is None:
+            return
+
+        def work() -> None:
+            assert self._watch is not None
+            try:
+                fresh = self._watch.check(reason, force=True)
+            except EnrollmentRefused:
+                return  # logged; decisions answer config_invalid until it is fixed
+            if fresh is not None:
+                self._ra = fresh
+
+        self._thread.submit(work).result()
+
+    def reload_on(self, signum: int) -> None:
+        """``reload`` whenever ``signum`` arrives (main thread only, before serving).
+
+        The handler only sets an event: a reload waits for the CA thread, which a signal
+        handler interrupting the event loop must never do."""
+        wanted = threading.Event()
+        name = signal.Signals(signum).name
+
+        def reloader() -> None:
+            while True:
+                wanted.wait()
+                wanted.clear()
+                self.reload(name)
+
+        threading.Thread(target=reloader, name="mtlskit-ca-reload", daemon=True).start()
+        signal.signal(signum, lambda _signum, _frame: wanted.set())
 
     async def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """``fn`` on the CA thread, in the next batch; its answer once that batch committed."""
@@ -317,7 +363,11 @@ class CaServer:
         token = _string(document, "token", required=True)
         csr = _string(document, "csr", required=True)
         try:
-            result = await self._call(self._ra.enroll, token, csr, now=_now(), client=client)
+            result = await self._call(
+                self._decide,
+                "enroll",
+                lambda ra: ra.enroll(token, csr, now=_now(), client=client),
+            )
         except EnrollmentRefused as refused:
             if refused.code in _TOKEN_FAILURES:
                 self._limiter.failed(client, time.monotonic())
@@ -330,7 +380,7 @@ class CaServer:
         request_id = request.path_params["request_id"]
         if not _REQUEST_ID.fullmatch(request_id):
             raise EnrollmentRefused("request_unknown", "no such enrollment request", status=404)
-        result = await self._call(self._ra.poll, request_id, now=_now())
+        result = await self._call(self._decide, "poll", lambda ra: ra.poll(request_id, now=_now()))
         if isinstance(result, EnrollmentRequest):
             return _pending(result)
         return _issued(result, 200)
@@ -347,7 +397,9 @@ class CaServer:
         presented = x509.load_pem_x509_certificate(chain[0].encode())
         document = await _json_object(request, required=False)
         csr = _string(document, "csr", required=False)
-        issued = await self._call(self._ra.renew, presented, csr, now=_now())
+        issued = await self._call(
+            self._decide, "renew", lambda ra: ra.renew(presented, csr, now=_now())
+        )
         return _issued(issued, 201)
 
     def _crl_der(self) -> bytes:

@@ -1050,9 +1050,19 @@ def serve_command(  # noqa: PLR0917
     Example:
       MTLSKIT_CA_PASSPHRASE=... mtlskit ca serve ca/ --listen 127.0.0.1:8444
     """
-    from mtlskit.caserver import CaServer, FailureLimiter, bind, server_context, uvicorn_server
-    from mtlskit.issue import RegistrationAuthority
+    import signal
 
+    from mtlskit.caserver import (
+        CaServer,
+        ConfigWatch,
+        FailureLimiter,
+        bind,
+        server_context,
+        uvicorn_server,
+    )
+    from mtlskit.issue import CaConfig, RegistrationAuthority
+
+    digest = ConfigWatch.digest_of(directory / CONFIG)  # before reading: an edit after it shows
     ca_dir = CaDirectory.open(directory)
     window = parse_duration(failure_window, source="--failure-window")
     if ":" not in listen:
@@ -1085,17 +1095,30 @@ def serve_command(  # noqa: PLR0917
         },
         at=now,
     )
-    ra = RegistrationAuthority(
-        authority=ca_dir.authority(issuer, store),
-        records=store,
-        approval=ca_dir.config.approval_rules(),
+
+    def authority_for(config: CaConfig) -> RegistrationAuthority:
+        policy_dir = CaDirectory(path=ca_dir.path, config=config)
+        return RegistrationAuthority(
+            authority=policy_dir.authority(issuer, store),
+            records=store,
+            approval=config.approval_rules(),
+        )
+
+    watch = ConfigWatch(
+        path=directory / CONFIG,
+        load=lambda: CaDirectory.open(directory).config,
+        build=authority_for,
+        config=ca_dir.config,
+        digest=digest,
+        log=lambda line: click.echo(f"mtlskit ca serve: {line}", err=True),
     )
     server = CaServer(
-        ra,
+        authority_for(ca_dir.config),
         name=ca_dir.config.name,
         trust_domain=ca_dir.config.trust_domain,
         limiter=FailureLimiter(limit=max_token_failures, window=window.total_seconds()),
         close=store.close,
+        watch=watch,
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving CA {ca_dir.config.name!r} on https://{shown}:{port}")
@@ -1103,6 +1126,7 @@ def serve_command(  # noqa: PLR0917
     import sys
 
     sys.stdout.flush()
+    server.reload_on(signal.SIGHUP)
     try:
         uvicorn_server(server.app, context, trusted_proxies=trusted_proxies).run(sockets=[sock])
     finally:

@@ -17,7 +17,7 @@ from mtlskit.cli._inputs import read_certificates
 from mtlskit.cli._output import echo_lines, one_line, rich_output
 from mtlskit.errors import InputError
 from mtlskit.trustfiles import TrustFiles, read_policy
-from mtlskit.verify import Decision, Verifier
+from mtlskit.verify import NO_INTERMEDIATE, Decision, Verifier
 
 
 def _parse_at(text: str | None) -> dt.datetime:
@@ -218,4 +218,11 @@ def command(  # click passes every option by keyword
         _render(decision)
     else:
         echo_lines(_lines(decision))
+    if any(reason.message == NO_INTERMEDIATE for reason in decision.reasons):
+        # The commonest first failure: cert.pem (leaf only) given where chain.pem belongs.
+        click.echo(
+            "mtlskit: hint: the issuing CA is missing: pass --chain with it, "
+            "or use chain.pem (leaf + issuing CA)",
+            err=True,
+        )
     return 0 if decision.accepted else 1

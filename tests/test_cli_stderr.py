@@ -56,7 +56,7 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ("ca", "crl"): [missing, "--out", out],
         ("ca", "init"): [str(pem), "--insecure-no-passphrase"],  # a file where a dir belongs
         ("ca", "issue"): [missing, "--id", "spiffe://acme.com/x", "--out", out],
-        ("ca", "list"): [missing],
+        ("ca", "list"): [missing, "--expiring", "7x"],  # the duration is checked first
         ("ca", "migrate"): [missing],
         ("ca", "approvers", "add"): [missing, "--cert", str(pem)],
         ("ca", "approvers", "list"): [missing],

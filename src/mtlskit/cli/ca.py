@@ -593,9 +593,20 @@ def crl_command(
 @command.command("list")
 @_dir_argument
 @click.option("--status", type=click.Choice([status.value for status in CertificateStatus]))
+@click.option(
+    "--expiring",
+    help="Only unrevoked certificates that expire within this window (e.g. 12h, 7d, 30m), "
+    "soonest first.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def list_command(directory: Path, status: str | None, as_json: bool) -> None:
-    """The certificates this CA issued, with their status now."""
+def list_command(directory: Path, status: str | None, expiring: str | None, as_json: bool) -> None:
+    """The certificates this CA issued, with their status now.
+
+    \b
+    Example:
+      mtlskit ca list ca/ --expiring 7d     # what must be renewed this week
+    """
+    window = parse_duration(expiring, source="--expiring") if expiring is not None else None
     ca_dir = CaDirectory.open(directory)
     now = _now()
     store = ca_dir.store()
@@ -603,6 +614,15 @@ def list_command(directory: Path, status: str | None, as_json: bool) -> None:
         records = store.certificates(status=CertificateStatus(status) if status else None, now=now)
     finally:
         store.close()
+    if window is not None:  # already expired ones are past the window's start: not "expiring"
+        records = sorted(
+            (
+                r
+                for r in records
+                if r.status(now) is CertificateStatus.VALID and r.not_after <= now + window
+            ),
+            key=lambda r: r.not_after,
+        )
     if as_json:
         click.echo(json.dumps({"certificates": [r.as_dict(now) for r in records]}, indent=2))
         return
@@ -625,7 +645,14 @@ def list_command(directory: Path, status: str | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*header)
+    # `ca revoke` takes the serial as printed: it is never cut, it pushes the other columns
+    # narrower instead, and the identity folds rather than losing its tail.
+    serial_width = max((len(row[0]) for row in rows), default=len(header[0]))
+    table = Table()
+    table.add_column(header[0], no_wrap=True, min_width=serial_width, overflow="fold")
+    table.add_column(header[1], overflow="fold")
+    for name in header[2:]:
+        table.add_column(name)
     for row in rows:
         table.add_row(*row[:-1], row[-1][:23] + "…")
     Console().print(table)

@@ -1,0 +1,115 @@
+"""`mtlskit ca` features step-ca/Vault users look for (issue 26), as real processes: whole
+serials in `ca list` on a terminal and in a pipe, and `ca list --expiring`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ca_server import init_ca
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES", "NO_COLOR"}}
+    return {**env, "TERM": "xterm-256color", **extra}
+
+
+def _run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mtlskit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+
+
+def _on_a_terminal(*args: object, columns: int) -> str:
+    """stdout on a pty (a terminal to the child) ``columns`` wide; CRs removed."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mtlskit", *map(str, args)],
+            stdout=follower,
+            stderr=subprocess.DEVNULL,
+            env=_env(COLUMNS=str(columns)),
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode().replace("\r", "")
+
+
+def _issue(directory: Path, identity: str, ttl: str, out: Path) -> str:
+    """Issue through the CLI; the serial it printed."""
+    done = _run(
+        "ca", "issue", directory, "--id", identity, "--ttl", ttl, "--out", out,
+        "--passphrase-file", directory.parent / f"{directory.name}.pass",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[2].rstrip(",")
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> Path:
+    return init_ca(tmp_path_factory.mktemp("features") / "ca")
+
+
+@pytest.fixture(scope="module")
+def issued(ca) -> dict[str, str]:
+    """identity -> serial: three lifetimes, and one revoked short one."""
+    serials = {}
+    for name, ttl in (("six-days", "6d"), ("two-days", "2d"), ("one-hour", "1h"), ("gone", "1h")):
+        serials[name] = _issue(ca, f"spiffe://acme.com/{name}", ttl, ca.parent / name)
+    revoked = _run("ca", "revoke", ca, serials["gone"])
+    assert revoked.returncode == 0, revoked.stderr
+    return serials
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_ca_list_on_a_terminal_never_cuts_a_serial(ca, issued, columns):
+    out = _on_a_terminal("ca", "list", ca, columns=columns)
+    assert "┏" in out  # still the rich table
+    for serial in issued.values():
+        assert any(serial in line for line in out.splitlines()), (serial, out)
+
+
+def test_ca_list_piped_serial_revokes(ca, issued):
+    listed = _run("ca", "list", ca)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [line for line in listed.stdout.splitlines() if "/six-days" in line]
+    assert "…" not in line and line.split()[0] == issued["six-days"]
+
+
+def test_ca_list_expiring_keeps_unrevoked_within_the_window_soonest_first(ca, issued):
+    listed = _run("ca", "list", ca, "--expiring", "3d")
+    assert listed.returncode == 0, listed.stderr
+    serials = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert serials == [issued["one-hour"], issued["two-days"]]
+    as_json = _run("ca", "list", ca, "--expiring", "30m", "--json")
+    assert as_json.returncode == 0 and '"certificates": []' in as_json.stdout
+
+
+@pytest.mark.parametrize("duration", ["7x", "0d", "", "-1h"])
+def test_ca_list_expiring_bad_duration_is_one_error_line(ca, duration):
+    done = _run("ca", "list", ca, "--expiring", duration)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("mtlskit: error: --expiring: ")

@@ -11,12 +11,16 @@ Real ``mtlskit ca serve`` / ``mtlskit gateway`` processes, real TLS.
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
+from _gateway_support import https_request, write_config
 from ca_server import RunningCa, init_ca, serve
 from mtlskit.client import CaUnavailable, enroll
 
@@ -36,64 +40,154 @@ def _wait_for_log(ca: RunningCa, text: str, *, seconds: float = 15.0) -> str:
 
 
 @pytest.fixture
-def ca(tmp_path) -> RunningCa:
+def running_ca(tmp_path) -> RunningCa:
     running = serve(init_ca(tmp_path / "ca"), "--max-token-failures", "1000")
     yield running
     running.stop()
 
 
-def test_an_approval_rule_added_and_sighup_makes_enrollment_wait(ca, tmp_path):
+def test_an_approval_rule_added_and_sighup_makes_enrollment_wait(running_ca, tmp_path):
+    ca_ = running_ca
     first = enroll(
-        ca.url, ca.token("spiffe://acme.com/prod/a"), tmp_path / "a", ca_fingerprint=ca.fingerprint
+        ca_.url,
+        ca_.token("spiffe://acme.com/prod/a"),
+        tmp_path / "a",
+        ca_fingerprint=ca_.fingerprint,
     )
     assert first.status == "issued"  # no rule yet
-    with (ca.directory / "ca.toml").open("a") as handle:
+    with (ca_.directory / "ca.toml").open("a") as handle:
         handle.write(APPROVAL)
-    ca.process.send_signal(signal.SIGHUP)
-    log = _wait_for_log(ca, "ca.toml reloaded")
+    ca_.process.send_signal(signal.SIGHUP)
+    log = _wait_for_log(ca_, "ca.toml reloaded")
     line = next(line for line in log.splitlines() if "ca.toml reloaded" in line)
     assert "SIGHUP" in line
     assert "approval: +1 rule (spiffe://acme.com/prod/** by 1)" in line
     second = enroll(
-        ca.url, ca.token("spiffe://acme.com/prod/b"), tmp_path / "b", ca_fingerprint=ca.fingerprint
+        ca_.url,
+        ca_.token("spiffe://acme.com/prod/b"),
+        tmp_path / "b",
+        ca_fingerprint=ca_.fingerprint,
     )
     assert second.status == "pending"
     assert not (tmp_path / "b" / "cert.pem").exists()
 
 
-def test_an_approval_rule_added_without_sighup_still_applies(ca, tmp_path):
-    with (ca.directory / "ca.toml").open("a") as handle:
+def test_an_approval_rule_added_without_sighup_still_applies(running_ca, tmp_path):
+    ca_ = running_ca
+    with (ca_.directory / "ca.toml").open("a") as handle:
         handle.write(APPROVAL)
     result = enroll(
-        ca.url, ca.token("spiffe://acme.com/prod/c"), tmp_path / "c", ca_fingerprint=ca.fingerprint
+        ca_.url,
+        ca_.token("spiffe://acme.com/prod/c"),
+        tmp_path / "c",
+        ca_fingerprint=ca_.fingerprint,
     )
     assert result.status == "pending"
-    line = next(line for line in ca.errors.splitlines() if "ca.toml reloaded" in line)
+    line = next(line for line in ca_.errors.splitlines() if "ca.toml reloaded" in line)
     assert "before enroll" in line and "+1 rule" in line
 
 
-def test_a_broken_ca_toml_keeps_the_old_policy_on_sighup_and_issues_nothing(ca, tmp_path):
-    config = ca.directory / "ca.toml"
+def test_a_broken_ca_toml_keeps_the_old_policy_on_sighup_and_issues_nothing(running_ca, tmp_path):
+    ca_ = running_ca
+    config = ca_.directory / "ca.toml"
     config.write_text(config.read_text() + "\nunknown_key = 1\n")
-    ca.process.send_signal(signal.SIGHUP)
-    log = _wait_for_log(ca, "ca.toml not reloaded")
+    ca_.process.send_signal(signal.SIGHUP)
+    log = _wait_for_log(ca_, "ca.toml not reloaded")
     assert "unknown key 'unknown_key'" in log
     with pytest.raises(CaUnavailable, match="HTTP 503"):
         enroll(
-            ca.url,
-            ca.token("spiffe://acme.com/prod/d"),
+            ca_.url,
+            ca_.token("spiffe://acme.com/prod/d"),
             tmp_path / "d",
-            ca_fingerprint=ca.fingerprint,
+            ca_fingerprint=ca_.fingerprint,
         )
     assert not (tmp_path / "d" / "cert.pem").exists()
-    context = ssl.create_default_context(cafile=str(ca.root))
-    answer = httpx.post(f"{ca.url}/v1/enroll", json={"token": "t", "csr": "c"}, verify=context)
+    context = ssl.create_default_context(cafile=str(ca_.root))
+    answer = httpx.post(f"{ca_.url}/v1/enroll", json={"token": "t", "csr": "c"}, verify=context)
     assert (answer.status_code, answer.json()["code"]) == (503, "config_invalid")
 
 
-def test_a_restart_only_key_is_named_not_applied(ca):
-    config = ca.directory / "ca.toml"
+def test_a_restart_only_key_is_named_not_applied(running_ca):
+    ca_ = running_ca
+    config = ca_.directory / "ca.toml"
     config.write_text(config.read_text().replace('name = "', 'name = "renamed-'))
-    ca.process.send_signal(signal.SIGHUP)
-    log = _wait_for_log(ca, "ca.toml reloaded")
+    ca_.process.send_signal(signal.SIGHUP)
+    log = _wait_for_log(ca_, "ca.toml reloaded")
     assert "restart needed: name" in log
+
+
+# --- the gateway -----------------------------------------------------------------------
+
+GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+@pytest.fixture
+def gateway(echo_site, ca):
+    """A real `mtlskit gateway` process on a fixed free port; yields (site, config, process)."""
+    (echo_site.dir / "deny.toml").write_text('[[allow]]\nid = "spiffe://acme.com/nobody"\n')
+    config = write_config(echo_site, ca.bundle_pem, '[client_auth]\ntrust = ["trust.pem"]\n')
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "gateway", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        echo_site.wait_for_record(lambda r: r.get("event") == "start")
+        yield echo_site, config, process, port
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+
+def _reloads(site) -> list[dict]:
+    return [r for r in site.log_records() if r.get("event") == "reload"]
+
+
+def _sighup_and_wait(site, process) -> dict:
+    before = len(_reloads(site))
+    process.send_signal(signal.SIGHUP)
+    site.wait_for_record(lambda r: len(_reloads(site)) > before)
+    return _reloads(site)[before]
+
+
+def test_a_policy_added_to_gateway_toml_denies_after_sighup(gateway, clean_leaf):
+    site, config, process, port = gateway
+    context = site.client_context(clean_leaf)
+    assert https_request(port, context, GET).startswith(b"HTTP/1.1 200 ")
+    config.write_text(
+        config.read_text().replace(
+            'trust = ["trust.pem"]', 'trust = ["trust.pem"]\npolicy = "deny.toml"'
+        )
+    )
+    record = _sighup_and_wait(site, process)
+    assert record["ok"] is True
+    assert record["applied"] == ["client_auth.policy"]
+    assert https_request(port, context, GET).startswith(b"HTTP/1.1 403 ")
+    access = site.wait_for_record(lambda r: r.get("status") == 403, which="access")
+    assert access["code"] == "identity_not_authorized"
+
+
+def test_a_listen_change_is_named_restart_needed_and_not_applied(gateway, clean_leaf):
+    site, config, process, port = gateway
+    config.write_text(config.read_text().replace(f"127.0.0.1:{port}", "127.0.0.1:1"))
+    record = _sighup_and_wait(site, process)
+    assert record["ok"] is False
+    assert record["restart_needed"] == ["listen.address"]
+    assert "restart needed: listen.address" in record["error"]
+    assert record["applied"] == []
+    context = site.client_context(clean_leaf)
+    assert https_request(port, context, GET).startswith(b"HTTP/1.1 200 ")  # still the old port
+
+
+def test_a_gateway_toml_that_does_not_parse_is_ok_false(gateway, clean_leaf):
+    site, config, process, port = gateway
+    config.write_text(config.read_text() + "\n[nonsense\n")
+    record = _sighup_and_wait(site, process)
+    assert record["ok"] is False
+    assert "gateway.toml" in record["error"]
+    assert https_request(port, site.client_context(clean_leaf), GET).startswith(b"HTTP/1.1 200 ")

@@ -1147,13 +1147,13 @@ def serve_command(  # noqa: PLR0917
         close=store.close,
         watch=watch,
     )
+    server.reload_on(signal.SIGHUP)  # before saying it serves: a SIGHUP after that reloads
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving CA {ca_dir.config.name!r} on https://{shown}:{port}")
     click.echo(f"root SHA-256: {Fingerprint.of(issuer.chain[-1])}", nl=True)
     import sys
 
     sys.stdout.flush()
-    server.reload_on(signal.SIGHUP)
     try:
         uvicorn_server(server.app, context, trusted_proxies=trusted_proxies).run(sockets=[sock])
     finally:

@@ -33,15 +33,17 @@ def command(config_path: str, check: bool) -> int:
         load_generation(config)
         click.echo(f"{config_path}: ok")
         return 0
-    return run_configured(config)  # the config read once, as --check reads it
+    return run_configured(config, source=config_path)  # read once, as --check reads it
 
 
-def run_configured(config: GatewayConfig) -> int:
-    """One gateway process, or with ``[listen] workers`` > 1 a master and its workers."""
+def run_configured(config: GatewayConfig, *, source: str | None = None) -> int:
+    """One gateway process, or with ``[listen] workers`` > 1 a master and its workers.
+
+    ``source``: gateway.toml, which a reload (SIGHUP, the file poll) reads again."""
     count = config.listen.worker_count
     if count > 1:
         from mtlskit.gateway._workers import run_workers
 
-        return run_workers(config, count)
-    Gateway(config).run()  # until SIGTERM (drain) or SIGINT
+        return run_workers(config, count, source=source)
+    Gateway(config, source=source).run()  # until SIGTERM (drain) or SIGINT
     return 0

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,7 +29,15 @@ from mtlskit.files import read_bytes
 from mtlskit.tomlconfig import config_error, parse_toml
 from mtlskit.trustfiles import parse_pin
 
-__all__ = ["ClientAuthMode", "GatewayConfig", "cannot_listen", "load_config", "parse_address"]
+__all__ = [
+    "RESTART_KEYS",
+    "ClientAuthMode",
+    "GatewayConfig",
+    "cannot_listen",
+    "load_config",
+    "parse_address",
+    "reloadable",
+]
 
 
 class ClientAuthMode(StrEnum):
@@ -250,6 +258,51 @@ def _absolute(model: _GatewayModel, base: Path) -> _GatewayModel:
             ),
         }
     )
+
+
+# Read once at start: the listening sockets, the processes, the log files, the upstream
+# pool and the poll loop. A reload names these when they changed and keeps the running value;
+# everything else (client_auth, forward, listen cert/key/TLS versions, limits,
+# upstream.read_timeout) applies to the next handshake and request.
+RESTART_KEYS: Final = frozenset(
+    {
+        "listen.address",
+        "listen.workers",
+        "metrics.address",
+        "log.access",
+        "log.connection",
+        "upstream.urls",
+        "upstream.asgi",
+        "upstream.app_dir",
+        "upstream.lifespan",
+        "upstream.connect_timeout",
+        "upstream.pool_size",
+        "upstream.health_interval",
+        "reload.poll_interval",
+    }
+)
+
+
+def changed_keys(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """``section.key`` for every setting that differs, in file order."""
+    return [
+        f"{section}.{key}"
+        for section in type(old).model_fields
+        for key in type(getattr(old, section)).model_fields
+        if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
+    ]
+
+
+def reloadable(new: GatewayConfig, *, running: GatewayConfig) -> GatewayConfig:
+    """``new`` with every ``RESTART_KEYS`` setting kept as ``running`` has it."""
+    sections: dict[str, Any] = {}
+    for name in RESTART_KEYS:
+        section, key = name.split(".")
+        current = sections.get(section, getattr(new, section))
+        sections[section] = current.model_copy(
+            update={key: getattr(getattr(running, section), key)}
+        )
+    return new.model_copy(update=sections)
 
 
 def config_from_mapping(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:

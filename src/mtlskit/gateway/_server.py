@@ -20,7 +20,15 @@ from typing import Final
 
 from mtlskit.errors import InputError
 from mtlskit.gateway._asgi import AsgiApp, AsgiHost, load_app
-from mtlskit.gateway._config import GatewayConfig, cannot_listen, parse_address
+from mtlskit.gateway._config import (
+    RESTART_KEYS,
+    GatewayConfig,
+    cannot_listen,
+    changed_keys,
+    load_config,
+    parse_address,
+    reloadable,
+)
 from mtlskit.gateway._connection import ClientConnection, ClientView
 from mtlskit.gateway._generation import Generation, file_stamps, load_generation, watched_files
 from mtlskit.gateway._log import JsonLog
@@ -45,10 +53,23 @@ class Gateway:
     ``await start()`` binds the listeners (port 0 picks a free one; see
     ``address``), ``reload()`` swaps in freshly read trust/CRLs/policy/certificate,
     ``await drain()`` stops accepting and lets in-flight requests finish.
+
+    With ``source`` (gateway.toml's path) a reload reads that file again too; ``as_read``
+    is the config as that file said it, when ``config`` differs (a worker's bound port).
     """
 
-    def __init__(self, config: GatewayConfig, *, app: AsgiApp | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        app: AsgiApp | None = None,
+        source: str | Path | None = None,
+        as_read: GatewayConfig | None = None,
+    ) -> None:
         self.config = config
+        self.source = source
+        self._as_read = as_read or config  # what a reload's diff starts from
+        self._source_stamps = file_stamps([Path(source)]) if source is not None else ()
         upstream = config.upstream
         self.asgi: AsgiHost | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # set by ``start``
@@ -239,25 +260,59 @@ class Gateway:
             channel.close()
 
     def reload(self) -> bool:
-        """Re-read every file; swap atomically on success, keep the old generation on failure."""
+        """Re-read gateway.toml and every file it names; swap atomically on success, keep
+        the old generation (and config) on failure.
+
+        Changed keys in ``RESTART_KEYS`` are listed as ``restart_needed`` and keep their
+        running value; ``ok`` is false when the file did not load, or when it changed only
+        in such keys (nothing of the edit was applied)."""
+        config, applied, restart = self.config, [], []
         try:
-            generation = load_generation(self.config)
+            if self.source is not None:
+                self._source_stamps = file_stamps([Path(self.source)])
+                new = load_config(self.source)
+                changed = changed_keys(self._as_read, new)
+                applied = [key for key in changed if key not in RESTART_KEYS]
+                restart = [key for key in changed if key in RESTART_KEYS]
+                config = reloadable(new, running=self.config)
+            generation = load_generation(config)
         except InputError as exc:  # ConfigError included
             self.metrics.reloads["failed"] += 1
-            self.connection_log.write({"event": "reload", "ok": False, "error": str(exc)})
+            self.connection_log.write(
+                {"event": "reload", "ok": False, "error": str(exc), "applied": []}
+            )
             return False
+        if self.source is not None:
+            self._as_read = reloadable(new, running=self._as_read)
+        files_changed = generation.stamps != self.generation.stamps
+        self.config, self.limits = config, config.limits
+        self.read_timeout = config.upstream.read_timeout
         self.generation = generation
         self._views.clear()
-        self.metrics.reloads["ok"] += 1
-        self.connection_log.write({"event": "reload", "ok": True, "generation": generation.number})
-        return True
+        ok = bool(applied or files_changed or not restart)
+        self.metrics.reloads["ok" if ok else "failed"] += 1
+        event: dict[str, object] = {
+            "event": "reload",
+            "ok": ok,
+            "generation": generation.number,
+            "applied": applied,
+        }
+        if restart:
+            event["restart_needed"] = restart
+            event["message"] = f"restart needed: {', '.join(restart)} (running values kept)"
+        if not ok:
+            event["error"] = "nothing applied: " + str(event["message"])
+        self.connection_log.write(event)
+        return ok
 
     async def _poll_files(self) -> None:
         interval = self.config.reload.poll_interval
         while True:
             await asyncio.sleep(interval)
             stamps = file_stamps(watched_files(self.config))
-            if stamps != self.generation.stamps:
+            if stamps != self.generation.stamps or (
+                self.source is not None and file_stamps([Path(self.source)]) != self._source_stamps
+            ):
                 self.reload()
 
     async def drain(self, timeout: float | None = None) -> None:

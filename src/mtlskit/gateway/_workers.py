@@ -32,8 +32,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Final
 
+from mtlskit.errors import InputError
 from mtlskit.gateway._asgi import load_app
-from mtlskit.gateway._config import GatewayConfig, cannot_listen, parse_address
+from mtlskit.gateway._config import (
+    GatewayConfig,
+    cannot_listen,
+    load_config,
+    parse_address,
+    reloadable,
+)
 from mtlskit.gateway._generation import load_generation
 from mtlskit.gateway._log import JsonLog
 from mtlskit.gateway._metrics import Metrics, metrics_response
@@ -71,8 +78,12 @@ class _Scrape:
 class Master:
     """Forks ``count`` workers for ``config`` and looks after them until told to stop."""
 
-    def __init__(self, config: GatewayConfig, count: int) -> None:
+    def __init__(
+        self, config: GatewayConfig, count: int, *, source: str | Path | None = None
+    ) -> None:
         self.config = config
+        self.as_read = config  # before the bound port replaces listen.address
+        self.source = source  # gateway.toml: each worker re-reads it on SIGHUP
         self.count = count
         self.workers: dict[int, int] = {}  # pid -> slot
         self._channels: dict[int, socket.socket] = {}  # slot -> the master's end
@@ -189,6 +200,7 @@ class Master:
         with contextlib.suppress(BlockingIOError):
             for number in os.read(self._wake_r, 256):
                 if number == signal.SIGHUP:
+                    self._reread()
                     self._tell(signal.SIGHUP)
                 elif number in (signal.SIGTERM, signal.SIGINT) and self._stopping_since is None:
                     self._stopping_since = time.monotonic()
@@ -234,6 +246,16 @@ class Master:
         with contextlib.suppress(OSError):
             path.unlink()
 
+    def _reread(self) -> None:
+        """gateway.toml again, for workers started from here on (each worker logs the
+        reload itself); restart-only keys keep their running values, a bad file changes nothing."""
+        if self.source is None:
+            return
+        with contextlib.suppress(InputError):
+            new = load_config(self.source)
+            self.config = reloadable(new, running=self.config)
+            self.as_read = reloadable(new, running=self.as_read)
+
     # --- workers ---------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
@@ -248,7 +270,8 @@ class Master:
         code = 1
         try:  # the child
             self._release(ours)
-            Gateway(self.config).run(channel=theirs, stats=self.stats / f"{os.getpid()}.json")
+            gateway = Gateway(self.config, source=self.source, as_read=self.as_read)
+            gateway.run(channel=theirs, stats=self.stats / f"{os.getpid()}.json")
             code = 0
         except BaseException:
             traceback.print_exc()
@@ -327,6 +350,6 @@ def _noted(number: int, frame: Any) -> None:
     """Python's part of a signal: nothing (the wake-up pipe tells the master which)."""
 
 
-def run_workers(config: GatewayConfig, count: int) -> int:
+def run_workers(config: GatewayConfig, count: int, *, source: str | Path | None = None) -> int:
     """The CLI's entry for ``workers`` > 1: the master's life; exit 0 after a drain."""
-    return Master(config, count).run()
+    return Master(config, count, source=source).run()

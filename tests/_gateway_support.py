@@ -120,8 +120,8 @@ class EchoBackend:
 class GatewayThread:
     """A ``Gateway`` on its own event loop in a daemon thread."""
 
-    def __init__(self, config_path: Path) -> None:
-        self.gateway = Gateway(load_config(config_path))
+    def __init__(self, config_path: Path, *, source: Path | None = None) -> None:
+        self.gateway = Gateway(load_config(config_path), source=source)
         if os.environ.get("MTLSKIT_GATEWAY_LOOP") == "uvloop":  # the CLI's loop, when installed
             import uvloop
 

@@ -209,3 +209,29 @@ def test_a_gateway_toml_that_does_not_parse_is_ok_false(gateway, clean_leaf):
     assert record["ok"] is False
     assert "gateway.toml" in record["error"]
     assert https_request(port, site.client_context(clean_leaf), GET).startswith(b"HTTP/1.1 200 ")
+
+
+def test_the_file_poll_sees_an_edit_of_gateway_toml_itself(echo_site, ca, clean_leaf):
+    """No SIGHUP: ``poll_interval`` now watches gateway.toml too, not only the files it names."""
+    from _gateway_support import GatewayThread
+
+    (echo_site.dir / "deny.toml").write_text('[[allow]]\nid = "spiffe://acme.com/nobody"\n')
+    config = write_config(
+        echo_site,
+        ca.bundle_pem,
+        '[client_auth]\ntrust = ["trust.pem"]\n[reload]\npoll_interval = 0.1\n',
+    )
+    running = GatewayThread(config, source=config)
+    try:
+        context = echo_site.client_context(clean_leaf)
+        assert https_request(running.port, context, GET).startswith(b"HTTP/1.1 200 ")
+        config.write_text(
+            config.read_text().replace(
+                'trust = ["trust.pem"]', 'trust = ["trust.pem"]\npolicy = "deny.toml"'
+            )
+        )
+        record = echo_site.wait_for_record(lambda r: r.get("event") == "reload")
+        assert (record["ok"], record["applied"]) == (True, ["client_auth.policy"])
+        assert https_request(running.port, context, GET).startswith(b"HTTP/1.1 403 ")
+    finally:
+        running.stop()

@@ -13,9 +13,11 @@ import configparser
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -136,6 +138,14 @@ def _stops_on_sigterm(process: subprocess.Popen) -> None:
     assert process.returncode in (0, -15), process.returncode
 
 
+def _reloads(path: Path, process: subprocess.Popen) -> None:
+    """Send the signal the unit's ExecReload sends; a server it killed fails the caller."""
+    assert unit(path)["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    process.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert process.poll() is None, f"{path.name}: SIGHUP ended the process"
+
+
 def _first_line(process: subprocess.Popen) -> str:
     """PROCESS's first stdout line, or '' if it exits or stays silent for 60 s."""
     lines: list[str] = []
@@ -175,6 +185,7 @@ def test_ca_unit_serves_then_renew_unit_runs(host):
     )
     try:
         wait_for(ports["ca"], ca, "ca serve")
+        _reloads(DEPLOY / "mtlskit-ca.service", ca)  # the enrollment below needs it alive
         client = root / "var/lib/mtlskit/client"
         token = _run(
             "ca",
@@ -215,6 +226,8 @@ def test_gateway_unit_comes_up(host):
     argv = localize(shlex.split(unit(DEPLOY / "mtlskit-gateway.service")["ExecStart"]), root, ports)
     gateway = _start(argv, root)
     wait_for(ports["gateway"], gateway, "gateway")
+    _reloads(DEPLOY / "mtlskit-gateway.service", gateway)
+    wait_for(ports["gateway"], gateway, "gateway after SIGHUP")
     _stops_on_sigterm(gateway)
 
 

@@ -1089,6 +1089,9 @@ def serve_command(  # noqa: PLR0917
     )
     from mtlskit.issue import CaConfig, RegistrationAuthority
 
+    # The port accepts before reload_on is in place; a SIGHUP then must not kill the CA.
+    # Ignoring it loses nothing: ca.toml is re-read against this digest before every decision.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     digest = ConfigWatch.digest_of(directory / CONFIG)  # before reading: an edit after it shows
     ca_dir = CaDirectory.open(directory)
     window = parse_duration(failure_window, source="--failure-window")

@@ -3,6 +3,7 @@ serials in `ca list` on a terminal and in a pipe, and `ca list --expiring`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pty
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ca_server import init_ca
+from ca_server import init_ca, serve
+from mtlskit.certs import load_certificates
+from mtlskit.issue import BACKDATE
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -113,3 +116,36 @@ def test_ca_list_expiring_bad_duration_is_one_error_line(ca, duration):
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("mtlskit: error: --expiring: ")
+
+
+def test_renewal_keeps_a_two_minute_lifetime_and_the_daemon_says_when(tmp_path):
+    directory = init_ca(tmp_path / "renewing")
+    _issue(directory, "spiffe://acme.com/brief", "2m", tmp_path / "brief")
+    cert, key = tmp_path / "brief" / "cert.pem", tmp_path / "brief" / "key.pem"
+    running = serve(directory)
+    try:
+        done = _run("renew", running.url, "--cert", cert, "--key", key, "--json")
+        assert done.returncode == 0, done.stderr
+        leaf = load_certificates(cert.read_bytes())[0]
+        lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc - BACKDATE
+        assert lifetime == dt.timedelta(minutes=2)  # was ca.toml's default_ttl, 24 h
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "mtlskit", "renew", running.url, "--cert", cert,
+             "--key", key, "--daemon"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )  # fmt: skip
+        try:
+            assert daemon.stderr is not None
+            line = daemon.stderr.readline()
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=10)
+            daemon.stderr.close()
+        assert line.startswith(f"mtlskit renew: next renewal of {leaf.serial_number:x} at "), line
+        due = dt.datetime.fromisoformat(line.split(" at ")[1].split()[0])
+        assert leaf.not_valid_before_utc < due < leaf.not_valid_after_utc
+    finally:
+        running.stop()

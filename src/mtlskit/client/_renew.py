@@ -172,6 +172,12 @@ def renew_forever(
         if attempt == 0:
             due = renewal_time(leaf, received=received, jitter=rng.uniform(-JITTER, JITTER))
             delay = (due - now).total_seconds()
+            _log.info(
+                "next renewal of %x at %s (certificate valid until %s)",
+                leaf.serial_number,
+                due.replace(microsecond=0).isoformat(),
+                leaf.not_valid_after_utc.isoformat(),
+            )
         else:
             delay = backoff(attempt - 1, remaining=leaf.not_valid_after_utc - now, rng=rng)
             delay = max(delay, asked)

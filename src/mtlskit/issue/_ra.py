@@ -89,10 +89,21 @@ class RegistrationAuthority:
             raise _refused(refused) from None
         return review
 
-    def _issue(self, review: CsrReview, identity: str, now: dt.datetime) -> Issued:
+    def _issue(
+        self,
+        review: CsrReview,
+        identity: str,
+        now: dt.datetime,
+        *,
+        ttl: dt.timedelta | None = None,
+    ) -> Issued:
         try:
             return self.authority.issue(
-                parse_identity(identity), review.public_key, now=now, dropped=review.dropped
+                parse_identity(identity),
+                review.public_key,
+                now=now,
+                ttl=ttl,
+                dropped=review.dropped,
             )
         except IssuanceRefused as refused:
             raise _refused(refused) from None
@@ -205,12 +216,13 @@ class RegistrationAuthority:
         if stored.not_after <= now:
             raise EnrollmentRefused("cert_expired", "certificate has expired; enroll again")
         identity = parse_identity(stored.identity)
+        ttl = self.authority.renewal_ttl(stored)  # the lifetime it had, not default_ttl
         try:
             if csr_data is None:
-                issued = self.authority.issue(identity, presented.public_key(), now=now)
+                issued = self.authority.issue(identity, presented.public_key(), now=now, ttl=ttl)
             else:
                 review = self._check_csr(_csr(csr_data), stored.identity, now)
-                issued = self._issue(review, stored.identity, now)
+                issued = self._issue(review, stored.identity, now, ttl=ttl)
         except IssuanceRefused as refused:
             raise _refused(refused) from None
         self.authority.store.record_event(

@@ -110,6 +110,7 @@ class CaDirectory:
         if parsed.password is not None:
             return url
         path = self.path / secret_file
+        check_secret_permissions(path, what="database password file")
         lines = read_bytes(path, what="database password file").splitlines()
         if not lines or not lines[0]:
             raise InputError("is empty (expected the database password)", source=str(path))

@@ -38,7 +38,7 @@ from mtlskit.files import (
     write_public,
     write_secret,
 )
-from mtlskit.identity import SpiffeIdError, TrustDomain
+from mtlskit.identity import ClientIdentity, SpiffeIdError, TrustDomain
 from mtlskit.issue import (
     PROFILES,
     ApprovalRefused,
@@ -275,6 +275,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         "database": recorded,
     }
     if db_password_file is not None:
+        check_secret_permissions(db_password_file, what="database password file")
         read_bytes(db_password_file, what="database password file")  # readable now, not later
         settings["database_password_file"] = str(db_password_file.resolve())
     if domain:
@@ -706,60 +707,112 @@ def audit_export_command(directory: Path, as_json: bool) -> None:
 
 @command.command("token")
 @_dir_argument
-@click.option("--id", "identity", required=True, help="The one identity this token enrolls.")
+@click.option("--id", "identity", help="The one identity this token enrolls.")
+@click.option(
+    "--from",
+    "id_file",
+    type=click.Path(path_type=Path),
+    help="Mint one token per identity in this file (one per line; blank and # lines skipped).",
+)
 @click.option("--ttl", default="15m", show_default=True, help="How long the token is redeemable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the token and its details as JSON.")
-def token_command(directory: Path, identity: str, ttl: str, as_json: bool) -> None:
+def token_command(
+    directory: Path, identity: str | None, id_file: Path | None, ttl: str, as_json: bool
+) -> None:
     """Print a one-time enrollment token bound to exactly one identity.
 
     The token is shown once: the CA keeps only its SHA-256. It is redeemed once (by
     `mtlskit enroll`), expires after --ttl, and enrolls only --id. Hand it to the
-    client over a channel you trust.
+    client over a channel you trust. With --from, every identity in the file is checked
+    first and one bad line mints nothing; the output is IDENTITY<TAB>TOKEN per line
+    (--json: a list).
 
     \b
     Example:
       mtlskit ca token ca/ --id spiffe://acme.com/billing/payments --ttl 15m
+      mtlskit ca token ca/ --from ids.txt --json > tokens.json
     """
-    ca_dir = CaDirectory.open(directory)
-    target = parse_identity(identity)
+    if (identity is None) == (id_file is None):
+        raise InputError("give exactly one of --id and --from", source="ca token")
     lifetime = parse_duration(ttl, source="--ttl")
+    ca_dir = CaDirectory.open(directory)
+    if id_file is None:
+        targets = [(str(identity), parse_identity(str(identity)))]
+    else:
+        targets = _identities_in(id_file)
     patterns = ca_dir.config.policy().allowed_ids
-    if not any(pattern.matches(target.value) for pattern in patterns):
-        _refused(
-            IssuanceRefused(
-                "allowed_ids",
-                f"identity {target.value} matches no allowed pattern "
-                f"({', '.join(str(p) for p in patterns) or 'none configured'})",
+    for where, target in targets:
+        if not any(pattern.matches(target.value) for pattern in patterns):
+            _refused(
+                IssuanceRefused(
+                    "allowed_ids",
+                    f"{where if id_file else 'identity'} {target.value} matches no allowed "
+                    f"pattern ({', '.join(str(p) for p in patterns) or 'none configured'})"
+                    + ("; no token minted" if id_file else ""),
+                )
             )
-        )
-        return
+            return
     now = _now()
-    token, record = new_token(target, now=now, ttl=lifetime)
-    required = required_approvals(ca_dir.config.approval_rules(), target.value)
+    rules = ca_dir.config.approval_rules()
+    minted = [(target, *new_token(target, now=now, ttl=lifetime)) for _, target in targets]
     store = ca_dir.store()
     try:
-        store.add_token(record)
+        for _, _, record in minted:
+            store.add_token(record)
     finally:
         store.close()
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "token": token,
-                    "identity": target.value,
-                    "expires_at": record.expires_at.isoformat(),
-                    "approvers_required": required,
-                },
-                indent=2,
+    shown = [
+        {
+            "token": token,
+            "identity": target.value,
+            "expires_at": record.expires_at.isoformat(),
+            "approvers_required": required_approvals(rules, target.value),
+        }
+        for target, token, record in minted
+    ]
+    if id_file is not None:
+        if as_json:
+            click.echo(json.dumps(shown, indent=2))
+        else:
+            for entry in shown:
+                click.echo(f"{entry['identity']}\t{entry['token']}")
+            click.echo(
+                f"{len(shown)} one-time tokens, valid until {shown[0]['expires_at']}"
+                if shown
+                else "no identities in the file: no token minted",
+                err=True,
             )
-        )
         return
-    click.echo(token)
+    (entry,) = shown
+    if as_json:
+        click.echo(json.dumps(entry, indent=2))
+        return
+    click.echo(entry["token"])
+    required = entry["approvers_required"]
     note = f"; then {required} approver(s) must approve" if required else ""
     click.echo(
-        f"one-time token for {target.value}, valid until {record.expires_at.isoformat()}{note}",
+        f"one-time token for {entry['identity']}, valid until {entry['expires_at']}{note}",
         err=True,
     )
+
+
+def _identities_in(path: Path) -> list[tuple[str, ClientIdentity]]:
+    """Every identity of an ids file with where it is ('ids.txt line 3'); one bad line fails all."""
+    try:
+        text = read_bytes(path, what="identity list").decode()
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", source=str(path)) from None
+    found: list[tuple[str, ClientIdentity]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        candidate = line.strip()
+        if not candidate or candidate.startswith("#"):
+            continue
+        where = f"{path} line {number}"
+        try:
+            found.append((where, parse_identity(candidate)))
+        except InputError as exc:
+            raise InputError(f"{exc.detail}; no token minted", source=where) from None
+    return found
 
 
 @command.group("requests")

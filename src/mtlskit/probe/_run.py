@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -151,7 +152,8 @@ def run_probe(
         for index, case in enumerate(CASES):
             if progress is not None:
                 progress(case, index, len(CASES))
-            observation = _observe(
+            observe = partial(
+                _observe,
                 case,
                 plan=plan,
                 target=place,
@@ -161,6 +163,7 @@ def run_probe(
                 ca_dir=ca_dir,
                 echo=echo,
             )
+            observation = observe()
             if case.id in _SENDS_GIVEN_CHAIN and observation.alert == "unknown_ca" and missing:
                 detail = "; ".join(filter(None, (observation.detail, missing)))
                 observation = replace(observation, detail=detail)
@@ -168,16 +171,7 @@ def run_probe(
                     notes.append(f"--cert: {missing}; give it the chain (leaf, then intermediates)")
             if case.id == "revoked" and crl_out is not None and after_crl is None:
                 observation = _await_crl_reload(
-                    lambda case=case: _observe(
-                        case,
-                        plan=plan,
-                        target=place,
-                        legit=legit,
-                        chain=chain,
-                        workdir=workdir,
-                        ca_dir=ca_dir,
-                        echo=echo,
-                    ),
+                    observe,
                     first=observation,
                     case=case,
                     notes=notes,

@@ -18,6 +18,7 @@ from typing import Final
 
 from mtlskit.errors import MtlskitError
 from mtlskit.issue import CaConfig, EnrollmentRefused, RegistrationAuthority
+from mtlskit.issue._config import ApprovalConfig
 
 __all__ = ["RESTART_KEYS", "ConfigWatch", "describe_change"]
 
@@ -32,9 +33,8 @@ RESTART_KEYS: Final = (
 )
 
 
-def _rule(rule: object) -> str:
-    ids = ", ".join(getattr(rule, "ids", ()))
-    return f"{ids} by {getattr(rule, 'approvers', 0)}"
+def _rule(rule: ApprovalConfig) -> str:
+    return f"{', '.join(rule.ids)} by {rule.approvers}"
 
 
 def describe_change(old: CaConfig, new: CaConfig) -> tuple[list[str], list[str]]:
@@ -109,7 +109,9 @@ class ConfigWatch:
         self.log(line)
         if not applied:
             return None
+        # Built from what runs: a restart-only key edited in the file (trust_domain, the
+        # store) must not reach the new authority while the log says it was kept.
         self.config = config.model_copy(
             update={key: getattr(self.config, key) for key in RESTART_KEYS}
         )
-        return self.build(config)
+        return self.build(self.config)

@@ -84,9 +84,7 @@ class CertificateAuthority:
     def renewal_ttl(self, record: CertificateRecord) -> dt.timedelta:
         """The lifetime a renewal of ``record`` gets: its own (a 2-minute certificate renews
         as one, not as ``default_ttl``), capped at today's ``max_ttl``."""
-        lifetime = record.not_after - record.not_before - BACKDATE
-        if lifetime <= dt.timedelta(0):  # a record issued without the backdate
-            lifetime = record.not_after - record.not_before
+        lifetime = record.not_after - record.not_before - BACKDATE  # issue() backdates
         if lifetime <= dt.timedelta(0):
             return self.default_ttl
         return min(lifetime, self.policy.max_ttl)

@@ -167,8 +167,9 @@ def run_probe(
             if case.id in _SENDS_GIVEN_CHAIN and observation.alert == "unknown_ca" and missing:
                 detail = "; ".join(filter(None, (observation.detail, missing)))
                 observation = replace(observation, detail=detail)
-                if missing not in notes:
-                    notes.append(f"--cert: {missing}; give it the chain (leaf, then intermediates)")
+                note = f"--cert: {missing}; give it the chain (leaf, then intermediates)"
+                if note not in notes:  # several cases send the same chain: one note
+                    notes.append(note)
             if case.id == "revoked" and crl_out is not None and after_crl is None:
                 observation = _await_crl_reload(
                     observe,

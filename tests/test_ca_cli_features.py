@@ -4,22 +4,16 @@ serials in `ca list` on a terminal and in a pipe, and `ca list --expiring`."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from _terminal import on_a_terminal, terminal_env
 from ca_server import init_ca, serve
 from mtlskit.certs import load_certificates
 from mtlskit.issue import BACKDATE
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES", "NO_COLOR"}}
-    return {**env, "TERM": "xterm-256color", **extra}
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
@@ -27,36 +21,10 @@ def _run(*args: object) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "mtlskit", *map(str, args)],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=terminal_env(),
         timeout=120,
         check=False,
     )
-
-
-def _on_a_terminal(*args: object, columns: int) -> str:
-    """stdout on a pty (a terminal to the child) ``columns`` wide; CRs removed."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mtlskit", *map(str, args)],
-            stdout=follower,
-            stderr=subprocess.DEVNULL,
-            env=_env(COLUMNS=str(columns)),
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.wait(timeout=60)
-    finally:
-        os.close(leader)
-    return b"".join(chunks).decode().replace("\r", "")
 
 
 def _issue(directory: Path, identity: str, ttl: str, out: Path) -> str:
@@ -87,7 +55,7 @@ def issued(ca) -> dict[str, str]:
 
 @pytest.mark.parametrize("columns", [80, 100])
 def test_ca_list_on_a_terminal_never_cuts_a_serial(ca, issued, columns):
-    out = _on_a_terminal("ca", "list", ca, columns=columns)
+    out = on_a_terminal("ca", "list", ca, columns=columns)
     assert "┏" in out  # still the rich table
     for serial in issued.values():
         assert any(serial in line for line in out.splitlines()), (serial, out)
@@ -135,7 +103,7 @@ def test_renewal_keeps_a_two_minute_lifetime_and_the_daemon_says_when(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=terminal_env(),
         )  # fmt: skip
         try:
             assert daemon.stderr is not None

@@ -10,8 +10,6 @@ Each process gets no ``COLUMNS``: a pipe is 80 columns to rich, which is what fo
 from __future__ import annotations
 
 import datetime as dt
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import certifi
 import pytest
 
+from _terminal import on_a_terminal, terminal_env
 from ca_server import init_ca, serve
 from conftest import write
 from mtlskit.audit import audit_trust_store
@@ -31,17 +30,12 @@ from test_publicca import TLSServer
 LONG_ID = "spiffe://acme.com/" + "/".join(["billing-and-payments-service"] * 4)
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES", "NO_COLOR"}}
-    return {**env, "TERM": "xterm-256color", **extra}
-
-
 def _piped(*args: object, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mtlskit", *map(str, args)],
         capture_output=True,
         text=True,
-        env=_env(**env),
+        env=terminal_env(**env),
         timeout=120,
         check=False,
     )
@@ -179,36 +173,10 @@ def test_ca_list_and_requests_list_rows_are_one_line(tmp_path):
     _line_with(listed.stdout, issued.serial, "spiffe://acme.com/web", str(Fingerprint.of(leaf)))
 
 
-def _on_a_terminal(*args: object, **env: str) -> str:
-    """Run with stdout on a pty (a terminal to the child); its output, CRs removed."""
-    leader, follower = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mtlskit", *map(str, args)],
-            stdout=follower,
-            stderr=subprocess.DEVNULL,
-            env=_env(COLUMNS="100", **env),
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.wait(timeout=60)
-    finally:
-        os.close(leader)
-    return b"".join(chunks).decode().replace("\r", "")
-
-
 def test_a_terminal_gets_the_table_unless_told_not_to(defective):
     cert, _ = defective
-    assert "┏" in _on_a_terminal("lint", cert)
+    assert "┏" in on_a_terminal("lint", cert)
     for env in ({"NO_COLOR": "1"}, {"TERM": "dumb"}):
-        plain = _on_a_terminal("lint", cert, **env)
+        plain = on_a_terminal("lint", cert, **env)
         assert "┏" not in plain and "\x1b[" not in plain, env
         _line_with(plain, str(cert), "error leaf_is_ca: basicConstraints says CA:TRUE")

@@ -8,13 +8,16 @@ headers never reach the backend. Each process is stopped by its own handle.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -83,12 +86,23 @@ def stack(tmp_path_factory):
     write(tmp / "server.pem", server.chain_pem)
     write(tmp / "server.key", server.key_pem)
     write(tmp / "server-ca.pem", server_ca.bundle_pem)
+    # A second CA that publishes no CRL, its issuing CA name-constrained to acme.com: the
+    # pair inside and outside the constraint, as in the battery of issue 25.
+    constrained = TestCA(name="constrained", permitted_dns=("acme.com",))
+    write(tmp / "nc-root.pem", constrained.root.cert_pem)
+    write(tmp / "nc-issuing.pem", constrained.issuer.cert_pem)
+    for name, dns in (("nc-inside", "payments.acme.com"), ("nc-outside", "payments.evil.com")):
+        leaf = constrained.issue(LeafSpec(uris=(ALLOWED,), dns=(dns,)))
+        (tmp / name).mkdir()
+        write(tmp / name / "chain.pem", leaf.chain_pem)
+        write(tmp / name / "key.pem", leaf.key_pem)
 
     backend = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     authz_port = _free_port()
     common = [
         "--trust", ca / "root.pem", "--intermediate", ca / "issuing.pem",
+        "--trust", tmp / "nc-root.pem", "--intermediate", tmp / "nc-issuing.pem",
         "--crl", tmp / "crl.pem", "--policy", tmp / "policy.toml",
         "--server-cert", tmp / "server.pem", "--server-key", tmp / "server.key",
         "--upstream", f"http://127.0.0.1:{backend.server_address[1]}",
@@ -157,12 +171,17 @@ def _check_common(port: int, tmp: Path) -> dict[str, list[str]]:
     assert status == 403
     assert "identity_not_authorized" not in body  # the reason goes to the log only
 
-    # The revoked client: refused in the handshake (HAProxy) or with a 400 page (nginx).
-    try:
-        status, body = _get(port, tmp, "gone")
+    # Revocation is authz-server's (no --proxy-crl): the revoked client gets its 403, and a
+    # client of the CA without a CRL is let in (a proxy CRL file would refuse it).
+    assert _get(port, tmp, "gone")[0] == 403
+    status, body = _get(port, tmp, "nc-inside")
+    assert status == 200, body
+    assert json.loads(body)["x-mtlskit-client-identity"] == [ALLOWED]
+    try:  # outside its CA's name constraint: the proxy's OpenSSL or authz-server refuses it
+        status, body = _get(port, tmp, "nc-outside")
     except (ssl.SSLError, ConnectionError):
         return seen
-    assert status == 400, body
+    assert status in (400, 403), body
     return seen
 
 
@@ -170,17 +189,17 @@ def _decisions(tmp: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp / "decisions.log").read_text().splitlines()]
 
 
-def test_nginx_with_authz_server(stack):
+@contextlib.contextmanager
+def run_nginx(snippet: Path, work: Path) -> Iterator[int]:
+    """Real nginx (master + one worker, foreground) serving a `mtlskit config nginx` snippet
+    on a fresh port; yields the port. SIGHUP to ``work/nginx.pid`` reloads it."""
     nginx = require_program("nginx")
-    tmp = stack["tmp"]
     port = _free_port()
-    work = tmp / "nginx"
     work.mkdir()
-    snippet = (
-        (tmp / "authz-nginx.conf")
-        .read_text()
-        .replace("listen 127.0.0.1:8443", f"listen 127.0.0.1:{port}")
-    )
+    text = snippet.read_text()
+    listen = re.search(r"listen (\S+) ssl;", text)
+    assert listen is not None
+    text = text.replace(listen.group(0), f"listen 127.0.0.1:{port} ssl;")
     temp_paths = " ".join(
         f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
@@ -190,11 +209,11 @@ def test_nginx_with_authz_server(stack):
 worker_processes 1;
 pid {work}/nginx.pid;
 error_log {work}/error.log info;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
   access_log off;
   {temp_paths}
-{snippet}
+{text}
 }}
 """.encode(),
     )
@@ -205,13 +224,18 @@ http {{
     )
     try:
         _wait_for(port, process, "nginx")
+        yield port
+    finally:
+        _stop(process)
+
+
+def test_nginx_with_authz_server(stack):
+    tmp = stack["tmp"]
+    with run_nginx(tmp / "authz-nginx.conf", tmp / "nginx") as port:
         _check_common(port, tmp)
         # nginx cannot strip by prefix: a name outside the cleared list is denied instead.
         status, _ = _get(port, tmp, "good", {"X-SSL-Client-Whatever": "forged"})
         assert status == 403
-        assert "certificate revoked" in (work / "error.log").read_text()
-    finally:
-        _stop(process)
     records = [r for r in _decisions(tmp) if r.get("proxy") == "nginx"]
     denied = [r for r in records if r["status"] == 403]
     assert any(
@@ -222,6 +246,22 @@ http {{
         "x-ssl-client-whatever" in reason["message"] for r in denied for reason in r["reasons"]
     )
     assert any(r["status"] == 200 and r["rule"] and r["path"] == "/invoices?x=1" for r in records)
+    assert any(r["status"] == 403 and r["codes"] == ["cert_revoked"] for r in records)
+
+
+def test_nginx_proxy_crl_refuses_in_the_handshake_and_every_ca_needs_one(stack):
+    """--proxy-crl: nginx's ssl_crl refuses the revoked client with 400 itself, and also the
+    client of the CA that has no CRL (OpenSSL: "unable to get certificate CRL")."""
+    tmp = stack["tmp"]
+    stack["cli"](
+        "config", "nginx", *stack["common"], "--proxy-crl", "--out", tmp / "crl-nginx.conf"
+    )
+    with run_nginx(tmp / "crl-nginx.conf", tmp / "nginx-crl") as port:
+        assert _get(port, tmp, "good")[0] == 200
+        assert _get(port, tmp, "gone")[0] == 400
+        assert _get(port, tmp, "nc-inside")[0] == 400
+    log = (tmp / "nginx-crl" / "error.log").read_text()
+    assert "certificate revoked" in log and "unable to get certificate CRL" in log
 
 
 def test_haproxy_with_authz_server(stack):

@@ -100,7 +100,13 @@ decisions = "-"
     "--crl",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CRLs (PEM), one per CA in the chain; repeatable.",
+    help="CRLs (PEM) authz-server checks, each for the CA that issued it; repeatable.",
+)
+@click.option(
+    "--proxy-crl",
+    is_flag=True,
+    help="Also make the proxy check the CRLs in the handshake (nginx ssl_crl, HAProxy "
+    "crl-file). Then every CA in a client's chain needs a CRL, or its clients are refused.",
 )
 @click.option("--server-cert", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--server-key", type=click.Path(dir_okay=False, path_type=Path))
@@ -141,6 +147,7 @@ def command(  # click passes every option by keyword
     intermediate: tuple[Path, ...],
     policy: Path | None,
     crl: tuple[Path, ...],
+    proxy_crl: bool,
     server_cert: Path | None,
     server_key: Path | None,
     listen: str,
@@ -163,6 +170,8 @@ def command(  # click passes every option by keyword
     """
     if (server_cert is None) != (server_key is None):
         raise click.UsageError("give --server-cert and --server-key together")
+    if proxy_crl and not crl:
+        raise click.UsageError("--proxy-crl needs --crl")
     trust = tuple(p.resolve() for p in trust)
     intermediate = tuple(p.resolve() for p in intermediate)
     crl = tuple(p.resolve() for p in crl)
@@ -181,7 +190,8 @@ def command(  # click passes every option by keyword
         server_cert=server_cert.resolve() if server_cert else _PLACEHOLDER_CERT,
         server_key=server_key.resolve() if server_key else _PLACEHOLDER_KEY,
         trust=_one_file(trust, out, "client-ca"),
-        crl=_one_file(crl, out, "crl") if crl else None,
+        crl=_one_file(crl, out, "crl") if proxy_crl else None,
+        proxy_crl=proxy_crl,
         verify_depth=verify_depth,
         upstream=Endpoint.parse(upstream, what="--upstream"),
         authz=Endpoint.parse(authz, what="--authz"),

@@ -24,9 +24,10 @@ def _variable(name: str) -> str:
 def nginx_config(setup: ProxySetup) -> str:
     """The configuration text; include it inside ``http { }`` (e.g. from conf.d/)."""
     crl = (
-        f"    ssl_crl {setup.crl};  # revoked clients fail the handshake; must cover every CA\n"
-        if setup.crl
-        else "    # no ssl_crl: revocation is checked by authz-server only if it has CRLs\n"
+        f"    ssl_crl {setup.crl};  # --proxy-crl: revoked clients get 400; must cover every CA\n"
+        if setup.proxy_crl and setup.crl
+        else "    # No ssl_crl: authz-server checks revocation against the CRL of each CA it has\n"
+        "    # one for. nginx's ssl_crl would refuse every chain with a CA missing from it.\n"
     )
     keep = "".join(
         f"        auth_request_set ${_variable(name)} "

@@ -73,8 +73,11 @@ class ProxySetup:
     """Everything a generator writes into a proxy configuration.
 
     - ``trust``/``crl``: one file each, as nginx and HAProxy take them (the CLI
-      concatenates several). The CRL must cover every CA in the chain: with CRL
-      checking on, OpenSSL fails a chain whose intermediate has no CRL.
+      concatenates several).
+    - ``proxy_crl``: the proxy checks ``crl`` in the handshake itself. Off by
+      default: authz-server checks the CRL of each CA it has one for (as the
+      gateway does), while OpenSSL in the proxy fails every chain with a CA whose
+      CRL is missing from the file — one CA without a CRL would lose its clients.
     - ``verify_depth``: certificates above the leaf nginx may walk; nginx's
       default of 1 rejects every leaf issued by an intermediate.
     - ``forward``: the formats authz-server returns, whose headers the proxy copies.
@@ -86,6 +89,7 @@ class ProxySetup:
     server_key: Path
     trust: Path
     crl: Path | None = None
+    proxy_crl: bool = False
     verify_depth: int = 2
     upstream: Endpoint
     authz: Endpoint

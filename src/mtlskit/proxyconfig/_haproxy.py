@@ -8,8 +8,10 @@ library (haproxy-lua-http, haproxy-auth-request) to install. Routing every reque
 through authz-server as a backend would work without Lua but would turn the
 decision service into a reverse proxy in the data path; the gateway already is one.
 
-HAProxy verifies the chain in the handshake (``verify required``, ``ca-file``,
-``crl-file``; HAProxy checks every CA's CRL), deletes every spoofable header with
+HAProxy verifies the chain in the handshake (``verify required``, ``ca-file``) and
+leaves revocation to authz-server, which checks the CRL of each CA it has one for;
+``crl-file`` (``proxy_crl``) makes OpenSSL fail every chain with a CA whose CRL is
+not in the file. It deletes every spoofable header with
 one regex (``del-header -m reg``, 2.6+), then the Lua sends the leaf
 (``ssl_c_der``, base64), ``ssl_c_verify`` and the original method and path, fails
 closed on anything but 200, and copies the returned identity headers.
@@ -22,6 +24,11 @@ from mtlskit.proxyconfig._setup import ProxySetup, spoofable_regex
 
 __all__ = ["haproxy_config", "haproxy_lua"]
 
+# How long the Lua keeps a decision: the bound on how late a reload of authz-server shows.
+_CACHE_TTL = 1.0
+# Entries per thread before the cache is emptied (one per client x method x URL).
+_CACHE_ENTRIES = 10000
+
 
 def haproxy_lua(setup: ProxySetup) -> str:
     copy = ", ".join(f'["{name.lower()}"] = true' for name in setup.forwarded)
@@ -30,29 +37,72 @@ def haproxy_lua(setup: ProxySetup) -> str:
 local authz_url = "http://{setup.authz}/haproxy"
 local copy = {{ {copy} }}
 
-core.register_action("mtlskit_authz", {{ "http-req" }}, function(txn)
-    txn:set_var("txn.mtlskit_allowed", false)
+-- Decisions are kept for at most {_CACHE_TTL:g} s, keyed by everything authz-server is sent
+-- (leaf DER, ssl_c_verify, method, URL): keep-alive requests and new connections of the
+-- same client cost a table lookup, and a SIGHUP or CRL reload of authz-server (a policy
+-- change, a revocation) takes effect within {_CACHE_TTL:g} s. Only answers are kept (200 and
+-- 403); an error or timeout is asked again, failing closed. One cache per thread
+-- (lua-load-per-thread): no lock between threads.
+local ttl = {_CACHE_TTL!r}
+local max_entries = {_CACHE_ENTRIES}
+local cache, entries = {{}}, 0
+
+local function ask(txn, method, url, der, verify)
     local headers = {{
-        ["{ORIGINAL_METHOD.lower()}"] = {{ txn.f:method() }},
-        ["{ORIGINAL_URI.lower()}"] = {{ txn.f:url() }},
+        ["{ORIGINAL_METHOD.lower()}"] = {{ method }},
+        ["{ORIGINAL_URI.lower()}"] = {{ url }},
     }}
-    local der = txn.f:ssl_c_der()
-    if der ~= nil and der ~= "" then
+    if der ~= "" then
         headers["{HAPROXY_CERT.lower()}"] = {{ txn.c:base64(der) }}
-        headers["{HAPROXY_VERIFY.lower()}"] = {{ tostring(txn.f:ssl_c_verify()) }}
+        headers["{HAPROXY_VERIFY.lower()}"] = {{ verify }}
     end
     local ok, res = pcall(function()
         return core.httpclient():get{{ url = authz_url, headers = headers, timeout = 5000 }}
     end)
-    if not ok or res == nil or res.status ~= 200 then
-        return  -- fail closed: txn.mtlskit_allowed stays false
+    if not ok or res == nil or (res.status ~= 200 and res.status ~= 403) then
+        return nil
     end
-    for name, values in pairs(res.headers or {{}}) do
-        if copy[string.lower(name)] then
-            txn.http:req_del_header(name)
-            for _, value in pairs(values) do
-                txn.http:req_add_header(name, value)
+    local decision = {{ allowed = res.status == 200, headers = {{}} }}
+    if decision.allowed then
+        for name, values in pairs(res.headers or {{}}) do
+            if copy[string.lower(name)] then
+                decision.headers[#decision.headers + 1] = {{ name, values }}
             end
+        end
+    end
+    return decision
+end
+
+core.register_action("mtlskit_authz", {{ "http-req" }}, function(txn)
+    txn:set_var("txn.mtlskit_allowed", false)
+    local method, url = txn.f:method(), txn.f:url()
+    local der = txn.f:ssl_c_der() or ""
+    local verify = tostring(txn.f:ssl_c_verify())
+    local key = method .. " " .. url .. "\\n" .. verify .. "\\n" .. der
+    local clock = core.now()
+    local now = clock.sec + clock.usec / 1000000
+    local decision = cache[key]
+    if decision == nil or decision.expires <= now then
+        decision = ask(txn, method, url, der, verify)
+        if decision == nil then
+            return  -- fail closed: txn.mtlskit_allowed stays false
+        end
+        decision.expires = now + ttl  -- from before the question: never older than ttl
+        if cache[key] == nil then
+            if entries >= max_entries then
+                cache, entries = {{}}, 0
+            end
+            entries = entries + 1
+        end
+        cache[key] = decision
+    end
+    if not decision.allowed then
+        return
+    end
+    for _, header in ipairs(decision.headers) do
+        txn.http:req_del_header(header[1])
+        for _, value in pairs(header[2]) do
+            txn.http:req_add_header(header[1], value)
         end
     end
     txn:set_var("txn.mtlskit_allowed", true)
@@ -62,14 +112,14 @@ end, 0)
 
 def haproxy_config(setup: ProxySetup, *, lua_path: str, crt_path: str) -> str:
     """``crt_path``: certificate chain and key in one PEM file, as HAProxy's ``crt`` wants."""
-    crl = f" crl-file {setup.crl}" if setup.crl else ""
+    crl = f" crl-file {setup.crl}" if setup.crl and setup.proxy_crl else ""
     return f"""# Generated by {setup.generated_by}.
 # HAProxy 2.6+: verifies client certificates in the handshake, strips client-sent identity
 # headers, asks mtlskit authz-server ({setup.authz}) per request through a Lua action
 # ({lua_path}), and forwards the identity headers it returns.
 
 global
-    lua-load {lua_path}
+    lua-load-per-thread {lua_path}
     # authz-server is reached by IP over plain HTTP: no resolver, no TLS for the httpclient.
     httpclient.resolvers.prefer ipv4
     httpclient.ssl.verify none
@@ -85,6 +135,8 @@ frontend mtlskit_mtls
     # verify required: no or invalid certificate fails the handshake. ca-file holds only the
     # CAs that sign clients (HAProxy's docs call the system store insecure for this).
     # HAProxy uses OpenSSL's default verify depth (100); authz-server enforces its own limit.
+    # Revocation: authz-server checks each CA's CRL it has; crl-file here (--proxy-crl) would
+    # refuse every client of a CA whose CRL the file lacks.
     bind {setup.listen} ssl crt {crt_path} ca-file {setup.trust} verify required{crl}
     # Header sanitizing: every identity-looking name a client sends (mtlskit.forward's list:
     # every exact name nginx's config clears, every prefix, any case, "-" or "_").

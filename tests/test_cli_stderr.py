@@ -41,7 +41,8 @@ GARBAGE = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-
 
 def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
     """One unusable input per command, each of a kind the README promises one line for;
-    ``None`` where a command reads no input at all."""
+    ``None`` where a command reads no input at all. A key ending in an option (in
+    ``OPTIONS``) is one more for that command: a misuse of that option."""
     pem = tmp / "garbage.pem"
     pem.write_bytes(GARBAGE)
     toml = tmp / "broken.toml"
@@ -56,6 +57,14 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ("ca", "crl"): [missing, "--out", out],
         ("ca", "init"): [str(pem), "--insecure-no-passphrase"],  # a file where a dir belongs
         ("ca", "issue"): [missing, "--id", "spiffe://acme.com/x", "--out", out],
+        ("ca", "issue", "--server"): [
+            missing,
+            "--server",
+            "--id",
+            "spiffe://acme.com/x",
+            "--out",
+            out,
+        ],
         ("ca", "list"): [missing, "--expiring", "7x"],  # the duration is checked first
         ("ca", "migrate"): [missing],
         ("ca", "approvers", "add"): [missing, "--cert", str(pem)],
@@ -114,18 +123,24 @@ def test_version_is_clean(tmp_path):
     assert "mtlskit" in run.stdout
 
 
+OPTIONS = [("ca", "issue", "--server")]  # --server with --id
+
+
 def test_every_command_names_a_bad_input(tmp_path):
-    assert sorted(_bad_inputs(tmp_path)) == LEAVES
+    assert sorted(set(_bad_inputs(tmp_path)) - set(OPTIONS)) == LEAVES
 
 
 NO_INPUT = {("demo",)}  # runs on embedded defaults; its own test runs it
 
 
-@pytest.mark.parametrize("path", [p for p in LEAVES if p not in NO_INPUT], ids=" ".join)
+@pytest.mark.parametrize(
+    "path", [*(p for p in LEAVES if p not in NO_INPUT), *OPTIONS], ids=" ".join
+)
 def test_bad_input_is_one_line(tmp_path, path):
     args = _bad_inputs(tmp_path)[path]
     assert args is not None
-    run = _run([*path, *args], tmp_path)
+    command = path[:-1] if path[-1].startswith("--") else path
+    run = _run([*command, *args], tmp_path)
     assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
     lines = run.stderr.splitlines()
     assert len(lines) == 1, run.stderr

@@ -55,6 +55,7 @@ from mtlskit.issue import (
     new_token,
     parse_duration,
     parse_identity,
+    parse_server_hosts,
     register_approver,
     render_ca_config,
     required_approvals,
@@ -368,9 +369,35 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         )
 
 
+def _issue_target(
+    identity: str | None, server: bool, dns: tuple[str, ...], ips: tuple[str, ...]
+) -> ClientIdentity | tuple[str, ...]:
+    """What ``ca issue`` was asked for: a client identity, or a server's host names."""
+    if server:
+        if identity is not None:
+            raise InputError(
+                "a server certificate names hosts (--dns/--ip), not a client --id; "
+                "issue them separately",
+                source="--server",
+            )
+        return parse_server_hosts(dns, ips)
+    if dns or ips:
+        raise InputError("--dns and --ip name a server: add --server", source="--dns/--ip")
+    if identity is None:
+        raise InputError("missing --id (or --server with --dns/--ip)", source="ca issue")
+    return parse_identity(identity)
+
+
 @command.command("issue")
 @_dir_argument
-@click.option("--id", "identity", required=True, help="The identity to issue for.")
+@click.option("--id", "identity", help="The client identity to issue for.")
+@click.option(
+    "--server",
+    is_flag=True,
+    help="A TLS server certificate (EKU serverAuth only) for --dns/--ip instead of a client's.",
+)
+@click.option("--dns", multiple=True, help="With --server: a DNS name it serves (repeatable).")
+@click.option("--ip", "ips", multiple=True, help="With --server: an IP address (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--ttl", help="Lifetime, e.g. 15m, 24h (default: ca.toml's default_ttl).")
 @click.option(
@@ -383,7 +410,10 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
 @_passphrase_option
 def issue_command(  # noqa: PLR0917
     directory: Path,
-    identity: str,
+    identity: str | None,
+    server: bool,
+    dns: tuple[str, ...],
+    ips: tuple[str, ...],
     out: Path,
     ttl: str | None,
     key_type: str,
@@ -395,12 +425,20 @@ def issue_command(  # noqa: PLR0917
     OUTDIR gets cert.pem (the leaf), chain.pem (leaf + intermediate: what the client
     presents), key.pem and ca.pem (the root, for the client to check servers with).
 
+    With --server it is the TLS server certificate of a gateway, nginx or any service
+    (EKU serverAuth only, SAN = every --dns and --ip; no client can present it). Its
+    chain.pem is what the server presents (nginx ssl_certificate, gateway.toml
+    listen.cert), and clients trust ca.pem. allowed_ids do not apply (they name
+    clients); max_ttl and key_types do. It is recorded: ca list shows it, ca revoke
+    revokes it.
+
     \b
     Example:
       mtlskit ca issue ca/ --id spiffe://acme.com/billing/payments --out client/ --ttl 24h
+      mtlskit ca issue ca/ --server --dns localhost --ip 127.0.0.1 --out server/
     """
+    target = _issue_target(identity, server, dns, ips)
     ca_dir = CaDirectory.open(directory)
-    target = parse_identity(identity)
     lifetime = _ttl(ttl)
     if (out / "key.pem").exists():
         raise InputError(
@@ -410,9 +448,11 @@ def issue_command(  # noqa: PLR0917
     key = generate_private_key(key_type)
     store = ca_dir.store()
     try:
-        issued = ca_dir.authority(issuer, store).issue(
-            target, key.public_key(), now=_now(), ttl=lifetime
-        )
+        authority = ca_dir.authority(issuer, store)
+        if isinstance(target, ClientIdentity):
+            issued = authority.issue(target, key.public_key(), now=_now(), ttl=lifetime)
+        else:
+            issued = authority.issue_server(target, key.public_key(), now=_now(), ttl=lifetime)
     except IssuanceRefused as refused:
         _refused(refused)
         return
@@ -1140,6 +1180,7 @@ def serve_command(  # noqa: PLR0917
         server_context,
         uvicorn_server,
     )
+    from mtlskit.caserver._jwks import JwksCache
     from mtlskit.issue import CaConfig, RegistrationAuthority
 
     # The port accepts before reload_on is in place; a SIGHUP then must not kill the CA.
@@ -1185,6 +1226,7 @@ def serve_command(  # noqa: PLR0917
             authority=policy_dir.authority(issuer, store),
             records=store,
             approval=config.approval_rules(),
+            provisioners=config.oidc_provisioners(),
         )
 
     watch = ConfigWatch(
@@ -1202,6 +1244,7 @@ def serve_command(  # noqa: PLR0917
         limiter=FailureLimiter(limit=max_token_failures, window=window.total_seconds()),
         close=store.close,
         watch=watch,
+        jwks=JwksCache(base=ca_dir.path),
     )
     server.reload_on(signal.SIGHUP)  # before saying it serves: a SIGHUP after that reloads
     shown = f"[{host}]" if ":" in host else host

@@ -10,25 +10,31 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from mtlskit.certs import PrivateKey, PublicKey
 from mtlskit.identity import ClientIdentity
-from mtlskit.issue._profile import CertificateProfile, general_name
+from mtlskit.issue._profile import SERVER_AUTH, CertificateProfile, general_name
+from mtlskit.issue._store import StoreUnavailable
 
 __all__ = [
     "BACKDATE",
+    "CaKey",
+    "ExternalKey",
     "Issuer",
+    "KeyUnavailable",
     "build_ca_certificate",
     "build_leaf",
     "build_self_signed",
     "build_server_certificate",
+    "sign_certificate",
+    "sign_crl",
     "signature_hash",
 ]
 
@@ -58,12 +64,56 @@ _CA_USAGE: Final = x509.KeyUsage(
 )
 
 
+class KeyUnavailable(StoreUnavailable):
+    """The CA key could not sign (its token is absent, its session lost, the PIN refused).
+
+    Nothing signed was returned, so nothing may be recorded from the attempt: a command
+    exits 2, ``ca serve`` rolls the whole batch back and answers 503 ``key_unavailable``.
+    """
+
+
+@runtime_checkable
+class ExternalKey(Protocol):
+    """A CA key that signs elsewhere (a PKCS#11 token): mtlskit holds only its public half.
+
+    cryptography's builders sign only with its own key classes, so the key signs a whole
+    builder; it raises ``KeyUnavailable`` when it cannot, never returns a bad signature.
+    """
+
+    def public_key(self) -> PublicKey: ...
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate: ...
+
+    def sign_crl(
+        self, builder: x509.CertificateRevocationListBuilder
+    ) -> x509.CertificateRevocationList: ...
+
+
+CaKey = PrivateKey | ExternalKey  # what a CA signs with: a key in memory or one in a token
+
+
+def sign_certificate(builder: x509.CertificateBuilder, key: CaKey) -> x509.Certificate:
+    """The one place a certificate gets its CA signature (leaf, CA, server certificate)."""
+    if isinstance(key, ExternalKey):
+        return key.sign_certificate(builder)
+    return builder.sign(key, signature_hash(key))  # type: ignore[arg-type]
+
+
+def sign_crl(
+    builder: x509.CertificateRevocationListBuilder, key: CaKey
+) -> x509.CertificateRevocationList:
+    """The one place a CRL gets its CA signature."""
+    if isinstance(key, ExternalKey):
+        return key.sign_crl(builder)
+    return builder.sign(key, signature_hash(key))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Issuer:
     """A signing CA: its certificate and key, and its chain up to and including the root."""
 
     cert: x509.Certificate
-    key: PrivateKey
+    key: CaKey
     chain: tuple[x509.Certificate, ...]
     # What every leaf it signs shares, worked out once (a CA signs thousands per second).
     leaf_base: x509.CertificateBuilder = field(init=False, repr=False, compare=False)
@@ -103,8 +153,8 @@ def _proves_leaf_signatures(issuer: Issuer) -> bool:
         .not_valid_before(issuer.cert.not_valid_before_utc)
         .not_valid_after(issuer.cert.not_valid_after_utc)
         .add_extension(issuer.authority_key_id, critical=False)
-        .sign(issuer.key, issuer.hash_algorithm)  # type: ignore[arg-type]
     )
+    probe = sign_certificate(probe, issuer.key)  # a token key that cannot sign raises here
     try:
         probe.verify_directly_issued_by(issuer.cert)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
@@ -112,12 +162,22 @@ def _proves_leaf_signatures(issuer: Issuer) -> bool:
     return True
 
 
-def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
-    """SHA-384 for P-384 and larger curves (matched strength), SHA-256 otherwise; EdDSA none."""
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+def signature_hash(key: CaKey | PublicKey) -> hashes.HashAlgorithm | None:
+    """SHA-384 for P-384 and larger curves (matched strength), SHA-256 otherwise; EdDSA none.
+
+    A public key gives its private key's answer (what a token key signs with)."""
+    if isinstance(key, ExternalKey):
+        return signature_hash(key.public_key())
+    if isinstance(
+        key,
+        ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey,
+    ):
         return None
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
-        return hashes.SHA384()
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
     return hashes.SHA256()
 
 
@@ -195,7 +255,7 @@ def build_leaf(
         not_after=not_after,
         serial=serial,
     ).add_extension(issuer.authority_key_id, critical=False)
-    return builder.sign(issuer.key, issuer.hash_algorithm)  # type: ignore[arg-type]
+    return sign_certificate(builder, issuer.key)
 
 
 def build_self_signed(
@@ -231,7 +291,7 @@ def build_self_signed(
 def build_ca_certificate(
     *,
     common_name: str,
-    key: PrivateKey,
+    key: CaKey,
     signer: Issuer | None,
     not_before: dt.datetime,
     not_after: dt.datetime,
@@ -262,8 +322,7 @@ def build_ca_certificate(
         )
     if name_constraints is not None:
         builder = builder.add_extension(name_constraints, critical=True)
-    signing_key = signer.key if signer else key
-    return builder.sign(signing_key, signature_hash(signing_key))  # type: ignore[arg-type]
+    return sign_certificate(builder, signer.key if signer else key)
 
 
 def build_server_certificate(
@@ -273,12 +332,15 @@ def build_server_certificate(
     hosts: tuple[str, ...],
     not_before: dt.datetime,
     not_after: dt.datetime,
+    serial: int | None = None,
 ) -> x509.Certificate:
-    """The CA server's own TLS certificate: EKU serverAuth only, SAN = its DNS names and IPs.
+    """A TLS server certificate (profile ``SERVER_AUTH``): EKU serverAuth only, SAN = its
+    DNS names and IPs (a host that parses as an IP address is an IP SAN).
 
-    Only ``mtlskit ca serve`` uses this; client certificates never get serverAuth from
-    the client-auth profile, and a client cannot present this one (OpenSSL refuses a
-    serverAuth-only certificate as a client).
+    ``mtlskit ca serve`` makes its own with this, and ``ca issue --server`` the ones for a
+    gateway or nginx. Client certificates never get serverAuth from the client-auth
+    profile, and a client cannot present this one (OpenSSL refuses a serverAuth-only
+    certificate as a client). ``serial`` None: a random one.
     """
     names: list[x509.GeneralName] = []
     for host in hosts:
@@ -293,14 +355,14 @@ def build_server_certificate(
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:_MAX_CN])]))
         .issuer_name(issuer.cert.subject)
         .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_LEAF_USAGE, critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(SERVER_AUTH.eku)), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
         .add_extension(_authority_key_id(issuer.cert), critical=False)
     )
-    return builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
+    return sign_certificate(builder, issuer.key)

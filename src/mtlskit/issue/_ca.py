@@ -9,19 +9,22 @@ never returned and never recorded as valid.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, VerificationError
+from cryptography.x509.verification import Store as TrustAnchors
 
 from mtlskit.certs import Fingerprint, PublicKey, certificate_pem
 from mtlskit.identity import ClientIdentity
-from mtlskit.issue._build import BACKDATE, Issuer, build_leaf
+from mtlskit.issue._build import BACKDATE, Issuer, build_leaf, build_server_certificate
 from mtlskit.issue._crl import build_crl
 from mtlskit.issue._csr import CsrReview, review_csr
 from mtlskit.issue._enroll import foreign_csr_names
 from mtlskit.issue._policy import IdentityPolicy, IssuanceRefused, format_duration
-from mtlskit.issue._profile import CertificateProfile
+from mtlskit.issue._profile import SERVER_AUTH, CertificateProfile
 from mtlskit.issue._store import CertificateRecord, SerialTaken, Store
 from mtlskit.lint import Severity, lint_chain
 
@@ -56,6 +59,8 @@ def lint_errors(
     ``leaf_signature_vouched`` is ``lint_chain``'s: only ``CertificateAuthority.issue``
     sets it, for a leaf it has just signed with an issuer whose signatures are proven.
     """
+    if profile.lint_profile is None:
+        raise ValueError(f"profile {profile.name} has no lint profile")
     reports = lint_chain(
         list(chain), [profile.lint_profile], at=now, leaf_signature_vouched=leaf_signature_vouched
     )
@@ -65,6 +70,25 @@ def lint_errors(
         for finding in report.findings
         if finding.severity is Severity.ERROR
     ]
+
+
+def _server_verify_problem(
+    chain: tuple[x509.Certificate, ...], hosts: tuple[str, ...], now: dt.datetime
+) -> str | None:
+    """Why a TLS client trusting ``chain[-1]`` would refuse ``chain[0]`` for one of
+    ``hosts`` (pyca's web-PKI server verifier, as browsers and curl judge it); None if
+    none would."""
+    verifier_policy = PolicyBuilder().store(TrustAnchors([chain[-1]])).time(now)
+    for host in hosts:
+        try:
+            subject: x509.DNSName | x509.IPAddress = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            subject = x509.DNSName(host)
+        try:
+            verifier_policy.build_server_verifier(subject).verify(chain[0], list(chain[1:-1]))
+        except VerificationError as exc:
+            return f"the certificate does not verify as a server for {host}: {exc}"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +135,9 @@ class CertificateAuthority:
                 "profile", f"profile {self.profile.name} issues SPIFFE IDs only, not {identity}"
             )
         self.policy.check(identity, key, ttl)
+        self._check_issuer_validity(ttl, now)
+
+    def _check_issuer_validity(self, ttl: dt.timedelta, now: dt.datetime) -> None:
         if now + ttl > self.issuer.cert.not_valid_after_utc:
             raise IssuanceRefused(
                 "issuer_validity",
@@ -139,10 +166,11 @@ class CertificateAuthority:
         self._refuse(refused, identity, now)
 
     def _refuse(self, refused: IssuanceRefused, identity: ClientIdentity, now: dt.datetime) -> None:
+        self._record_refusal(refused, identity.value, now)
+
+    def _record_refusal(self, refused: IssuanceRefused, identity: str, now: dt.datetime) -> None:
         self.store.record_event(
-            "refuse",
-            {"identity": identity.value, "rule": refused.rule, "reason": refused.reason},
-            at=now,
+            "refuse", {"identity": identity, "rule": refused.rule, "reason": refused.reason}, at=now
         )
 
     def issue(
@@ -211,6 +239,65 @@ class CertificateAuthority:
             except SerialTaken:
                 continue
             return Issued(cert=cert, chain=chain, dropped=dropped)
+        raise RuntimeError(f"{SERIAL_ATTEMPTS} random serials in a row were taken")
+
+    def issue_server(
+        self,
+        hosts: tuple[str, ...],
+        public_key: PublicKey,
+        *,
+        now: dt.datetime,
+        ttl: dt.timedelta | None = None,
+    ) -> Issued:
+        """A TLS server certificate (profile ``SERVER_AUTH``) for ``hosts`` (DNS names and IP
+        addresses, as ``parse_server_hosts`` gives them), or ``IssuanceRefused``.
+
+        ``max_ttl``, ``key_types`` and the issuer's validity apply as to any certificate;
+        ``allowed_ids`` does not (it names clients). Before it is recorded, the chain must
+        verify as a server for every host under the CA's root (pyca's web-PKI verifier, so
+        a CA name constraint that excludes a host refuses it here, not in the browser). It
+        is recorded like a client certificate: ``ca list`` shows it, ``ca revoke`` and the
+        CRL cover it; its recorded identity is the hosts joined by ``,``.
+        """
+        identity = ",".join(hosts)
+        ttl = ttl or self.default_ttl
+        try:
+            self.policy.check_lifetime_and_key(public_key, ttl)
+            self._check_issuer_validity(ttl, now)
+        except IssuanceRefused as refused:
+            self._record_refusal(refused, identity, now)
+            raise
+        for _ in range(SERIAL_ATTEMPTS):
+            cert = build_server_certificate(
+                issuer=self.issuer,
+                public_key=public_key,
+                hosts=hosts,
+                not_before=now - BACKDATE,
+                not_after=now + ttl,
+                serial=x509.random_serial_number(),
+            )
+            chain = (cert, *self.issuer.chain)
+            problem = _server_verify_problem(chain, hosts, now)
+            if problem:
+                refused = IssuanceRefused("server_verify", problem)
+                self._record_refusal(refused, identity, now)
+                raise refused
+            try:
+                self.store.add_certificate(
+                    CertificateRecord(
+                        serial=cert.serial_number,
+                        identity=identity,
+                        fingerprint=str(Fingerprint.of(cert)),
+                        not_before=cert.not_valid_before_utc,
+                        not_after=cert.not_valid_after_utc,
+                        profile=SERVER_AUTH.name,
+                        pem=certificate_pem(cert),
+                        issued_at=now,
+                    )
+                )
+            except SerialTaken:
+                continue
+            return Issued(cert=cert, chain=chain)
         raise RuntimeError(f"{SERIAL_ATTEMPTS} random serials in a row were taken")
 
     def sign(

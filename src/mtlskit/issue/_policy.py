@@ -140,6 +140,11 @@ class IdentityPolicy:
             raise IssuanceRefused(
                 "allowed_ids", f"identity {identity.value} matches no allowed pattern ({allowed})"
             )
+        self.check_lifetime_and_key(key, ttl)
+
+    def check_lifetime_and_key(self, key: PublicKey, ttl: dt.timedelta) -> None:
+        """The rules that hold for every certificate, server ones too (``allowed_ids`` say
+        which clients may have one; a server certificate names hosts, not a client)."""
         if ttl > self.max_ttl:
             raise IssuanceRefused(
                 "max_ttl",

@@ -1,4 +1,5 @@
-"""What an issued client certificate looks like: the profiles, and the identity it names.
+"""What an issued certificate looks like: the client profiles, the one server profile, and
+the identity a client certificate names.
 
 A ``CertificateProfile`` is data, not code: the builder reads it and decides every
 extension from it, so what the CA signs never depends on what a requester asked for.
@@ -6,6 +7,7 @@ extension from it, so what the CA signs never depends on what a requester asked 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -25,10 +27,12 @@ from mtlskit.identity import (
 __all__ = [
     "CLIENT_AUTH",
     "PROFILES",
+    "SERVER_AUTH",
     "SPIFFE",
     "CertificateProfile",
     "general_name",
     "parse_identity",
+    "parse_server_hosts",
 ]
 
 _DNS_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -37,12 +41,13 @@ _DNS_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CertificateProfile:
     """The fixed shape of a leaf: EKUs, whether the identity must be a SPIFFE ID, and which
-    lint profile it must pass before it leaves the CA."""
+    lint profile it must pass before it leaves the CA (None: no lint profile judges it;
+    the server profile's certificates are path-validated as a server for each name)."""
 
     name: str
     eku: tuple[ObjectIdentifier, ...]
     spiffe_only: bool
-    lint_profile: str
+    lint_profile: str | None
     description: str
 
 
@@ -64,6 +69,18 @@ SPIFFE: Final = CertificateProfile(
     "(critical), EKU serverAuth + clientAuth",
 )
 PROFILES: Final = {profile.name: profile for profile in (CLIENT_AUTH, SPIFFE)}
+# Not in PROFILES: those are what ``ca init --profile`` may make the CA issue to clients.
+# A server certificate is asked for by name (``ca issue --server``), never by a client.
+SERVER_AUTH: Final = CertificateProfile(
+    name="server-auth",
+    # serverAuth only: OpenSSL and pyca refuse it as a client certificate (code 26), so a
+    # stolen server key does not log in anywhere as a client.
+    eku=(ExtendedKeyUsageOID.SERVER_AUTH,),
+    spiffe_only=False,
+    lint_profile=None,
+    description="CA:FALSE, keyUsage digitalSignature (critical), EKU serverAuth only, "
+    "SAN = the DNS names and IP addresses it serves",
+)
 
 
 def parse_identity(text: str) -> ClientIdentity:
@@ -93,6 +110,39 @@ def parse_identity(text: str) -> ClientIdentity:
             source="--id",
         )
     return ClientIdentity(kind=IdentityKind.DNS, value=text)
+
+
+def parse_server_hosts(dns: tuple[str, ...], ips: tuple[str, ...]) -> tuple[str, ...]:
+    """The names a server certificate is for, from ``--dns`` and ``--ip``: DNS names first
+    (the first one is also the CN), each once, IP addresses in their canonical spelling.
+
+    A DNS name is lower-case letters, digits and hyphens in dot-separated labels, as
+    ``--id`` takes them; no wildcards (one certificate per name set, nothing implied). An
+    address typed as ``--dns`` is refused rather than quietly made an IP SAN.
+    """
+    hosts: list[str] = []
+    for name in dns:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            raise InputError(f"{name!r} is an IP address: pass it as --ip", source="--dns")
+        labels = name.split(".")
+        if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise InputError(
+                f"not a DNS name: {name!r} (lower-case labels of letters, digits and '-')",
+                source="--dns",
+            )
+        hosts.append(name)
+    for text in ips:
+        try:
+            hosts.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise InputError(f"not an IP address: {text!r}", source="--ip") from None
+    if not hosts:
+        raise InputError("a server certificate needs at least one --dns or --ip", source="--server")
+    return tuple(dict.fromkeys(hosts))
 
 
 def general_name(identity: ClientIdentity) -> x509.GeneralName:

@@ -56,12 +56,18 @@ class CaDirectory:
         return self.path / name
 
     def key_is_encrypted(self, *, stem: str | None = None) -> bool:
+        """Whether using the key needs a secret: a passphrase, or a token key's PIN."""
+        if self.config.pkcs11 is not None:
+            return True
         key_path = self.file(f"{stem or self.issuer_stem}.key")
         return b"ENCRYPTED PRIVATE KEY" in read_bytes(key_path, what="CA key")
 
     def issuer(self, password: bytes | None, *, stem: str | None = None) -> Issuer:
-        """The issuing CA (or, with ``stem="root"``, the root) with its key decrypted."""
+        """The issuing CA (or, with ``stem="root"``, the root) with its key decrypted, or
+        with ca.toml's ``[pkcs11]``, its key opened in the token (``password`` the PIN)."""
         stem = stem or self.issuer_stem
+        if self.config.pkcs11 is not None:
+            return self._token_issuer(password, stem)
         key_path = self.file(f"{stem}.key")
         check_secret_permissions(key_path, what="CA key")
         key_data = read_bytes(key_path, what="CA key")
@@ -82,6 +88,24 @@ class CaDirectory:
             raise InputError(
                 f"{key_path} does not belong to its certificate", source=str(chain_path)
             )
+        return Issuer(cert=chain[0], key=key, chain=chain)
+
+    def _token_issuer(self, pin: bytes | None, stem: str) -> Issuer:
+        from mtlskit.keystore import PIN_ENV, Pkcs11Uri, open_token_key
+
+        token = self.config.pkcs11
+        assert token is not None
+        if pin is None:
+            raise InputError(
+                f"the CA keys are in a PKCS#11 token: set ${PIN_ENV} or give a PIN file"
+            )
+        text = token.root if stem == "root" else token.issuing or token.root
+        uri = Pkcs11Uri.parse(text, source=f"{self.file(CONFIG)}: pkcs11.{stem}")
+        key = open_token_key(token.module, uri, pin)
+        chain_path = self.file("chain.pem" if stem == self.issuer_stem else f"{stem}.pem")
+        chain = tuple(load_certificates(read_bytes(chain_path), source=str(chain_path)))
+        if chain[0].public_key() != key.public_key():
+            raise InputError(f"{uri} does not belong to its certificate", source=str(chain_path))
         return Issuer(cert=chain[0], key=key, chain=chain)
 
     def issuer_certificate(self) -> x509.Certificate:

@@ -96,9 +96,15 @@ def _refused(refused: IssuanceRefused) -> None:
 def _issuer(
     ca_dir: CaDirectory, passphrase_file: Path | None, *, stem: str | None = None
 ) -> Issuer:
-    """The issuing CA (or the root) with its key decrypted; the passphrase asked only if needed."""
+    """The issuing CA (or the root) with its key decrypted; the passphrase asked only if needed.
+
+    With the keys in a PKCS#11 token, --passphrase-file (or $MTLSKIT_PKCS11_PIN) is its PIN."""
     password = None
-    if ca_dir.key_is_encrypted(stem=stem):
+    if ca_dir.config.pkcs11 is not None:
+        from mtlskit.keystore import PIN_ENV
+
+        password = read_password(file=passphrase_file, env=PIN_ENV, prompt="Token PIN: ")
+    elif ca_dir.key_is_encrypted(stem=stem):
         password = read_password(
             file=passphrase_file, env=PASSPHRASE_ENV, prompt="CA key passphrase: "
         )
@@ -230,6 +236,25 @@ def command() -> None:
     is_flag=True,
     help="Store the CA keys UNENCRYPTED. For throwaway test CAs only.",
 )
+@click.option(
+    "--key-store",
+    type=click.Choice(["file", "pkcs11"]),
+    default="file",
+    show_default=True,
+    help="file: encrypted root.key/issuing.key in DIR; pkcs11: keys generated inside a "
+    "PKCS#11 token (HSM, SoftHSM2), sensitive and never extractable (docs/hsm.md).",
+)
+@click.option(
+    "--pkcs11-module",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The token's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so.",
+)
+@click.option("--token-label", help="Label of the (initialised) token to generate the keys in.")
+@click.option(
+    "--pin-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Token user PIN (first line); else $MTLSKIT_PKCS11_PIN, else a prompt on a TTY.",
+)
 def init_command(  # noqa: PLR0917 - click passes every option by keyword
     directory: Path,
     name: str | None,
@@ -246,6 +271,10 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     name_constraints_uri: bool,
     passphrase_file: Path | None,
     insecure_no_passphrase: bool,
+    key_store: str,
+    pkcs11_module: Path | None,
+    token_label: str | None,
+    pin_file: Path | None,
 ) -> None:
     """Create a root CA, an issuing intermediate (default) and the CA's store and policy.
 
@@ -281,6 +310,9 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         settings["database_password_file"] = str(db_password_file.resolve())
     if domain:
         settings["trust_domain"] = domain
+    token = _token_settings(key_store, pkcs11_module, token_label, intermediate=not no_intermediate)
+    if token is not None:
+        settings["pkcs11"] = token
     config = validate_ca_config(settings, source="ca init options")
     config_text = render_ca_config(config)
     constraints = None
@@ -293,10 +325,18 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         if name_constraints_uri:
             permitted.append(x509.UniformResourceIdentifier(domain))
         constraints = x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
-    password = read_password(
-        file=passphrase_file, env=PASSPHRASE_ENV, prompt="New CA key passphrase: "
-    )
-    if password is None and not insecure_no_passphrase:
+    if token is not None:
+        root_key, issuing_key = _token_keys(
+            token, pin_file, key_type, intermediate=not no_intermediate
+        )
+        password = None
+    else:
+        root_key = generate_private_key(key_type)
+        issuing_key = None if no_intermediate else generate_private_key(key_type)
+        password = read_password(
+            file=passphrase_file, env=PASSPHRASE_ENV, prompt="New CA key passphrase: "
+        )
+    if token is None and password is None and not insecure_no_passphrase:
         raise InputError(
             f"no passphrase for the CA keys: give --passphrase-file, set ${PASSPHRASE_ENV}, "
             "or (test CAs only) --insecure-no-passphrase"
@@ -305,7 +345,6 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         raise InputError("the CA key passphrase is empty")
     ca_dir = CaDirectory(path=directory, config=config)
     now = _now()
-    root_key = generate_private_key(key_type)
     root_cert = build_ca_certificate(
         common_name=f"{config.name} root CA",
         key=root_key,
@@ -317,8 +356,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     root = Issuer(cert=root_cert, key=root_key, chain=(root_cert,))
     keys = {"root": root_key}
     chain: tuple[x509.Certificate, ...] = (root_cert,)
-    if not no_intermediate:
-        issuing_key = generate_private_key(key_type)
+    if issuing_key is not None:
         issuing_cert = build_ca_certificate(
             common_name=f"{config.name} issuing CA",
             key=issuing_key,
@@ -334,7 +372,8 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     store = ca_dir.store(create=True, url=ca_dir.database_url(db))
     try:
         for stem, key in keys.items():
-            write_secret(directory / f"{stem}.key", private_key_pem(key, password))
+            if token is None:  # a token key never leaves its token
+                write_secret(directory / f"{stem}.key", private_key_pem(key, password))  # type: ignore[arg-type]
         write_public(directory / "root.pem", certificate_pem(root_cert))
         if not no_intermediate:
             write_public(directory / "issuing.pem", certificate_pem(chain[0]))
@@ -346,6 +385,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
                 "root": str(Fingerprint.of(root_cert)),
                 "issuer": str(Fingerprint.of(chain[0])),
                 "encrypted": password is not None,
+                "key_store": key_store,
             },
             at=now,
         )
@@ -355,7 +395,10 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     click.echo(f"created CA {config.name!r} in {directory} (profile {config.profile})")
     click.echo(f"trust anchor for services: {directory / 'root.pem'}")
     click.echo(f"root SHA-256: {Fingerprint.of(root_cert)}")
-    if password is None:
+    if token is not None:
+        uris = [value for name, value in token.items() if name != "module"]
+        click.echo(f"CA keys in PKCS#11 token {token_label!r}: {', '.join(uris)}")
+    elif password is None:
         click.echo("WARNING: CA keys are stored unencrypted (--insecure-no-passphrase)", err=True)
     if stripped and db_password_file is None:
         click.echo(
@@ -386,6 +429,49 @@ def _issue_target(
     if identity is None:
         raise InputError("missing --id (or --server with --dns/--ip)", source="ca issue")
     return parse_identity(identity)
+
+
+def _token_settings(
+    key_store: str, module: Path | None, label: str | None, *, intermediate: bool
+) -> dict[str, str] | None:
+    """ca.toml's ``[pkcs11]`` for ``--key-store pkcs11`` (None for file keys)."""
+    if key_store == "file":
+        if module is not None or label is not None:
+            raise InputError("needs --key-store pkcs11", source="--pkcs11-module/--token-label")
+        return None
+    from mtlskit.keystore import Pkcs11Uri
+
+    if module is None:
+        raise InputError("--key-store pkcs11 needs --pkcs11-module (the token's library)")
+    if not label:
+        raise InputError("--key-store pkcs11 needs --token-label")
+    if not module.is_file():
+        raise InputError("no such PKCS#11 module", source=str(module))
+    settings = {
+        "module": str(module.absolute()),
+        "root": str(Pkcs11Uri(token=label, object="mtlskit-root")),
+    }
+    if intermediate:
+        settings["issuing"] = str(Pkcs11Uri(token=label, object="mtlskit-issuing"))
+    return settings
+
+
+def _token_keys(
+    token: dict[str, str], pin_file: Path | None, key_type: str, *, intermediate: bool
+) -> tuple[Any, Any]:
+    """Root and issuing keys generated inside the token (the issuing one None without an
+    intermediate); the PIN from --pin-file or $MTLSKIT_PKCS11_PIN."""
+    from mtlskit.keystore import PIN_ENV, Pkcs11Uri, generate_token_key
+
+    pin = read_password(file=pin_file, env=PIN_ENV, prompt="Token PIN: ")
+    if not pin:
+        raise InputError(f"no PIN for the token: give --pin-file or set ${PIN_ENV}")
+    kind = KeyType(key_type)
+    root = generate_token_key(token["module"], Pkcs11Uri.parse(token["root"]), pin, kind)
+    if not intermediate:
+        return root, None
+    issuing = Pkcs11Uri.parse(token["issuing"])
+    return root, generate_token_key(token["module"], issuing, pin, kind)
 
 
 @command.command("issue")

@@ -39,6 +39,27 @@ class ApprovalConfig(BaseModel):
         return value
 
 
+class Pkcs11Config(BaseModel):
+    """``[pkcs11]``: the CA keys live in a PKCS#11 token, named by RFC 7512 URIs.
+
+    No PIN here: it comes from $MTLSKIT_PKCS11_PIN or a PIN file given to each command."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    module: str = Field(min_length=1)
+    root: str
+    issuing: str | None = None
+
+    @field_validator("root", "issuing")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("pkcs11:"):
+            raise ValueError(f"{value!r} is not a PKCS#11 URI (pkcs11:token=...;object=...)")
+        if value is not None and ("pin-value" in value or "pin-source" in value):
+            raise ValueError("a PIN never goes into ca.toml")
+        return value
+
+
 class CaConfig(BaseModel):
     """What a CA issues and to whom. Durations are text (``24h``) so the file reads as written."""
 
@@ -66,6 +87,8 @@ class CaConfig(BaseModel):
     csr_names: Literal["ignore", "must_match"] = "ignore"
     # enrollment: identities that need human approval after their token is redeemed
     approval: list[ApprovalConfig] = []
+    # None: root.key/issuing.key files in the CA directory; else keys in a PKCS#11 token
+    pkcs11: Pkcs11Config | None = None
 
     @field_validator("database")
     @classmethod
@@ -203,5 +226,15 @@ def render_ca_config(config: CaConfig) -> str:
     ]
     for rule in config.approval:
         lines += ["[[approval]]", f"ids = {value(rule.ids)}", f"approvers = {rule.approvers}"]
+    if config.pkcs11 is not None:
+        token = config.pkcs11
+        lines += [
+            "# the CA keys are in this PKCS#11 token (docs/hsm.md); the PIN comes from",
+            "# $MTLSKIT_PKCS11_PIN or --passphrase-file, never from this file",
+            "[pkcs11]",
+            f"module = {value(token.module)}",
+            f"root = {value(token.root)}",
+            *([f"issuing = {value(token.issuing)}"] if token.issuing else []),
+        ]
     lines.append("")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from cryptography import x509
 
-from mtlskit.issue._build import Issuer, _authority_key_id, signature_hash
+from mtlskit.issue._build import Issuer, _authority_key_id, sign_crl
 from mtlskit.issue._store import CertificateRecord
 
 __all__ = ["build_crl"]
@@ -46,4 +46,4 @@ def build_crl(
         .add_extension(x509.CRLNumber(number), critical=False)
         .add_extension(_authority_key_id(issuer.cert), critical=False)
     )
-    return builder.sign(issuer.key, signature_hash(issuer.key))  # type: ignore[arg-type]
+    return sign_crl(builder, issuer.key)

@@ -123,7 +123,7 @@ def test_pre_alembic_stores_migrate_to_the_head(empty_url, legacy):
         assert verify_audit_chain(entries) is None
         with store._engine.connect() as conn:
             version = conn.scalar(text("SELECT value FROM counters WHERE name='schema_version'"))
-        assert version == 4  # an mtlskit from before Alembic refuses this store now
+        assert version == 5  # an mtlskit from before Alembic refuses this store now
     finally:
         store.close()
 

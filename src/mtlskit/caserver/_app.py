@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from cryptography import x509
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mtlskit.caserver._bundle import spiffe_bundle
+from mtlskit.caserver._jwks import JwksCache, JwksUnavailable
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import openapi_document
 from mtlskit.caserver._reload import ConfigWatch
@@ -45,13 +47,21 @@ from mtlskit.issue import (
     RegistrationAuthority,
     StoreUnavailable,
 )
+from mtlskit.issue._provisioner import (
+    OidcProvisioner,
+    TokenRefused,
+    UnknownKeyId,
+    VerifiedToken,
+    select_provisioner,
+    verify_token,
+)
 
 __all__ = ["MAX_BODY", "CaServer"]
 
 MAX_BODY: Final = 64 * 1024  # a CSR is ~1 KiB; an RSA-4096 one with extensions stays far below
 _TOKEN_FAILURES: Final = frozenset(
     {"token_invalid", "token_used", "token_expired", "identity_mismatch"}
-)
+)  # an id token's refusals (TokenRefused) all count too
 _REQUEST_ID: Final = re.compile(r"[0-9a-f]{32}")
 # Calls per group commit: enough to share one fsync under load, few enough that the
 # last answer in a batch waits tens of milliseconds, not hundreds.
@@ -157,8 +167,10 @@ class CaServer:
         close: Callable[[], None] = lambda: None,
         refresh_hint: int = 3600,
         watch: ConfigWatch | None = None,
+        jwks: JwksCache | None = None,
     ) -> None:
         self._ra = ra
+        self._jwks = jwks or JwksCache(base=Path())
         self._watch = watch
         self._name = name
         self._trust_domain = trust_domain
@@ -360,14 +372,78 @@ class CaServer:
                 headers={"Retry-After": str(int(wait) + 1)},
             )
         document = await _json_object(request, required=True)
-        token = _string(document, "token", required=True)
         csr = _string(document, "csr", required=True)
+        id_token = _string(document, "id_token", required=False)
+        if id_token is not None:
+            if "token" in document:
+                raise EnrollmentRefused(
+                    "request_invalid", "give 'token' or 'id_token', not both", status=400
+                )
+            return await self._enroll_id_token(id_token, csr or "", client)
+        token = _string(document, "token", required=True)
         try:
             result = await self._call(
                 self._decide,
                 "enroll",
                 lambda ra: ra.enroll(token, csr, now=_now(), client=client),
             )
+        except EnrollmentRefused as refused:
+            if refused.code in _TOKEN_FAILURES:
+                self._limiter.failed(client, time.monotonic())
+            raise
+        if isinstance(result, EnrollmentRequest):
+            return _pending(result)
+        return _issued(result, 201)
+
+    def _verify(
+        self, provisioners: tuple[OidcProvisioner, ...], token: str, now: dt.datetime
+    ) -> VerifiedToken:
+        """Off the event loop (a JWKS fetch is network IO): the provisioner, its keys, the
+        token verified; one refetch of the keys when the token names an unknown ``kid``."""
+        provisioner, _ = select_provisioner(provisioners, token)
+        try:
+            jwks, fresh = self._jwks.keys(provisioner)
+            try:
+                return verify_token(provisioner, token, jwks, now=now)
+            except UnknownKeyId:
+                if fresh:
+                    raise
+                jwks, fresh = self._jwks.keys(provisioner, refresh=True)
+                if not fresh:  # refetched within the interval already: the kid stays unknown
+                    raise
+                return verify_token(provisioner, token, jwks, now=now)
+        except UnknownKeyId as unknown:
+            raise TokenRefused(
+                "token_signature_invalid",
+                f"{provisioner.name}: kid {unknown.kid!r} is not in the issuer's keys",
+            ) from None
+        except JwksUnavailable as exc:
+            _log.warning("provisioner %s: keys unavailable: %s", provisioner.name, exc)
+            raise EnrollmentRefused(
+                "token_issuer_unavailable",
+                "the CA cannot fetch the token issuer's keys; retry later",
+                status=503,
+            ) from None
+
+    async def _enroll_id_token(self, token: str, csr: str, client: str) -> Response:
+        """Enrollment with a workload-identity token: the provisioner decides the identity.
+        The client gets the code; the audit log gets what exactly was wrong."""
+        now = _now()
+        try:
+            verified = await asyncio.to_thread(self._verify, self._ra.provisioners, token, now)
+            result = await self._call(
+                self._decide,
+                "enroll",
+                lambda ra: ra.enroll_verified(verified, csr, now=now, client=client),
+            )
+        except TokenRefused as refused:
+            self._limiter.failed(client, time.monotonic())
+            if refused.code != "token_replayed":  # the store audited that one with the jti
+                audit = {"code": refused.code, "detail": refused.detail, "client": client}
+                await self._call(
+                    lambda: self._ra.records.record_event("id_token_refused", audit, at=now)
+                )
+            raise
         except EnrollmentRefused as refused:
             if refused.code in _TOKEN_FAILURES:
                 self._limiter.failed(client, time.monotonic())

@@ -34,6 +34,15 @@ ERROR_CODES: Final = (
     "store_unavailable",
     "config_invalid",
     "internal_error",
+    # enrollment with a workload-identity token ([[provisioners]], docs/enroll-oidc.md)
+    "token_signature_invalid",
+    "token_audience_mismatch",
+    "token_not_yet_valid",
+    "token_replayed",
+    "token_issuer_unknown",
+    "token_issuer_unavailable",
+    "claims_not_allowed",
+    "template_value_invalid",
 )
 
 
@@ -75,7 +84,8 @@ def openapi_document(*, title: str) -> dict[str, Any]:
             "/v1/enroll": {
                 "post": {
                     "operationId": "enroll",
-                    "summary": "Redeem a one-time token and a CSR for a certificate.",
+                    "summary": "Redeem a one-time token (or a workload-identity id_token) "
+                    "and a CSR for a certificate.",
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -212,9 +222,14 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                 },
                 "EnrollRequest": {
                     "type": "object",
-                    "required": ["token", "csr"],
+                    "required": ["csr"],
                     "properties": {
                         "token": {"type": "string", "description": "mtk1_… from `ca token`"},
+                        "id_token": {
+                            "type": "string",
+                            "description": "a workload-identity JWT for a [[provisioners]] "
+                            "entry, instead of token",
+                        },
                         "csr": {"type": "string", "description": "PKCS#10 CSR, PEM"},
                     },
                 },

@@ -85,9 +85,10 @@ def _write(directory: Path, document: dict[str, Any]) -> None:
 
 def enroll(
     url: str,
-    token: str,
+    token: str | None,
     out: str | Path,
     *,
+    id_token: str | None = None,
     ca_fingerprint: str | Fingerprint | None = None,
     key_type: str = KeyType.EC_P256.value,
     identity: str | None = None,
@@ -96,7 +97,9 @@ def enroll(
     request_id: str | None = None,
     on_pending: Callable[[str, int, int], None] | None = None,
 ) -> Enrolled:
-    """Enroll at ``url`` (``https://host:port``) with a one-time ``token``; write ``out``/.
+    """Enroll at ``url`` (``https://host:port``) with a one-time ``token``, or with
+    ``id_token`` (a workload-identity JWT the CA's ``[[provisioners]]`` trust: the
+    provisioner's template decides the identity); write ``out``/.
 
     ``ca_fingerprint`` (``sha256:HEX`` of the CA root) is checked before the token is
     sent; without it, ``out/ca.pem`` from an earlier contact is used, else the root is
@@ -107,6 +110,9 @@ def enroll(
     >>> enroll("https://ca.internal:8444", token, "client/",
     ...        ca_fingerprint="sha256:…")                                # doctest: +SKIP
     """
+    if (token is None) == (id_token is None) and request_id is None:
+        raise InputError("give a one-time token or an id token, exactly one", source="enroll")
+    proof = {"token": token} if id_token is None else {"id_token": id_token.strip()}
     base = url.rstrip("/")
     directory = Path(out)
     pin = Fingerprint.parse(ca_fingerprint) if isinstance(ca_fingerprint, str) else ca_fingerprint
@@ -119,7 +125,7 @@ def enroll(
     write_public(pinned, certificate_pem(root))
     if request_id is None:
         csr = build_csr(key, identity).public_bytes(serialization.Encoding.PEM).decode()
-        status, document = post_json(f"{base}/v1/enroll", context, {"token": token, "csr": csr})
+        status, document = post_json(f"{base}/v1/enroll", context, {**proof, "csr": csr})
     else:
         status, document = get_json(f"{base}/v1/requests/{request_id}", context)
     deadline = time.monotonic() + wait

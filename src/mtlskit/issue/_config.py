@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tomllib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,6 +17,7 @@ from mtlskit.certs import KeyType
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.issue._enroll import ApprovalRule
 from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
+from mtlskit.issue._provisioner import MAX_SKEW, IdentityTemplate, OidcProvisioner
 
 __all__ = ["CaConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
 
@@ -37,6 +38,62 @@ class ApprovalConfig(BaseModel):
         for text in value:
             IdentityPattern.parse(text)
         return value
+
+
+class ProvisionerConfig(BaseModel):
+    """``[[provisioners]]``: tokens from ``issuer`` for ``audience`` enroll as ``identity``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["oidc"]
+    name: str = Field(min_length=1)
+    issuer: str = Field(min_length=1)
+    # A JWKS file (relative to the CA directory); without it the keys come from the
+    # issuer's discovery document (https, or http to a loopback address only).
+    jwks: str | None = None
+    audience: str = Field(min_length=1)
+    max_token_age: str = "1h"
+    clock_skew: str = "60s"
+    identity: str
+    require: dict[str, Any] = {}
+
+    @field_validator("max_token_age", "clock_skew")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("clock_skew")
+    @classmethod
+    def _skew(cls, value: str) -> str:
+        if parse_duration(value) > MAX_SKEW:
+            raise ValueError(f"{value} is more than the 5m this CA accepts")
+        return value
+
+    @field_validator("identity")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        IdentityTemplate.parse(value)
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    def provisioner(self) -> OidcProvisioner:
+        return OidcProvisioner(
+            name=self.name,
+            issuer=self.issuer,
+            audience=self.audience,
+            identity=IdentityTemplate.parse(self.identity),
+            max_token_age=parse_duration(self.max_token_age),
+            clock_skew=parse_duration(self.clock_skew),
+            jwks=self.jwks,
+            require=OidcProvisioner.requirements(self.require),
+        )
 
 
 class Pkcs11Config(BaseModel):
@@ -89,6 +146,17 @@ class CaConfig(BaseModel):
     approval: list[ApprovalConfig] = []
     # None: root.key/issuing.key files in the CA directory; else keys in a PKCS#11 token
     pkcs11: Pkcs11Config | None = None
+    # enrollment with a workload-identity token (OIDC/JWT) instead of a one-time token
+    provisioners: list[ProvisionerConfig] = []
+
+    @field_validator("provisioners")
+    @classmethod
+    def _unique_names(cls, value: list[ProvisionerConfig]) -> list[ProvisionerConfig]:
+        names = [entry.name for entry in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"provisioner name {name!r} is used twice")
+        return value
 
     @field_validator("database")
     @classmethod
@@ -138,6 +206,9 @@ class CaConfig(BaseModel):
             )
             for rule in self.approval
         )
+
+    def oidc_provisioners(self) -> tuple[OidcProvisioner, ...]:
+        return tuple(entry.provisioner() for entry in self.provisioners)
 
     def policy(self) -> IdentityPolicy:
         return IdentityPolicy(
@@ -223,6 +294,11 @@ def render_ca_config(config: CaConfig) -> str:
         "# enrollment tokens for identities matching an [[approval]] rule wait for that many",
         "# distinct approvers (`mtlskit ca requests approve`), e.g.",
         '# [[approval]]\n# ids = ["spiffe://acme.com/prod/**"]\n# approvers = 2',
+        "# workloads holding a platform's OIDC/JWT token enroll without a one-time token",
+        "# (docs/enroll-oidc.md), e.g.",
+        '# [[provisioners]]\n# kind = "oidc"\n# name = "k8s"\n# issuer = "https://kubernetes.default.svc"',
+        '# jwks = "k8s-jwks.json"\n# audience = "mtlskit"\n# max_token_age = "1h"',
+        '# identity = "spiffe://acme.com/ns/{kubernetes.io.namespace}/sa/{kubernetes.io.serviceaccount.name}"',
     ]
     for rule in config.approval:
         lines += ["[[approval]]", f"ids = {value(rule.ids)}", f"approvers = {rule.approvers}"]

@@ -36,12 +36,18 @@ from mtlskit.issue._enroll import (
 )
 from mtlskit.issue._policy import IssuanceRefused
 from mtlskit.issue._profile import parse_identity
+from mtlskit.issue._provisioner import (
+    OidcProvisioner,
+    TokenIdStore,
+    TokenRefused,
+    VerifiedToken,
+)
 from mtlskit.issue._store import Store
 
 __all__ = ["RegistrationAuthority"]
 
 
-class _Records(Store, EnrollmentStore, Protocol):
+class _Records(Store, EnrollmentStore, TokenIdStore, Protocol):
     """A store that keeps both certificates and enrollment state (``SqlStore`` does)."""
 
 
@@ -64,6 +70,7 @@ class RegistrationAuthority:
     authority: CertificateAuthority
     records: _Records
     approval: tuple[ApprovalRule, ...] = ()
+    provisioners: tuple[OidcProvisioner, ...] = ()
 
     def _check_csr(
         self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime
@@ -124,18 +131,32 @@ class RegistrationAuthority:
         if record is None or record.used_at is not None or record.expires_at <= now:
             raise unredeemable(record, now)
         review = self._check_csr(csr, record.identity, now)
-        required = required_approvals(self.approval, record.identity)
         digest = csr_hash(csr)
         self.records.redeem_token(
             hashed,
             at=now,
             detail={"identity": record.identity, "csr_sha256": digest, "client": client},
         )
+        return self._issue_or_queue(
+            review, csr, digest=digest, identity=record.identity, now=now, client=client
+        )
+
+    def _issue_or_queue(
+        self,
+        review: CsrReview,
+        csr: x509.CertificateSigningRequest,
+        *,
+        digest: str,
+        identity: str,
+        now: dt.datetime,
+        client: str,
+    ) -> Issued | EnrollmentRequest:
+        required = required_approvals(self.approval, identity)
         if not required:
-            return self._issue(review, record.identity, now)
+            return self._issue(review, identity, now)
         request = EnrollmentRequest(
             id=new_request_id(),
-            identity=record.identity,
+            identity=identity,
             csr_pem=csr.public_bytes(Encoding.PEM),
             csr_sha256=digest,
             required=required,
@@ -145,6 +166,37 @@ class RegistrationAuthority:
         )
         self.records.add_request(request)
         return request
+
+    def enroll_verified(
+        self, token: VerifiedToken, csr_data: bytes | str, *, now: dt.datetime, client: str = ""
+    ) -> Issued | EnrollmentRequest:
+        """Enroll with a workload-identity token already verified (``verify_token``): its
+        templated identity through the same CSR and policy checks as a one-time token's,
+        then its ``jti`` burned (every node sees it: the CA database), then issuance."""
+        if not any(
+            p.name == token.provisioner and p.issuer == token.issuer for p in self.provisioners
+        ):  # ca.toml changed between verification and this decision
+            raise TokenRefused("token_issuer_unknown", f"provisioner {token.provisioner} is gone")
+        csr = _csr(csr_data)
+        review = self._check_csr(csr, token.identity, now)
+        digest = csr_hash(csr)
+        detail = {
+            "provisioner": token.provisioner,
+            "issuer": token.issuer,
+            "subject": token.subject,
+            "identity": token.identity,
+            "csr_sha256": digest,
+            "client": client,
+        }
+        if token.jti is not None:
+            self.records.use_token_id(
+                token.issuer, token.jti, expires_at=token.expires_at, at=now, detail=detail
+            )
+        else:
+            self.authority.store.record_event("id_token", detail, at=now)
+        return self._issue_or_queue(
+            review, csr, digest=digest, identity=token.identity, now=now, client=client
+        )
 
     def poll(self, request_id: str, *, now: dt.datetime) -> Issued | EnrollmentRequest:
         """A pending request as it stands, or its certificate once enough people approved it."""

@@ -41,6 +41,7 @@ __all__ = [
     "enrollment_requests",
     "metadata",
     "revocations",
+    "token_ids",
     "tokens",
 ]
 
@@ -48,11 +49,12 @@ __all__ = [
 # head, written out (``test_store_migrate`` proves the two agree on SQLite and PostgreSQL).
 # 1: certificates, revocations, counters, audit log. 2: enrollment tokens, requests and
 # approvals. 3: one enrollment request per serial, for several CA nodes on one database.
-# 4: registered approvers, and approvals signed by their keys.
+# 4: registered approvers, and approvals signed by their keys. 5: used ``jti`` of
+# workload-identity tokens, one row per (issuer, jti), shared by every node.
 # ``counters.schema_version`` follows it, so an mtlskit from before Alembic refuses a
 # newer store instead of writing to it.
-SCHEMA_VERSION: Final = 4
-SCHEMA_REVISION: Final = "0004"
+SCHEMA_VERSION: Final = 5
+SCHEMA_REVISION: Final = "0005"
 # Stores made before Alembic carry only ``counters.schema_version``: its revision.
 LEGACY_REVISIONS: Final = {1: "0001", 2: "0002"}
 
@@ -166,6 +168,16 @@ approvers = Table(
     Column("cert", LargeBinary, nullable=False),
     Column("signature", LargeBinary, nullable=False),  # the CA's, over the three above
     Column("added_at", UtcDateTime, nullable=False),
+)
+
+token_ids = Table(
+    "token_ids",
+    metadata,
+    # The key that makes a jti single-use across nodes: the second insert of it is a no-op.
+    Column("issuer", Text, primary_key=True),
+    Column("jti", Text, primary_key=True),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),  # then it can go
+    Column("used_at", UtcDateTime, nullable=False),
 )
 
 

@@ -36,12 +36,15 @@ from sqlalchemy import (
     Engine,
     bindparam,
     create_engine,
+    delete,
     event,
     insert,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Dialect, RootTransaction, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -71,6 +74,7 @@ from mtlskit.issue import (
     approvals_counted,
     unredeemable,
 )
+from mtlskit.issue._provisioner import TokenRefused
 from mtlskit.store._migrate import is_known, stored_revision, upgrade
 from mtlskit.store._schema import (
     SCHEMA_REVISION,
@@ -82,6 +86,7 @@ from mtlskit.store._schema import (
     counters,
     enrollment_requests,
     revocations,
+    token_ids,
     tokens,
 )
 
@@ -737,6 +742,39 @@ class SqlStore:
             raise refusal
         assert row is not None  # no refusal: the UPDATE matched this row
         return _token(row)
+
+    def use_token_id(
+        self,
+        issuer: str,
+        jti: str,
+        *,
+        expires_at: dt.datetime,
+        at: dt.datetime,
+        detail: Mapping[str, Any],
+    ) -> None:
+        """Burn a workload-identity token's ``jti``: one INSERT … ON CONFLICT DO NOTHING on
+        its (issuer, jti) key, so of two nodes inserting it at once exactly one gets a row;
+        the other (and any later replay) is ``token_replayed``, audited with its detail.
+        Rows of tokens past their ``exp`` go in the same transaction: such a token is
+        refused for its ``exp`` before it gets here."""
+        dialect = pg_dialect if self._engine.dialect.name == "postgresql" else sqlite_dialect
+        statement = (
+            dialect.insert(token_ids)
+            .values(issuer=issuer, jti=jti, expires_at=expires_at, used_at=at)
+            .on_conflict_do_nothing(index_elements=["issuer", "jti"])
+        )
+        with self._write() as conn:
+            conn.execute(delete(token_ids).where(token_ids.c.expires_at < at))
+            done = conn.execute(statement).rowcount
+            record = {"jti": jti, **detail}
+            if done == 1:
+                self._append_audit(conn, "id_token", record, at)
+            else:
+                self._append_audit(
+                    conn, "id_token_refused", {"code": "token_replayed", **record}, at
+                )
+        if done != 1:
+            raise TokenRefused("token_replayed", f"jti {jti!r} of {issuer} was used before")
 
     def add_request(self, request: EnrollmentRequest) -> None:
         with self._write() as conn:

@@ -80,6 +80,20 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ("config",): ["nginx", "--trust", str(pem), "--out", out],
         ("demo",): None,
         ("enroll",): ["https://127.0.0.1:9", "--token", "t", "--out", out],
+        ("enroll", "--id-token-file"): [
+            "https://127.0.0.1:9",
+            "--id-token-file",
+            str(tmp / "no-such-token"),
+            "--out",
+            out,
+        ],
+        ("enroll", "--id-token-env"): [
+            "https://127.0.0.1:9",
+            "--id-token-env",
+            "MTLSKIT_TEST_UNSET_TOKEN",
+            "--out",
+            out,
+        ],
         ("export", "pkcs12"): ["--cert", str(pem), "--key", str(pem), "--out", out],
         ("gateway",): ["--config", str(toml)],
         ("inspect",): [str(pem)],
@@ -123,7 +137,11 @@ def test_version_is_clean(tmp_path):
     assert "mtlskit" in run.stdout
 
 
-OPTIONS = [("ca", "issue", "--server")]  # --server with --id
+OPTIONS = [
+    ("ca", "issue", "--server"),  # --server with --id
+    ("enroll", "--id-token-file"),  # no such file
+    ("enroll", "--id-token-env"),  # an unset variable
+]
 
 
 def test_every_command_names_a_bad_input(tmp_path):

@@ -36,14 +36,17 @@ def command(config_path: str, check: bool) -> int:
     return run_configured(config, source=config_path)  # read once, as --check reads it
 
 
-def run_configured(config: GatewayConfig, *, source: str | None = None) -> int:
+def run_configured(
+    config: GatewayConfig, *, source: str | None = None, serve_app: str | None = None
+) -> int:
     """One gateway process, or with ``[listen] workers`` > 1 a master and its workers.
 
-    ``source``: gateway.toml, which a reload (SIGHUP, the file poll) reads again."""
+    ``source``: gateway.toml, which a reload (SIGHUP, the file poll) reads again;
+    ``serve_app``: ``mtlskit serve``'s APP, which that re-read keeps (the file names none)."""
     count = config.listen.worker_count
     if count > 1:
         from mtlskit.gateway._workers import run_workers
 
-        return run_workers(config, count, source=source)
-    Gateway(config, source=source).run()  # until SIGTERM (drain) or SIGINT
+        return run_workers(config, count, source=source, serve_app=serve_app)
+    Gateway(config, source=source, serve_app=serve_app).run()  # until SIGTERM or SIGINT
     return 0

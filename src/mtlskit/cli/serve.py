@@ -40,4 +40,5 @@ def command(app: str, config_path: str, app_dir: str) -> int:
     if path not in sys.path:
         sys.path.insert(0, path)
     config = load_config(config_path, asgi=app)
-    return run_configured(config)  # imports APP first: an import error is exit 2
+    # imports APP first: an import error is exit 2; a reload re-reads config_path for APP
+    return run_configured(config, source=config_path, serve_app=app)

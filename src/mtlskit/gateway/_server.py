@@ -56,6 +56,7 @@ class Gateway:
 
     With ``source`` (gateway.toml's path) a reload reads that file again too; ``as_read``
     is the config as that file said it, when ``config`` differs (a worker's bound port).
+    ``serve_app`` is ``mtlskit serve``'s APP, given to ``load_config`` on every re-read.
     """
 
     def __init__(
@@ -65,9 +66,11 @@ class Gateway:
         app: AsgiApp | None = None,
         source: str | Path | None = None,
         as_read: GatewayConfig | None = None,
+        serve_app: str | None = None,
     ) -> None:
         self.config = config
         self.source = source
+        self.serve_app = serve_app
         self._as_read = as_read or config  # what a reload's diff starts from
         self._source_stamps = file_stamps([Path(source)]) if source is not None else ()
         upstream = config.upstream
@@ -270,7 +273,7 @@ class Gateway:
         try:
             if self.source is not None:
                 self._source_stamps = file_stamps([Path(self.source)])
-                new = load_config(self.source)
+                new = load_config(self.source, asgi=self.serve_app)
                 changed = changed_keys(self._as_read, new)
                 applied = [key for key in changed if key not in RESTART_KEYS]
                 restart = [key for key in changed if key in RESTART_KEYS]

@@ -79,11 +79,17 @@ class Master:
     """Forks ``count`` workers for ``config`` and looks after them until told to stop."""
 
     def __init__(
-        self, config: GatewayConfig, count: int, *, source: str | Path | None = None
+        self,
+        config: GatewayConfig,
+        count: int,
+        *,
+        source: str | Path | None = None,
+        serve_app: str | None = None,
     ) -> None:
         self.config = config
         self.as_read = config  # before the bound port replaces listen.address
         self.source = source  # gateway.toml: each worker re-reads it on SIGHUP
+        self.serve_app = serve_app  # mtlskit serve's APP, kept by every re-read
         self.count = count
         self.workers: dict[int, int] = {}  # pid -> slot
         self._channels: dict[int, socket.socket] = {}  # slot -> the master's end
@@ -252,7 +258,7 @@ class Master:
         if self.source is None:
             return
         with contextlib.suppress(InputError):
-            new = load_config(self.source)
+            new = load_config(self.source, asgi=self.serve_app)
             self.config = reloadable(new, running=self.config)
             self.as_read = reloadable(new, running=self.as_read)
 
@@ -270,7 +276,9 @@ class Master:
         code = 1
         try:  # the child
             self._release(ours)
-            gateway = Gateway(self.config, source=self.source, as_read=self.as_read)
+            gateway = Gateway(
+                self.config, source=self.source, as_read=self.as_read, serve_app=self.serve_app
+            )
             gateway.run(channel=theirs, stats=self.stats / f"{os.getpid()}.json")
             code = 0
         except BaseException:
@@ -350,6 +358,12 @@ def _noted(number: int, frame: Any) -> None:
     """Python's part of a signal: nothing (the wake-up pipe tells the master which)."""
 
 
-def run_workers(config: GatewayConfig, count: int, *, source: str | Path | None = None) -> int:
+def run_workers(
+    config: GatewayConfig,
+    count: int,
+    *,
+    source: str | Path | None = None,
+    serve_app: str | None = None,
+) -> int:
     """The CLI's entry for ``workers`` > 1: the master's life; exit 0 after a drain."""
-    return Master(config, count, source=source).run()
+    return Master(config, count, source=source, serve_app=serve_app).run()

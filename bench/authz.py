@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from bench.report import Section, stop_process, table
+from bench.report import Goal, Section, stop_process, table
 from bench.report import free_port as _port
 from bench.report import wait_for_port as _wait
 from mtlskit.cli import main as mtlskit
@@ -170,6 +170,7 @@ def run(quick: bool) -> Section:
                 for scenario, port in ports.items():
                     samples[(scenario, False)].append(_ab(port, client, new_n, keepalive=False))
                     samples[(scenario, True)].append(_ab(port, client, keep_n, keepalive=True))
+            haproxy = _haproxy_part(tmp, backend_port, quick) if shutil.which("haproxy") else None
         finally:
             for process in reversed(processes):
                 stop_process(process)
@@ -213,4 +214,127 @@ def run(quick: bool) -> Section:
             "validation, CRL lookup and policy match (and the identity headers are rebuilt).",
         ]
     )
-    return Section(title="authz-server behind nginx: added latency", body=body)
+    goals: list[Goal] = []
+    if haproxy is not None:
+        body += "\n\n" + haproxy[0]
+        goals += haproxy[1]
+    return Section(title="authz-server behind nginx: added latency", body=body, goals=goals)
+
+
+# --- HAProxy: generated config + Lua against the same config without the Lua check ---------
+
+HAPROXY_CLIENTS = 16
+
+
+def _ab_rate(port: int, client: Path, seconds: int, *, keepalive: bool) -> float:
+    """Requests/s of ``ab`` with HAPROXY_CLIENTS concurrent clients for ``seconds``."""
+    args = ["ab", "-q", "-r", "-c", str(HAPROXY_CLIENTS), "-t", str(seconds), "-n", "10000000"]
+    args += ["-E", str(client), *(["-k"] if keepalive else [])]
+    out = subprocess.run(
+        [*args, f"https://127.0.0.1:{port}/"], check=True, capture_output=True, text=True
+    ).stdout
+    failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))
+    if failed or re.search(r"Non-2xx responses:\s+(\d+)", out):
+        raise RuntimeError(f"ab saw failures on port {port}:\n{out}")
+    return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+
+
+def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[Goal]]:
+    """Bare HAProxy (``verify required`` + plain proxy) vs HAProxy + Lua + authz-server."""
+    seconds, repeats = (2, 3) if quick else (5, 5)
+    processes: list[subprocess.Popen] = []
+    ports: dict[str, int] = {}
+    try:
+        for scenario in ("alone", "with mtlskit"):
+            authz_port, port = _port(), _port()
+            out = tmp / f"haproxy-{scenario.replace(' ', '-')}.cfg"
+            toml = out.with_suffix(".toml")
+            args = [
+                "config", "haproxy", "--trust", tmp / "root.pem",
+                "--intermediate", tmp / "issuing.pem", "--crl", tmp / "crl.pem",
+                "--policy", tmp / "policy.toml", "--server-cert", tmp / "server.pem",
+                "--server-key", tmp / "server.key", "--listen", f"127.0.0.1:{port}",
+                "--upstream", f"http://127.0.0.1:{backend_port}",
+                "--authz", f"http://127.0.0.1:{authz_port}",
+                "--out", out, "--authz-config", toml,
+            ]  # fmt: skip
+            if mtlskit([str(a) for a in args]) != 0:
+                raise RuntimeError("mtlskit config haproxy failed")
+            if scenario == "alone":  # the very same config without the check
+                lines = out.read_text().splitlines()
+                check = ("lua-load", "lua.mtlskit", "mtlskit_key", "mtlskit_allowed", "mtlskit_h")
+                out.write_text("\n".join(x for x in lines if not any(c in x for c in check)) + "\n")
+            else:
+                toml.write_text(
+                    toml.read_text().replace('decisions = "-"', 'decisions = "/dev/null"')
+                )
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "mtlskit", "authz-server", "--config", str(toml)],
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                _wait(authz_port, processes[-1])
+            processes.append(subprocess.Popen(["haproxy", "-db", "-f", str(out)]))
+            _wait(port, processes[-1])
+            ports[scenario] = port
+        client = tmp / "client.pem"
+        for port in ports.values():  # warm up
+            _ab_rate(port, client, 1, keepalive=True)
+        samples: dict[tuple[str, bool], list[float]] = {(s, k): [] for s in ports for k in (0, 1)}
+        for _ in range(repeats):
+            for scenario, port in ports.items():
+                for keepalive in (False, True):
+                    rate = _ab_rate(port, client, seconds, keepalive=keepalive)
+                    samples[(scenario, keepalive)].append(rate)
+    finally:
+        for process in reversed(processes):
+            stop_process(process)
+    rate = {key: statistics.median(values) for key, values in samples.items()}
+    ratio = {k: rate[("with mtlskit", k)] / rate[("alone", k)] for k in (False, True)}
+    rows = [
+        [
+            "HAProxy alone" if s == "alone" else "HAProxy + Lua + authz-server",
+            f"{rate[(s, False)]:,.0f}",
+            "1.00×" if s == "alone" else f"{ratio[False]:.2f}×",
+            f"{rate[(s, True)]:,.0f}",
+            "1.00×" if s == "alone" else f"{ratio[True]:.2f}×",
+        ]
+        for s in ports
+    ]
+    body = "\n".join(
+        [
+            f"### HAProxy {HAPROXY_CLIENTS} clients",
+            "",
+            f"Requests/s with {HAPROXY_CLIENTS} concurrent `ab -E` clients (same certificate), "
+            "HAProxy 2.6 with its default threads (one per core), medians of "
+            f'{repeats} interleaved {seconds} s runs. "alone" is the config '
+            "`mtlskit config haproxy` writes without its Lua lines (`verify required`, header "
+            "deletion, plain proxy).",
+            "",
+            table(
+                ["setup", "new conn req/s", "ratio", "keep-alive req/s", "ratio"],
+                rows,
+            ),
+            "",
+            "The Lua keeps each decision for at most 1 s per thread (leaf, method, URL), so the "
+            "check is a table lookup for all but about one request per second per client.",
+        ]
+    )
+    goals = [
+        Goal(
+            name="HAProxy + authz-server keep-alive req/s vs HAProxy alone, 16 clients",
+            target="≥ 0.9×",
+            measured=f"{ratio[True]:.2f}×",
+            met=ratio[True] >= 0.9,
+            issue="#25",
+        ),
+        Goal(
+            name="HAProxy + authz-server full-handshake req/s vs HAProxy alone, 16 clients",
+            target="≥ 0.95×",
+            measured=f"{ratio[False]:.2f}×",
+            met=ratio[False] >= 0.95,
+            issue="#25",
+        ),
+    ]
+    return body, goals

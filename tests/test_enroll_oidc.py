@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
+from _servers import free_port
 from ca_server import RunningCa, init_ca, serve
+from conftest import require_program
 from mtlskit.certs import generate_private_key
 from mtlskit.client import build_csr
 
@@ -351,3 +354,141 @@ def test_token_and_id_token_together_is_a_bad_request(setup):
     ca, k8s, _ = setup
     response = _post(ca, {"token": "mtk1_x", "id_token": k8s.token(k8s_claims()), "csr": _csr()})
     assert (response.status_code, response.json()["code"]) == (400, "request_invalid")
+
+
+# --- a real OpenID Provider: panva/oidc-provider, run by node ------------------------
+
+OIDC_DIR = Path(__file__).resolve().parent / "oidc"
+RESOURCE = "https://ca.mtlskit.test"
+CLIENT_ID, CLIENT_SECRET = "billing-batch", "a client secret for tests only"
+
+
+def _oidc_modules() -> Path:
+    """A directory with tests/oidc's locked node_modules: ``npm ci`` once into a cache
+    keyed by the lock file's hash (reused by later runs), then the provider script."""
+    require_program("node")
+    npm = require_program("npm")
+    lock = (OIDC_DIR / "package-lock.json").read_bytes()
+    root = Path(os.environ.get("MTLSKIT_TEST_CACHE", Path.home() / ".cache" / "mtlskit-tests"))
+    target = root / f"oidc-provider-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if not (target / "node_modules" / "oidc-provider" / "package.json").exists():
+        staging = root / f"{target.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(OIDC_DIR / name, staging / name)
+        run = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=staging, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, f"npm ci failed:\n{run.stdout}\n{run.stderr}"
+        try:
+            staging.rename(target)
+        except OSError:  # another run installed it meanwhile
+            shutil.rmtree(staging, ignore_errors=True)
+    script = (OIDC_DIR / "provider.mjs").read_bytes()
+    (target / f"provider-{hashlib.sha256(script).hexdigest()[:16]}.mjs").write_bytes(script)
+    return target / f"provider-{hashlib.sha256(script).hexdigest()[:16]}.mjs"
+
+
+@pytest.fixture(scope="module")
+def op(tmp_path_factory):
+    """oidc-provider on 127.0.0.1 with keys made here; yields its issuer URL."""
+    script = _oidc_modules()
+    base = tmp_path_factory.mktemp("op")
+    keys = KeySet(
+        [
+            ECKey.generate_key("P-256", parameters={"kid": "op-ec", "use": "sig", "alg": "ES256"}),
+            RSAKey.generate_key(2048, parameters={"kid": "op-rsa", "use": "sig", "alg": "RS256"}),
+        ]
+    )
+    (base / "keys.json").write_text(json.dumps(keys.as_dict(private=True)))
+    client = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "grant_types": ["client_credentials"],
+        "redirect_uris": [],
+        "response_types": [],
+        "token_endpoint_auth_method": "client_secret_basic",
+    }
+    (base / "clients.json").write_text(json.dumps([client]))
+    port = free_port()
+    log = (base / "op.log").open("w")
+    args = [str(port), str(base / "keys.json"), str(base / "clients.json")]
+    process = subprocess.Popen(
+        ["node", str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "OIDC_RESOURCE": RESOURCE},
+    )
+    log.close()
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("listening "):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"oidc-provider did not start: {line}{(base / 'op.log').read_text()}")
+    yield line.split()[1]
+    process.terminate()
+    process.wait(timeout=10)
+    process.stdout.close()
+
+
+def _client_credentials(issuer: str) -> str:
+    """A JWT access token (RFC 9068) for the CA, by the client_credentials grant."""
+    discovery = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+    response = httpx.post(
+        discovery["token_endpoint"],
+        data={"grant_type": "client_credentials", "scope": "enroll", "resource": RESOURCE},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def op_ca(op, tmp_path_factory):
+    provisioner = f"""
+[[provisioners]]
+kind = "oidc"
+name = "corp-op"
+issuer = "{op}"
+audience = "{RESOURCE}"
+max_token_age = "10m"
+identity = "spiffe://acme.com/oidc/{{client_id}}"
+[provisioners.require]
+scope = "enroll"
+"""
+    directory = init_ca(tmp_path_factory.mktemp("op-ca") / "ca", approval=provisioner)
+    running = serve(directory, "--max-token-failures", "1000")
+    yield running
+    running.stop()
+
+
+def test_a_token_from_a_real_openid_provider_enrolls_once(op, op_ca, tmp_path):
+    token = _client_credentials(op)
+    env = {**os.environ, "OP_TOKEN": token}
+    run = subprocess.run(
+        [sys.executable, "-m", "mtlskit", "enroll", op_ca.url, "--id-token-env", "OP_TOKEN",
+         "--out", str(tmp_path / "out"), "--ca-fingerprint", op_ca.fingerprint, "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["identity"] == "spiffe://acme.com/oidc/billing-batch"
+    cert = x509.load_pem_x509_certificate((tmp_path / "out" / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "spiffe://acme.com/oidc/billing-batch"
+    ]
+    again = _enroll(op_ca, token)  # the OP's jti, burned in the CA's database
+    assert (again.status_code, again.json()["code"]) == (409, "token_replayed")
+    fresh = _enroll(op_ca, _client_credentials(op))  # a new token: a new jti
+    assert fresh.status_code == 201, fresh.text
+
+
+def test_a_real_openid_providers_token_for_another_ca_is_refused(op, op_ca, setup):
+    other_ca, _, _ = setup  # trusts Kubernetes and GitHub, not this OP
+    response = _enroll(other_ca, _client_credentials(op))
+    assert (response.status_code, response.json()["code"]) == (401, "token_issuer_unknown")

@@ -186,3 +186,28 @@ def test_bad_server_options_are_one_line(issued, tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("mtlskit: error: "), done.stderr
     assert message in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_ca_refuses_what_a_client_would_refuse_and_what_its_policy_forbids(tmp_path):
+    """A DNS name constraint on the CA (``--name-constraints``: acme.com) excludes
+    ``localhost``: refused at issuance (exit 1, rule server_verify), nothing written; a name
+    inside it is issued; max_ttl applies to server certificates too."""
+    ca = init_ca(tmp_path / "ca", "--name-constraints")
+    passphrase = ("--passphrase-file", tmp_path / "ca.pass")
+    outside = _run(
+        "ca", "issue", ca, "--server", "--dns", "localhost", "--out", tmp_path / "a", *passphrase
+    )
+    assert outside.returncode == 1, outside.stdout + outside.stderr
+    assert "refused by rule server_verify" in outside.stderr
+    assert "for localhost" in outside.stderr
+    assert not (tmp_path / "a").exists()
+    inside = _run(
+        "ca", "issue", ca, "--server", "--dns", "api.acme.com", "--out", tmp_path / "b", *passphrase
+    )
+    assert inside.returncode == 0, inside.stderr
+    too_long = _run(
+        "ca", "issue", ca, "--server", "--dns", "api.acme.com", "--ttl", "30d",
+        "--out", tmp_path / "c", *passphrase,
+    )  # fmt: skip
+    assert too_long.returncode == 1
+    assert "refused by rule max_ttl" in too_long.stderr

@@ -57,6 +57,27 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ("ca", "crl"): [missing, "--out", out],
         ("ca", "init"): [str(pem), "--insecure-no-passphrase"],  # a file where a dir belongs
         ("ca", "issue"): [missing, "--id", "spiffe://acme.com/x", "--out", out],
+        ("ca", "init", "--key-store"): [
+            str(tmp / "token-ca"),
+            "--key-store",
+            "pkcs11",
+            "--pkcs11-module",
+            str(tmp / "no-such-module.so"),
+            "--token-label",
+            "t",
+        ],
+        ("ca", "init", "--pin-file"): [
+            str(tmp / "token-ca"),
+            "--key-store",
+            "pkcs11",
+            "--pkcs11-module",
+            str(pem),  # a file that exists, so the PIN file is what is read and missing
+            "--token-label",
+            "t",
+            "--pin-file",
+            str(tmp / "no-such-pin"),
+        ],
+        ("ca", "init", "--pkcs11-module"): [str(tmp / "file-ca"), "--pkcs11-module", str(pem)],
         ("ca", "issue", "--server"): [
             missing,
             "--server",
@@ -138,6 +159,9 @@ def test_version_is_clean(tmp_path):
 
 
 OPTIONS = [
+    ("ca", "init", "--key-store"),  # pkcs11 with a module that does not exist
+    ("ca", "init", "--pin-file"),  # no such PIN file
+    ("ca", "init", "--pkcs11-module"),  # without --key-store pkcs11
     ("ca", "issue", "--server"),  # --server with --id
     ("enroll", "--id-token-file"),  # no such file
     ("enroll", "--id-token-env"),  # an unset variable

@@ -44,6 +44,7 @@ from mtlskit.issue import (
     EnrollmentRefused,
     EnrollmentRequest,
     Issued,
+    KeyUnavailable,
     RegistrationAuthority,
     StoreUnavailable,
 )
@@ -192,6 +193,7 @@ class CaServer:
                 Route("/v1/bundle", self.bundle, methods=["GET"]),
             ],
             exception_handlers={
+                KeyUnavailable: self._key_unavailable,
                 StoreUnavailable: self._unavailable,
                 EnrollmentRefused: self._refused,
                 InputError: self._bad_input,
@@ -274,6 +276,11 @@ class CaServer:
                 for work in works:
                     try:
                         outcomes.append((True, work()))
+                    except KeyUnavailable:
+                        # The CA key could not sign: a call may already have written (a
+                        # redeemed token, a refusal) for a certificate that will not exist,
+                        # so the whole group is rolled back and every call answers 503.
+                        raise
                     except Exception as exc:  # handed to the caller's task, as raised
                         outcomes.append((False, exc))
         except StoreUnavailable as exc:
@@ -313,6 +320,17 @@ class CaServer:
         return _error(
             "store_unavailable",
             "the CA's database is unavailable; retry later",
+            503,
+            headers={"Retry-After": "1"},
+        )
+
+    async def _key_unavailable(self, request: Request, exc: Exception) -> Response:
+        """The CA key's token did not sign (absent, session lost): 503 like a lost database,
+        nothing recorded; the next request opens the token again, no restart needed."""
+        _log.warning("CA key unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _error(
+            "key_unavailable",
+            "the CA's signing key is unavailable; retry later",
             503,
             headers={"Retry-After": "1"},
         )

@@ -32,6 +32,7 @@ ERROR_CODES: Final = (
     "method_not_allowed",
     "no_trust_domain",
     "store_unavailable",
+    "key_unavailable",
     "config_invalid",
     "internal_error",
     # enrollment with a workload-identity token ([[provisioners]], docs/enroll-oidc.md)

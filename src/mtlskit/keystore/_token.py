@@ -62,8 +62,14 @@ def _library(module: str) -> pkcs11.lib:
 
     if not Path(module).is_file():
         raise InputError("no such PKCS#11 module", source=module)
+    from pkcs11.exceptions import PKCS11Error
+
     try:
-        return pkcs11.lib(module)
+        return pkcs11.lib(module)  # loaded once per process; C_Initialize again if finalized
+    except PKCS11Error as exc:  # loaded, but C_Initialize failed (its token store is gone)
+        raise KeyUnavailable(
+            f"the PKCS#11 module did not initialise: {_reason(exc)}", source=module
+        ) from None
     except (RuntimeError, OSError) as exc:
         raise InputError(f"cannot load the PKCS#11 module: {exc}", source=module) from None
 

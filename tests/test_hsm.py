@@ -1,0 +1,289 @@
+"""CA keys in a PKCS#11 token (issue 23), with a real SoftHSM2 token in a temp dir.
+
+Every mtlskit command runs as a real process: python-pkcs11 loads one library per
+process and SoftHSM2 reads $SOFTHSM2_CONF once, so each test's token stays its own.
+The gateway that must accept the token CA's leaves is a real one on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
+from ca_server import RunningCa, serve
+from conftest import require_program
+from mtlskit.certs import generate_private_key, load_certificates
+from mtlskit.client import build_csr
+
+MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
+PIN = "4711"
+GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+@dataclass
+class Token:
+    """One throwaway SoftHSM2 token: its conf, its directory, the env every command gets."""
+
+    module: str
+    label: str
+    tokendir: Path
+    env: dict[str, str]
+
+    def run(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None):
+        return subprocess.run(
+            [sys.executable, "-m", "mtlskit", *map(os.fspath, args)],
+            env=env or self.env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def _module() -> str:
+    require_program("softhsm2-util")
+    for path in MODULES:
+        if Path(path).is_file():
+            return path
+    message = "the SoftHSM2 module (libsofthsm2.so) is not installed; .ci/run installs it"
+    if os.environ.get("MTLSKIT_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _token(root: Path, label: str = "mtlskit-test") -> Token:
+    module = _module()
+    tokendir = root / "tokens"
+    tokendir.mkdir(parents=True)
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokendir}\nobjectstore.backend = file\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf), "MTLSKIT_PKCS11_PIN": PIN}
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "1234",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return Token(module=module, label=label, tokendir=tokendir, env=env)
+
+
+def _init(token: Token, directory: Path, *extra: str) -> None:
+    done = token.run(
+        "ca", "init", directory, "--trust-domain", "acme.com", "--key-store", "pkcs11",
+        "--pkcs11-module", token.module, "--token-label", token.label, *extra,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def token_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Token, Path]:
+    root = tmp_path_factory.mktemp("hsm")
+    token = _token(root)
+    _init(token, root / "ca")
+    return token, root / "ca"
+
+
+def _no_private_key_files(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+    assert not list(directory.glob("*.key"))
+
+
+def test_token_ca_issues_revokes_and_publishes_a_crl(token_ca, tmp_path):
+    token, ca = token_ca
+    config = (ca / "ca.toml").read_text()
+    assert "[pkcs11]" in config
+    assert "pkcs11:token=mtlskit-test;object=mtlskit-issuing;type=private" in config
+    assert PIN not in config
+    _no_private_key_files(ca)
+
+    issued = token.run("ca", "issue", ca, "--id", "spiffe://acme.com/web", "--out", tmp_path / "c")
+    assert issued.returncode == 0, issued.stderr
+    verified = token.run("verify", tmp_path / "c" / "chain.pem", "--trust", ca / "root.pem")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ACCEPT" in verified.stdout
+
+    leaf = load_certificates((tmp_path / "c" / "cert.pem").read_bytes())[0]
+    issuing = load_certificates((ca / "issuing.pem").read_bytes())[0]
+    leaf.verify_directly_issued_by(issuing)  # the token's issuing key signed it
+    revoked = token.run("ca", "revoke", ca, "--cert", tmp_path / "c" / "cert.pem")
+    assert revoked.returncode == 0, revoked.stderr
+    crl_path = tmp_path / "crl.pem"
+    published = token.run("ca", "crl", ca, "--out", crl_path)
+    assert published.returncode == 0, published.stderr
+    issuer_crl, root_crl = (
+        x509.load_pem_x509_crl(b"-----BEGIN" + block)
+        for block in crl_path.read_bytes().split(b"-----BEGIN")[1:]
+    )
+    assert issuer_crl.is_signature_valid(issuing.public_key())
+    assert issuer_crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+    root = load_certificates((ca / "root.pem").read_bytes())[0]
+    assert root_crl.is_signature_valid(root.public_key())  # the root key signs in the token too
+    refused = token.run(
+        "verify", tmp_path / "c" / "chain.pem", "--trust", ca / "root.pem", "--crl", crl_path
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    audit = token.run("ca", "audit", "verify", ca)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_gateway_accepts_a_leaf_of_the_token_ca(token_ca, tmp_path):
+    token, ca = token_ca
+    out = tmp_path / "client"
+    issued = token.run("ca", "issue", ca, "--id", "spiffe://acme.com/api", "--out", out)
+    assert issued.returncode == 0, issued.stderr
+    backend = EchoBackend()
+    site = Site(dir=tmp_path, server_ca=trustme.CA(), backend=backend)
+    config = write_config(
+        site, (ca / "root.pem").read_bytes(), '[client_auth]\ntrust = ["trust.pem"]\n'
+    )
+    gateway = GatewayThread(config)
+    try:
+        context = ssl.create_default_context()
+        site.server_ca.configure_trust(context)
+        context.load_cert_chain(out / "chain.pem", out / "key.pem")
+        assert https_request(gateway.port, context, GET).startswith(b"HTTP/1.1 200")
+        stranger = ssl.create_default_context()  # negative control: no client certificate
+        site.server_ca.configure_trust(stranger)
+        assert not https_request(gateway.port, stranger, GET).startswith(b"HTTP/1.1 200")
+    finally:
+        gateway.stop()
+        backend.stop()
+
+
+def test_pkcs11_tool_shows_the_keys_sensitive_and_never_extractable(token_ca):
+    token, ca = token_ca
+    listed = subprocess.run(
+        [require_program("pkcs11-tool"), "--module", token.module, "--token-label", token.label,
+         "--login", "--pin", PIN, "--list-objects", "--type", "privkey"],
+        env=token.env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    blocks = listed.stdout.split("Private Key Object")[1:]
+    labels = sorted(
+        line.split(":", 1)[1].strip() for b in blocks for line in b.splitlines() if "label:" in line
+    )
+    assert labels == ["mtlskit-issuing", "mtlskit-root"]
+    for block in blocks:
+        access = next(line for line in block.splitlines() if "Access:" in line)
+        assert "sensitive" in access and "never extractable" in access, access
+    _no_private_key_files(ca)
+
+
+@pytest.mark.parametrize("key_type", ["ec-p384", "rsa-3072"])
+def test_other_key_types_in_the_token(key_type, tmp_path):
+    token = _token(tmp_path)
+    _init(token, tmp_path / "ca", "--key-type", key_type)
+    issued = token.run(
+        "ca", "issue", tmp_path / "ca", "--id", "spiffe://acme.com/x", "--out", tmp_path / "c"
+    )
+    assert issued.returncode == 0, issued.stderr
+    verified = token.run(
+        "verify", tmp_path / "c" / "chain.pem", "--trust", tmp_path / "ca" / "root.pem"
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    issuing = load_certificates((tmp_path / "ca" / "issuing.pem").read_bytes())[0]
+    expected = "ecdsa-with-SHA384" if key_type == "ec-p384" else "sha256WithRSAEncryption"
+    assert issuing.signature_algorithm_oid._name == expected
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mtlskit: error: "), done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_wrong_pin_and_absent_token_are_one_line_exit_2(token_ca, tmp_path):
+    token, ca = token_ca
+    wrong = {**token.env, "MTLSKIT_PKCS11_PIN": "0000"}
+    args = ("ca", "issue", ca, "--id", "spiffe://acme.com/x", "--out", tmp_path / "c")
+    _one_error_line(token.run(*args, env=wrong), "wrong PIN")
+    no_pin = {key: value for key, value in token.env.items() if key != "MTLSKIT_PKCS11_PIN"}
+    _one_error_line(token.run(*args, env=no_pin), "MTLSKIT_PKCS11_PIN")
+    empty = tmp_path / "empty-tokens"
+    empty.mkdir()
+    conf = tmp_path / "other.conf"
+    conf.write_text(f"directories.tokendir = {empty}\nobjectstore.backend = file\n")
+    _one_error_line(token.run(*args, env={**token.env, "SOFTHSM2_CONF": str(conf)}), "no token")
+    assert not (tmp_path / "c").exists()
+    _one_error_line(
+        token.run("ca", "init", tmp_path / "again", "--key-store", "pkcs11", "--pkcs11-module",
+                  token.module, "--token-label", token.label),
+        "already holds",
+    )  # fmt: skip
+
+
+def _csr() -> str:
+    return build_csr(generate_private_key(), None).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _enroll(ca: RunningCa, token: str) -> httpx.Response:
+    context = ssl.create_default_context(cafile=ca.root)
+    return httpx.post(
+        f"{ca.url}/v1/enroll", json={"token": token, "csr": _csr()}, verify=context, timeout=30
+    )
+
+
+def test_serve_refuses_503_while_the_token_is_gone_and_recovers(tmp_path, monkeypatch):
+    token = _token(tmp_path)
+    ca_dir = tmp_path / "ca"
+    _init(token, ca_dir)
+    (tmp_path / "ca.pass").write_text(PIN + "\n")  # what serve() passes as --passphrase-file
+    (tmp_path / "ca.pass").chmod(0o600)
+    monkeypatch.setenv("SOFTHSM2_CONF", token.env["SOFTHSM2_CONF"])  # serve() passes os.environ
+    running = serve(ca_dir)
+    try:
+        first = _enroll(running, running.token("spiffe://acme.com/a"))
+        assert first.status_code == 201, first.text
+        hidden = tmp_path / "tokens.away"
+        token.tokendir.rename(hidden)  # the token is pulled out
+        lost = running.token("spiffe://acme.com/b")
+        refused = _enroll(running, lost)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "key_unavailable"
+        assert refused.headers["retry-after"] == "1"
+        crl = httpx.get(
+            f"{running.url}/v1/crl", verify=ssl.create_default_context(cafile=running.root)
+        )
+        assert crl.status_code == 503 and crl.json()["code"] == "key_unavailable"
+        hidden.rename(token.tokendir)  # it comes back: no restart
+        again = _enroll(running, lost)  # the token was not burned by the failed attempt
+        assert again.status_code == 201, again.text
+        crl = httpx.get(
+            f"{running.url}/v1/crl", verify=ssl.create_default_context(cafile=running.root)
+        )
+        assert crl.status_code == 200
+    finally:
+        running.stop()
+    store = running.store()
+    try:
+        serials = [record.serial for record in store.certificates(now=dt.datetime.now(dt.UTC))]
+    finally:
+        store.close()
+    assert len(serials) == len(set(serials)) == 2
+    audit = token.run("ca", "audit", "verify", ca_dir)
+    assert audit.returncode == 0, audit.stdout + audit.stderr

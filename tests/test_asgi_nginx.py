@@ -11,6 +11,7 @@ and is stopped in teardown.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import ssl
@@ -233,7 +234,7 @@ def generated_stack(pki, tmp_path, request):
         f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     (work / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
+        f"daemon off;\nuser {getpass.getuser()};\nworker_processes 1;\npid {work}/nginx.pid;\n"
         f"events {{ worker_connections 32; }}\nhttp {{\n access_log off;\n {temp}\n"
         f"{(tmp_path / 'site.conf').read_text()}\n}}\n"
     )
@@ -307,7 +308,7 @@ def test_every_generated_config_clears_every_known_identity_header(tmp_path):
     cleared = {n.lower() for n in re.findall(r'proxy_set_header (\S+) "";', app_location)}
     assert known - forwarded <= cleared
     assert {"x-mtlskit-nginx-cert", "x-mtlskit-original-uri"} <= cleared  # authz-only names
-    assert "underscores_in_headers" not in nginx_config(setup)
+    assert "underscores_in_headers on" not in nginx_config(setup)
     doc = yaml.safe_load(envoy_config(setup))
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     (host,) = hcm["typed_config"]["route_config"]["virtual_hosts"]

@@ -10,6 +10,7 @@ Python's ``ssl`` has no verify callback, so the gateway needs the certificate fi
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import http.client
 import json
 import shutil
@@ -235,6 +236,7 @@ def test_authz_server_behind_real_nginx_lets_in_only_the_pinned_client(run_cli, 
     config = write(
         work / "nginx.conf",
         f"""daemon off;
+user {getpass.getuser()};  # as root: the worker writes the authz cache in this temp dir
 worker_processes 1;
 pid {work}/nginx.pid;
 error_log {work}/error.log info;

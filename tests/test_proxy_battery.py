@@ -10,7 +10,10 @@ on loopback, ephemeral ports, each stopped by its own handle.
 
 from __future__ import annotations
 
+import http.client
+import json
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,10 +25,11 @@ import pytest
 
 from _gateway_support import EchoBackend
 from _servers import free_port, stop, wait_for
-from conftest import write
+from conftest import SPIFFE_ID, write
 from mtlskit.probe import ProbeReport, run_probe
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 from test_authz_proxies import run_nginx
+from test_haproxy_authz import run_haproxy
 from test_probe import PASSPHRASE, _client, ca_dir, gateway  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -39,7 +43,7 @@ class Front:
 
     port: int
     reload: Callable[[], None]
-    log: Path
+    work: Path  # policy.toml, authz.toml, authz.log
 
 
 def _probe(tmp_path: Path, ca: Path, port: int, reload: Callable[[], object]) -> ProbeReport:
@@ -65,6 +69,7 @@ def _authz_server(work: Path, ca: Path, echo: EchoBackend, proxy: str, *extra: s
     server = server_ca.issue(LeafSpec(dns=("localhost",), eku=(SERVER_AUTH,)))
     write(work / "server.pem", server.chain_pem)
     write(work / "server.key", server.key_pem)
+    write(work / "server-ca.pem", server_ca.bundle_pem)
     write(work / "policy.toml", b'[[allow]]\ntrust_domain = "acme.com"\n')
     authz_port = free_port()
     argv = [
@@ -104,17 +109,22 @@ def _reloader(authz: subprocess.Popen, log: Path) -> Callable[[], None]:
     return reload
 
 
-@pytest.fixture(params=["nginx"])
+@pytest.fixture(params=["nginx", "haproxy"])
 def front(request, tmp_path: Path, ca_dir: Path) -> Iterator[Front]:  # noqa: F811
     """One proxy, configured only by `mtlskit config`, with authz-server behind it."""
     echo = EchoBackend()
     work = tmp_path / request.param
     work.mkdir()
-    stack = _authz_server(work, ca_dir, echo, request.param)
+    listen = ("--listen", f"127.0.0.1:{free_port()}") if request.param == "haproxy" else ()
+    stack = _authz_server(work, ca_dir, echo, request.param, *listen)
     try:
         authz, config = next(stack)
-        with run_nginx(config, work / "nginx") as port:
-            yield Front(port=port, reload=_reloader(authz, work / "authz.log"), log=work)
+        if request.param == "haproxy":
+            running = run_haproxy(config)
+        else:
+            running = run_nginx(config, work / "nginx")
+        with running as port:
+            yield Front(port=port, reload=_reloader(authz, work / "authz.log"), work=work)
     finally:
         stack.close()
         echo.stop()
@@ -130,3 +140,48 @@ def test_battery_through_the_proxy_as_through_the_gateway(tmp_path, ca_dir, gate
     details = {r.case.id: r.observation.summary() for r in report.results}
     assert observed == expected, details
     assert report.exit_code == reference.exit_code == 0
+
+
+def _checks(front: Front) -> int:
+    return front.work.joinpath("authz.log").read_text().count('"proxy":')
+
+
+@pytest.mark.parametrize("change", ["policy", "revocation"])
+def test_kept_alive_client_is_refused_one_second_after_reload(tmp_path, ca_dir, front, change):  # noqa: F811
+    """The proxy's answer cache saves the check per request, yet a SIGHUP (policy) or a new
+    CRL applies on an open keep-alive connection once a second has passed."""
+    from mtlskit.cli import main
+
+    context = ssl.create_default_context(cafile=front.work / "server-ca.pem")
+    context.load_cert_chain(tmp_path / "client" / "chain.pem", tmp_path / "client" / "key.pem")
+    conn = http.client.HTTPSConnection("localhost", front.port, context=context, timeout=10)
+
+    def get() -> tuple[int, dict]:
+        conn.request("GET", "/invoices")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return response.status, {}
+        return 200, {k.lower(): v for k, v in json.loads(body)["headers"]}
+
+    try:
+        before = _checks(front)
+        for _ in range(20):
+            status, seen = get()
+            assert status == 200
+            assert seen["x-mtlskit-client-identity"] == SPIFFE_ID  # cached answers too
+        assert _checks(front) - before < 20  # answered from nginx's cache, not each by authz
+        if change == "policy":
+            write(front.work / "policy.toml", b'[[allow]]\ntrust_domain = "other.org"\n')
+        else:
+            passphrase = write(tmp_path / "battery-pass", PASSPHRASE + b"\n")
+            for argv in (
+                ["ca", "revoke", ca_dir, "--cert", tmp_path / "client" / "cert.pem"],
+                ["ca", "crl", ca_dir, "--out", ca_dir / "crl.pem", "--passphrase-file", passphrase],
+            ):
+                assert main([str(a) for a in argv]) == 0
+        front.reload()
+        time.sleep(1.0)
+        assert get()[0] == 403
+    finally:
+        conn.close()

@@ -10,9 +10,10 @@ What each proxy sends, and why it is believed:
   ``$ssl_client_verify`` in ``X-Mtlskit-Nginx-Cert``/``-Verify``, the original
   method and URI in ``X-Mtlskit-Original-Method``/``-Uri``. nginx sets these with
   ``proxy_set_header``, which replaces anything the client sent under those names.
-  The subrequest also carries every *other* header of the client's request: any
-  identity-looking name that the generated config does not clear would reach the
-  backend (nginx cannot delete headers by prefix), so such a request is denied.
+  The generated config sends nothing else (``proxy_pass_request_headers off``, so
+  nginx may cache the answer by certificate, method and URI). An nginx config that
+  does pass the client's headers gets a request with an identity-looking name it
+  does not clear denied: nginx cannot delete headers by prefix.
 - **HAProxy** (``/haproxy``, from the Lua action of ``mtlskit config haproxy``): the
   leaf as base64 DER in ``X-Mtlskit-Haproxy-Cert`` (``ssl_c_der``), its verify result
   (``ssl_c_verify``) and the original method and path. The Lua builds this request

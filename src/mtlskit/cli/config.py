@@ -134,6 +134,14 @@ decisions = "-"
     help="Identity header formats to forward (default: xfcc, verdict); an app behind it with "
     "mtlskit.asgi.ClientCertMiddleware reads exactly one: forward only that one.",
 )
+@click.option(
+    "--authz-cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("mtlskit-authz-cache"),
+    show_default=True,
+    help="nginx: where it keeps authz-server's answers for up to one second (relative: under "
+    "nginx's prefix).",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @click.option(
     "--authz-config",
@@ -156,6 +164,7 @@ def command(  # click passes every option by keyword
     authz: str,
     verify_depth: int,
     formats: tuple[str, ...],
+    authz_cache_dir: Path,
     out: Path | None,
     authz_config: Path | None,
 ) -> int:
@@ -197,6 +206,7 @@ def command(  # click passes every option by keyword
         authz=Endpoint.parse(authz, what="--authz"),
         forward=tuple(HeaderFormat(f) for f in formats)
         or (HeaderFormat.XFCC, HeaderFormat.VERDICT),
+        cache_dir=authz_cache_dir,
         generated_by=f"mtlskit config {proxy}",
     )
     if proxy == "nginx":

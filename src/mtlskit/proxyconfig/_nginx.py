@@ -1,12 +1,15 @@
-"""nginx: a ``server`` block (plus two ``upstream`` blocks) for the ``http`` context.
+"""nginx: a ``server`` block (plus two ``upstream`` blocks and a cache) for the ``http`` context.
 
-nginx verifies the chain in the handshake (``ssl_verify_client on``, CRL, depth),
-then asks authz-server once per request through ``auth_request``; the answer's
-identity headers come back as ``$upstream_http_*`` variables that
-``auth_request_set`` keeps for the proxied request. nginx cannot delete request
-headers by pattern, so every spoofable name is cleared by exact name (an empty
-``proxy_set_header`` drops the header) and authz-server denies requests carrying
-any other identity-looking name (see ``authzserver._decide``).
+nginx verifies the chain in the handshake (``ssl_verify_client on``, depth; ``ssl_crl``
+only with ``--proxy-crl``), then asks authz-server through ``auth_request``; the
+answer's identity headers come back as ``$upstream_http_*`` variables that
+``auth_request_set`` keeps for the proxied request. The answer is cached by nginx for
+the rest of the current second, keyed by certificate fingerprint, method and URI: the
+check request carries nothing else (``proxy_pass_request_headers off``), so nothing
+else can change the answer. nginx cannot delete request headers by pattern, so every
+identity header name mtlskit knows is cleared by exact name (an empty
+``proxy_set_header`` drops the header); ``_`` spellings nginx drops itself
+(``underscores_in_headers off``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from mtlskit.authzserver._decide import NGINX_CERT, NGINX_VERIFY, ORIGINAL_METHO
 from mtlskit.proxyconfig._setup import ProxySetup
 
 __all__ = ["nginx_config"]
+
+
+# Everything authz-server's answer depends on, and the second: an answer is reused within
+# the second it was given, never after.
+_CACHE_KEY = "$ssl_client_fingerprint $ssl_client_verify $request_method $request_uri $time_iso8601"
 
 
 def _variable(name: str) -> str:
@@ -43,6 +51,13 @@ def nginx_config(setup: ProxySetup) -> str:
 # mtlskit authz-server ({setup.authz}) decides per request with the same trust and policy
 # and returns the identity headers forwarded to the backend.
 
+# authz-server's answers, kept by nginx for the rest of the current second only: the key
+# ends with $time_iso8601, so a SIGHUP or a new CRL applies to every request from one second
+# after the reload, while keep-alive traffic mostly skips the round trip to authz-server.
+# A relative path is under nginx's prefix (-p); the directory is created at start.
+proxy_cache_path {setup.cache_dir} keys_zone=mtlskit_authz:10m max_size=64m inactive=10s
+                 use_temp_path=off;
+
 upstream mtlskit_authz {{
     server {setup.authz};
     keepalive 16;  # reuse connections: a TCP handshake per check would add more than the check
@@ -56,6 +71,10 @@ upstream mtlskit_app {{
 server {{
     listen {setup.listen} ssl;
     server_name {setup.server_name};
+    # Header names with "_" (X_SSL_Client_Cert) are dropped, never passed on: nginx's
+    # defaults, said here so an http-level "on" cannot open every "_" spelling.
+    underscores_in_headers off;
+    ignore_invalid_headers on;
 
     ssl_certificate {setup.server_cert};
     ssl_certificate_key {setup.server_key};
@@ -68,14 +87,24 @@ server {{
     # leaf issued by an intermediate CA ("certificate chain too long").
     ssl_verify_depth {setup.verify_depth};
 {crl}
-    # The check: a subrequest per request, body dropped, certificate in headers that
-    # proxy_set_header overwrites (a client cannot supply them).
+    # The check: a subrequest per request, answered from the cache above when the same
+    # certificate asked for the same method and URI within this second. Body and client
+    # headers dropped: authz-server reads only what is set here, so its answer depends on
+    # nothing outside the cache key.
     location = /_mtlskit_authz {{
         internal;
         proxy_pass http://mtlskit_authz/nginx;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_pass_request_body off;
+        proxy_pass_request_headers off;
+        proxy_cache mtlskit_authz;
+        proxy_cache_key "{_CACHE_KEY}";
+        proxy_cache_methods GET HEAD POST;  # others are checked every time
+        proxy_cache_valid 200 401 403 1s;
+        proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;
+        proxy_cache_lock on;  # concurrent misses for one key: one check
+        proxy_cache_lock_timeout 2s;
         proxy_set_header Content-Length "";
         proxy_set_header {NGINX_CERT} $ssl_client_escaped_cert;
         proxy_set_header {NGINX_VERIFY} $ssl_client_verify;

@@ -81,6 +81,7 @@ class ProxySetup:
     - ``verify_depth``: certificates above the leaf nginx may walk; nginx's
       default of 1 rejects every leaf issued by an intermediate.
     - ``forward``: the formats authz-server returns, whose headers the proxy copies.
+    - ``cache_dir``: where nginx keeps authz-server's answers for up to a second.
     """
 
     listen: str = "127.0.0.1:8443"
@@ -94,6 +95,7 @@ class ProxySetup:
     upstream: Endpoint
     authz: Endpoint
     forward: tuple[HeaderFormat, ...] = (HeaderFormat.XFCC, HeaderFormat.VERDICT)
+    cache_dir: Path = Path("mtlskit-authz-cache")
     generated_by: str = "mtlskit config"
 
     @property

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,9 @@ from ca_server import RunningCa, init_ca, serve
 from conftest import require_program
 from mtlskit.certs import generate_private_key
 from mtlskit.client import build_csr
+from mtlskit.issue import verify_audit_chain
+from mtlskit.store import SqlStore
+from pg_cluster import PASSWORD, PostgresCluster, postgres_cluster  # noqa: F401
 
 K8S = "https://kubernetes.default.svc.cluster.local"
 GH = "https://token.actions.githubusercontent.com"
@@ -492,3 +496,51 @@ def test_a_real_openid_providers_token_for_another_ca_is_refused(op, op_ca, setu
     other_ca, _, _ = setup  # trusts Kubernetes and GitHub, not this OP
     response = _enroll(other_ca, _client_credentials(op))
     assert (response.status_code, response.json()["code"]) == (401, "token_issuer_unknown")
+
+
+# --- replay across CA nodes on one PostgreSQL ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_nodes(postgres_cluster: PostgresCluster, tmp_path_factory):  # noqa: F811
+    url = postgres_cluster.create_database(f"oidc_{uuid.uuid4().hex[:8]}")
+    base = tmp_path_factory.mktemp("oidc-pg")
+    secret = base / "db.pass"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    bare = url.replace(f":{PASSWORD.replace(' ', '%20')}@", "@")
+    directory = init_ca(
+        base / "ca", "--db", bare, "--db-password-file", str(secret), approval=PROVISIONERS
+    )
+    k8s = Issuer(
+        K8S, [RSAKey.generate_key(2048, parameters={"kid": "k8s-1"})], directory / "k8s-jwks.json"
+    )
+    Issuer(GH, [OKPKey.generate_key("Ed25519")], directory / "gh-jwks.json")
+    nodes: list[RunningCa] = []
+    try:
+        for _ in range(2):  # one directory: the same keys, ca.toml and database
+            nodes.append(serve(directory, "--max-token-failures", "1000"))
+        yield nodes, k8s, url
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_jti_is_single_use_across_two_nodes_on_postgresql(pg_nodes):
+    nodes, k8s, url = pg_nodes
+    token = k8s.token(k8s_claims("billing", "raced"))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda i: _enroll(nodes[i % 2], token), range(16)))
+    outcomes = sorted((r.status_code, r.json().get("code", "issued")) for r in responses)
+    assert outcomes == [(201, "issued")] + [(409, "token_replayed")] * 15
+    jti = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["jti"]
+    store = SqlStore.open(url)
+    try:
+        entries = store.audit_entries()
+    finally:
+        store.close()
+    assert verify_audit_chain(entries) is None
+    events = [(e.event, json.loads(e.detail)) for e in entries]
+    assert [name for name, detail in events if detail.get("jti") == jti].count("id_token") == 1
+    refused = [d for name, d in events if name == "id_token_refused" and d.get("jti") == jti]
+    assert len(refused) == 15 and {d["code"] for d in refused} == {"token_replayed"}

@@ -757,23 +757,25 @@ class SqlStore:
         the other (and any later replay) is ``token_replayed``, audited with its detail.
         Rows of tokens past their ``exp`` go in the same transaction: such a token is
         refused for its ``exp`` before it gets here."""
+        # RETURNING, not rowcount: psycopg reports -1 for this INSERT, done or not.
         dialect = pg_dialect if self._engine.dialect.name == "postgresql" else sqlite_dialect
         statement = (
             dialect.insert(token_ids)
             .values(issuer=issuer, jti=jti, expires_at=expires_at, used_at=at)
             .on_conflict_do_nothing(index_elements=["issuer", "jti"])
+            .returning(token_ids.c.jti)  # a row only if this insert made one
         )
         with self._write() as conn:
             conn.execute(delete(token_ids).where(token_ids.c.expires_at < at))
-            done = conn.execute(statement).rowcount
+            done = conn.execute(statement).first() is not None
             record = {"jti": jti, **detail}
-            if done == 1:
+            if done:
                 self._append_audit(conn, "id_token", record, at)
             else:
                 self._append_audit(
                     conn, "id_token_refused", {"code": "token_replayed", **record}, at
                 )
-        if done != 1:
+        if not done:
             raise TokenRefused("token_replayed", f"jti {jti!r} of {issuer} was used before")
 
     def add_request(self, request: EnrollmentRequest) -> None:

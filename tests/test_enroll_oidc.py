@@ -259,6 +259,11 @@ NEGATIVES = {
     "wrong key": (_wrong_key, "token_signature_invalid", 401),
     "alg none": (_alg_none, "token_signature_invalid", 401),
     "HS256 with the public key": (_hs256_with_public_key, "token_signature_invalid", 401),
+    "alg as a list": (
+        lambda k: _unsigned({"alg": ["RS256"], "kid": "k8s-1"}, k8s_claims()) + ".AAAA",
+        "token_signature_invalid",
+        401,
+    ),
     "wrong audience": (
         lambda k: k.token(k8s_claims(aud=["kubelet"])),
         "token_audience_mismatch",

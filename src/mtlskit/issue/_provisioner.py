@@ -247,20 +247,23 @@ def select_provisioner(
 def _keys(jwks: Mapping[str, Any], header: Mapping[str, Any]) -> list[Any]:
     """The JWKs the header's ``alg`` and ``kid`` point to (all of that type when no kid)."""
     alg = header.get("alg")
-    if alg not in _KEY_TYPES:
+    if not isinstance(alg, str) or alg not in _KEY_TYPES:
         raise TokenRefused(
             "token_signature_invalid", f"alg {alg!r} is not accepted ({', '.join(ALGORITHMS)})"
         )
-    try:
-        keyset = KeySet.import_key_set(dict(jwks))  # type: ignore[arg-type]
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise TokenRefused("token_signature_invalid", f"issuer's JWKS is unusable: {exc}") from None
     kid = header.get("kid")
-    wanted = [
-        key
-        for key in keyset.keys
-        if key.key_type == _KEY_TYPES[alg] and (kid is None or key.kid == kid)
-    ]
+    wanted = []
+    for entry in jwks.get("keys") or ():
+        # Only signing keys of the alg's type, each on its own: an issuer's set may also
+        # hold keys of other types or for encryption, which must not spoil the rest.
+        if not isinstance(entry, Mapping) or entry.get("kty") != _KEY_TYPES[alg]:
+            continue
+        if entry.get("use", "sig") != "sig" or (kid is not None and entry.get("kid") != kid):
+            continue
+        try:
+            wanted.extend(KeySet.import_key_set({"keys": [dict(entry)]}).keys)  # type: ignore[list-item]
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
     if not wanted and kid is not None:
         raise UnknownKeyId(str(kid))
     if not wanted:

@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -88,38 +89,49 @@ def _running(tmp: Path, *, proxy_crl: bool = False) -> Iterator[dict]:
     if proxy_crl:
         args.append("--proxy-crl")
     assert main([os.fspath(a) for a in args]) == 0
-    processes = []
+    authz = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "authz-server", "--config", tmp / "authz.toml"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "mtlskit", "authz-server", "--config", tmp / "authz.toml"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
-        wait_for(authz_port, processes[-1], "authz-server")
-        haproxy = require_program("haproxy")
-        processes.append(
-            subprocess.Popen(
-                [haproxy, "-db", "-f", tmp / "haproxy.cfg"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
-        wait_for(port, processes[-1], "haproxy")
-        yield {
-            "tmp": tmp,
-            "port": port,
-            "authz": processes[0],
-            "authz_port": authz_port,
-            "cas": cas,
-            "issued": issued,
-        }
+        wait_for(authz_port, authz, "authz-server")
+        with run_haproxy(tmp / "haproxy.cfg") as running_port:
+            assert running_port == port
+            yield {
+                "tmp": tmp,
+                "port": port,
+                "authz": authz,
+                "authz_port": authz_port,
+                "cas": cas,
+                "issued": issued,
+            }
     finally:
-        for process in reversed(processes):
-            stop(process)
+        stop(authz)
         backend.shutdown()
         backend.server_close()
+
+
+@contextlib.contextmanager
+def run_haproxy(config: Path) -> Iterator[int]:
+    """Real HAProxy (foreground) on a `mtlskit config haproxy` file; yields its bind port.
+
+    ``haproxy -c`` first, so a config HAProxy refuses fails with HAProxy's own words.
+    """
+    haproxy = require_program("haproxy")
+    check = subprocess.run(
+        [haproxy, "-c", "-f", config], check=False, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = int(re.search(r"^\s*bind [^ ]+:(\d+) ", config.read_text(), re.MULTILINE).group(1))
+    process = subprocess.Popen(
+        [haproxy, "-db", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(port, process, "haproxy")
+        yield port
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -266,7 +266,7 @@ def test_nginx_proxy_crl_refuses_in_the_handshake_and_every_ca_needs_one(stack):
 
 
 def _families() -> dict[str, tuple[str, ...]]:
-    from mtlskit.forward import ForwardConfig
+    from mtlskit.forward import ForwardConfig, HeaderFormat
     from mtlskit.forward import names as n
 
     return {
@@ -275,6 +275,7 @@ def _families() -> dict[str, tuple[str, ...]]:
         "aws": (n.AWS_CHAIN, n.AWS_LEAF, n.AWS_SERIAL, n.AWS_ISSUER, n.AWS_SUBJECT, n.AWS_VALIDITY),
         "rfc9440": (n.CLIENT_CERT, n.CLIENT_CERT_CHAIN),
         "nginx-x-ssl": n.X_SSL_NAMES,
+        "verdict": n.written_by((HeaderFormat.VERDICT,)),
     }
 
 
@@ -285,7 +286,7 @@ def generated_nginx(stack):
 
 
 @pytest.mark.attack("forged-identity-headers")
-@pytest.mark.parametrize("family", ["xfcc", "gcp", "aws", "rfc9440", "nginx-x-ssl"])
+@pytest.mark.parametrize("family", ["xfcc", "gcp", "aws", "rfc9440", "nginx-x-ssl", "verdict"])
 def test_nginx_each_header_family_in_every_spelling(stack, generated_nginx, family):
     """What the backend sees behind the generated nginx config (forwarding xfcc + verdict)
     when a legitimate client sends a family's names forged, in lower, upper and `_`
@@ -309,6 +310,8 @@ def test_nginx_each_header_family_in_every_spelling(stack, generated_nginx, fami
     if family == "xfcc":  # forwarded: authz-server's value replaced the forged ones
         (xfcc,) = seen["x-forwarded-client-cert"]
         assert f"URI={ALLOWED}" in xfcc
+    elif family == "verdict":  # forwarded too
+        assert seen["x-mtlskit-client-identity"] == [ALLOWED]
     else:
         assert not set(seen) & {name.lower() for name in names}, seen
 

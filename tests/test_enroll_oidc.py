@@ -220,14 +220,15 @@ def test_id_token_from_an_environment_variable(setup, tmp_path):
     assert json.loads(run.stdout)["identity"] == "spiffe://acme.com/ns/web/sa/frontend"
 
 
-def test_es256_and_eddsa_keys_verify(setup):
+def test_es256_eddsa_and_ed25519_verify(setup):
     ca, k8s, gh = setup
     response = _enroll(ca, k8s.token(k8s_claims("ops", "backup"), key=k8s.keys[1]))
     assert response.status_code == 201, response.text
     assert _identity(response) == "spiffe://acme.com/ns/ops/sa/backup"
-    response = _enroll(ca, gh.token(gh_claims()))
-    assert response.status_code == 201, response.text
-    assert _identity(response) == "spiffe://acme.com/gh/acme/74125846"
+    for alg in ("EdDSA", "Ed25519"):  # RFC 8037's name and RFC 9864's for the same signature
+        response = _enroll(ca, gh.token(gh_claims(), alg=alg))
+        assert response.status_code == 201, response.text
+        assert _identity(response) == "spiffe://acme.com/gh/acme/74125846"
 
 
 def _b64(data: bytes) -> str:

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 # Algorithm → the JWK key type that must carry it (a key of another type never verifies).
-_KEY_TYPES: Final = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+# Ed25519 is RFC 9864's fully-specified name for what EdDSA signs with an Ed25519 key.
+_KEY_TYPES: Final = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP", "Ed25519": "OKP"}
 ALGORITHMS: Final = tuple(_KEY_TYPES)
 MAX_SKEW: Final = dt.timedelta(minutes=5)  # clock_skew above this is a config error
 MAX_TOKEN: Final = 16 * 1024  # real platform tokens are 1-2 KiB

@@ -207,6 +207,23 @@ def test_other_key_types_in_the_token(key_type, tmp_path):
     issuing = load_certificates((tmp_path / "ca" / "issuing.pem").read_bytes())[0]
     expected = "ecdsa-with-SHA384" if key_type == "ec-p384" else "sha256WithRSAEncryption"
     assert issuing.signature_algorithm_oid._name == expected
+    _approver_registers(token, tmp_path / "ca", tmp_path)  # RSA: RSA-PSS in the token
+
+
+def _approver_registers(token: Token, ca: Path, tmp_path: Path) -> None:
+    """The CA key signs an approver's registration in the token too (ECDSA or RSA-PSS)."""
+    out = tmp_path / "alice"
+    issued = token.run("ca", "issue", ca, "--id", "spiffe://acme.com/alice", "--out", out)
+    assert issued.returncode == 0, issued.stderr
+    added = token.run("ca", "approvers", "add", ca, "--cert", out / "cert.pem")
+    assert added.returncode == 0, added.stdout + added.stderr
+    listed = token.run("ca", "approvers", "list", ca)
+    assert "spiffe://acme.com/alice" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_approver_registration_is_signed_in_the_token(token_ca, tmp_path):
+    token, ca = token_ca
+    _approver_registers(token, ca, tmp_path)
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from mtlskit.certs import Fingerprint, PrivateKey, certificate_pem, load_certificates
 from mtlskit.errors import MtlskitError
 from mtlskit.identity import ClientIdentity, IdentityError
-from mtlskit.issue._build import signature_hash
+from mtlskit.issue._build import _IN_MEMORY, CaKey, signature_hash
 from mtlskit.issue._enroll import Approval, EnrollmentRequest
 from mtlskit.issue._store import Store
 
@@ -73,7 +73,9 @@ def approver_identity(cert: x509.Certificate) -> str:
     return identity.value.casefold()
 
 
-def _sign(key: PrivateKey, data: bytes) -> bytes:
+def _sign(key: CaKey, data: bytes) -> bytes:
+    if not isinstance(key, _IN_MEMORY):  # a CA key in a token (ExternalKey)
+        return key.sign_data(data)
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return key.sign(data)
     algorithm = signature_hash(key)
@@ -138,9 +140,7 @@ class ApproverRecord:
         }
 
 
-def register_approver(
-    cert: x509.Certificate, *, ca_key: PrivateKey, now: dt.datetime
-) -> ApproverRecord:
+def register_approver(cert: x509.Certificate, *, ca_key: CaKey, now: dt.datetime) -> ApproverRecord:
     """The record that makes ``cert``'s holder an approver, signed with the CA's key."""
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
         raise ApprovalRefused(

@@ -82,6 +82,10 @@ class ExternalKey(Protocol):
 
     def public_key(self) -> PublicKey: ...
 
+    def sign_data(self, data: bytes) -> bytes:
+        """A signature over ``data`` as ``mtlskit.issue._approvers`` verifies one."""
+        ...
+
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate: ...
 
     def sign_crl(

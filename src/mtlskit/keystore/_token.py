@@ -177,18 +177,22 @@ class TokenKey:
             )
         return self._private
 
-    def _sign_raw(self, data: bytes) -> bytes:
+    def _sign_raw(self, data: bytes, *, pss: bool = False) -> bytes:
         """The token's signature over ``data``, as cryptography would encode it (DER for
-        ECDSA). One retry after a library re-initialisation: a returned token shows only
-        after ``C_Initialize``."""
+        ECDSA; RSA PKCS#1 v1.5, or with ``pss`` RSA-PSS SHA-256 salt 32). One retry after
+        a library re-initialisation: a returned token shows only after ``C_Initialize``."""
         import pkcs11.exceptions as errors
-        from pkcs11 import Mechanism
+        from pkcs11 import MGF, Mechanism
 
         ecdsa = isinstance(self.public, ec.EllipticCurvePublicKey)
+        param: Any = None
         if ecdsa:
             digest = hashes.Hash(self._hash)
             digest.update(data)
             message, mechanism = digest.finalize(), Mechanism.ECDSA
+        elif pss:
+            message, mechanism = data, Mechanism.SHA256_RSA_PKCS_PSS
+            param = (Mechanism.SHA256, MGF.SHA256, 32)
         else:
             mechanism = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS}[
                 self._hash.name
@@ -197,7 +201,7 @@ class TokenKey:
         with _lock:
             for attempt in range(2):
                 try:
-                    raw = self._key().sign(message, mechanism=mechanism)
+                    raw = self._key().sign(message, mechanism=mechanism, mechanism_param=param)
                     break
                 except (errors.PKCS11Error, KeyUnavailable) as exc:
                     self.close()
@@ -229,6 +233,28 @@ class TokenKey:
             raise KeyUnavailable(
                 "the token's signature does not verify with its public key", source=str(self.uri)
             ) from None
+
+    def sign_data(self, data: bytes) -> bytes:
+        """A signature over ``data`` as the CA's approver records carry one: ECDSA with the
+        key's hash, RSA-PSS (SHA-256, salt 32); verified before it is returned."""
+        if isinstance(self.public, ec.EllipticCurvePublicKey):
+            signature = self._sign_raw(data)
+            self._check(signature, data)
+            return signature
+        signature = self._sign_raw(data, pss=True)
+        assert isinstance(self.public, rsa.RSAPublicKey)
+        try:
+            self.public.verify(
+                signature,
+                data,
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                hashes.SHA256(),
+            )
+        except InvalidSignature:
+            raise KeyUnavailable(
+                "the token's signature does not verify with its public key", source=str(self.uri)
+            ) from None
+        return signature
 
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         draft = asn1_x509.Certificate.load(

@@ -360,6 +360,28 @@ def test_rotated_keys_are_fetched_once_for_an_unknown_kid(setup):
     assert response.json()["code"] == "token_signature_invalid"
 
 
+def test_a_provisioner_added_to_ca_toml_is_trusted_without_a_restart(setup, tmp_path):
+    ca, _, _ = setup
+    issuer = Issuer(
+        "https://ci.acme.com",
+        [ECKey.generate_key("P-256", parameters={"kid": "ci-1"})],
+        ca.directory / "ci-jwks.json",
+    )
+    with (ca.directory / "ca.toml").open("a") as handle:  # no SIGHUP: read before deciding
+        handle.write(
+            '\n[[provisioners]]\nkind = "oidc"\nname = "ci"\nissuer = "https://ci.acme.com"\n'
+            'jwks = "ci-jwks.json"\naudience = "mtlskit"\n'
+            'identity = "spiffe://acme.com/ci/{project}"\n'
+        )
+    now = _now()
+    claims = {"iss": "https://ci.acme.com", "aud": "mtlskit", "iat": now, "exp": now + 60}
+    response = _enroll(ca, issuer.token({**claims, "project": "deploy-bot"}))
+    assert response.status_code == 201, response.text
+    assert _identity(response) == "spiffe://acme.com/ci/deploy-bot"
+    line = next(line for line in ca.errors.splitlines() if "ca.toml reloaded" in line)
+    assert "provisioners: +ci" in line, line
+
+
 def test_token_and_id_token_together_is_a_bad_request(setup):
     ca, k8s, _ = setup
     response = _post(ca, {"token": "mtk1_x", "id_token": k8s.token(k8s_claims()), "csr": _csr()})

@@ -52,6 +52,13 @@ def describe_change(old: CaConfig, new: CaConfig) -> tuple[list[str], list[str]]
             parts = [f"+{len(added)} rule ({'; '.join(added)})"] if added else []
             parts += [f"-{len(removed)} rule ({'; '.join(removed)})"] if removed else []
             applied.append(f"approval: {', '.join(parts) or 'reordered'}")
+        elif key == "provisioners":
+            was = {entry.name: entry for entry in old.provisioners}
+            now = {entry.name: entry for entry in new.provisioners}
+            parts = [f"+{name}" for name in now if name not in was]
+            parts += [f"-{name}" for name in was if name not in now]
+            parts += [f"~{name}" for name in now if name in was and now[name] != was[name]]
+            applied.append(f"provisioners: {', '.join(parts) or 'reordered'}")
         else:
             applied.append(f"{key}: {before[key]!r} -> {after[key]!r}")
     return applied, restart

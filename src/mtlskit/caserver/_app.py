@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mtlskit.caserver._bundle import spiffe_bundle
+from mtlskit.caserver._est import est_routes
 from mtlskit.caserver._jwks import JwksCache, JwksUnavailable
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import openapi_document
@@ -191,6 +192,7 @@ class CaServer:
                 Route("/v1/renew", self.renew, methods=["POST"]),
                 Route("/v1/crl", self.crl, methods=["GET"]),
                 Route("/v1/bundle", self.bundle, methods=["GET"]),
+                *est_routes(self),  # RFC 7030 under /.well-known/est/ (_est.py)
             ],
             exception_handlers={
                 KeyUnavailable: self._key_unavailable,

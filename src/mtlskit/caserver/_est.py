@@ -1,0 +1,276 @@
+"""EST (RFC 7030) under ``/.well-known/est/``: the same CA, reached by standard clients.
+
+A thin translation, not a second CA: ``simpleenroll`` decodes the base64 PKCS#10 body and
+calls the same ``RegistrationAuthority.enroll`` / ``enroll_verified`` as ``/v1/enroll``
+(so the CA still decides every attribute), ``simplereenroll`` calls ``renew`` with the
+certificate of the TLS handshake, and the approval queue answers ``202`` with
+``Retry-After`` (§4.2.3) until the same CSR, sent again, finds its request issued.
+Refusals are ``text/plain`` (§4.2.3) whose first word is the CA API's stable code; an
+``est_refused`` audit entry is all a refusal leaves in the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mtlskit.issue import EnrollmentRefused, EnrollmentRequest, Issued, RegistrationAuthority
+from mtlskit.issue._csr import load_csr
+from mtlskit.issue._enroll import csr_hash, token_hash
+from mtlskit.issue._provisioner import TokenRefused, VerifiedToken
+
+if TYPE_CHECKING:
+    from mtlskit.caserver._app import CaServer
+
+__all__ = ["EST_PREFIX", "RETRY_AFTER", "est_routes"]
+
+EST_PREFIX: Final = "/.well-known/est"
+RETRY_AFTER: Final = 60  # seconds: approvers are people; polling faster only loads the CA
+_CERTS_ONLY: Final = "application/pkcs7-mime; smime-type=certs-only"
+_MAX_BODY: Final = 64 * 1024  # as /v1/enroll's MAX_BODY: base64 of a large CSR stays far below
+_TOKEN_FAILURES: Final = frozenset({"token_invalid", "token_used", "token_expired"})
+_REALM: Final = 'Basic realm="mtlskit EST", Bearer realm="mtlskit EST"'
+
+
+def _certs_only(certs: list[x509.Certificate]) -> Response:
+    """A certs-only CMC Simple PKI Response (§4.1.3, §4.2.3), base64 as §4 requires."""
+    der = pkcs7.serialize_certificates(certs, serialization.Encoding.DER)
+    return Response(
+        base64.encodebytes(der),
+        media_type=_CERTS_ONLY,
+        headers={"Content-Transfer-Encoding": "base64"},
+    )
+
+
+def _refusal(
+    code: str, message: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        f"{code}: {message}\n", status_code=status, media_type="text/plain", headers=headers
+    )
+
+
+def _credentials(request: Request) -> tuple[str, str] | None:
+    """``("token" | "bearer", secret)`` from §3.2.3 HTTP Basic (the password is the one-time
+    token; the user name is ignored) or a Bearer header; None without either."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise EnrollmentRefused(
+                "request_invalid", "Authorization: Basic is not base64 user:password", status=400
+            ) from None
+        _, colon, password = decoded.partition(":")
+        if not colon or not password:
+            raise EnrollmentRefused(
+                "token_invalid", "Basic credentials carry no token as password", status=401
+            )
+        return "token", password
+    if scheme.lower() == "bearer" and value:
+        return "bearer", value
+    return None
+
+
+async def _pkcs10(request: Request) -> x509.CertificateSigningRequest:
+    """The body: ``application/pkcs10``, base64 (line breaks allowed) of a DER PKCS#10."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/pkcs10":
+        raise EnrollmentRefused(
+            "request_invalid", "Content-Type must be application/pkcs10", status=415
+        )
+    size, chunks = 0, []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_BODY:
+            raise EnrollmentRefused(
+                "request_too_large", f"request body is larger than {_MAX_BODY} bytes", status=413
+            )
+        chunks.append(chunk)
+    text = b"".join(b"".join(chunks).split())
+    try:
+        der = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise EnrollmentRefused("csr_invalid", "body is not base64", status=400) from None
+    try:
+        return load_csr(der, source="csr")
+    except Exception as exc:  # InputError: empty, or not a PKCS#10
+        raise EnrollmentRefused("csr_invalid", str(exc), status=400) from None
+
+
+def _waiting(
+    ra: RegistrationAuthority, identity: str, csr: x509.CertificateSigningRequest
+) -> EnrollmentRequest | None:
+    """The newest request for exactly this CSR and identity: §4.2.3's retry of "the same
+    request" finds it, instead of redeeming (or burning) anything again."""
+    digest = csr_hash(csr)
+    found = [r for r in ra.records.requests() if r.csr_sha256 == digest and r.identity == identity]
+    return found[-1] if found else None
+
+
+def _enroll_token(
+    ra: RegistrationAuthority,
+    token: str,
+    csr: x509.CertificateSigningRequest,
+    *,
+    now: dt.datetime,
+    client: str,
+) -> Issued | EnrollmentRequest:
+    """On the CA thread: a used token whose CSR waits in the queue polls that request;
+    anything else is ``enroll`` exactly as on ``/v1/enroll``."""
+    record = ra.records.find_token(token_hash(token))
+    if record is not None and record.used_at is not None:
+        request = _waiting(ra, record.identity, csr)
+        if request is not None:
+            return ra.poll(request.id, now=now)
+    der = csr.public_bytes(serialization.Encoding.DER)
+    return ra.enroll(token, der, now=now, client=client)
+
+
+def _enroll_verified(
+    ra: RegistrationAuthority,
+    verified: VerifiedToken,
+    csr: x509.CertificateSigningRequest,
+    *,
+    now: dt.datetime,
+    client: str,
+) -> Issued | EnrollmentRequest:
+    request = _waiting(ra, verified.identity, csr)
+    if request is not None:  # a denied one stays denied: a new request needs a new CSR
+        return ra.poll(request.id, now=now)
+    der = csr.public_bytes(serialization.Encoding.DER)
+    return ra.enroll_verified(verified, der, now=now, client=client)
+
+
+class _Est:
+    """The EST endpoints of one ``CaServer`` (its CA thread, limiter and token verifier)."""
+
+    def __init__(self, server: CaServer) -> None:
+        self._server = server
+
+    async def _audit(self, operation: str, refused: EnrollmentRefused, client: str) -> None:
+        detail = {"operation": operation, "code": refused.code, "client": client}
+        if isinstance(refused, TokenRefused):
+            detail["detail"] = refused.detail
+        ra = self._server._ra
+        await self._server._call(lambda: ra.records.record_event("est_refused", detail, at=_now()))
+
+    async def _answer(
+        self,
+        operation: str,
+        request: Request,
+        work: Callable[[str], Awaitable[Issued | EnrollmentRequest]],
+    ) -> Response:
+        """Run ``work``; an ``EnrollmentRefused`` becomes §4.2.3's text/plain refusal
+        (plus its audit entry), a pending request 202 with Retry-After."""
+        client = request.client.host if request.client else "unknown"
+        try:
+            result = await work(client)
+        except EnrollmentRefused as refused:
+            if refused.code in _TOKEN_FAILURES or isinstance(refused, TokenRefused):
+                self._server._limiter.failed(client, time.monotonic())
+            if refused.code != "rate_limited":  # the limit exists to spare the audit log
+                await self._audit(operation, refused, client)
+            headers = {"WWW-Authenticate": _REALM} if refused.status == 401 else None
+            return _refusal(refused.code, refused.message, refused.status, headers)
+        if isinstance(result, EnrollmentRequest):
+            return _refusal(
+                "approval_pending",
+                f"waiting for {result.required} approver(s); send the same CSR again later",
+                202,
+                {"Retry-After": str(RETRY_AFTER)},
+            )
+        return _certs_only([result.cert])
+
+    async def cacerts(self, request: Request) -> Response:
+        """§4.1: the issuing chain up to and including the root (no authentication)."""
+        return _certs_only(list(self._server._ra.authority.issuer.chain))
+
+    async def csrattrs(self, request: Request) -> Response:
+        """§4.5: the CA sets every attribute itself, so it asks for none (204)."""
+        return Response(status_code=204)
+
+    async def simpleenroll(self, request: Request) -> Response:
+        async def work(client: str) -> Issued | EnrollmentRequest:
+            wait = self._server._limiter.retry_after(client, time.monotonic())
+            if wait is not None:
+                raise EnrollmentRefused(
+                    "rate_limited", "too many failed token attempts from this address", status=429
+                )
+            credentials = _credentials(request)
+            if credentials is None:
+                raise EnrollmentRefused(
+                    "token_invalid",
+                    "authenticate with Basic (password = enrollment token) or Bearer",
+                    status=401,
+                )
+            csr = await _pkcs10(request)
+            kind, secret = credentials
+            server = self._server
+            now = _now()
+            if kind == "token" or secret.startswith("mtk1_"):
+                return await server._call(
+                    server._decide,
+                    "enroll",
+                    lambda ra: _enroll_token(ra, secret, csr, now=now, client=client),
+                )
+            # ca.toml's provisioners as they are now, as /v1/enroll reads them
+            ra = await server._call(server._decide, "enroll", lambda ra: ra)
+            verified = await asyncio.to_thread(server._verify, ra.provisioners, secret, now)
+            return await server._call(
+                server._decide,
+                "enroll",
+                lambda ra: _enroll_verified(ra, verified, csr, now=now, client=client),
+            )
+
+        return await self._answer("simpleenroll", request, work)
+
+    async def simplereenroll(self, request: Request) -> Response:
+        async def work(client: str) -> Issued:
+            tls = (request.scope.get("extensions") or {}).get("tls") or {}
+            chain = tls.get("client_cert_chain") or []
+            if not chain:
+                raise EnrollmentRefused(
+                    "client_cert_required",
+                    "re-enrollment needs the current certificate and key in the TLS handshake",
+                    status=401,
+                )
+            presented = x509.load_pem_x509_certificate(chain[0].encode())
+            csr = await _pkcs10(request)
+            der = csr.public_bytes(serialization.Encoding.DER)
+            return await self._server._call(
+                self._server._decide,
+                "renew",
+                lambda ra: ra.renew(presented, der, now=_now()),
+            )
+
+        return await self._answer("simplereenroll", request, work)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def est_routes(server: CaServer) -> list[Route]:
+    """The four EST operations of §3.2.2 for ``server``'s app."""
+    est = _Est(server)
+    return [
+        Route(f"{EST_PREFIX}/cacerts", est.cacerts, methods=["GET"]),
+        Route(f"{EST_PREFIX}/csrattrs", est.csrattrs, methods=["GET"]),
+        Route(f"{EST_PREFIX}/simpleenroll", est.simpleenroll, methods=["POST"]),
+        Route(f"{EST_PREFIX}/simplereenroll", est.simplereenroll, methods=["POST"]),
+    ]

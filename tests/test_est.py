@@ -1,0 +1,350 @@
+"""EST (RFC 7030) on a real `ca serve`, driven by curl and openssl as a standard client.
+
+One CA process for the module (``csr_names = "must_match"``, one approval rule, one
+Kubernetes-shaped JWKS provisioner). Every request is a real curl over HTTPS, every CSR
+comes from `openssl req`, every response is read back by `openssl pkcs7`; the commands
+are the ones docs/est.md shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+
+from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
+from ca_server import PASSPHRASE, RunningCa, init_ca, serve
+from conftest import require_program
+from mtlskit.identity import ClientIdentity
+
+WEB = "spiffe://acme.com/web"
+GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+K8S = "https://kubernetes.default.svc.cluster.local"
+CONFIG = f"""
+[[approval]]
+ids = ["spiffe://acme.com/prod/**"]
+approvers = 1
+
+[[provisioners]]
+kind = "oidc"
+name = "k8s"
+issuer = "{K8S}"
+jwks = "k8s-jwks.json"
+audience = "mtlskit-ca"
+identity = "spiffe://acme.com/ns/{{kubernetes.io.namespace}}/sa/{{kubernetes.io.serviceaccount.name}}"
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    directory = init_ca(tmp_path_factory.mktemp("est") / "ca", approval=CONFIG)
+    toml = directory / "ca.toml"
+    toml.write_text(toml.read_text().replace('csr_names = "ignore"', 'csr_names = "must_match"'))
+    key = ECKey.generate_key("P-256", parameters={"kid": "k8s-1"})
+    (directory / "k8s-jwks.json").write_text(json.dumps(KeySet([key]).as_dict(private=False)))
+    running = serve(directory, "--max-token-failures", "1000")
+    yield running, key
+    running.stop()
+
+
+@pytest.fixture
+def ca(setup) -> RunningCa:
+    return setup[0]
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def curl(ca: RunningCa, path: str, *args: str | Path) -> Answer:
+    """``curl`` against the CA's EST path; status, headers (lower-case names), body."""
+    run = subprocess.run(
+        [require_program("curl"), "-sS", "-D", "-", "--cacert", str(ca.root),
+         *map(str, args), f"{ca.url}/.well-known/est/{path}"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    head, _, body = run.stdout.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Answer(status=int(lines[0].split()[1]), headers=headers, body=body)
+
+
+def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
+    run = subprocess.run(
+        [require_program("openssl"), *map(str, args)],
+        input=stdin, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def csr_b64(out: Path, identity: str, name: str = "req") -> Path:
+    """`openssl req` → base64 DER in ``out/NAME.b64`` (key in ``out/NAME.key``), as docs/est.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    der = out / f"{name}.der"
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", out / f"{name}.key", "-subj", "/",
+        "-addext", f"subjectAltName=URI:{identity}", "-outform", "DER", "-out", der,
+    )  # fmt: skip
+    b64 = out / f"{name}.b64"
+    b64.write_bytes(base64.encodebytes(der.read_bytes()))
+    return b64
+
+
+def pkcs7_certs(answer: Answer) -> list[x509.Certificate]:
+    """The body as `base64 -d | openssl pkcs7 -inform DER -print_certs` reads it."""
+    der = subprocess.run(
+        ["base64", "-d"], input=answer.body, capture_output=True, check=True
+    ).stdout
+    pem = openssl("pkcs7", "-inform", "DER", "-print_certs", stdin=der)
+    return x509.load_pem_x509_certificates(pem)
+
+
+def _identity(cert: x509.Certificate) -> str:
+    return ClientIdentity.from_certificate(cert).value
+
+
+def _enroll(ca: RunningCa, b64: Path, *auth: str) -> Answer:
+    return curl(
+        ca, "simpleenroll", "--data-binary", f"@{b64}",
+        "-H", "Content-Type: application/pkcs10", *auth,
+    )  # fmt: skip
+
+
+def _events(ca: RunningCa, event: str) -> list[dict]:
+    store = ca.store()
+    try:
+        return [json.loads(e.detail) for e in store.audit_entries() if e.event == event]
+    finally:
+        store.close()
+
+
+def test_cacerts_is_a_certs_only_pkcs7_of_the_chain_that_openssl_reads(ca):
+    answer = curl(ca, "cacerts")
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "application/pkcs7-mime; smime-type=certs-only"
+    assert answer.headers["content-transfer-encoding"] == "base64"
+    certs = pkcs7_certs(answer)
+    root = x509.load_pem_x509_certificate(ca.root.read_bytes())
+    issuing = x509.load_pem_x509_certificate((ca.directory / "issuing.pem").read_bytes())
+    assert set(certs) == {root, issuing}
+    # §4.1.3 shape: a SignedData with no signers (openssl's own parse of the structure)
+    der = base64.b64decode(answer.body)
+    printed = openssl("pkcs7", "-inform", "DER", "-print", "-noout", stdin=der).decode()
+    assert "pkcs7-signedData" in printed and "signer_info:\n      <EMPTY>" in printed
+
+
+def test_csrattrs_asks_for_nothing(ca):
+    answer = curl(ca, "csrattrs")
+    assert (answer.status, answer.body) == (204, b"")
+
+
+def test_simpleenroll_with_basic_token_as_password_gives_the_token_identity(ca, tmp_path):
+    token = ca.token(WEB)
+    b64 = csr_b64(tmp_path, WEB)
+    answer = _enroll(ca, b64, "-u", f"device:{token}")
+    assert answer.status == 200, answer.body
+    assert answer.headers["content-type"] == "application/pkcs7-mime; smime-type=certs-only"
+    assert answer.headers["content-transfer-encoding"] == "base64"
+    (cert,) = pkcs7_certs(answer)
+    assert _identity(cert) == WEB
+    key = serialization.load_pem_private_key((tmp_path / "req.key").read_bytes(), None)
+    assert cert.public_key() == key.public_key()
+    again = _enroll(ca, csr_b64(tmp_path, WEB, "other"), "-u", f"device:{token}")
+    assert again.status == 409 and again.body.startswith(b"token_used: ")
+
+
+def test_simpleenroll_with_bearer_one_time_token(ca, tmp_path):
+    token = ca.token("spiffe://acme.com/bearer")
+    answer = _enroll(
+        ca, csr_b64(tmp_path, "spiffe://acme.com/bearer"), "-H", f"Authorization: Bearer {token}"
+    )
+    assert answer.status == 200, answer.body
+    assert _identity(pkcs7_certs(answer)[0]) == "spiffe://acme.com/bearer"
+
+
+def _k8s_token(key: ECKey, namespace: str, account: str) -> str:
+    now = int(time.time())
+    claims = {
+        "aud": ["mtlskit-ca"], "iss": K8S, "iat": now, "nbf": now, "exp": now + 600,
+        "jti": str(uuid.uuid4()), "sub": f"system:serviceaccount:{namespace}:{account}",
+        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account}},
+    }  # fmt: skip
+    return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])
+
+
+def test_simpleenroll_with_bearer_workload_identity_token(setup, tmp_path):
+    ca, key = setup
+    wanted = "spiffe://acme.com/ns/billing/sa/payments"
+    token = _k8s_token(key, "billing", "payments")
+    answer = _enroll(ca, csr_b64(tmp_path, wanted), "-H", f"Authorization: Bearer {token}")
+    assert answer.status == 200, answer.body
+    assert _identity(pkcs7_certs(answer)[0]) == wanted
+    replayed = _enroll(
+        ca, csr_b64(tmp_path, wanted, "again"), "-H", f"Authorization: Bearer {token}"
+    )
+    assert replayed.status == 409 and replayed.body.startswith(b"token_replayed: ")
+    # the CSR names another identity than the token's template gives
+    other = _k8s_token(key, "billing", "payments")
+    refused = _enroll(ca, csr_b64(tmp_path, WEB, "foreign"), "-H", f"Authorization: Bearer {other}")
+    assert refused.status == 403 and refused.body.startswith(b"identity_mismatch: ")
+    forged = _k8s_token(ECKey.generate_key("P-256", parameters={"kid": "k8s-1"}), "a", "b")
+    bad = _enroll(ca, csr_b64(tmp_path, wanted, "forged"), "-H", f"Authorization: Bearer {forged}")
+    assert bad.status == 401 and bad.body.startswith(b"token_signature_invalid: ")
+
+
+def test_bad_input_is_refused_with_a_code_and_burns_nothing(ca, tmp_path):
+    token = ca.token(WEB)
+    auth = ("-u", f"device:{token}")
+    garbage = tmp_path / "garbage.b64"
+    garbage.write_bytes(b"this is not base64!!\n")
+    not_csr = tmp_path / "notcsr.b64"
+    not_csr.write_bytes(base64.encodebytes(b"\x30\x03\x02\x01\x00"))
+    huge = tmp_path / "huge.b64"
+    huge.write_bytes(b"A" * (200 * 1024))
+    cases = [
+        (_enroll(ca, garbage, *auth), 400, b"csr_invalid: "),
+        (_enroll(ca, not_csr, *auth), 400, b"csr_invalid: "),
+        (_enroll(ca, huge, *auth), 413, b"request_too_large: "),
+        (_enroll(ca, csr_b64(tmp_path, "spiffe://acme.com/evil"), *auth), 403,
+         b"identity_mismatch: "),
+        (curl(ca, "simpleenroll", "--data-binary", f"@{csr_b64(tmp_path, WEB, 'typed')}",
+              "-H", "Content-Type: application/json", *auth), 415, b"request_invalid: "),
+        (_enroll(ca, csr_b64(tmp_path, WEB, "anon")), 401, b"token_invalid: "),
+        (_enroll(ca, csr_b64(tmp_path, WEB, "wrong"), "-u", "device:mtk1_" + "A" * 43), 401,
+         b"token_invalid: "),
+    ]  # fmt: skip
+    for answer, status, prefix in cases:
+        assert (answer.status, answer.body[: len(prefix)]) == (status, prefix), answer.body
+        assert answer.headers["content-type"].startswith("text/plain")
+    assert "www-authenticate" in cases[5][0].headers
+    codes = [entry["code"] for entry in _events(ca, "est_refused")]
+    for code in ("csr_invalid", "request_too_large", "identity_mismatch", "request_invalid"):
+        assert code in codes
+    ok = _enroll(ca, csr_b64(tmp_path, WEB, "good"), *auth)  # the token was not burned
+    assert ok.status == 200, ok.body
+
+
+def test_pending_approval_is_202_with_retry_after_then_the_same_csr_gets_its_cert(
+    ca, tmp_path, run_cli, monkeypatch
+):
+    monkeypatch.setenv("MTLSKIT_CA_PASSPHRASE", PASSPHRASE)
+    identity = "spiffe://acme.com/prod/db"
+    token = ca.token(identity)
+    b64 = csr_b64(tmp_path, identity)
+    first = _enroll(ca, b64, "-u", f"device:{token}")
+    assert first.status == 202, first.body
+    assert int(first.headers["retry-after"]) > 0
+    again = _enroll(ca, b64, "-u", f"device:{token}")  # polling is sending it again
+    assert again.status == 202 and "retry-after" in again.headers
+    store = ca.store()
+    try:
+        (request,) = [r for r in store.requests() if r.identity == identity]
+    finally:
+        store.close()
+    approver = tmp_path / "alice"
+    issued = run_cli(
+        "ca", "issue", ca.directory, "--id", "spiffe://acme.com/approvers/alice", "--out", approver
+    )
+    assert issued.code == 0, issued.err
+    assert (
+        run_cli("ca", "approvers", "add", ca.directory, "--cert", approver / "cert.pem").code == 0
+    )
+    approved = run_cli(
+        "ca", "requests", "approve", ca.directory, request.id,
+        "--cert", approver / "cert.pem", "--key", approver / "key.pem",
+    )  # fmt: skip
+    assert approved.code == 0, approved.err
+    done = _enroll(ca, b64, "-u", f"device:{token}")
+    assert done.status == 200, done.body
+    (cert,) = pkcs7_certs(done)
+    assert _identity(cert) == identity
+    key = serialization.load_pem_private_key((tmp_path / "req.key").read_bytes(), None)
+    assert cert.public_key() == key.public_key()
+    other = _enroll(ca, csr_b64(tmp_path, identity, "other"), "-u", f"device:{token}")
+    assert other.status == 409  # a different CSR does not ride on the used token
+
+
+def _enrolled(ca: RunningCa, out: Path, identity: str) -> tuple[Path, Path]:
+    answer = _enroll(ca, csr_b64(out, identity, "first"), "-u", f"d:{ca.token(identity)}")
+    assert answer.status == 200, answer.body
+    cert = out / "cert.pem"
+    cert.write_bytes(pkcs7_certs(answer)[0].public_bytes(serialization.Encoding.PEM))
+    return cert, out / "first.key"
+
+
+def test_simplereenroll_over_mtls_keeps_the_identity_with_a_new_key(ca, tmp_path, run_cli):
+    identity = "spiffe://acme.com/device/7"
+    cert, key = _enrolled(ca, tmp_path, identity)
+    b64 = csr_b64(tmp_path, identity, "next")
+    answer = curl(
+        ca, "simplereenroll", "--cert", cert, "--key", key, "--data-binary", f"@{b64}",
+        "-H", "Content-Type: application/pkcs10",
+    )  # fmt: skip
+    assert answer.status == 200, answer.body
+    (renewed,) = pkcs7_certs(answer)
+    assert _identity(renewed) == identity
+    new_key = serialization.load_pem_private_key((tmp_path / "next.key").read_bytes(), None)
+    assert renewed.public_key() == new_key.public_key()
+    old = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert renewed.serial_number != old.serial_number
+    anonymous = curl(
+        ca, "simplereenroll", "--data-binary", f"@{b64}", "-H", "Content-Type: application/pkcs10"
+    )
+    assert anonymous.status == 401 and anonymous.body.startswith(b"client_cert_required: ")
+
+
+def test_simplereenroll_refuses_a_revoked_certificate(ca, tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("MTLSKIT_CA_PASSPHRASE", PASSPHRASE)
+    identity = "spiffe://acme.com/device/8"
+    cert, key = _enrolled(ca, tmp_path, identity)
+    revoked = run_cli("ca", "revoke", ca.directory, "--cert", cert)
+    assert revoked.code == 0, revoked.err
+    answer = curl(
+        ca, "simplereenroll", "--cert", cert, "--key", key,
+        "--data-binary", f"@{csr_b64(tmp_path, identity, 'next')}",
+        "-H", "Content-Type: application/pkcs10",
+    )  # fmt: skip
+    assert answer.status == 403 and answer.body.startswith(b"cert_revoked: "), answer.body
+
+
+def test_the_est_certificate_passes_a_real_gateway_handshake(ca, tmp_path):
+    cert, key = _enrolled(ca, tmp_path, "spiffe://acme.com/device/9")
+    chain = tmp_path / "chain.pem"
+    issuing = (ca.directory / "issuing.pem").read_bytes()
+    chain.write_bytes(cert.read_bytes() + issuing)
+    backend = EchoBackend()
+    site = Site(dir=tmp_path, server_ca=trustme.CA(), backend=backend)
+    config = write_config(site, ca.root.read_bytes(), '[client_auth]\ntrust = ["trust.pem"]\n')
+    gateway = GatewayThread(config)
+    try:
+        context = ssl.create_default_context()
+        site.server_ca.configure_trust(context)
+        context.load_cert_chain(chain, key)
+        assert https_request(gateway.port, context, GET).startswith(b"HTTP/1.1 200")
+        stranger = ssl.create_default_context()  # negative control: no client certificate
+        site.server_ca.configure_trust(stranger)
+        assert not https_request(gateway.port, stranger, GET).startswith(b"HTTP/1.1 200")
+    finally:
+        gateway.stop()
+        backend.stop()

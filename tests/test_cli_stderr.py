@@ -78,6 +78,7 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
             str(tmp / "no-such-pin"),
         ],
         ("ca", "init", "--pkcs11-module"): [str(tmp / "file-ca"), "--pkcs11-module", str(pem)],
+        ("ca", "init", "--import-key"): [str(tmp / "file-ca"), "--import-key"],
         ("ca", "issue", "--server"): [
             missing,
             "--server",
@@ -162,6 +163,7 @@ OPTIONS = [
     ("ca", "init", "--key-store"),  # pkcs11 with a module that does not exist
     ("ca", "init", "--pin-file"),  # no such PIN file
     ("ca", "init", "--pkcs11-module"),  # without --key-store pkcs11
+    ("ca", "init", "--import-key"),  # without --key-store pkcs11
     ("ca", "issue", "--server"),  # --server with --id
     ("enroll", "--id-token-file"),  # no such file
     ("enroll", "--id-token-env"),  # an unset variable

@@ -221,6 +221,17 @@ def _approver_registers(token: Token, ca: Path, tmp_path: Path) -> None:
     assert "spiffe://acme.com/alice" in listed.stdout, listed.stdout + listed.stderr
 
 
+def test_probe_refuses_a_token_ca_in_one_line(token_ca, tmp_path):
+    token, ca = token_ca
+    out = tmp_path / "c"
+    assert token.run("ca", "issue", ca, "--id", "spiffe://acme.com/p", "--out", out).returncode == 0
+    done = token.run(
+        "probe", "127.0.0.1:9", "--cert", out / "chain.pem", "--key", out / "key.pem",
+        "--ca-dir", ca,
+    )  # fmt: skip
+    _one_error_line(done, "PKCS#11 token")
+
+
 def test_approver_registration_is_signed_in_the_token(token_ca, tmp_path):
     token, ca = token_ca
     _approver_registers(token, ca, tmp_path)
@@ -304,3 +315,39 @@ def test_serve_refuses_503_while_the_token_is_gone_and_recovers(tmp_path, monkey
     assert len(serials) == len(set(serials)) == 2
     audit = token.run("ca", "audit", "verify", ca_dir)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def _keypairgen(token: Token, label: str, *flags: str) -> None:
+    subprocess.run(
+        [require_program("pkcs11-tool"), "--module", token.module, "--token-label", token.label,
+         "--login", "--pin", PIN, "--keypairgen", "--key-type", "EC:prime256v1",
+         "--label", label, "--usage-sign", *flags],
+        env=token.env, capture_output=True, check=True,
+    )  # fmt: skip
+
+
+def test_import_key_uses_keys_already_in_the_token(tmp_path):
+    token = _token(tmp_path)
+    _keypairgen(token, "mtlskit-root", "--sensitive")
+    _keypairgen(token, "mtlskit-issuing", "--sensitive")
+    _init(token, tmp_path / "ca", "--import-key")
+    issued = token.run(
+        "ca", "issue", tmp_path / "ca", "--id", "spiffe://acme.com/x", "--out", tmp_path / "c"
+    )
+    assert issued.returncode == 0, issued.stderr
+    verified = token.run(
+        "verify", tmp_path / "c" / "chain.pem", "--trust", tmp_path / "ca" / "root.pem"
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    _no_private_key_files(tmp_path / "ca")
+
+
+def test_import_key_refuses_an_extractable_key(tmp_path):
+    token = _token(tmp_path)
+    _keypairgen(token, "mtlskit-root", "--sensitive", "--extractable")
+    done = token.run(
+        "ca", "init", tmp_path / "ca", "--key-store", "pkcs11", "--import-key", "--no-intermediate",
+        "--pkcs11-module", token.module, "--token-label", token.label,
+    )  # fmt: skip
+    _one_error_line(done, "extractable")
+    assert not (tmp_path / "ca").exists()

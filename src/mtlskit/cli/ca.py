@@ -255,6 +255,12 @@ def command() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Token user PIN (first line); else $MTLSKIT_PKCS11_PIN, else a prompt on a TTY.",
 )
+@click.option(
+    "--import-key",
+    is_flag=True,
+    help="Use key pairs already in the token, labelled mtlskit-root and mtlskit-issuing "
+    "(sensitive, not extractable), instead of generating them.",
+)
 def init_command(  # noqa: PLR0917 - click passes every option by keyword
     directory: Path,
     name: str | None,
@@ -275,6 +281,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     pkcs11_module: Path | None,
     token_label: str | None,
     pin_file: Path | None,
+    import_key: bool,
 ) -> None:
     """Create a root CA, an issuing intermediate (default) and the CA's store and policy.
 
@@ -310,7 +317,13 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         settings["database_password_file"] = str(db_password_file.resolve())
     if domain:
         settings["trust_domain"] = domain
-    token = _token_settings(key_store, pkcs11_module, token_label, intermediate=not no_intermediate)
+    token = _token_settings(
+        key_store,
+        pkcs11_module,
+        token_label,
+        intermediate=not no_intermediate,
+        import_key=import_key,
+    )
     if token is not None:
         settings["pkcs11"] = token
     config = validate_ca_config(settings, source="ca init options")
@@ -327,7 +340,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         constraints = x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
     if token is not None:
         root_key, issuing_key = _token_keys(
-            token, pin_file, key_type, intermediate=not no_intermediate
+            token, pin_file, key_type, intermediate=not no_intermediate, existing=import_key
         )
         password = None
     else:
@@ -432,10 +445,17 @@ def _issue_target(
 
 
 def _token_settings(
-    key_store: str, module: Path | None, label: str | None, *, intermediate: bool
+    key_store: str,
+    module: Path | None,
+    label: str | None,
+    *,
+    intermediate: bool,
+    import_key: bool = False,
 ) -> dict[str, str] | None:
     """ca.toml's ``[pkcs11]`` for ``--key-store pkcs11`` (None for file keys)."""
     if key_store == "file":
+        if import_key:
+            raise InputError("needs --key-store pkcs11", source="--import-key")
         if module is not None or label is not None:
             raise InputError("needs --key-store pkcs11", source="--pkcs11-module/--token-label")
         return None
@@ -457,21 +477,32 @@ def _token_settings(
 
 
 def _token_keys(
-    token: dict[str, str], pin_file: Path | None, key_type: str, *, intermediate: bool
+    token: dict[str, str],
+    pin_file: Path | None,
+    key_type: str,
+    *,
+    intermediate: bool,
+    existing: bool,
 ) -> tuple[Any, Any]:
-    """Root and issuing keys generated inside the token (the issuing one None without an
-    intermediate); the PIN from --pin-file or $MTLSKIT_PKCS11_PIN."""
-    from mtlskit.keystore import PIN_ENV, Pkcs11Uri, generate_token_key
+    """Root and issuing keys generated inside the token, or with ``existing``
+    (--import-key) the ones already there; the issuing one None without an intermediate.
+    The PIN from --pin-file or $MTLSKIT_PKCS11_PIN."""
+    from mtlskit.keystore import PIN_ENV, Pkcs11Uri, generate_token_key, open_token_key
 
     pin = read_password(file=pin_file, env=PIN_ENV, prompt="Token PIN: ")
     if not pin:
         raise InputError(f"no PIN for the token: give --pin-file or set ${PIN_ENV}")
     kind = KeyType(key_type)
-    root = generate_token_key(token["module"], Pkcs11Uri.parse(token["root"]), pin, kind)
-    if not intermediate:
-        return root, None
-    issuing = Pkcs11Uri.parse(token["issuing"])
-    return root, generate_token_key(token["module"], issuing, pin, kind)
+    uris = [Pkcs11Uri.parse(token["root"])]
+    if intermediate:
+        uris.append(Pkcs11Uri.parse(token["issuing"]))
+    keys = [
+        open_token_key(token["module"], uri, pin, require_unexportable=True)
+        if existing
+        else generate_token_key(token["module"], uri, pin, kind)
+        for uri in uris
+    ]
+    return keys[0], keys[1] if intermediate else None
 
 
 @command.command("issue")

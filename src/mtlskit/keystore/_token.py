@@ -291,9 +291,14 @@ class TokenKey:
         return crl
 
 
-def open_token_key(module: str, uri: Pkcs11Uri, pin: bytes) -> TokenKey:
-    """The key ``uri`` names, its session open (a wrong PIN or absent token fails here)."""
+def open_token_key(
+    module: str, uri: Pkcs11Uri, pin: bytes, *, require_unexportable: bool = False
+) -> TokenKey:
+    """The key ``uri`` names (a wrong PIN or absent token fails here). With
+    ``require_unexportable`` (``ca init --import-key``) a private key that is not
+    sensitive, or is extractable, is refused: it could have left the token."""
     import pkcs11.exceptions as errors
+    from pkcs11 import Attribute, ObjectClass
 
     lib = _library(module)
     with _lock:
@@ -305,10 +310,25 @@ def open_token_key(module: str, uri: Pkcs11Uri, pin: bytes) -> TokenKey:
             ) from None
         try:
             public = _public_key(session, uri)
+            if require_unexportable:
+                private = session.get_key(
+                    object_class=ObjectClass.PRIVATE_KEY, label=uri.object, id=uri.id
+                )
+                if private[Attribute.EXTRACTABLE] or not private[Attribute.SENSITIVE]:
+                    raise InputError(
+                        "the private key is extractable or not sensitive: it may exist outside "
+                        "the token; generate one in the token instead",
+                        source=str(uri),
+                    )
+        except errors.NoSuchKey:
+            raise InputError(
+                f"the token has no private key {uri.object!r}", source=str(uri)
+            ) from None
+        except errors.PKCS11Error as exc:
+            raise KeyUnavailable(f"cannot read the key: {_reason(exc)}", source=str(uri)) from None
         finally:
             session.close()
-    key = TokenKey(module=module, uri=uri, pin=pin, public=public)
-    return key
+    return TokenKey(module=module, uri=uri, pin=pin, public=public)
 
 
 def generate_token_key(module: str, uri: Pkcs11Uri, pin: bytes, key_type: KeyType) -> TokenKey:

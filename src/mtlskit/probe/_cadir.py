@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mtlskit.cadir import CaDirectory
 from mtlskit.certs import Fingerprint, certificate_pem
+from mtlskit.errors import InputError
 from mtlskit.files import write_public
 from mtlskit.issue import (
     PROFILES,
@@ -175,6 +176,14 @@ class ProbeCa:
 def load_ca_directory(directory: Path, *, passphrase: bytes | None) -> ProbeCa:
     """Open a ``mtlskit ca init`` directory; ``InputError`` names the file that is wrong."""
     opened = CaDirectory.open(directory)
+    if opened.config.pkcs11 is not None:
+        # The probe signs defective variants (SHA-1 through openssl, odd encodings) with
+        # the raw CA key; a key that never leaves its token cannot do that.
+        raise InputError(
+            "the CA keys are in a PKCS#11 token, and the probe signs its defective test "
+            "certificates with the CA key itself: probe against a file-key test CA",
+            source=str(directory),
+        )
     if opened.config.intermediate:
         issuer = opened.issuer(passphrase)
         root = opened.issuer(passphrase, stem="root")

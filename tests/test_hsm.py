@@ -229,7 +229,7 @@ def test_probe_refuses_a_token_ca_in_one_line(token_ca, tmp_path):
         "probe", "127.0.0.1:9", "--cert", out / "chain.pem", "--key", out / "key.pem",
         "--ca-dir", ca,
     )  # fmt: skip
-    _one_error_line(done, "PKCS#11 token")
+    _one_error_line(done, "PKCS#11 token", "file-key test CA")
 
 
 def test_approver_registration_is_signed_in_the_token(token_ca, tmp_path):

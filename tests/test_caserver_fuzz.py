@@ -8,6 +8,7 @@ presents a certificate the CA issued, so `/v1/renew` is exercised past its TLS g
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from ca_server import init_ca, serve
 from mtlskit.client import enroll
 
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 CHECKS = ",".join(
     (
         "not_a_server_error",
@@ -45,6 +47,8 @@ def test_openapi_fuzz_finds_no_server_error(tmp_path):
             *("--tls-verify", str(running.root), "--checks", CHECKS),
             *("--request-cert", str(client / "chain.pem")),
             *("--request-cert-key", str(client / "key.pem")),
+            # EST's simpleenroll past its Basic gate (RFC 7030 §3.2.3: the token is the password)
+            *("--auth", f"est:{running.token('spiffe://acme.com/fuzz-est')}"),
             *("--max-examples", "25", "--generation-database", "none", "--no-color"),
         ]
         result = subprocess.run(
@@ -54,6 +58,7 @@ def test_openapi_fuzz_finds_no_server_error(tmp_path):
             timeout=120,
             check=False,
             cwd=tmp_path,  # schemathesis leaves a .schemathesis/ folder where it runs
+            env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},  # EST's application/pkcs10
         )
     finally:
         running.stop()

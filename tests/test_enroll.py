@@ -28,6 +28,7 @@ from mtlskit.testca import LeafSpec, TestCA
 from mtlskit.verify import parse_spiffe_bundle
 
 WEB = "spiffe://acme.com/web"
+EST_OPERATIONS = ("cacerts", "csrattrs", "simpleenroll", "simplereenroll")  # docs/est.md
 APPROVAL = '\n[[approval]]\nids = ["spiffe://acme.com/prod/**"]\napprovers = 2\n'
 
 
@@ -333,6 +334,7 @@ def test_bundle_crl_health_and_openapi(ca):
         "/v1/renew",
         "/v1/crl",
         "/v1/bundle",
+        *(f"/.well-known/est/{op}" for op in EST_OPERATIONS),
     }
     cert_der = _server_certificate(ca)
     eku = x509.load_der_x509_certificate(cert_der).extensions.get_extension_for_class(

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from mtlskit.issue import EnrollmentRefused, EnrollmentRequest, Issued, RegistrationAuthority
 from mtlskit.issue._csr import load_csr
-from mtlskit.issue._enroll import csr_hash, token_hash
+from mtlskit.issue._enroll import csr_hash, required_approvals, token_hash
 from mtlskit.issue._provisioner import TokenRefused, VerifiedToken
 
 if TYPE_CHECKING:
@@ -116,7 +116,10 @@ def _waiting(
     ra: RegistrationAuthority, identity: str, csr: x509.CertificateSigningRequest
 ) -> EnrollmentRequest | None:
     """The newest request for exactly this CSR and identity: §4.2.3's retry of "the same
-    request" finds it, instead of redeeming (or burning) anything again."""
+    request" finds it, instead of redeeming (or burning) anything again. Only identities
+    an approval rule covers can have one, so no other enrollment pays for the lookup."""
+    if not required_approvals(ra.approval, identity):
+        return None
     digest = csr_hash(csr)
     found = [r for r in ra.records.requests() if r.csr_sha256 == digest and r.identity == identity]
     return found[-1] if found else None

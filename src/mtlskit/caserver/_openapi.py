@@ -192,8 +192,21 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                     },
                 }
             },
+            **_est_paths(),
         },
         "components": {
+            "securitySchemes": {
+                "estBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "any user name; the password is a one-time token",
+                },
+                "estBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a one-time token or a workload-identity JWT",
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -280,6 +293,81 @@ def openapi_document(*, title: str) -> dict[str, Any]:
                         "spiffe_refresh_hint": {"type": "integer"},
                     },
                 },
-            }
+            },
         },
     }
+
+
+# RFC 7030 (docs/est.md): bodies are base64 (Content-Transfer-Encoding: base64), refusals
+# text/plain "code: message" with the codes above; a lost database is the JSON 503.
+_CERTS_ONLY: Final = {"application/pkcs7-mime": {"schema": {"type": "string"}}}
+_TEXT: Final = {"text/plain": {"schema": {"type": "string"}}}
+_PKCS10: Final = {
+    "required": True,
+    "content": {"application/pkcs10": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _TEXT}
+
+
+def _est_enroll(operation: str, summary: str, *, renew: bool) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "Issued: certs-only PKCS#7 of the new certificate.",
+                "content": _CERTS_ONLY},
+        "400": _text("Malformed base64 or PKCS#10, or Authorization header."),
+        "401": _text("No client certificate." if renew else "No or unknown token."),
+        "403": _text("Identity mismatch, revoked or refused by the CA's policy."),
+        "413": _text("Request body too large."),
+        "415": _text("Content-Type is not application/pkcs10."),
+        "503": {
+            "description": "The CA's database, key or token issuer is unavailable.",
+            "content": {**_TEXT, **_error("")["content"]},
+        },
+    }  # fmt: skip
+    if not renew:
+        responses["202"] = {
+            "description": "Waiting for approval; send the same CSR again after Retry-After.",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": _TEXT,
+        }
+        responses["409"] = _text("Token already used (or jti replayed).")
+        responses["429"] = _text("Too many failed token attempts from this address.")
+    post = {"operationId": operation, "summary": summary, "requestBody": _PKCS10,
+            "responses": responses}  # fmt: skip
+    if not renew:
+        post["security"] = [{"estBasic": []}, {"estBearer": []}]
+    return {"post": post}
+
+
+def _est_paths() -> dict[str, Any]:
+    return {
+        "/.well-known/est/cacerts": {
+            "get": {
+                "operationId": "estCacerts",
+                "summary": "EST: the issuing chain and root as certs-only PKCS#7 (RFC 7030 4.1).",
+                "responses": {"200": {"description": "The CA certificates.",
+                                      "content": _CERTS_ONLY}},
+            }
+        },
+        "/.well-known/est/csrattrs": {
+            "get": {
+                "operationId": "estCsrattrs",
+                "summary": "EST: no CSR attributes asked for; the CA decides them (4.5).",
+                "responses": {"204": {"description": "Nothing to ask for."}},
+            }
+        },
+        "/.well-known/est/simpleenroll": _est_enroll(
+            "estSimpleenroll",
+            "EST: enroll with HTTP Basic (password = one-time token) or Bearer (one-time or "
+            "workload-identity token) and a base64 PKCS#10 (4.2.1).",
+            renew=False,
+        ),
+        "/.well-known/est/simplereenroll": _est_enroll(
+            "estSimplereenroll",
+            "EST: re-enroll as the certificate of the TLS handshake; the CSR may bring a new "
+            "key (4.2.2).",
+            renew=True,
+        ),
+    }  # fmt: skip

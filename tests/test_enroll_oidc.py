@@ -333,7 +333,10 @@ def test_claims_outside_require_are_refused(setup):
     ca, _, gh = setup
     response = _enroll(ca, gh.token(gh_claims(owner="evil")))
     assert (response.status_code, response.json()["code"]) == (403, "claims_not_allowed")
-    assert "repository_owner" in _audit(ca, "id_token_refused")[-1]["detail"]
+    entry = _audit(ca, "id_token_refused")[-1]
+    assert "repository_owner" in entry["detail"]
+    # who the token says it is, for the operator (unverified, so only in the audit log)
+    assert (entry["claimed_iss"], entry["claimed_sub"]) == (GH, "repo:evil/app:ref:refs/heads/main")
 
 
 def test_a_jti_is_single_use(setup):

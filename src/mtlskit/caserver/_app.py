@@ -54,6 +54,7 @@ from mtlskit.issue._provisioner import (
     TokenRefused,
     UnknownKeyId,
     VerifiedToken,
+    peek_token,
     select_provisioner,
     verify_token,
 )
@@ -147,6 +148,16 @@ def _string(document: dict[str, Any], key: str, *, required: bool) -> str | None
             "request_invalid", f"field {key!r} must be a non-empty string", status=400
         )
     return value
+
+
+def _claimed(token: str) -> dict[str, str]:
+    """Who a refused id token says it is (unverified, cut short): for the operator reading
+    the audit log, never for a decision."""
+    try:
+        _, claims = peek_token(token)
+    except TokenRefused:
+        return {}
+    return {f"claimed_{name}": str(claims[name])[:256] for name in ("iss", "sub") if name in claims}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -462,7 +473,12 @@ class CaServer:
         except TokenRefused as refused:
             self._limiter.failed(client, time.monotonic())
             if refused.code != "token_replayed":  # the store audited that one with the jti
-                audit = {"code": refused.code, "detail": refused.detail, "client": client}
+                audit = {
+                    "code": refused.code,
+                    "detail": refused.detail,
+                    "client": client,
+                    **_claimed(token),
+                }
                 await self._call(
                     lambda: self._ra.records.record_event("id_token_refused", audit, at=now)
                 )

@@ -105,6 +105,8 @@ server {{
         proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;
         proxy_cache_lock on;  # concurrent misses for one key: one check
         proxy_cache_lock_timeout 2s;
+        open_file_cache max=4096 inactive=2s;  # a hit reads its file without open()/close()
+        open_file_cache_valid 1s;
         proxy_set_header Content-Length "";
         proxy_set_header {NGINX_CERT} $ssl_client_escaped_cert;
         proxy_set_header {NGINX_VERIFY} $ssl_client_verify;

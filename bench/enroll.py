@@ -5,7 +5,9 @@ Every enrollment redeems its own one-time token (an atomic conditional UPDATE) a
 records the certificate (SQLite, synchronous FULL, WAL). In-process, each is its own
 durable transaction; the server group-commits the calls that queue while its CA thread
 is busy (one COMMIT per batch, no answer before it). The CSRs are made before the clock
-starts: a client's key generation is the client's cost, not the CA's.
+starts: a client's key generation is the client's cost, not the CA's. Beside them, the
+same enrollment with a workload-identity token (a Kubernetes-shaped RS256 JWT from a
+``[[provisioners]]`` JWKS file, its ``jti`` burned in the store) in the same run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import json
 import os
 import ssl
 import statistics
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives import serialization
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
 
 from bench.report import ROOT, Section, machine, table
 from mtlskit.certs import generate_private_key
@@ -42,6 +47,17 @@ from mtlskit.store import SqlStore, database_url
 
 CLIENTS = 16
 PASSPHRASE = "bench passphrase"
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+PROVISIONER = f"""
+[[provisioners]]
+kind = "oidc"
+name = "k8s"
+issuer = "{ISSUER}"
+jwks = "k8s-jwks.json"
+audience = "mtlskit-ca"
+identity = "spiffe://acme.com/ns/{{kubernetes.io.namespace}}/sa/{{kubernetes.io.serviceaccount.name}}"
+"""
+_SIGNER = RSAKey.generate_key(2048, parameters={"kid": "bench"})
 
 
 def _ca(directory: Path) -> None:
@@ -63,6 +79,35 @@ def _ca(directory: Path) -> None:
             ]
         )
     assert code == 0
+    with (directory / "ca.toml").open("a") as handle:
+        handle.write(PROVISIONER)
+    keys = KeySet([_SIGNER]).as_dict(private=False)
+    (directory / "k8s-jwks.json").write_text(json.dumps(keys))
+
+
+def _id_tokens(count: int, tag: str) -> list[str]:
+    """Projected service-account tokens as the API server signs them, one jti each."""
+    now = int(time.time())
+    return [
+        jwt.encode(
+            {"alg": "RS256", "kid": "bench"},
+            {
+                "iss": ISSUER,
+                "aud": ["mtlskit-ca"],
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3600,
+                "jti": f"{tag}-{index}",
+                "sub": f"system:serviceaccount:bench:{tag}-{index}",
+                "kubernetes.io": {
+                    "namespace": "bench",
+                    "serviceaccount": {"name": f"{tag}-{index}", "uid": str(index)},
+                },
+            },
+            _SIGNER,
+        )
+        for index in range(count)
+    ]
 
 
 def _tokens(directory: Path, count: int, tag: str) -> list[str]:
@@ -112,8 +157,17 @@ def _serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
     return process, line.split()[-1]
 
 
-def _over_https(url: str, root: Path, tokens: list[str], csrs: list[str], *, reuse: bool) -> float:
-    """Enrollments/s with CLIENTS threads; ``reuse``: keep-alive, else a TLS handshake each."""
+def _over_https(
+    url: str,
+    root: Path,
+    tokens: list[str],
+    csrs: list[str],
+    *,
+    reuse: bool,
+    field: str = "token",
+) -> float:
+    """Enrollments/s with CLIENTS threads; ``reuse``: keep-alive, else a TLS handshake each;
+    ``field``: ``token`` (one-time) or ``id_token`` (workload identity)."""
     context = ssl.create_default_context(cafile=root)
     work = list(zip(tokens, csrs, strict=True))
     lock = threading.Lock()
@@ -127,7 +181,7 @@ def _over_https(url: str, root: Path, tokens: list[str], csrs: list[str], *, reu
                     if not work:
                         return
                     token, csr = work.pop()
-                body = {"token": token, "csr": csr}
+                body = {field: token, "csr": csr}
                 if http is not None:
                     response = http.post(f"{url}/v1/enroll", json=body)
                 else:
@@ -178,7 +232,13 @@ def _in_process(directory: Path, tokens: list[str], csrs: list[str]) -> tuple[fl
 def run(quick: bool) -> Section:
     count = 96 if quick else 800
     repeats = 1 if quick else 3
-    results: dict[str, list[float]] = {"keepalive": [], "handshake": [], "ra": [], "sign": []}
+    results: dict[str, list[float]] = {
+        "keepalive": [],
+        "handshake": [],
+        "id_token": [],
+        "ra": [],
+        "sign": [],
+    }
     # On the project's disk, not a tmpfs: an fsync that costs nothing measures nothing.
     with tempfile.TemporaryDirectory(dir=ROOT) as temp:
         directory = Path(temp, "ca")
@@ -193,6 +253,15 @@ def run(quick: bool) -> Section:
                         url, directory / "root.pem", tokens, _csrs(count), reuse=mode == "keepalive"
                     )
                     results[mode].append(rate)
+                rate = _over_https(
+                    url,
+                    directory / "root.pem",
+                    _id_tokens(count, f"a{attempt}"),
+                    _csrs(count),
+                    reuse=True,
+                    field="id_token",
+                )
+                results["id_token"].append(rate)
             finally:
                 process.terminate()
                 process.wait(timeout=10)
@@ -212,6 +281,11 @@ def run(quick: bool) -> Section:
             f"HTTPS, {CLIENTS} clients, new TLS connection each",
             f"{median['handshake']:.0f}",
             f"{median['handshake'] / sign:.2f}×",
+        ],
+        [
+            f"HTTPS, {CLIENTS} clients, keep-alive, workload-identity id token (RS256, jti)",
+            f"{median['id_token']:.0f}",
+            f"{median['id_token'] / sign:.2f}×",
         ],
         [
             "in-process RegistrationAuthority.enroll (token + CSR)",

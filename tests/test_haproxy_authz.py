@@ -25,8 +25,10 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
 from _servers import free_port, stop, wait_for
 from conftest import require_program, write
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
@@ -157,7 +159,27 @@ def test_revocation_left_to_authz_server(haproxy_stack):
     assert _status(haproxy_stack, "nocrl") == 200  # a CA without CRL loses no client
 
 
-def test_name_constrained_pair_as_with_the_gateway(haproxy_stack):
+def test_name_constrained_pair_as_with_the_gateway(haproxy_stack, tmp_path):
+    """Accepted or refused through HAProxy exactly as through `mtlskit gateway`, same trust."""
+    trust = b"".join(
+        (haproxy_stack["tmp"] / f"{name}-root.pem").read_bytes() for name in ("crl", "nocrl", "nc")
+    )
+    site = Site(dir=tmp_path, server_ca=trustme.CA(), backend=EchoBackend())
+    gateway = GatewayThread(write_config(site, trust, '[client_auth]\ntrust = ["trust.pem"]\n'))
+    request = b"GET /invoices HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    try:
+        through_gateway = {}
+        for name in ("nc-inside", "nc-outside"):
+            context = site.client_context(haproxy_stack["issued"][name])
+            try:
+                answer = https_request(gateway.port, context, request)
+                through_gateway[name] = answer.startswith(b"HTTP/1.1 200")
+            except OSError:
+                through_gateway[name] = False
+    finally:
+        gateway.stop()
+        site.backend.stop()
+    assert through_gateway == {"nc-inside": True, "nc-outside": False}
     assert _status(haproxy_stack, "nc-inside") == 200
     assert _status(haproxy_stack, "nc-outside") is None  # OpenSSL: name constraint violation
 

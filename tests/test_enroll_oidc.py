@@ -575,3 +575,83 @@ def test_a_jti_is_single_use_across_two_nodes_on_postgresql(pg_nodes):
     assert [name for name, detail in events if detail.get("jti") == jti].count("id_token") == 1
     refused = [d for name, d in events if name == "id_token_refused" and d.get("jti") == jti]
     assert len(refused) == 15 and {d["code"] for d in refused} == {"token_replayed"}
+
+
+# --- ca.toml: a provisioner that cannot work is refused when the file is read ----------
+
+_BASE = 'name = "ca"\ntrust_domain = "acme.com"\n'
+_GOOD = {
+    "kind": '"oidc"',
+    "name": '"k8s"',
+    "issuer": f'"{K8S}"',
+    "jwks": '"k8s-jwks.json"',
+    "audience": '"mtlskit-ca"',
+    "identity": f'"{K8S_TEMPLATE}"',
+}
+BAD_PROVISIONERS = {
+    "unbalanced brace": ({"identity": '"spiffe://acme.com/{sub"'}, "unbalanced brace"),
+    "empty claim path": ({"identity": '"spiffe://acme.com/{}"'}, "empty claim path"),
+    "dotted path with an empty part": ({"identity": '"spiffe://acme.com/{a..b}"'}, "empty"),
+    "template that is no identity": ({"identity": '"spiffe://ACME.com/{sub}"'}, "no identity"),
+    "skew beyond 5m": ({"clock_skew": '"10m"'}, "more than the 5m"),
+    "bad max_token_age": ({"max_token_age": '"soon"'}, "invalid duration"),
+    "unknown kind": ({"kind": '"saml"'}, "kind"),
+    "issuer not a URL": ({"issuer": '"kubernetes"'}, "not an http(s) URL"),
+    "discovery over plain http": (
+        {"issuer": '"http://idp.example.com"', "jwks": None},
+        "discovery over http:// is only for a loopback issuer",
+    ),
+    "unknown key": ({"audiences": '"x"'}, "unknown key"),
+}
+
+
+def _provisioner_toml(changes: dict) -> str:
+    fields = {**_GOOD, **changes}
+    lines = [f"{key} = {value}" for key, value in fields.items() if value is not None]
+    return _BASE + "[[provisioners]]\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("case", list(BAD_PROVISIONERS))
+def test_a_provisioner_that_cannot_work_is_a_config_error(case):
+    from mtlskit.errors import ConfigError
+    from mtlskit.issue import parse_ca_config
+
+    changes, message = BAD_PROVISIONERS[case]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_ca_config(_provisioner_toml(changes).encode(), source="ca.toml")
+
+
+def test_the_good_provisioner_parses_and_loopback_discovery_is_allowed():
+    from mtlskit.issue import parse_ca_config
+
+    config = parse_ca_config(_provisioner_toml({}).encode(), source="ca.toml")
+    (provisioner,) = config.oidc_provisioners()
+    assert provisioner.identity.paths == (
+        "kubernetes.io.namespace",
+        "kubernetes.io.serviceaccount.name",
+    )
+    local = _provisioner_toml({"issuer": '"http://127.0.0.1:8080"', "jwks": None})
+    assert parse_ca_config(local.encode(), source="ca.toml").provisioners[0].jwks is None
+
+
+def test_two_provisioners_with_one_name_are_a_config_error():
+    from mtlskit.errors import ConfigError
+    from mtlskit.issue import parse_ca_config
+
+    text = _provisioner_toml({}) + "[[provisioners]]\n" + _provisioner_toml({}).split("\n", 3)[3]
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_ca_config(text.encode(), source="ca.toml")
+
+
+def test_ca_serve_with_a_broken_provisioner_says_so_in_one_line(tmp_path):
+    directory = init_ca(
+        tmp_path / "ca", approval=_provisioner_toml({"clock_skew": '"1h"'}).removeprefix(_BASE)
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "mtlskit", "ca", "serve", str(directory), "--listen",
+         "127.0.0.1:0", "--passphrase-file", str(tmp_path / "ca.pass")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    assert run.stderr.splitlines() == [run.stderr.strip()]
+    assert run.stderr.startswith("mtlskit: error: ") and "clock_skew" in run.stderr

@@ -5,23 +5,21 @@ IO for the pure ``verify_token``. Each key set is fetched once and kept; a token
 ``refresh_interval`` per issuer, so a stream of tokens with made-up ``kid`` values costs
 the issuer one request per interval, not one per token. Discovery is https, or http to
 a loopback address only (a test or a sidecar issuer): keys fetched in clear text from
-elsewhere would let anyone on the path mint identities.
+elsewhere would let anyone on the path mint identities (``fetchable``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import httpx
 
-from mtlskit.issue._provisioner import OidcProvisioner
+from mtlskit.issue._provisioner import OidcProvisioner, fetchable
 
 __all__ = ["JwksCache", "JwksUnavailable"]
 
@@ -33,18 +31,8 @@ class JwksUnavailable(Exception):
     """The issuer's keys could not be had: the CA's problem (503), not the token holder's."""
 
 
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _get(url: str) -> dict[str, Any]:
-    if not (url.startswith("https://") or (url.startswith("http://") and _loopback(url))):
+    if not fetchable(url):
         raise JwksUnavailable(f"{url}: only https (or http to loopback) is fetched")
     try:
         with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http:

@@ -11,13 +11,13 @@ import json
 import tomllib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtlskit.certs import KeyType
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.issue._enroll import ApprovalRule
 from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
-from mtlskit.issue._provisioner import MAX_SKEW, IdentityTemplate, OidcProvisioner
+from mtlskit.issue._provisioner import MAX_SKEW, IdentityTemplate, OidcProvisioner, fetchable
 
 __all__ = ["CaConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
 
@@ -82,6 +82,17 @@ class ProvisionerConfig(BaseModel):
         if not value.startswith(("https://", "http://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _discovery(self) -> ProvisionerConfig:
+        """Keys found by discovery come over https (or http to loopback): said at load time,
+        not as a 503 on every enrollment."""
+        if self.jwks is None and not fetchable(self.issuer):
+            raise ValueError(
+                f"provisioner {self.name!r}: discovery over http:// is only for a loopback "
+                "issuer; use https or a static jwks file"
+            )
+        return self
 
     def provisioner(self) -> OidcProvisioner:
         return OidcProvisioner(

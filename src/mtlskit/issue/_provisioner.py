@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -36,6 +38,7 @@ __all__ = [
     "TokenRefused",
     "UnknownKeyId",
     "VerifiedToken",
+    "fetchable",
     "peek_token",
     "select_provisioner",
     "verify_token",
@@ -86,10 +89,33 @@ class TokenIdStore(Protocol):
     """Where used ``jti`` values are kept (the CA database, shared by every node)."""
 
     def use_token_id(
-        self, issuer: str, jti: str, *, expires_at: dt.datetime, at: dt.datetime, detail: Any
+        self,
+        issuer: str,
+        jti: str,
+        *,
+        expires_at: dt.datetime,
+        at: dt.datetime,
+        detail: Mapping[str, Any],
     ) -> None:
         """Record ``jti`` as used, or raise ``TokenRefused("token_replayed", …)``."""
         ...
+
+
+def fetchable(url: str) -> bool:
+    """Whether issuer keys may be fetched from ``url``: https, or http to a loopback address
+    (a test or a sidecar issuer). Keys in clear text from elsewhere would let anyone on
+    the path mint identities."""
+    if url.startswith("https://"):
+        return True
+    if not url.startswith("http://"):
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve(claims: Mapping[str, Any], path: str) -> Any:
@@ -140,7 +166,7 @@ class IdentityTemplate:
         try:
             parse_identity(rest)
         except InputError as exc:
-            raise InputError(f"identity template {text!r} is no identity: {exc}") from None
+            raise InputError(f"identity template {text!r} is no identity: {exc.detail}") from None
         return cls(text=text, paths=paths)
 
     def render(self, claims: Mapping[str, Any]) -> str:

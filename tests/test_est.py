@@ -25,9 +25,11 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
+from _servers import free_port, stop, wait_for
 from ca_server import PASSPHRASE, RunningCa, init_ca, serve
 from conftest import require_program
 from mtlskit.identity import ClientIdentity
+from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
 WEB = "spiffe://acme.com/web"
 GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -348,3 +350,63 @@ def test_the_est_certificate_passes_a_real_gateway_handshake(ca, tmp_path):
     finally:
         gateway.stop()
         backend.stop()
+
+
+def test_the_est_certificate_passes_nginx_ssl_verify_client(ca, tmp_path):
+    """nginx with ``ssl_verify_client on`` and the EST CA's root (from cacerts) as trust."""
+    nginx = require_program("nginx")
+    cert, key = _enrolled(ca, tmp_path, "spiffe://acme.com/device/10")
+    roots = [c for c in pkcs7_certs(curl(ca, "cacerts")) if c.issuer == c.subject]
+    trust = tmp_path / "est-root.pem"
+    trust.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in roots))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(cert.read_bytes() + (ca.directory / "issuing.pem").read_bytes())
+    server_ca = TestCA(name="nginx server")
+    server = server_ca.issue(LeafSpec(dns=("localhost",), eku=(SERVER_AUTH,)))
+    (tmp_path / "server.pem").write_bytes(server.chain_pem)
+    (tmp_path / "server.key").write_bytes(server.key_pem)
+    (tmp_path / "server-ca.pem").write_bytes(server_ca.bundle_pem)
+    port, work = free_port(), tmp_path / "nginx"
+    work.mkdir()
+    temps = " ".join(f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi"))
+    temps += f" uwsgi_temp_path {work}; scgi_temp_path {work};"
+    config = work / "nginx.conf"
+    config.write_text(
+        f"""daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log info;
+events {{ worker_connections 32; }}
+http {{
+  access_log off;
+  {temps}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {tmp_path}/server.pem;
+    ssl_certificate_key {tmp_path}/server.key;
+    ssl_client_certificate {trust};
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    location / {{ return 200 "$ssl_client_verify\\n"; }}
+  }}
+}}
+"""
+    )
+    process = subprocess.Popen(
+        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(port, process, "nginx")
+        url = f"https://localhost:{port}/"
+        base = [require_program("curl"), "-sS", "--cacert", str(tmp_path / "server-ca.pem")]
+        accepted = subprocess.run(
+            [*base, "--cert", str(chain), "--key", str(key), url],
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert accepted.stdout == b"SUCCESS\n", accepted.stderr
+        refused = subprocess.run([*base, url], capture_output=True, timeout=30, check=False)
+        assert b"No required SSL certificate was sent" in refused.stdout  # negative control
+    finally:
+        stop(process)

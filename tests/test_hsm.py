@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,3 +353,26 @@ def test_import_key_refuses_an_extractable_key(tmp_path):
     )  # fmt: skip
     _one_error_line(done, "extractable")
     assert not (tmp_path / "ca").exists()
+
+
+def test_serve_names_an_edited_pkcs11_table_restart_needed_and_keeps_its_key(tmp_path, monkeypatch):
+    token = _token(tmp_path)
+    ca_dir = tmp_path / "ca"
+    _init(token, ca_dir)
+    (tmp_path / "ca.pass").write_text(PIN + "\n")
+    (tmp_path / "ca.pass").chmod(0o600)
+    monkeypatch.setenv("SOFTHSM2_CONF", token.env["SOFTHSM2_CONF"])
+    running = serve(ca_dir)
+    try:
+        config = ca_dir / "ca.toml"
+        config.write_text(config.read_text().replace("object=mtlskit-issuing", "object=other"))
+        running.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15  # waits for an event, asserts no timing
+        while "ca.toml reloaded" not in running.errors and time.monotonic() < deadline:
+            assert running.process.poll() is None, running.errors
+            time.sleep(0.05)
+        assert "restart needed: pkcs11" in running.errors, running.errors
+        issued = _enroll(running, running.token("spiffe://acme.com/a"))
+        assert issued.status_code == 201, issued.text
+    finally:
+        running.stop()

@@ -30,6 +30,7 @@ RESTART_KEYS: Final = (
     "database",
     "database_password_file",
     "durability",
+    "pkcs11",  # the token key is opened once at start, with the PIN given then
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -410,3 +411,55 @@ http {{
         assert b"No required SSL certificate was sent" in refused.stdout  # negative control
     finally:
         stop(process)
+
+
+def _raw(ca: RunningCa, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 exchange written byte for byte, as an embedded EST client sends it."""
+    host, port = ca.url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca.root)
+    with (
+        socket.create_connection((host, int(port)), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(request)
+        received = b""
+        while chunk := tls.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+    return status, headers, body
+
+
+def test_raw_messages_shaped_like_rfc7030_appendix_a(ca, tmp_path):
+    """Raw HTTP/1.1 as an embedded client writes it, after the layout of RFC 7030 Appendix A
+    (A.1 cacerts, A.2 simpleenroll): base64 in 64-column CRLF lines, Content-Transfer-Encoding
+    on the request, Basic credentials. Shapes only: the RFC's own bytes were not at hand,
+    and its certificates would not chain to this CA anyway."""
+    host = ca.url.removeprefix("https://")
+    status, headers, body = _raw(
+        ca,
+        f"GET /.well-known/est/cacerts HTTP/1.1\r\nUser-Agent: curl/7.22.0\r\n"
+        f"Host: {host}\r\nAccept: */*\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-type"] == "application/pkcs7-mime; smime-type=certs-only"
+    assert headers["content-transfer-encoding"] == "base64"
+    assert len(pkcs7_certs(Answer(status=200, headers=headers, body=body))) == 2
+    token = ca.token(WEB)
+    der = base64.b64decode(csr_b64(tmp_path, WEB).read_bytes())
+    text = base64.b64encode(der).decode()
+    wrapped = "\r\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + "\r\n"
+    basic = base64.b64encode(f"estuser:{token}".encode()).decode()
+    status, headers, body = _raw(
+        ca,
+        f"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Basic {basic}\r\nContent-Type: application/pkcs10\r\n"
+        f"Content-Transfer-Encoding: base64\r\nContent-Length: {len(wrapped)}\r\n"
+        f"Connection: close\r\n\r\n{wrapped}".encode(),
+    )
+    assert status == "HTTP/1.1 200 OK", body
+    assert headers["content-type"] == "application/pkcs7-mime; smime-type=certs-only"
+    assert headers["content-transfer-encoding"] == "base64"
+    (cert,) = pkcs7_certs(Answer(status=200, headers=headers, body=body))
+    assert _identity(cert) == WEB

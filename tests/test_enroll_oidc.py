@@ -385,6 +385,23 @@ def test_a_provisioner_added_to_ca_toml_is_trusted_without_a_restart(setup, tmp_
     assert "provisioners: +ci" in line, line
 
 
+def test_an_issuer_whose_keys_cannot_be_fetched_is_503_not_the_clients_fault(setup):
+    ca, _, _ = setup
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens: discovery cannot connect
+    with (ca.directory / "ca.toml").open("a") as handle:
+        handle.write(
+            f'\n[[provisioners]]\nkind = "oidc"\nname = "gone"\nissuer = "{gone}"\n'
+            'audience = "mtlskit"\nidentity = "spiffe://acme.com/gone/{sub}"\n'
+        )
+    signer = ECKey.generate_key("P-256", parameters={"kid": "x"})
+    now = _now()
+    claims = {"iss": gone, "aud": "mtlskit", "iat": now, "exp": now + 60, "sub": "s"}
+    token = jwt.encode({"alg": "ES256", "kid": "x"}, claims, signer)
+    response = _enroll(ca, token)
+    assert (response.status_code, response.json()["code"]) == (503, "token_issuer_unavailable")
+    assert "provisioner gone: keys unavailable" in ca.errors
+
+
 def test_token_and_id_token_together_is_a_bad_request(setup):
     ca, k8s, _ = setup
     response = _post(ca, {"token": "mtk1_x", "id_token": k8s.token(k8s_claims()), "csr": _csr()})

@@ -9,6 +9,7 @@ are the ones docs/est.md shows.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import socket
 import ssl
@@ -216,8 +217,20 @@ def test_simpleenroll_with_bearer_workload_identity_token(setup, tmp_path):
     assert bad.status == 401 and bad.body.startswith(b"token_signature_invalid: ")
 
 
+def _records(ca: RunningCa) -> tuple[int, int]:
+    """(certificates, enrollment requests) in the CA's store."""
+    store = ca.store()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        return len(store.certificates(now=now)), len(store.requests())
+    finally:
+        store.close()
+
+
 def test_bad_input_is_refused_with_a_code_and_burns_nothing(ca, tmp_path):
     token = ca.token(WEB)
+    before = _records(ca)
+    audited = len(_events(ca, "est_refused"))
     auth = ("-u", f"device:{token}")
     garbage = tmp_path / "garbage.b64"
     garbage.write_bytes(b"this is not base64!!\n")
@@ -241,7 +254,10 @@ def test_bad_input_is_refused_with_a_code_and_burns_nothing(ca, tmp_path):
         assert (answer.status, answer.body[: len(prefix)]) == (status, prefix), answer.body
         assert answer.headers["content-type"].startswith("text/plain")
     assert "www-authenticate" in cases[5][0].headers
-    codes = [entry["code"] for entry in _events(ca, "est_refused")]
+    assert _records(ca) == before  # no certificate, no request
+    refusals = _events(ca, "est_refused")
+    assert len(refusals) == audited + len(cases)  # one audit entry per refusal
+    codes = [entry["code"] for entry in refusals]
     for code in ("csr_invalid", "request_too_large", "identity_mismatch", "request_invalid"):
         assert code in codes
     ok = _enroll(ca, csr_b64(tmp_path, WEB, "good"), *auth)  # the token was not burned

@@ -103,8 +103,8 @@ server {{
         proxy_cache_methods GET HEAD POST;  # others are checked every time
         proxy_cache_valid 200 401 403 1s;
         proxy_ignore_headers Cache-Control Expires Set-Cookie X-Accel-Expires Vary;
-        proxy_cache_lock on;  # concurrent misses for one key: one check
-        proxy_cache_lock_timeout 2s;
+        # No proxy_cache_lock: its waiters poll every 500 ms, and concurrent misses are cheap
+        # (authz-server answers them from its own cache).
         open_file_cache max=4096 inactive=2s;  # a hit reads its file without open()/close()
         open_file_cache_valid 1s;
         proxy_set_header Content-Length "";

@@ -402,6 +402,25 @@ def test_an_issuer_whose_keys_cannot_be_fetched_is_503_not_the_clients_fault(set
     assert "provisioner gone: keys unavailable" in ca.errors
 
 
+def test_a_claim_that_breaks_a_templated_trust_domain_is_template_value_invalid(setup):
+    ca, _, _ = setup
+    issuer = Issuer(
+        "https://tenants.acme.com",
+        [ECKey.generate_key("P-256", parameters={"kid": "t-1"})],
+        ca.directory / "tenants-jwks.json",
+    )
+    with (ca.directory / "ca.toml").open("a") as handle:
+        handle.write(
+            '\n[[provisioners]]\nkind = "oidc"\nname = "tenants"\n'
+            'issuer = "https://tenants.acme.com"\njwks = "tenants-jwks.json"\n'
+            'audience = "mtlskit"\nidentity = "spiffe://{tenant}.acme.com/svc"\n'
+        )
+    now = _now()
+    claims = {"iss": "https://tenants.acme.com", "aud": "mtlskit", "iat": now, "exp": now + 60}
+    response = _enroll(ca, issuer.token({**claims, "tenant": "EVIL"}))  # no upper case in a TD
+    assert (response.status_code, response.json()["code"]) == (403, "template_value_invalid")
+
+
 def test_token_and_id_token_together_is_a_bad_request(setup):
     ca, k8s, _ = setup
     response = _post(ca, {"token": "mtk1_x", "id_token": k8s.token(k8s_claims()), "csr": _csr()})

@@ -176,8 +176,9 @@ class IdentityTemplate:
             path = match.group(1)
             found = _resolve(claims, path)
             if isinstance(found, bool) or not isinstance(found, str | int):
+                shown = repr(found)[:200]
                 raise TokenRefused(
-                    "template_value_invalid", f"claim {path!r} is {found!r}, not a string"
+                    "template_value_invalid", f"claim {path!r} is {shown}, not a string"
                 )
             text = str(found)
             if not _SEGMENT.fullmatch(text) or text in {".", ".."}:
@@ -188,7 +189,12 @@ class IdentityTemplate:
                 )
             return text
 
-        return _PLACEHOLDER.sub(value, self.text)
+        identity = _PLACEHOLDER.sub(value, self.text)
+        try:  # a claim in the trust domain may still break it (upper case, say)
+            parse_identity(identity)
+        except InputError as exc:
+            raise TokenRefused("template_value_invalid", f"{identity!r}: {exc.detail}") from None
+        return identity
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

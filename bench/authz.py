@@ -309,9 +309,30 @@ def _ab_rate(port: int, client: Path, seconds: int, *, keepalive: bool) -> float
     return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
 
 
+def _ab_rates_together(
+    ports: dict[str, int], client: Path, seconds: int, *, keepalive: bool
+) -> dict[str, float]:
+    """Requests/s of one ``ab`` per setup, all running at once: under the same load."""
+    args = ["ab", "-q", "-r", "-c", str(HAPROXY_CLIENTS), "-t", str(seconds), "-n", "10000000"]
+    args += ["-E", str(client), *(["-k"] if keepalive else [])]
+    running = {
+        name: subprocess.Popen(
+            [*args, f"https://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
+        )
+        for name, port in ports.items()
+    }
+    rates = {}
+    for name, process in running.items():
+        out, _ = process.communicate(timeout=seconds + 60)
+        if process.returncode or re.search(r"Non-2xx responses:\s+(\d+)", out):
+            raise RuntimeError(f"ab failed against {name}:\n{out}")
+        rates[name] = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+    return rates
+
+
 def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[Goal]]:
     """Bare HAProxy (``verify required`` + plain proxy) vs HAProxy + Lua + authz-server."""
-    seconds, repeats = (2, 3) if quick else (3, 9)
+    seconds, repeats = (2, 3) if quick else (3, 7)
     processes: list[subprocess.Popen] = []
     ports: dict[str, int] = {}
     try:
@@ -352,11 +373,14 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
         for port in ports.values():  # warm up
             _ab_rate(port, client, 1, keepalive=True)
         samples: dict[tuple[str, bool], list[float]] = {(s, k): [] for s in ports for k in (0, 1)}
-        for _ in range(repeats):
-            for scenario, port in ports.items():
-                for keepalive in (False, True):
-                    rate = _ab_rate(port, client, seconds, keepalive=keepalive)
+        together: dict[bool, list[float]] = {False: [], True: []}
+        for repeat in range(repeats):
+            for keepalive in (False, True):  # alternate which goes first: no order bias
+                for scenario in sorted(ports, reverse=bool(repeat % 2)):
+                    rate = _ab_rate(ports[scenario], client, seconds, keepalive=keepalive)
                     samples[(scenario, keepalive)].append(rate)
+                both = _ab_rates_together(ports, client, seconds, keepalive=keepalive)
+                together[keepalive].append(both["with mtlskit"] / both["alone"])
     finally:
         for process in reversed(processes):
             stop_process(process)
@@ -370,13 +394,18 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
     }
     ratio = {k: statistics.median(values) for k, values in pairs.items()}
     spread = {k: f"{ratio[k]:.2f}× ({pairs[k][0]:.2f}–{pairs[k][-1]:.2f})" for k in pairs}
+    side = {k: sorted(values) for k, values in together.items()}
+    beside = {k: statistics.median(values) for k, values in side.items()}
+    beside_text = {k: f"{beside[k]:.2f}× ({side[k][0]:.2f}–{side[k][-1]:.2f})" for k in side}
     rows = [
         [
             "HAProxy alone" if s == "alone" else "HAProxy + Lua + authz-server",
             f"{rate[(s, False)]:,.0f}",
             "1.00×" if s == "alone" else spread[False],
+            "1.00×" if s == "alone" else beside_text[False],
             f"{rate[(s, True)]:,.0f}",
             "1.00×" if s == "alone" else spread[True],
+            "1.00×" if s == "alone" else beside_text[True],
         ]
         for s in ports
     ]
@@ -390,10 +419,20 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
             "back-to-back pairs' ratios (in brackets: the lowest and highest pair). "
             '"alone" is the config '
             "`mtlskit config haproxy` writes without its Lua lines (`verify required`, header "
-            "deletion, plain proxy).",
+            'deletion, plain proxy). "side by side": both setups loaded at once by one `ab` '
+            "each for the same seconds, so both see the same load from the rest of the machine "
+            "(the sequential pairs' ratios swing widely when it is busy); the goals use it.",
             "",
             table(
-                ["setup", "new conn req/s", "ratio", "keep-alive req/s", "ratio"],
+                [
+                    "setup",
+                    "new conn req/s",
+                    "ratio",
+                    "side by side",
+                    "keep-alive req/s",
+                    "ratio",
+                    "side by side",
+                ],
                 rows,
             ),
             "",
@@ -406,15 +445,15 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
         Goal(
             name="HAProxy + authz-server keep-alive req/s vs HAProxy alone, 16 clients",
             target="≥ 0.9×",
-            measured=f"{ratio[True]:.2f}×",
-            met=ratio[True] >= 0.9,
+            measured=f"{beside[True]:.2f}× side by side; {ratio[True]:.2f}× one after the other",
+            met=beside[True] >= 0.9,
             issue="#25",
         ),
         Goal(
             name="HAProxy + authz-server full-handshake req/s vs HAProxy alone, 16 clients",
             target="≥ 0.95×",
-            measured=f"{ratio[False]:.2f}×",
-            met=ratio[False] >= 0.95,
+            measured=f"{beside[False]:.2f}× side by side; {ratio[False]:.2f}× one after the other",
+            met=beside[False] >= 0.95,
             issue="#25",
         ),
     ]

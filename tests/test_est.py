@@ -41,6 +41,10 @@ CONFIG = f"""
 ids = ["spiffe://acme.com/prod/**"]
 approvers = 1
 
+[[approval]]
+ids = ["spiffe://acme.com/ns/prod/**"]
+approvers = 1
+
 [[provisioners]]
 kind = "oidc"
 name = "k8s"
@@ -479,3 +483,37 @@ def test_raw_messages_shaped_like_rfc7030_appendix_a(ca, tmp_path):
     assert headers["content-transfer-encoding"] == "base64"
     (cert,) = pkcs7_certs(Answer(status=200, headers=headers, body=body))
     assert _identity(cert) == WEB
+
+
+def test_workload_token_waiting_for_approval_polls_with_a_fresh_token(
+    setup, tmp_path, run_cli, monkeypatch
+):
+    """With id tokens a poll is a new token (the first one's jti is spent) and the same CSR:
+    it finds the waiting request instead of queueing a second one."""
+    ca, key = setup
+    monkeypatch.setenv("MTLSKIT_CA_PASSPHRASE", PASSPHRASE)
+    identity = "spiffe://acme.com/ns/prod/sa/ledger"
+    b64 = csr_b64(tmp_path, identity)
+    for _ in range(2):
+        token = _k8s_token(key, "prod", "ledger")
+        waiting = _enroll(ca, b64, "-H", f"Authorization: Bearer {token}")
+        assert waiting.status == 202 and "retry-after" in waiting.headers, waiting.body
+    store = ca.store()
+    try:
+        (request,) = [r for r in store.requests() if r.identity == identity]
+    finally:
+        store.close()
+    approver = tmp_path / "bob"
+    bob = "spiffe://acme.com/approvers/bob"
+    assert run_cli("ca", "issue", ca.directory, "--id", bob, "--out", approver).code == 0
+    assert (
+        run_cli("ca", "approvers", "add", ca.directory, "--cert", approver / "cert.pem").code == 0
+    )
+    approved = run_cli(
+        "ca", "requests", "approve", ca.directory, request.id,
+        "--cert", approver / "cert.pem", "--key", approver / "key.pem",
+    )  # fmt: skip
+    assert approved.code == 0, approved.err
+    done = _enroll(ca, b64, "-H", f"Authorization: Bearer {_k8s_token(key, 'prod', 'ledger')}")
+    assert done.status == 200, done.body
+    assert _identity(pkcs7_certs(done)[0]) == identity

@@ -69,7 +69,9 @@ def openapi_document(*, title: str) -> dict[str, Any]:
             "title": title,
             "version": "1",
             "description": "mtlskit CA: enrollment with one-time tokens and an approval queue, "
-            "renewal over mTLS, CRL and trust bundle. Errors are JSON with a stable `code`.",
+            "renewal over mTLS, CRL and trust bundle, and EST (RFC 7030) under "
+            "/.well-known/est/. Errors are JSON with a stable `code`; EST's are text/plain "
+            "`code: message` (RFC 7030 4.2.3) with the same codes.",
         },
         "paths": {
             "/healthz": {

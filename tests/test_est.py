@@ -517,3 +517,17 @@ def test_workload_token_waiting_for_approval_polls_with_a_fresh_token(
     done = _enroll(ca, b64, "-H", f"Authorization: Bearer {_k8s_token(key, 'prod', 'ledger')}")
     assert done.status == 200, done.body
     assert _identity(pkcs7_certs(done)[0]) == identity
+
+
+def test_failed_tokens_are_rate_limited_per_address(tmp_path):
+    """As on /v1/enroll (--max-token-failures): 429 with Retry-After, and no audit entry."""
+    running = serve(init_ca(tmp_path / "limited"), "--max-token-failures", "3")
+    try:
+        b64 = csr_b64(tmp_path, WEB)
+        answers = [_enroll(running, b64, "-u", "d:mtk1_" + "B" * 43) for _ in range(5)]
+        assert [a.status for a in answers] == [401, 401, 401, 429, 429]
+        assert answers[3].body.startswith(b"rate_limited: ")
+        assert int(answers[3].headers["retry-after"]) > 0
+        assert len(_events(running, "est_refused")) == 3
+    finally:
+        running.stop()

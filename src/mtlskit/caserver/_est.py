@@ -186,8 +186,7 @@ class _Est:
         except EnrollmentRefused as refused:
             if refused.code in _TOKEN_FAILURES or isinstance(refused, TokenRefused):
                 self._server._limiter.failed(client, time.monotonic())
-            if refused.code != "rate_limited":  # the limit exists to spare the audit log
-                await self._audit(operation, refused, client)
+            await self._audit(operation, refused, client)
             headers = {"WWW-Authenticate": _REALM} if refused.status == 401 else None
             return _refusal(refused.code, refused.message, refused.status, headers)
         if isinstance(result, EnrollmentRequest):
@@ -208,12 +207,17 @@ class _Est:
         return Response(status_code=204)
 
     async def simpleenroll(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        wait = self._server._limiter.retry_after(client, time.monotonic())
+        if wait is not None:  # not audited: the limit is there to spare the audit log
+            return _refusal(
+                "rate_limited",
+                "too many failed token attempts from this address",
+                429,
+                {"Retry-After": str(int(wait) + 1)},
+            )
+
         async def work(client: str) -> Issued | EnrollmentRequest:
-            wait = self._server._limiter.retry_after(client, time.monotonic())
-            if wait is not None:
-                raise EnrollmentRefused(
-                    "rate_limited", "too many failed token attempts from this address", status=429
-                )
             credentials = _credentials(request)
             if credentials is None:
                 raise EnrollmentRefused(

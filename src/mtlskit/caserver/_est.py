@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mtlskit.errors import InputError
 from mtlskit.issue import EnrollmentRefused, EnrollmentRequest, Issued, RegistrationAuthority
 from mtlskit.issue._csr import load_csr
 from mtlskit.issue._enroll import csr_hash, required_approvals, token_hash
@@ -108,7 +109,7 @@ async def _pkcs10(request: Request) -> x509.CertificateSigningRequest:
         raise EnrollmentRefused("csr_invalid", "body is not base64", status=400) from None
     try:
         return load_csr(der, source="csr")
-    except Exception as exc:  # InputError: empty, or not a PKCS#10
+    except InputError as exc:  # empty, or not a PKCS#10
         raise EnrollmentRefused("csr_invalid", str(exc), status=400) from None
 
 

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from ca_server import RunningCa, serve
 from conftest import require_program
 from mtlskit.certs import generate_private_key, load_certificates
 from mtlskit.client import build_csr
+from mtlskit.issue import new_token, parse_identity, verify_audit_chain
+from mtlskit.store import SqlStore
+from pg_cluster import PASSWORD as PG_PASSWORD
+from pg_cluster import postgres_cluster  # noqa: F401
 
 MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
 PIN = "4711"
@@ -376,3 +381,59 @@ def test_serve_names_an_edited_pkcs11_table_restart_needed_and_keeps_its_key(tmp
         assert issued.status_code == 201, issued.text
     finally:
         running.stop()
+
+
+def test_postgres_serve_keeps_the_token_usable_when_the_signature_fails(
+    postgres_cluster,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """PostgreSQL has no group transaction: the CA signs before it redeems, so a token
+    pulled out mid-serve burns no enrollment token, records no serial, breaks no chain."""
+    url = postgres_cluster.create_database(f"hsm_{uuid.uuid4().hex[:8]}")
+    secret = tmp_path / "db.pass"
+    secret.write_text(PG_PASSWORD + "\n")
+    secret.chmod(0o600)
+    bare = url.replace(f":{PG_PASSWORD.replace(' ', '%20')}@", "@")
+    token = _token(tmp_path)
+    ca_dir = tmp_path / "ca"
+    _init(token, ca_dir, "--db", bare, "--db-password-file", secret)
+    (tmp_path / "ca.pass").write_text(PIN + "\n")
+    (tmp_path / "ca.pass").chmod(0o600)
+    monkeypatch.setenv("SOFTHSM2_CONF", token.env["SOFTHSM2_CONF"])
+    running = serve(ca_dir)
+
+    def one_time_token(identity: str) -> str:
+        value, record = new_token(
+            parse_identity(identity), now=dt.datetime.now(dt.UTC), ttl=dt.timedelta(minutes=15)
+        )
+        store = SqlStore.open(url)
+        try:
+            store.add_token(record)
+        finally:
+            store.close()
+        return value
+
+    try:
+        first = _enroll(running, one_time_token("spiffe://acme.com/a"))
+        assert first.status_code == 201, first.text
+        hidden = tmp_path / "tokens.away"
+        token.tokendir.rename(hidden)  # the token is pulled out
+        lost = one_time_token("spiffe://acme.com/b")
+        refused = _enroll(running, lost)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "key_unavailable"
+        hidden.rename(token.tokendir)  # it comes back: no restart
+        again = _enroll(running, lost)  # the one-time token was not burned
+        assert again.status_code == 201, again.text
+    finally:
+        running.stop()
+    store = SqlStore.open(url)
+    try:
+        serials = [record.serial for record in store.certificates(now=dt.datetime.now(dt.UTC))]
+        assert verify_audit_chain(store.audit_entries()) is None
+    finally:
+        store.close()
+    assert len(serials) == len(set(serials)) == 2
+    audit = token.run("ca", "audit", "verify", ca_dir)
+    assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -224,22 +224,35 @@ class CertificateAuthority:
             if dry_run:
                 return Issued(cert=cert, chain=chain, dropped=dropped, recorded=False)
             try:
-                self.store.add_certificate(
-                    CertificateRecord(
-                        serial=cert.serial_number,
-                        identity=identity.value,
-                        fingerprint=str(Fingerprint.of(cert)),
-                        not_before=cert.not_valid_before_utc,
-                        not_after=cert.not_valid_after_utc,
-                        profile=self.profile.name,
-                        pem=certificate_pem(cert),
-                        issued_at=now,
-                    )
-                )
+                self._add_leaf(cert, identity, now)
             except SerialTaken:
                 continue
             return Issued(cert=cert, chain=chain, dropped=dropped)
         raise RuntimeError(f"{SERIAL_ATTEMPTS} random serials in a row were taken")
+
+    def _add_leaf(self, cert: x509.Certificate, identity: ClientIdentity, now: dt.datetime) -> None:
+        self.store.add_certificate(
+            CertificateRecord(
+                serial=cert.serial_number,
+                identity=identity.value,
+                fingerprint=str(Fingerprint.of(cert)),
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                profile=self.profile.name,
+                pem=certificate_pem(cert),
+                issued_at=now,
+            )
+        )
+
+    def record(self, signed: Issued, identity: ClientIdentity, *, now: dt.datetime) -> Issued:
+        """Record what ``issue(..., dry_run=True)`` signed for ``identity`` at ``now``.
+
+        Enrollment signs first and burns its token after, so a CA key that cannot sign
+        (a token pulled out) leaves the token usable on a store where each write commits
+        itself. ``SerialTaken`` (a 159-bit random serial drawn twice) is raised, for the
+        caller to ``issue`` afresh."""
+        self._add_leaf(signed.cert, identity, now)
+        return Issued(cert=signed.cert, chain=signed.chain, dropped=signed.dropped)
 
     def issue_server(
         self,

@@ -42,7 +42,7 @@ from mtlskit.issue._provisioner import (
     TokenRefused,
     VerifiedToken,
 )
-from mtlskit.issue._store import Store
+from mtlskit.issue._store import SerialTaken, Store
 
 __all__ = ["RegistrationAuthority"]
 
@@ -132,14 +132,37 @@ class RegistrationAuthority:
             raise unredeemable(record, now)
         review = self._check_csr(csr, record.identity, now)
         digest = csr_hash(csr)
+        signed = self._presign(review, record.identity, now)
         self.records.redeem_token(
             hashed,
             at=now,
             detail={"identity": record.identity, "csr_sha256": digest, "client": client},
         )
         return self._issue_or_queue(
-            review, csr, digest=digest, identity=record.identity, now=now, client=client
+            review,
+            csr,
+            digest=digest,
+            identity=record.identity,
+            now=now,
+            client=client,
+            signed=signed,
         )
+
+    def _presign(self, review: CsrReview, identity: str, now: dt.datetime) -> Issued | None:
+        """The certificate, signed before the token is burned; ``None`` when people must
+        approve first. On PostgreSQL each write commits itself (no group to roll back), so
+        a CA key that cannot sign (``KeyUnavailable``: a token pulled out) must fail before
+        the redemption, not after it: the token stays usable and nothing is recorded."""
+        if required_approvals(self.approval, identity):
+            return None
+        target = parse_identity(identity)
+        try:
+            return self.authority.issue(
+                target, review.public_key, now=now, dropped=review.dropped, dry_run=True
+            )
+        except IssuanceRefused as refused:  # a dry run audits nothing: this refusal is real
+            self.authority.record_refusal(refused, target, now)
+            raise _refused(refused) from None
 
     def _issue_or_queue(
         self,
@@ -150,9 +173,15 @@ class RegistrationAuthority:
         identity: str,
         now: dt.datetime,
         client: str,
+        signed: Issued | None,
     ) -> Issued | EnrollmentRequest:
         required = required_approvals(self.approval, identity)
         if not required:
+            if signed is not None:
+                try:
+                    return self.authority.record(signed, parse_identity(identity), now=now)
+                except SerialTaken:
+                    pass  # drawn twice: a new serial, signed again
             return self._issue(review, identity, now)
         request = EnrollmentRequest(
             id=new_request_id(),
@@ -180,6 +209,7 @@ class RegistrationAuthority:
         csr = _csr(csr_data)
         review = self._check_csr(csr, token.identity, now)
         digest = csr_hash(csr)
+        signed = self._presign(review, token.identity, now)
         detail = {
             "provisioner": token.provisioner,
             "issuer": token.issuer,
@@ -195,7 +225,13 @@ class RegistrationAuthority:
         else:
             self.authority.store.record_event("id_token", detail, at=now)
         return self._issue_or_queue(
-            review, csr, digest=digest, identity=token.identity, now=now, client=client
+            review,
+            csr,
+            digest=digest,
+            identity=token.identity,
+            now=now,
+            client=client,
+            signed=signed,
         )
 
     def poll(self, request_id: str, *, now: dt.datetime) -> Issued | EnrollmentRequest:

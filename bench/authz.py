@@ -243,9 +243,13 @@ NGINX_SCENARIOS = {
 }
 
 
+def _pairs(rates: dict[tuple[str, bool], list[float]], key: tuple[str, bool]) -> list[float]:
+    """Each repeat's ratio to nginx alone, measured back to back: load hits both alike."""
+    return [x / y for x, y in zip(rates[key], rates[("alone", key[1])], strict=True)]
+
+
 def _nginx_ratios(rates: dict[tuple[str, bool], list[float]]) -> dict[tuple[str, bool], float]:
-    rate = {key: statistics.median(values) for key, values in rates.items()}
-    return {(s, k): rate[(s, k)] / rate[("alone", k)] for s, k in rate}
+    return {key: statistics.median(_pairs(rates, key)) for key in rates}
 
 
 def _nginx_rates(rates: dict[tuple[str, bool], list[float]], repeats: int, seconds: int) -> list:
@@ -255,9 +259,9 @@ def _nginx_rates(rates: dict[tuple[str, bool], list[float]], repeats: int, secon
         [
             f"nginx {s}" if s == "alone" else f"nginx + authz-server, {s}",
             f"{rate[(s, False)]:,.0f}",
-            f"{ratio[(s, False)]:.2f}×",
+            _spread(rates, ratio, (s, False)),
             f"{rate[(s, True)]:,.0f}",
-            f"{ratio[(s, True)]:.2f}×",
+            _spread(rates, ratio, (s, True)),
         ]
         for s in NGINX_SCENARIOS
     ]
@@ -265,10 +269,19 @@ def _nginx_rates(rates: dict[tuple[str, bool], list[float]], repeats: int, secon
         f"### nginx, {HAPROXY_CLIENTS} clients",
         "",
         f"Requests/s with {HAPROXY_CLIENTS} concurrent `ab -E` clients (same certificate), "
-        f"nginx 1 worker, medians of {repeats} interleaved {seconds} s runs.",
+        f"nginx 1 worker, medians of {repeats} interleaved {seconds} s runs; a ratio is the "
+        "median of the runs' ratios to the nginx-alone run just before (in brackets: the lowest "
+        "and highest).",
         "",
         table(["setup", "new conn req/s", "vs alone", "keep-alive req/s", "vs alone"], rows),
     ]
+
+
+def _spread(rates: dict, ratio: dict, key: tuple[str, bool]) -> str:
+    if key[0] == "alone":
+        return "1.00×"
+    pairs = _pairs(rates, key)
+    return f"{ratio[key]:.2f}× ({min(pairs):.2f}–{max(pairs):.2f})"
 
 
 def _nginx_goals(rates: dict[tuple[str, bool], list[float]]) -> list[Goal]:

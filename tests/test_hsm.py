@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
+from _servers import free_port
 from ca_server import RunningCa, serve
 from conftest import require_program
 from mtlskit.certs import generate_private_key, load_certificates
@@ -437,3 +438,41 @@ def test_postgres_serve_keeps_the_token_usable_when_the_signature_fails(
     assert len(serials) == len(set(serials)) == 2
     audit = token.run("ca", "audit", "verify", ca_dir)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def _private_labels(token: Token) -> list[str]:
+    listed = subprocess.run(
+        [require_program("pkcs11-tool"), "--module", token.module, "--token-label", token.label,
+         "--login", "--pin", PIN, "--list-objects"],
+        env=token.env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return sorted(
+        line.split(":", 1)[1].strip()
+        for line in listed.stdout.splitlines()
+        if line.strip().startswith("label:")
+    )
+
+
+def test_init_that_fails_after_generating_deletes_its_keys_and_a_rerun_works(tmp_path):
+    token = _token(tmp_path)
+    unreachable = f"postgresql://mtlskit@127.0.0.1:{free_port()}/ca"  # nothing listens there
+    done = token.run(
+        "ca", "init", tmp_path / "ca", "--trust-domain", "acme.com", "--key-store", "pkcs11",
+        "--pkcs11-module", token.module, "--token-label", token.label, "--db", unreachable,
+    )  # fmt: skip
+    _one_error_line(done, "unavailable")
+    assert _private_labels(token) == []  # the two key pairs it made are gone
+    assert not (tmp_path / "ca" / "ca.toml").exists()
+    _init(token, tmp_path / "ca")  # the same labels again: not refused
+    assert _private_labels(token) == ["mtlskit-issuing"] * 2 + ["mtlskit-root"] * 2
+
+
+def test_init_refused_midway_deletes_only_the_keys_it_generated(tmp_path):
+    token = _token(tmp_path)
+    _keypairgen(token, "mtlskit-issuing", "--sensitive")  # someone else's key, in the way
+    done = token.run(
+        "ca", "init", tmp_path / "ca", "--key-store", "pkcs11",
+        "--pkcs11-module", token.module, "--token-label", token.label,
+    )  # fmt: skip
+    _one_error_line(done, "already holds")
+    assert _private_labels(token) == ["mtlskit-issuing"] * 2  # its root pair went, that one stays

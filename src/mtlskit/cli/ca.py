@@ -8,6 +8,7 @@ read and checked before the store is opened, so a bad one changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -349,62 +350,67 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         password = read_password(
             file=passphrase_file, env=PASSPHRASE_ENV, prompt="New CA key passphrase: "
         )
-    if token is None and password is None and not insecure_no_passphrase:
-        raise InputError(
-            f"no passphrase for the CA keys: give --passphrase-file, set ${PASSPHRASE_ENV}, "
-            "or (test CAs only) --insecure-no-passphrase"
-        )
-    if password == b"":
-        raise InputError("the CA key passphrase is empty")
-    ca_dir = CaDirectory(path=directory, config=config)
-    now = _now()
-    root_cert = build_ca_certificate(
-        common_name=f"{config.name} root CA",
-        key=root_key,
-        signer=None,
-        not_before=now - dt.timedelta(hours=1),
-        not_after=now + ROOT_VALIDITY,
-        path_length=0 if no_intermediate else 1,  # root → issuing CA → leaves, no deeper
-    )
-    root = Issuer(cert=root_cert, key=root_key, chain=(root_cert,))
-    keys = {"root": root_key}
-    chain: tuple[x509.Certificate, ...] = (root_cert,)
-    if issuing_key is not None:
-        issuing_cert = build_ca_certificate(
-            common_name=f"{config.name} issuing CA",
-            key=issuing_key,
-            signer=root,
+    try:  # from here a failure deletes the token keys it generated: no orphan holds a label
+        if token is None and password is None and not insecure_no_passphrase:
+            raise InputError(
+                f"no passphrase for the CA keys: give --passphrase-file, set ${PASSPHRASE_ENV}, "
+                "or (test CAs only) --insecure-no-passphrase"
+            )
+        if password == b"":
+            raise InputError("the CA key passphrase is empty")
+        ca_dir = CaDirectory(path=directory, config=config)
+        now = _now()
+        root_cert = build_ca_certificate(
+            common_name=f"{config.name} root CA",
+            key=root_key,
+            signer=None,
             not_before=now - dt.timedelta(hours=1),
-            not_after=now + ISSUING_VALIDITY,
-            path_length=0,
-            name_constraints=constraints,
+            not_after=now + ROOT_VALIDITY,
+            path_length=0 if no_intermediate else 1,  # root → issuing CA → leaves, no deeper
         )
-        keys["issuing"] = issuing_key
-        chain = (issuing_cert, root_cert)
-    make_private_directory(directory)  # 0700 whatever the umask: ca.toml decides issuance
-    store = ca_dir.store(create=True, url=ca_dir.database_url(db))
-    try:
-        for stem, key in keys.items():
-            if token is None:  # a token key never leaves its token
-                write_secret(directory / f"{stem}.key", private_key_pem(key, password))  # type: ignore[arg-type]
-        write_public(directory / "root.pem", certificate_pem(root_cert))
-        if not no_intermediate:
-            write_public(directory / "issuing.pem", certificate_pem(chain[0]))
-        write_public(directory / "chain.pem", chain_pem(list(chain)))
-        store.record_event(
-            "init",
-            {
-                "name": config.name,
-                "root": str(Fingerprint.of(root_cert)),
-                "issuer": str(Fingerprint.of(chain[0])),
-                "encrypted": password is not None,
-                "key_store": key_store,
-            },
-            at=now,
-        )
-    finally:
-        store.close()
-    write_public(directory / CONFIG, config_text.encode())
+        root = Issuer(cert=root_cert, key=root_key, chain=(root_cert,))
+        keys = {"root": root_key}
+        chain: tuple[x509.Certificate, ...] = (root_cert,)
+        if issuing_key is not None:
+            issuing_cert = build_ca_certificate(
+                common_name=f"{config.name} issuing CA",
+                key=issuing_key,
+                signer=root,
+                not_before=now - dt.timedelta(hours=1),
+                not_after=now + ISSUING_VALIDITY,
+                path_length=0,
+                name_constraints=constraints,
+            )
+            keys["issuing"] = issuing_key
+            chain = (issuing_cert, root_cert)
+        make_private_directory(directory)  # 0700 whatever the umask: ca.toml decides issuance
+        store = ca_dir.store(create=True, url=ca_dir.database_url(db))
+        try:
+            for stem, key in keys.items():
+                if token is None:  # a token key never leaves its token
+                    write_secret(directory / f"{stem}.key", private_key_pem(key, password))  # type: ignore[arg-type]
+            write_public(directory / "root.pem", certificate_pem(root_cert))
+            if not no_intermediate:
+                write_public(directory / "issuing.pem", certificate_pem(chain[0]))
+            write_public(directory / "chain.pem", chain_pem(list(chain)))
+            store.record_event(
+                "init",
+                {
+                    "name": config.name,
+                    "root": str(Fingerprint.of(root_cert)),
+                    "issuer": str(Fingerprint.of(chain[0])),
+                    "encrypted": password is not None,
+                    "key_store": key_store,
+                },
+                at=now,
+            )
+        finally:
+            store.close()
+        write_public(directory / CONFIG, config_text.encode())
+    except BaseException:
+        if token is not None and not import_key:
+            _discard_token_keys(root_key, issuing_key)
+        raise
     click.echo(f"created CA {config.name!r} in {directory} (profile {config.profile})")
     click.echo(f"trust anchor for services: {directory / 'root.pem'}")
     click.echo(f"root SHA-256: {Fingerprint.of(root_cert)}")
@@ -496,13 +502,27 @@ def _token_keys(
     uris = [Pkcs11Uri.parse(token["root"])]
     if intermediate:
         uris.append(Pkcs11Uri.parse(token["issuing"]))
-    keys = [
-        open_token_key(token["module"], uri, pin, require_unexportable=True)
-        if existing
-        else generate_token_key(token["module"], uri, pin, kind)
-        for uri in uris
-    ]
+    keys = []
+    for uri in uris:
+        if existing:
+            keys.append(open_token_key(token["module"], uri, pin, require_unexportable=True))
+            continue
+        try:
+            keys.append(generate_token_key(token["module"], uri, pin, kind))
+        except BaseException:
+            _discard_token_keys(*keys)  # the root pair, when the issuing one is refused
+            raise
     return keys[0], keys[1] if intermediate else None
+
+
+def _discard_token_keys(*keys: Any) -> None:
+    """Delete key pairs ``ca init`` generated in the token, as it fails: else they keep
+    their labels and a rerun is refused. Best effort: the first error is the one
+    reported; a token gone by now leaves them (docs/hsm.md: deleting them by hand)."""
+    for key in keys:
+        if key is not None:
+            with contextlib.suppress(Exception):
+                key.destroy()
 
 
 @command.command("issue")

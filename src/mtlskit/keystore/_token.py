@@ -166,6 +166,31 @@ class TokenKey:
             with contextlib.suppress(Exception):
                 session.close()
 
+    def destroy(self) -> None:
+        """Delete this key pair from the token: ``ca init`` undoing what it generated when
+        it fails later, so no orphan keeps the labels and a rerun is not refused. Only for
+        keys ``generate_token_key`` made (it refuses a label in use, so every object with
+        this label is that pair); raises ``KeyUnavailable`` if the token cannot do it."""
+        import pkcs11.exceptions as errors
+        from pkcs11 import Attribute
+
+        self.close()
+        query: dict[Any, Any] = {Attribute.LABEL: self.uri.object}
+        if self.uri.id is not None:
+            query[Attribute.ID] = self.uri.id
+        with _lock:
+            try:
+                session = _open_session(_library(self.module), self.uri, self.pin, rw=True)
+                try:
+                    for obj in list(session.get_objects(query)):
+                        obj.destroy()
+                finally:
+                    session.close()
+            except errors.PKCS11Error as exc:
+                raise KeyUnavailable(
+                    f"cannot delete the key from the token: {_reason(exc)}", source=str(self.uri)
+                ) from None
+
     def _key(self) -> Any:
         from pkcs11 import ObjectClass
 

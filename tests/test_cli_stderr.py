@@ -79,6 +79,17 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ],
         ("ca", "init", "--pkcs11-module"): [str(tmp / "file-ca"), "--pkcs11-module", str(pem)],
         ("ca", "init", "--import-key"): [str(tmp / "file-ca"), "--import-key"],
+        ("ca", "init", "--key-label"): [
+            str(tmp / "token-ca"),
+            "--key-store",
+            "pkcs11",
+            "--pkcs11-module",
+            str(pem),
+            "--token-label",
+            "t",
+            "--key-label",
+            "two words",  # not a label prefix
+        ],
         ("ca", "issue", "--server"): [
             missing,
             "--server",
@@ -164,6 +175,7 @@ OPTIONS = [
     ("ca", "init", "--pin-file"),  # no such PIN file
     ("ca", "init", "--pkcs11-module"),  # without --key-store pkcs11
     ("ca", "init", "--import-key"),  # without --key-store pkcs11
+    ("ca", "init", "--key-label"),  # a prefix with a space
     ("ca", "issue", "--server"),  # --server with --id
     ("enroll", "--id-token-file"),  # no such file
     ("enroll", "--id-token-env"),  # an unset variable

@@ -476,3 +476,40 @@ def test_init_refused_midway_deletes_only_the_keys_it_generated(tmp_path):
     )  # fmt: skip
     _one_error_line(done, "already holds")
     assert _private_labels(token) == ["mtlskit-issuing"] * 2  # its root pair went, that one stays
+
+
+def test_two_cas_share_one_token_by_key_label(tmp_path):
+    token = _token(tmp_path)
+    _init(token, tmp_path / "a", "--key-label", "team-a")
+    _init(token, tmp_path / "b", "--key-label", "team-b")
+    assert "object=team-b-issuing" in (tmp_path / "b" / "ca.toml").read_text()
+    assert _private_labels(token) == sorted(
+        f"team-{ca}-{role}" for ca in "ab" for role in ("issuing", "root") for _ in range(2)
+    )
+    for ca, other in (("a", "b"), ("b", "a")):
+        out = tmp_path / f"leaf-{ca}"
+        issued = token.run(
+            "ca", "issue", tmp_path / ca, "--id", "spiffe://acme.com/x", "--out", out
+        )
+        assert issued.returncode == 0, issued.stderr
+        own = token.run("verify", out / "chain.pem", "--trust", tmp_path / ca / "root.pem")
+        assert own.returncode == 0 and "ACCEPT" in own.stdout, own.stdout + own.stderr
+        leaf = load_certificates((out / "cert.pem").read_bytes())[0]
+        leaf.verify_directly_issued_by(
+            load_certificates((tmp_path / ca / "issuing.pem").read_bytes())[0]
+        )
+        foreign = token.run("verify", out / "chain.pem", "--trust", tmp_path / other / "root.pem")
+        assert foreign.returncode == 1, foreign.stdout + foreign.stderr
+    keys = {
+        load_certificates((tmp_path / ca / f"{role}.pem").read_bytes())[0]
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for ca in "ab"
+        for role in ("root", "issuing")
+    }
+    assert len(keys) == 4  # four key pairs, none shared
+    _one_error_line(
+        token.run("ca", "init", tmp_path / "c", "--key-store", "pkcs11", "--key-label", "team-a",
+                  "--pkcs11-module", token.module, "--token-label", token.label),
+        "already holds",
+    )  # fmt: skip

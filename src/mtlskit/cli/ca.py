@@ -13,6 +13,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -72,6 +73,8 @@ if TYPE_CHECKING:
 ROOT_VALIDITY: Final = dt.timedelta(days=3650)
 ISSUING_VALIDITY: Final = dt.timedelta(days=1825)
 _REASONS: Final = [reason.value for reason in x509.ReasonFlags]
+# A token object label per CA key: PREFIX-root, PREFIX-issuing (plain, so URIs need no quoting).
+_KEY_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _passphrase_option = click.option(
     "--passphrase-file",
@@ -252,6 +255,12 @@ def command() -> None:
 )
 @click.option("--token-label", help="Label of the (initialised) token to generate the keys in.")
 @click.option(
+    "--key-label",
+    metavar="PREFIX",
+    help="Label prefix of the CA's keys in the token: PREFIX-root and PREFIX-issuing "
+    "(default mtlskit), so several CAs can share one token. Recorded in ca.toml's URIs.",
+)
+@click.option(
     "--pin-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Token user PIN (first line); else $MTLSKIT_PKCS11_PIN, else a prompt on a TTY.",
@@ -259,7 +268,7 @@ def command() -> None:
 @click.option(
     "--import-key",
     is_flag=True,
-    help="Use key pairs already in the token, labelled mtlskit-root and mtlskit-issuing "
+    help="Use key pairs already in the token, labelled PREFIX-root and PREFIX-issuing "
     "(sensitive, not extractable), instead of generating them.",
 )
 def init_command(  # noqa: PLR0917 - click passes every option by keyword
@@ -281,6 +290,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
     key_store: str,
     pkcs11_module: Path | None,
     token_label: str | None,
+    key_label: str | None,
     pin_file: Path | None,
     import_key: bool,
 ) -> None:
@@ -322,6 +332,7 @@ def init_command(  # noqa: PLR0917 - click passes every option by keyword
         key_store,
         pkcs11_module,
         token_label,
+        key_label,
         intermediate=not no_intermediate,
         import_key=import_key,
     )
@@ -454,14 +465,18 @@ def _token_settings(
     key_store: str,
     module: Path | None,
     label: str | None,
+    prefix: str | None,
     *,
     intermediate: bool,
     import_key: bool = False,
 ) -> dict[str, str] | None:
-    """ca.toml's ``[pkcs11]`` for ``--key-store pkcs11`` (None for file keys)."""
+    """ca.toml's ``[pkcs11]`` for ``--key-store pkcs11`` (None for file keys): the keys'
+    URIs carry their labels, so nothing else records ``--key-label``."""
     if key_store == "file":
         if import_key:
             raise InputError("needs --key-store pkcs11", source="--import-key")
+        if prefix is not None:
+            raise InputError("needs --key-store pkcs11", source="--key-label")
         if module is not None or label is not None:
             raise InputError("needs --key-store pkcs11", source="--pkcs11-module/--token-label")
         return None
@@ -471,14 +486,21 @@ def _token_settings(
         raise InputError("--key-store pkcs11 needs --pkcs11-module (the token's library)")
     if not label:
         raise InputError("--key-store pkcs11 needs --token-label")
+    prefix = "mtlskit" if prefix is None else prefix
+    if not _KEY_LABEL.fullmatch(prefix):
+        raise InputError(
+            f"{prefix!r} is not a key label prefix (letters, digits, '.', '_', '-'; "
+            "at most 64, starting with a letter or digit)",
+            source="--key-label",
+        )
     if not module.is_file():
         raise InputError("no such PKCS#11 module", source=str(module))
     settings = {
         "module": str(module.absolute()),
-        "root": str(Pkcs11Uri(token=label, object="mtlskit-root")),
+        "root": str(Pkcs11Uri(token=label, object=f"{prefix}-root")),
     }
     if intermediate:
-        settings["issuing"] = str(Pkcs11Uri(token=label, object="mtlskit-issuing"))
+        settings["issuing"] = str(Pkcs11Uri(token=label, object=f"{prefix}-issuing"))
     return settings
 
 

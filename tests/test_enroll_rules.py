@@ -198,7 +198,14 @@ def test_version_1_store_gains_the_enrollment_tables(tmp_path):
     SqlStore.open(url, create=True).close()
     with sqlite3.connect(tmp_path / "ca.db") as db:
         # A store from before Alembic: no alembic_version, only counters.schema_version.
-        for table in ("approvers", "approvals", "enrollment_requests", "tokens", "alembic_version"):
+        for table in (
+            "approvers",
+            "approvals",
+            "enrollment_requests",
+            "tokens",
+            "token_ids",
+            "alembic_version",
+        ):
             db.execute(f"DROP TABLE {table}")
         db.execute("UPDATE counters SET value = 1 WHERE name = 'schema_version'")
     store = SqlStore.open(url)

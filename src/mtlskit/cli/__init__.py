@@ -116,7 +116,7 @@ _LazyGroup.lazy = {
     ),
     "enroll": (
         "mtlskit.cli.enroll:command",
-        "Enroll with a CA server: make a key here, redeem TOKEN, write cert/chain/key/ca.pem.",
+        "Enroll with a CA server: make a key here, redeem a token, write cert/chain/key/ca.pem.",
     ),
     "export": (
         "mtlskit.cli.export:command",

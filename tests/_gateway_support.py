@@ -6,13 +6,16 @@ Everything listens on 127.0.0.1 with ephemeral ports and is stopped in teardown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -285,3 +288,38 @@ def https_exchange(
 
 def chain_and_root(client: IssuedCert) -> bytes:
     return chain_pem([client.chain[-1]])
+
+
+@contextlib.contextmanager
+def gateway_process(site: Site, argv: list[str]) -> Iterator[subprocess.Popen]:
+    """A real gateway/serve process, yielded once each of its ``site.extra["workers"]``
+    workers has logged its start; terminated on exit."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for number in range(site.extra["workers"]):
+            site.wait_for_record(
+                lambda r, n=number: (
+                    sum(
+                        x.get("event") == "start" and x.get("role") != "master"
+                        for x in site.log_records()
+                    )
+                    > n
+                )
+            )
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+
+def reload_records(site: Site) -> list[dict]:
+    return [r for r in site.log_records() if r.get("event") == "reload"]
+
+
+def sighup_reloads(site: Site, process: subprocess.Popen) -> list[dict]:
+    """SIGHUP, then the new reload records once every worker has written one."""
+    before, workers = len(reload_records(site)), site.extra["workers"]
+    process.send_signal(signal.SIGHUP)
+    site.wait_for_record(lambda r: len(reload_records(site)) >= before + workers)
+    return reload_records(site)[before:]

@@ -13,14 +13,13 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 
 import httpx
 import pytest
 
-from _gateway_support import https_request, write_config
+from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
 from ca_server import RunningCa, init_ca, serve
 from mtlskit.client import CaUnavailable, enroll
 
@@ -135,39 +134,14 @@ def gateway(request, echo_site, ca):
         text.replace('key = "server.key"', f'key = "server.key"\nworkers = {request.param}')
     )
     echo_site.extra["workers"] = request.param
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mtlskit", "gateway", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for number in range(request.param):
-            echo_site.wait_for_record(
-                lambda r, n=number: (
-                    sum(
-                        x.get("event") == "start" and x.get("role") != "master"
-                        for x in echo_site.log_records()
-                    )
-                    > n
-                )
-            )
+    argv = [sys.executable, "-m", "mtlskit", "gateway", "--config", str(config)]
+    with gateway_process(echo_site, argv) as process:
         yield echo_site, config, process, port
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
-
-
-def _reloads(site) -> list[dict]:
-    return [r for r in site.log_records() if r.get("event") == "reload"]
 
 
 def _sighup_and_wait(site, process) -> dict:
     """SIGHUP, then the first new reload record once every worker has written one."""
-    before, workers = len(_reloads(site)), site.extra["workers"]
-    process.send_signal(signal.SIGHUP)
-    site.wait_for_record(lambda r: len(_reloads(site)) >= before + workers)
-    records = _reloads(site)[before:]
+    records = sighup_reloads(site, process)
     assert all(r["ok"] == records[0]["ok"] for r in records), records
     return records[0]
 

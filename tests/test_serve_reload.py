@@ -10,14 +10,12 @@ ASGI app, real mTLS requests.
 from __future__ import annotations
 
 import re
-import signal
 import socket
-import subprocess
 import sys
 
 import pytest
 
-from _gateway_support import https_request, write_config
+from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
 
 APP = """
 async def app(scope, receive, send):
@@ -50,34 +48,12 @@ def served(request, echo_site, ca):
         text.replace('key = "server.key"', f'key = "server.key"\nworkers = {request.param}')
     )
     echo_site.extra["workers"] = request.param
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mtlskit", "serve", "reload_app:app"),
-            *("--config", str(config), "--app-dir", str(echo_site.dir)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for number in range(request.param):
-            echo_site.wait_for_record(
-                lambda r, n=number: (
-                    sum(
-                        x.get("event") == "start" and x.get("role") != "master"
-                        for x in echo_site.log_records()
-                    )
-                    > n
-                )
-            )
+    argv = [
+        *(sys.executable, "-m", "mtlskit", "serve", "reload_app:app"),
+        *("--config", str(config), "--app-dir", str(echo_site.dir)),
+    ]
+    with gateway_process(echo_site, argv) as process:
         yield echo_site, config, process, port
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(10)
-
-
-def _reloads(site) -> list[dict]:
-    return [r for r in site.log_records() if r.get("event") == "reload"]
 
 
 def test_a_policy_added_to_gateway_toml_denies_after_sighup(served, clean_leaf):
@@ -90,10 +66,7 @@ def test_a_policy_added_to_gateway_toml_denies_after_sighup(served, clean_leaf):
             'trust = ["trust.pem"]', 'trust = ["trust.pem"]\npolicy = "deny.toml"'
         )
     )
-    before, workers = len(_reloads(site)), site.extra["workers"]
-    process.send_signal(signal.SIGHUP)
-    site.wait_for_record(lambda r: len(_reloads(site)) >= before + workers)
-    records = _reloads(site)[before:]
+    records = sighup_reloads(site, process)
     assert [(r["ok"], r["applied"]) for r in records] == [(True, ["client_auth.policy"])] * len(
         records
     ), records

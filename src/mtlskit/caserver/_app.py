@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mtlskit.caserver._bundle import spiffe_bundle
-from mtlskit.caserver._est import est_routes
+from mtlskit.caserver._est import est_routes, presented_certificate
 from mtlskit.caserver._jwks import JwksCache, JwksUnavailable
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import openapi_document
@@ -501,15 +500,7 @@ class CaServer:
         return _issued(result, 200)
 
     async def renew(self, request: Request) -> Response:
-        tls = (request.scope.get("extensions") or {}).get("tls") or {}
-        chain = tls.get("client_cert_chain") or []
-        if not chain:
-            raise EnrollmentRefused(
-                "client_cert_required",
-                "renewal needs the current certificate and key in the TLS handshake",
-                status=401,
-            )
-        presented = x509.load_pem_x509_certificate(chain[0].encode())
+        presented = presented_certificate(request, "renewal")
         document = await _json_object(request, required=False)
         csr = _string(document, "csr", required=False)
         issued = await self._call(

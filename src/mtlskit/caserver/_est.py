@@ -249,15 +249,7 @@ class _Est:
 
     async def simplereenroll(self, request: Request) -> Response:
         async def work(client: str) -> Issued:
-            tls = (request.scope.get("extensions") or {}).get("tls") or {}
-            chain = tls.get("client_cert_chain") or []
-            if not chain:
-                raise EnrollmentRefused(
-                    "client_cert_required",
-                    "re-enrollment needs the current certificate and key in the TLS handshake",
-                    status=401,
-                )
-            presented = x509.load_pem_x509_certificate(chain[0].encode())
+            presented = presented_certificate(request, "re-enrollment")
             csr = await _pkcs10(request)
             der = csr.public_bytes(serialization.Encoding.DER)
             return await self._server._call(
@@ -282,3 +274,17 @@ def est_routes(server: CaServer) -> list[Route]:
         Route(f"{EST_PREFIX}/simpleenroll", est.simpleenroll, methods=["POST"]),
         Route(f"{EST_PREFIX}/simplereenroll", est.simplereenroll, methods=["POST"]),
     ]
+
+
+def presented_certificate(request: Request, needed_for: str) -> x509.Certificate:
+    """The leaf the client presented in this connection's handshake (renewal, EST
+    re-enrollment): 401 ``client_cert_required`` when there is none."""
+    tls = (request.scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        raise EnrollmentRefused(
+            "client_cert_required",
+            f"{needed_for} needs the current certificate and key in the TLS handshake",
+            status=401,
+        )
+    return x509.load_pem_x509_certificate(chain[0].encode())

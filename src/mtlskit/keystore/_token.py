@@ -282,38 +282,37 @@ class TokenKey:
         return signature
 
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
-        draft = asn1_x509.Certificate.load(
-            builder.sign(self._stand_in, self._hash).public_bytes(Encoding.DER)
-        )
-        tbs = draft["tbs_certificate"].dump()
-        signed = asn1_x509.Certificate(
-            {
-                "tbs_certificate": draft["tbs_certificate"],
-                "signature_algorithm": draft["signature_algorithm"],
-                "signature_value": self._sign_raw(tbs),
-            }
-        )
-        cert = x509.load_der_x509_certificate(signed.dump())
+        der = self._resign(builder, asn1_x509.Certificate, "tbs_certificate", "signature_value")
+        cert = x509.load_der_x509_certificate(der)
         self._check(cert.signature, cert.tbs_certificate_bytes)
         return cert
 
     def sign_crl(
         self, builder: x509.CertificateRevocationListBuilder
     ) -> x509.CertificateRevocationList:
-        draft = asn1_crl.CertificateList.load(
-            builder.sign(self._stand_in, self._hash).public_bytes(Encoding.DER)
-        )
-        tbs = draft["tbs_cert_list"].dump()
-        signed = asn1_crl.CertificateList(
-            {
-                "tbs_cert_list": draft["tbs_cert_list"],
-                "signature_algorithm": draft["signature_algorithm"],
-                "signature": self._sign_raw(tbs),
-            }
-        )
-        crl = x509.load_der_x509_crl(signed.dump())
+        der = self._resign(builder, asn1_crl.CertificateList, "tbs_cert_list", "signature")
+        crl = x509.load_der_x509_crl(der)
         self._check(crl.signature, crl.tbs_certlist_bytes)
         return crl
+
+    def _resign(
+        self,
+        builder: x509.CertificateBuilder | x509.CertificateRevocationListBuilder,
+        structure: type[Any],
+        tbs_field: str,
+        signature_field: str,
+    ) -> bytes:
+        """The builder's DER, signed by the stand-in (so the TBS names the right
+        algorithm), with its signature replaced by the token's over that TBS."""
+        draft = structure.load(builder.sign(self._stand_in, self._hash).public_bytes(Encoding.DER))
+        signed = structure(
+            {
+                tbs_field: draft[tbs_field],
+                "signature_algorithm": draft["signature_algorithm"],
+                signature_field: self._sign_raw(draft[tbs_field].dump()),
+            }
+        )
+        return signed.dump()
 
 
 def open_token_key(

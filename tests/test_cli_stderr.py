@@ -54,6 +54,8 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ("authz-server",): ["--config", str(toml)],
         ("ca", "audit", "export"): [missing, "--json"],
         ("ca", "audit", "verify"): [missing],
+        ("ca", "console"): [missing],
+        ("ca", "console", "--listen"): [missing, "--listen", "8445"],  # no HOST:
         ("ca", "crl"): [missing, "--out", out],
         ("ca", "init"): [str(pem), "--insecure-no-passphrase"],  # a file where a dir belongs
         ("ca", "issue"): [missing, "--id", "spiffe://acme.com/x", "--out", out],
@@ -177,6 +179,7 @@ OPTIONS = [
     ("ca", "init", "--import-key"),  # without --key-store pkcs11
     ("ca", "init", "--key-label"),  # a prefix with a space
     ("ca", "issue", "--server"),  # --server with --id
+    ("ca", "console", "--listen"),  # a port without a host
     ("enroll", "--id-token-file"),  # no such file
     ("enroll", "--id-token-env"),  # an unset variable
 ]

@@ -60,13 +60,19 @@ class _TlsExtensionProtocol(HttpToolsProtocol):
 
 
 def server_context(
-    issuer: Issuer, *, hosts: tuple[str, ...], now: dt.datetime
+    issuer: Issuer,
+    *,
+    hosts: tuple[str, ...],
+    now: dt.datetime,
+    required_clients: str | None = None,
 ) -> tuple[ssl.SSLContext, x509.Certificate]:
     """A TLS server context with a fresh key and a certificate from ``issuer`` itself.
 
     The key never touches the CA directory: it is loaded from a private temporary
     directory that is gone before this returns. Client certificates are requested,
-    not required, and verified against the CA's own chain.
+    not required, and verified against the CA's own chain; with ``required_clients``
+    (PEM trust anchors: the console's) one chaining to those is required instead, and
+    any other fails the handshake.
     """
     key = generate_private_key()
     not_after = min(now + SERVER_CERT_LIFETIME, issuer.cert.not_valid_after_utc)
@@ -85,6 +91,10 @@ def server_context(
         cert_path.write_bytes(chain_pem([cert, *issuer.chain[:-1]]))
         key_path = write_secret(Path(temp, "server.key"), private_key_pem(key))
         context.load_cert_chain(cert_path, key_path)
+    if required_clients is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=required_clients)
+        return context, cert
     context.verify_mode = ssl.CERT_OPTIONAL
     context.load_verify_locations(cadata=chain_pem(list(issuer.chain)).decode())
     return context, cert

@@ -733,6 +733,38 @@ def revoke_command(directory: Path, serial: str | None, cert_path: str | None, r
     click.echo(f"revoked {number:x} ({record.identity}), reason {flag.value}")
 
 
+def publish_crl(
+    ca_dir: CaDirectory,
+    issuer: Issuer,
+    root: Issuer | None,
+    store: Any,
+    out: Path,
+    *,
+    now: dt.datetime,
+) -> x509.CertificateRevocationList:
+    """Write ``out``: the issuing CA's fresh CRL (next CRL number), then, with ``root``,
+    the root's over the intermediate with the same number (``ca crl``; the console's
+    revocations write the same file the same way). Returns the issuing CA's CRL."""
+    from cryptography.hazmat.primitives import serialization
+
+    authority = ca_dir.authority(issuer, store)
+    crl = authority.crl(now=now)
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    crls = [crl]
+    if root is not None:
+        crls.append(
+            build_crl(
+                issuer=root,
+                revoked=(),
+                number=number,
+                this_update=now,
+                next_update=now + authority.crl_validity,
+            )
+        )
+    write_public(out, b"".join(item.public_bytes(serialization.Encoding.PEM) for item in crls))
+    return crl
+
+
 @command.command("crl")
 @_dir_argument
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -762,28 +794,12 @@ def crl_command(
     root = None
     if ca_dir.config.intermediate and not issuer_only:
         root = _issuer(ca_dir, passphrase_file, stem="root")
-    now = _now()
     store = ca_dir.store()
     try:
-        authority = ca_dir.authority(issuer, store)
-        crl = authority.crl(now=now)
+        crl = publish_crl(ca_dir, issuer, root, store, out, now=_now())
     finally:
         store.close()
-    from cryptography.hazmat.primitives import serialization
-
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    crls = [crl]
-    if root is not None:
-        crls.append(
-            build_crl(
-                issuer=root,
-                revoked=(),
-                number=number,
-                this_update=now,
-                next_update=now + authority.crl_validity,
-            )
-        )
-    write_public(out, b"".join(item.public_bytes(serialization.Encoding.PEM) for item in crls))
     click.echo(
         f"wrote {out}: CRL number {number}, {len(crl)} revoked, next update {crl.next_update_utc}"
         + (" (+ the root's CRL)" if root is not None else "")
@@ -1416,6 +1432,115 @@ def serve_command(  # noqa: PLR0917
         uvicorn_server(server.app, context, trusted_proxies=trusted_proxies).run(sockets=[sock])
     finally:
         server.close()
+        sock.close()
+
+
+def _console_anchors(ca_dir: CaDirectory, issuer: Issuer) -> str:
+    """The PEM trust anchors for the console's client certificates: ``[console]
+    trust_anchors`` (relative to the CA directory), else the CA's own chain."""
+    names = ca_dir.config.console.trust_anchors
+    if not names:
+        return chain_pem(list(issuer.chain)).decode()
+    found: list[x509.Certificate] = []
+    for name in names:
+        path = ca_dir.path / name
+        found += load_certificates(read_bytes(path, what="console trust anchor"), source=str(path))
+    return chain_pem(found).decode()
+
+
+@command.command("console")
+@_dir_argument
+@click.option("--listen", default="127.0.0.1:8445", show_default=True, help="HOST:PORT (0: any).")
+@click.option(
+    "--hostname",
+    "hostnames",
+    multiple=True,
+    help="Name or address in the server certificate (default: the listen host and localhost).",
+)
+@click.option("--db", help=f"Store URL instead of ca.toml's (or ${DB_URL_ENV}).")
+@_passphrase_option
+def console_command(
+    directory: Path,
+    listen: str,
+    hostnames: tuple[str, ...],
+    db: str | None,
+    passphrase_file: Path | None,
+) -> None:
+    """Serve the operator console: approve requests, search and revoke certificates, audit.
+
+    A browser UI on its own HTTPS port, for the people in ca.toml's [console] approvers
+    (approve, deny, revoke) and viewers (read-only), who sign in with their own client
+    certificates over mTLS: one that does not chain to [console] trust_anchors (default:
+    this CA) fails the handshake, one whose identity is in neither list gets a 403. An
+    approver must also be registered (`ca approvers add`); the CA's key countersigns
+    their approval, which `ca serve` counts like a signed one. Revocations write the CRL
+    to [console] crl_file (default crl.pem in DIR), as `ca crl --out` does.
+
+    \b
+    Example:
+      MTLSKIT_CA_PASSPHRASE=... mtlskit ca console ca/ --listen 127.0.0.1:8445
+    """
+    import sys
+
+    from mtlskit.caserver import bind, server_context, uvicorn_server
+    from mtlskit.console import Console
+
+    if ":" not in listen:
+        raise InputError("expected HOST:PORT", source="--listen")
+    ca_dir = CaDirectory.open(directory)
+    settings = ca_dir.config.console
+    if not settings.approvers and not settings.viewers:
+        raise InputError(
+            "no [console] approvers or viewers: nobody could use the console",
+            source=str(directory / CONFIG),
+        )
+    issuer = _issuer(ca_dir, passphrase_file)
+    root = None
+    if ca_dir.config.intermediate:
+        root = _issuer(ca_dir, passphrase_file, stem="root")
+    anchors = _console_anchors(ca_dir, issuer)
+    try:
+        sock = bind(listen)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot listen: {exc}", source="--listen") from None
+    host, port = sock.getsockname()[:2]
+    now = _now()
+    context, server_cert = server_context(
+        issuer,
+        hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))),
+        now=now,
+        required_clients=anchors,
+    )
+    store = ca_dir.store(db=db)
+    store.record_event(
+        "console",
+        {
+            "listen": f"{host}:{port}",
+            "server_certificate": str(Fingerprint.of(server_cert)),
+            "approvers": list(settings.approvers),
+            "viewers": list(settings.viewers),
+        },
+        at=now,
+    )
+    pkcs11 = ca_dir.config.pkcs11
+    console = Console(
+        ca_dir=ca_dir,
+        issuer=issuer,
+        store=store,
+        publish_crl=lambda at: publish_crl(
+            ca_dir, issuer, root, store, ca_dir.path / settings.crl_file, now=at
+        ),
+        key_store=f"pkcs11 token {pkcs11.issuing or pkcs11.root}" if pkcs11 else "file",
+    )
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"console listening on https://{shown}:{port} (fingerprint {Fingerprint.of(server_cert)})"
+    )
+    sys.stdout.flush()
+    try:
+        uvicorn_server(console.app, context).run(sockets=[sock])
+    finally:
+        console.close()
         sock.close()
 
 

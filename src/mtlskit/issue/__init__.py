@@ -22,6 +22,7 @@ from mtlskit.issue._approvers import (
     approver_identity,
     check_approval,
     check_not_counted,
+    countersign_approval,
     key_fingerprint,
     register_approver,
     revoked_by,
@@ -46,6 +47,7 @@ from mtlskit.issue._build import (
 from mtlskit.issue._ca import CertificateAuthority, Issued, lint_errors
 from mtlskit.issue._config import (
     CaConfig,
+    ConsoleConfig,
     parse_ca_config,
     render_ca_config,
     validate_ca_config,
@@ -119,6 +121,7 @@ __all__ = [
     "CertificateProfile",
     "CertificateRecord",
     "CertificateStatus",
+    "ConsoleConfig",
     "CsrReview",
     "EnrollmentRefused",
     "EnrollmentRequest",
@@ -148,6 +151,7 @@ __all__ = [
     "check_approval",
     "check_csr_identity",
     "check_not_counted",
+    "countersign_approval",
     "csr_hash",
     "csr_identities",
     "format_duration",

@@ -6,8 +6,12 @@ in their certificate, so a registration cannot be made, or an identity renamed, 
 anyone who can write the database but does not hold the CA passphrase. An approval is
 the approver's own signature over the request id, the CSR hash and their key; the CA
 checks it when it is recorded and again before it signs, so a forged row counts for
-nothing. People are told apart by verified identity (case-folded) and by key: the same
-person under two spellings counts once, and the requester never counts.
+nothing. An approval given in the operator console (``mtlskit ca console``) cannot be
+signed by the browser: there the CA's key countersigns it instead, attesting that the
+approver's registered key authenticated over mTLS; such a signature is marked, and it is
+checked against the CA's key, so a row written without that key still counts for nothing.
+People are told apart by verified identity (case-folded) and by key: the same person
+under two spellings counts once, and the requester never counts.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "approver_identity",
     "check_approval",
     "check_not_counted",
+    "countersign_approval",
     "key_fingerprint",
     "register_approver",
     "revoked_by",
@@ -46,6 +51,10 @@ __all__ = [
 
 _REGISTRATION: Final = b"mtlskit approver registration v1\0"
 _APPROVAL: Final = b"mtlskit enrollment approval v1\0"
+# A console approval's stored signature: this marker, then the CA's signature over
+# _COUNTERSIGNED + approval_message + _CONSOLE_MTLS (never valid as the approver's own).
+_COUNTERSIGNED: Final = b"mtlskit ca countersigned v1\0"
+_CONSOLE_MTLS: Final = b"\0console mTLS"
 _SPKI: Final = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -170,6 +179,35 @@ def sign_approval(
     return fingerprint, _sign(key, approval_message(request_id, csr_sha256, fingerprint))
 
 
+def _countersigned_message(request_id: str, csr_sha256: str, fingerprint: str) -> bytes:
+    return _COUNTERSIGNED + approval_message(request_id, csr_sha256, fingerprint) + _CONSOLE_MTLS
+
+
+def countersign_approval(
+    request_id: str, csr_sha256: str, *, fingerprint: str, ca_key: CaKey
+) -> bytes:
+    """The stored signature of an approval given over the console's mTLS: the CA's key
+    attests that the holder of the registered key ``fingerprint`` approved this CSR (the
+    caller has checked that the presented certificate's key is that one)."""
+    message = _countersigned_message(request_id, csr_sha256, fingerprint)
+    return _COUNTERSIGNED + _sign(ca_key, message)
+
+
+def _approval_verifies(
+    request: EnrollmentRequest,
+    cert: x509.Certificate,
+    fingerprint: str,
+    signature: bytes,
+    ca_public_key: Any,
+) -> bool:
+    """The approver's own signature, or the CA's countersignature of a console approval."""
+    if signature.startswith(_COUNTERSIGNED):
+        message = _countersigned_message(request.id, request.csr_sha256, fingerprint)
+        return _verifies(ca_public_key, signature[len(_COUNTERSIGNED) :], message)
+    message = approval_message(request.id, request.csr_sha256, fingerprint)
+    return _verifies(cert.public_key(), signature, message)
+
+
 def _csr_key_fingerprint(request: EnrollmentRequest) -> str | None:
     try:
         return key_fingerprint(x509.load_pem_x509_csr(request.csr_pem).public_key())
@@ -191,7 +229,8 @@ def check_approval(
 
     ``record``: the registration of the key that signed (None: not registered);
     ``revoked``: whether a certificate is revoked by this CA (False for others'); ``at``:
-    when the approval was (or is being) given."""
+    when the approval was (or is being) given. ``signature``: the approver's own
+    (``sign_approval``) or the CA's countersignature (``countersign_approval``)."""
     if (
         record is None
         or record.fingerprint != fingerprint
@@ -213,8 +252,7 @@ def check_approval(
         raise ApprovalRefused(
             "approver_cert_revoked", f"{record.identity}'s certificate is revoked"
         )
-    message = approval_message(request.id, request.csr_sha256, fingerprint)
-    if not _verifies(cert.public_key(), signature, message):
+    if not _approval_verifies(request, cert, fingerprint, signature, ca_public_key):
         raise ApprovalRefused(
             "approval_signature_invalid",
             f"the approval is not signed by {record.identity}'s key",

@@ -19,7 +19,7 @@ from mtlskit.issue._enroll import ApprovalRule
 from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
 from mtlskit.issue._provisioner import MAX_SKEW, IdentityTemplate, OidcProvisioner, fetchable
 
-__all__ = ["CaConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
+__all__ = ["CaConfig", "ConsoleConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
 
 _KEY_TYPES = tuple(kind.value for kind in KeyType)
 
@@ -128,6 +128,36 @@ class Pkcs11Config(BaseModel):
         return value
 
 
+class ConsoleConfig(BaseModel):
+    """``[console]``: who may use ``mtlskit ca console`` (identities as in their certificates'
+    SAN, compared case-folded) and which CAs their client certificates must chain to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approvers: list[str] = []  # may approve, deny and revoke
+    viewers: list[str] = []  # read-only
+    # PEM files relative to the CA directory; empty: the CA's own chain (chain.pem)
+    trust_anchors: list[str] = []
+    # where a revocation from the console writes the CRL (as `ca crl --out` does)
+    crl_file: str = "crl.pem"
+
+    @field_validator("approvers", "viewers")
+    @classmethod
+    def _identities(cls, value: list[str]) -> list[str]:
+        for text in value:
+            if not text or text != text.strip() or any(ch.isspace() for ch in text):
+                raise ValueError(f"{text!r} is not an identity (a SAN value, no spaces)")
+        return [text.casefold() for text in value]
+
+    @field_validator("trust_anchors", "crl_file")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        for text in value if isinstance(value, list) else [value]:
+            if not text.strip():
+                raise ValueError("an empty path")
+        return value
+
+
 class CaConfig(BaseModel):
     """What a CA issues and to whom. Durations are text (``24h``) so the file reads as written."""
 
@@ -159,6 +189,8 @@ class CaConfig(BaseModel):
     pkcs11: Pkcs11Config | None = None
     # enrollment with a workload-identity token (OIDC/JWT) instead of a one-time token
     provisioners: list[ProvisionerConfig] = []
+    # the operator console (`mtlskit ca console`): who may use it
+    console: ConsoleConfig = ConsoleConfig()
 
     @field_validator("provisioners")
     @classmethod

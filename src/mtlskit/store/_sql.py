@@ -38,7 +38,9 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -1060,6 +1062,59 @@ class SqlStore:
                 certificates.c.not_after <= now,
             )
         return self._rows(query)
+
+    def certificate_page(
+        self,
+        *,
+        now: dt.datetime,
+        query: str = "",
+        status: CertificateStatus | None = None,
+        expiring_within: dt.timedelta | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[Sequence[CertificateRecord], int]:
+        """One page of certificates and how many match in all, both counted by the database
+        (LIMIT/OFFSET and COUNT): the console lists 10,000 without loading them. ``query``
+        matches part of the identity (any case), or a whole serial (hex) or fingerprint;
+        ``expiring_within``: unrevoked ones that expire in that window, soonest first."""
+        conditions: list[Any] = []
+        if query:
+            text_query = query.strip()
+            hex_query = text_query.lower().removeprefix("sha256:").removeprefix("0x")
+            hex_query = hex_query.replace(":", "")
+            conditions.append(
+                or_(
+                    func.lower(certificates.c.identity).contains(
+                        text_query.lower(), autoescape=True
+                    ),
+                    certificates.c.serial == hex_query.lstrip("0"),
+                    certificates.c.fingerprint == f"sha256:{hex_query}",
+                )
+            )
+        if status is CertificateStatus.REVOKED:
+            conditions.append(certificates.c.status == CertificateStatus.REVOKED.value)
+        elif status is CertificateStatus.VALID or expiring_within is not None:
+            conditions += [
+                certificates.c.status == CertificateStatus.VALID.value,
+                certificates.c.not_after > now,
+            ]
+        elif status is CertificateStatus.EXPIRED:
+            conditions += [
+                certificates.c.status == CertificateStatus.VALID.value,
+                certificates.c.not_after <= now,
+            ]
+        if expiring_within is not None:
+            conditions.append(certificates.c.not_after <= now + expiring_within)
+        order = (
+            (certificates.c.not_after, certificates.c.serial)
+            if expiring_within is not None
+            else (certificates.c.issued_at.desc(), certificates.c.serial)
+        )
+        page = self._select().where(*conditions).order_by(*order).limit(limit).offset(offset)
+        counting = select(func.count()).select_from(certificates).where(*conditions)
+        with self._read() as conn:
+            total = int(conn.scalar(counting) or 0)
+        return self._rows(page), total
 
     def revoked_unexpired(self, now: dt.datetime) -> Sequence[CertificateRecord]:
         return self._rows(

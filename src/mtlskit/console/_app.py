@@ -1,0 +1,612 @@
+"""The operator console as a Starlette app: server-rendered pages over the CA's store.
+
+IO shell. Every decision is the core's: ``check_approval``/``check_not_counted`` for an
+approval (countersigned by the CA's key, since the browser cannot sign),
+``review_csr`` and a dry-run ``issue`` for the planned certificate, ``lint_chain`` for
+its findings, ``verify_audit_chain`` for the log, and the CRL is written by the same
+function as ``mtlskit ca crl``. Store calls run on one thread (the store is used by one
+thread only). Pages have no inline script or style; every response carries the
+security headers, and every POST needs the user's CSRF token and the approver role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final, TypeVar
+
+import jinja2
+from cryptography import x509
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from mtlskit.cadir import CaDirectory
+from mtlskit.certinfo import summarize
+from mtlskit.certs import certificate_pem, chain_pem, load_certificates
+from mtlskit.console._auth import (
+    ConsoleRefused,
+    ConsoleUser,
+    console_user,
+    csrf_token,
+    csrf_valid,
+)
+from mtlskit.errors import InputError
+from mtlskit.issue import (
+    ApprovalRefused,
+    EnrollmentRequest,
+    IssuanceRefused,
+    Issuer,
+    KeyUnavailable,
+    RequestStatus,
+    StoreUnavailable,
+    UnknownCertificate,
+    check_approval,
+    check_not_counted,
+    countersign_approval,
+    load_csr,
+    parse_identity,
+    review_csr,
+    revoked_by,
+    verify_audit_chain,
+)
+from mtlskit.issue import CertificateStatus as Status
+from mtlskit.lint import lint_chain
+
+__all__ = ["PAGE_SIZE", "SECURITY_HEADERS", "Console"]
+
+PAGE_SIZE: Final = 50
+MAX_FORM: Final = 16 * 1024
+AUDIT_SHOWN: Final = 500  # newest entries listed; the verification covers all of them
+SECURITY_HEADERS: Final = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+REASONS: Final = tuple(reason.value for reason in x509.ReasonFlags)
+_FLASH: Final = {
+    "approved": "Approval recorded.",
+    "repeat": "You had already approved this request; it still counts once.",
+    "denied": "Request denied.",
+    "revoked": "Certificate revoked; the CRL was written.",
+}
+_T = TypeVar("_T")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class _SecurityHeaders:
+    """ASGI middleware: the same headers on every response, errors and assets included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in self._headers}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": kept + self._headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Form:
+    fields: dict[str, str]
+
+    def get(self, name: str) -> str | None:
+        return self.fields.get(name)
+
+
+class Console:
+    """The console over one CA directory, its loaded issuing key and its store.
+
+    ``publish_crl(now)`` writes the CRL file (``mtlskit ca crl``'s own function) and
+    returns the CRL; ``key_store`` names where the CA key lives, for /health."""
+
+    def __init__(
+        self,
+        *,
+        ca_dir: CaDirectory,
+        issuer: Issuer,
+        store: Any,
+        publish_crl: Callable[[dt.datetime], x509.CertificateRevocationList],
+        key_store: str,
+    ) -> None:
+        self._ca_dir = ca_dir
+        self._config = ca_dir.config.console
+        self._issuer = issuer
+        self._store = store
+        self._publish_crl = publish_crl
+        self._key_store = key_store
+        self._secret = secrets.token_bytes(32)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlskit-console")
+        self._pages = jinja2.Environment(
+            loader=jinja2.PackageLoader("mtlskit.console", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self._css = resources.files("mtlskit.console").joinpath("static/console.css").read_bytes()
+        routes = [
+            Route("/", self.root, methods=["GET"]),
+            Route("/static/console.css", self.css, methods=["GET"]),
+            Route("/requests", self.requests, methods=["GET"]),
+            Route("/requests/{request_id}", self.request_page, methods=["GET"]),
+            Route("/requests/{request_id}/approve", self.approve, methods=["POST"]),
+            Route("/requests/{request_id}/deny", self.deny, methods=["POST"]),
+            Route("/certificates", self.certificates, methods=["GET"]),
+            Route("/certificates/{serial}", self.certificate_page, methods=["GET"]),
+            Route("/certificates/{serial}/chain.pem", self.chain, methods=["GET"]),
+            Route("/certificates/{serial}/revoke", self.revoke, methods=["POST"]),
+            Route("/audit", self.audit, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+        ]
+        starlette = Starlette(
+            routes=routes,
+            exception_handlers={
+                ConsoleRefused: self._refused,
+                HTTPException: self._http_error,
+                StoreUnavailable: self._unavailable,
+                KeyUnavailable: self._unavailable,
+            },
+        )
+        self.app = _SecurityHeaders(starlette)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._store.close()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _user(self, request: Request) -> ConsoleUser:
+        tls = (request.scope.get("extensions") or {}).get("tls") or {}
+        chain = tls.get("client_cert_chain") or []
+        if not chain:  # the handshake requires one; this is a server without the extension
+            raise ConsoleRefused("not_console_user", "no client certificate", status=403)
+        cert = load_certificates(chain[0].encode(), source="client certificate")[0]
+        return console_user(cert, self._config)
+
+    async def _changer(self, request: Request) -> tuple[ConsoleUser, _Form]:
+        """The approver behind a POST and its form, after the role and the CSRF token."""
+        user = self._user(request)
+        if not user.can_change:
+            raise ConsoleRefused("not_approver", "viewers cannot change anything", status=403)
+        form = await self._form(request)
+        if not csrf_valid(self._secret, user, form.get("csrf")):
+            raise ConsoleRefused("csrf_invalid", "missing or wrong form token", status=403)
+        return user, form
+
+    async def _form(self, request: Request) -> _Form:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                raise ConsoleRefused("form_too_large", "the form is too large", status=413)
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            raise ConsoleRefused(
+                "form_invalid", "the form is not URL-encoded", status=400
+            ) from None
+        fields: dict[str, str] = {}
+        for name, value in pairs:
+            fields.setdefault(name, value)
+        return _Form(fields=fields)
+
+    def _render(
+        self, name: str, user: ConsoleUser | None, *, http_status: int = 200, **values: Any
+    ) -> Response:
+        page = self._pages.get_template(name).render(
+            user=user,
+            csrf=csrf_token(self._secret, user) if user is not None else "",
+            flash=values.pop("flash", None),
+            nav=values.pop("nav", ""),
+            **values,
+        )
+        return HTMLResponse(page, status_code=http_status)
+
+    def _error(self, user: ConsoleUser | None, code: str, message: str, status: int) -> Response:
+        return self._render(
+            "error.html", user, http_status=status, code=code, message=message, title="Error"
+        )
+
+    async def _refused(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ConsoleRefused)
+        user = None
+        if exc.code != "not_console_user":
+            try:
+                user = self._user(request)
+            except ConsoleRefused:
+                user = None
+        return self._error(user, exc.code, exc.message, exc.status)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        try:
+            user: ConsoleUser | None = self._user(request)
+        except ConsoleRefused:
+            return self._error(None, "not_console_user", "not a console user", 403)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return self._error(user, code, str(exc.detail), exc.status_code)
+
+    async def _unavailable(self, request: Request, exc: Exception) -> Response:
+        code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "key_unavailable"
+        return self._error(None, code, "the CA cannot answer now; try again", 503)
+
+    def _flash(self, request: Request) -> str | None:
+        return _FLASH.get(request.query_params.get("done", ""))
+
+    # --- pages --------------------------------------------------------------------------
+
+    async def root(self, request: Request) -> Response:
+        self._user(request)
+        return RedirectResponse("/requests", status_code=303)
+
+    async def css(self, request: Request) -> Response:
+        return Response(self._css, media_type="text/css")
+
+    async def requests(self, request: Request) -> Response:
+        user = self._user(request)
+        found = await self._call(self._store.requests)
+        pending = [r for r in found if r.status in {RequestStatus.PENDING, RequestStatus.APPROVED}]
+        return self._render(
+            "requests.html", user, nav="requests", title="Pending requests", requests=pending
+        )
+
+    def _request(self, request_id: str) -> EnrollmentRequest:
+        found = self._store.get_request(request_id)
+        if found is None:
+            raise ConsoleRefused("request_unknown", "no such enrollment request", status=404)
+        return found
+
+    def _plan(self, request: EnrollmentRequest, now: dt.datetime) -> dict[str, Any]:
+        """What the CA will issue for this request: the dry-run certificate, its lint
+        findings and what the CSR asked for that it drops (or why it would refuse)."""
+        authority = self._ca_dir.authority(self._issuer, self._store)
+        try:
+            csr = load_csr(request.csr_pem, source="request")
+            target = parse_identity(request.identity)
+            review = review_csr(csr, identity=target, profile=authority.profile, source="CSR")
+        except InputError as exc:
+            return {"refused": str(exc), "dropped": (), "summary": None, "findings": ()}
+        try:
+            issued = authority.issue(
+                target, review.public_key, now=now, dropped=review.dropped, dry_run=True
+            )
+        except IssuanceRefused as refused:
+            return {"refused": str(refused), "dropped": review.dropped, "summary": None,
+                    "findings": ()}  # fmt: skip
+        summary = summarize(list(issued.chain))
+        reports = lint_chain(issued.chain, (self._ca_dir.config.profile,), at=now)
+        return {
+            "refused": None,
+            "dropped": review.dropped,
+            "summary": summary,
+            "lifetime": summary.not_after - now,
+            "findings": reports[0].findings if reports else (),
+        }
+
+    def _request_view(self, request_id: str) -> dict[str, Any]:
+        now = _now()
+        found = self._request(request_id)
+        return {"request": found, "plan": self._plan(found, now)}
+
+    async def request_page(self, request: Request) -> Response:
+        user = self._user(request)
+        view = await self._call(self._request_view, request.path_params["request_id"])
+        found = view["request"]
+        return self._render(
+            "request.html",
+            user,
+            nav="requests",
+            title=f"Request {found.id}",
+            flash=self._flash(request),
+            open=found.status in {RequestStatus.PENDING, RequestStatus.APPROVED},
+            **view,
+        )
+
+    def _approve(self, user: ConsoleUser, request_id: str, reviewed: str) -> str:
+        now = _now()
+        found = self._request(request_id)
+        if found.status not in {RequestStatus.PENDING, RequestStatus.APPROVED}:
+            raise ConsoleRefused(
+                "request_closed", f"this request is {found.status.value}", status=409
+            )
+        if reviewed.lower().removeprefix("sha256:") != found.csr_sha256:
+            self._store.record_event(
+                "approve_refused",
+                {
+                    "request": found.id,
+                    "approver": user.identity,
+                    "code": "approval_stale",
+                    "via": "console",
+                },
+                at=now,
+            )
+            raise ConsoleRefused(
+                "approval_stale",
+                "the request's CSR is not the one on the page you approved; review it again",
+                status=409,
+            )
+        issuer = self._issuer.cert
+        records = {record.fingerprint: record for record in self._store.approvers()}
+        record = records.get(user.key)
+        signature = countersign_approval(
+            found.id, found.csr_sha256, fingerprint=user.key, ca_key=self._issuer.key
+        )
+        try:
+            if record is not None and record.identity != user.identity:
+                raise ApprovalRefused(
+                    "approver_unregistered",
+                    f"this key is registered for {record.identity}, not {user.identity}",
+                )
+            identity = check_approval(
+                found,
+                record,
+                fingerprint=user.key,
+                signature=signature,
+                at=now,
+                ca_public_key=issuer.public_key(),
+                revoked=revoked_by(issuer, self._store),
+            )
+            new = check_not_counted(found, identity, user.key)
+        except ApprovalRefused as refused:
+            self._store.record_event(
+                "approve_refused",
+                {
+                    "request": found.id,
+                    "approver": user.identity,
+                    "fingerprint": user.key,
+                    "code": refused.code,
+                    "via": "console",
+                },
+                at=now,
+            )
+            raise ConsoleRefused(refused.code, refused.message, status=403) from None
+        _, added = self._store.approve_request(
+            found.id,
+            approver=identity,
+            csr_sha256=found.csr_sha256,
+            at=now,
+            fingerprint=user.key,
+            signature=signature,
+        )
+        return "approved" if added and new else "repeat"
+
+    async def approve(self, request: Request) -> Response:
+        user, form = await self._changer(request)
+        request_id = request.path_params["request_id"]
+        done = await self._call(self._approve, user, request_id, form.get("csr_sha256") or "")
+        return RedirectResponse(f"/requests/{request_id}?done={done}", status_code=303)
+
+    def _deny(self, user: ConsoleUser, request_id: str, reason: str) -> None:
+        found = self._request(request_id)
+        try:
+            self._store.deny_request(found.id, approver=user.identity, reason=reason, at=_now())
+        except InputError as exc:  # no longer open
+            raise ConsoleRefused("request_closed", exc.detail, status=409) from None
+
+    async def deny(self, request: Request) -> Response:
+        user, form = await self._changer(request)
+        request_id = request.path_params["request_id"]
+        reason = (form.get("reason") or "").strip()
+        if not reason:
+            raise ConsoleRefused("reason_missing", "say why the request is denied", status=400)
+        await self._call(self._deny, user, request_id, reason[:1000])
+        return RedirectResponse(f"/requests/{request_id}?done=denied", status_code=303)
+
+    # --- certificates -------------------------------------------------------------------
+
+    async def certificates(self, request: Request) -> Response:
+        user = self._user(request)
+        params = request.query_params
+        query = (params.get("q") or "").strip()[:256]
+        status_text = params.get("status") or ""
+        try:
+            page = max(1, int(params.get("page") or 1))
+            days = int(params.get("days") or 30)
+        except ValueError:
+            raise ConsoleRefused("query_invalid", "page and days are numbers", status=400) from None
+        if status_text not in {"", "valid", "revoked", "expiring"} or not 0 < days <= 3650:
+            raise ConsoleRefused("query_invalid", "unknown status or days", status=400)
+        status = {"valid": Status.VALID, "revoked": Status.REVOKED}.get(status_text)
+        within = dt.timedelta(days=days) if status_text == "expiring" else None
+        now = _now()
+
+        def fetch() -> tuple[Any, int]:
+            return self._store.certificate_page(
+                now=now,
+                query=query,
+                status=status,
+                expiring_within=within,
+                limit=PAGE_SIZE,
+                offset=(page - 1) * PAGE_SIZE,
+            )
+
+        records, total = await self._call(fetch)
+
+        def link(number: int) -> str:
+            kept = {"q": query, "status": status_text}
+            if status_text == "expiring":
+                kept["days"] = str(days)
+            kept = {k: v for k, v in kept.items() if v}
+            return "/certificates?" + urllib.parse.urlencode({**kept, "page": number})
+
+        return self._render(
+            "certificates.html",
+            user,
+            nav="certificates",
+            title="Certificates",
+            records=records,
+            total=total,
+            page=page,
+            now=now,
+            q=query,
+            status=status_text,
+            days=days,
+            previous=link(page - 1) if page > 1 else None,
+            next=link(page + 1) if page * PAGE_SIZE < total else None,
+        )
+
+    def _record(self, serial_text: str) -> Any:
+        try:
+            serial = int(serial_text, 16)
+        except ValueError:
+            raise ConsoleRefused("certificate_unknown", "not a serial number", status=404) from None
+        record = self._store.get(serial)
+        if record is None:
+            raise ConsoleRefused("certificate_unknown", "no such certificate", status=404)
+        return record
+
+    async def certificate_page(self, request: Request) -> Response:
+        from mtlskit.cli.inspect import _rows as inspect_rows  # `mtlskit inspect`'s own fields
+
+        user = self._user(request)
+        record = await self._call(self._record, request.path_params["serial"])
+        now = _now()
+        chain = [*load_certificates(record.pem, source="store"), *self._issuer.chain]
+        rows = [(field, value) for field, value, _ in inspect_rows(summarize(chain), now)]
+        return self._render(
+            "certificate.html",
+            user,
+            nav="certificates",
+            title=f"Certificate {record.serial:x}",
+            flash=self._flash(request),
+            record=record,
+            status=record.status(now).value,
+            rows=rows,
+            reasons=REASONS,
+        )
+
+    async def chain(self, request: Request) -> Response:
+        self._user(request)
+        record = await self._call(self._record, request.path_params["serial"])
+        leaf = load_certificates(record.pem, source="store")[0]
+        body = chain_pem([leaf, *self._issuer.chain[:-1]]) + certificate_pem(self._issuer.chain[-1])
+        return Response(
+            body,
+            media_type="application/x-pem-file",
+            headers={"content-disposition": f'attachment; filename="{record.serial:x}.pem"'},
+        )
+
+    def _revoke(self, user: ConsoleUser, serial_text: str, reason: str) -> None:
+        record = self._record(serial_text)
+        flag = x509.ReasonFlags(reason)
+        now = _now()
+        try:
+            with self._store.group():
+                self._store.revoke(record.serial, reason=flag, at=now)
+                self._store.record_event(
+                    "console_revoke",
+                    {
+                        "serial": f"{record.serial:x}",
+                        "identity": record.identity,
+                        "reason": flag.value,
+                        "by": user.identity,
+                    },
+                    at=now,
+                )
+        except UnknownCertificate as exc:
+            raise ConsoleRefused("certificate_revoked", exc.detail, status=409) from None
+        self._publish_crl(now)
+
+    async def revoke(self, request: Request) -> Response:
+        user, form = await self._changer(request)
+        serial = request.path_params["serial"]
+        reason = form.get("reason") or "unspecified"
+        if reason not in REASONS:
+            raise ConsoleRefused("reason_invalid", "not an RFC 5280 reason", status=400)
+        if form.get("confirm") != "yes":
+            record = await self._call(self._record, serial)
+            return self._render(
+                "revoke_confirm.html",
+                user,
+                nav="certificates",
+                title=f"Revoke {record.serial:x}?",
+                record=record,
+                reason=reason,
+            )
+        await self._call(self._revoke, user, serial, reason)
+        return RedirectResponse(f"/certificates/{serial}?done=revoked", status_code=303)
+
+    # --- audit and health ----------------------------------------------------------------
+
+    async def audit(self, request: Request) -> Response:
+        user = self._user(request)
+        entries = await self._call(self._store.audit_entries)
+        problem = verify_audit_chain(entries)
+        shown = list(reversed(entries[-AUDIT_SHOWN:]))
+        return self._render(
+            "audit.html",
+            user,
+            nav="audit",
+            title="Audit log",
+            problem=problem,
+            count=len(entries),
+            entries=shown,
+        )
+
+    def _health(self) -> dict[str, Any]:
+        now = _now()
+        try:
+            latency = self._store.ping()
+            store = f"ok ({self._store.backend}, {latency * 1000:.1f} ms)"
+        except StoreUnavailable as exc:
+            store = f"unavailable: {exc.detail}"
+        key = f"{self._key_store}: loaded"
+        if hasattr(self._issuer.key, "sign_data"):  # a token key: does it still sign?
+            try:
+                self._issuer.key.sign_data(b"mtlskit console health")
+                key = f"{self._key_store}: signs"
+            except KeyUnavailable as exc:
+                key = f"{self._key_store}: unavailable ({exc})"
+        crl_path = self._ca_dir.path / self._config.crl_file
+        crl: dict[str, Any] = {"path": str(crl_path), "error": None}
+        try:
+            crl_data = crl_path.read_bytes()
+        except OSError:
+            crl["error"] = "not written yet (revoke here, or `mtlskit ca crl`)"
+        else:
+            try:
+                end = b"-----END X509 CRL-----"
+                parsed = x509.load_pem_x509_crl(crl_data.split(end)[0] + end)  # the issuer's
+                crl |= {
+                    "number": parsed.extensions.get_extension_for_class(
+                        x509.CRLNumber
+                    ).value.crl_number,
+                    "this_update": parsed.last_update_utc,
+                    "next_update": parsed.next_update_utc,
+                    "stale": parsed.next_update_utc is None or parsed.next_update_utc <= now,
+                    "entries": len(parsed),
+                }
+            except (ValueError, IndexError, x509.ExtensionNotFound):
+                crl["error"] = "unreadable"
+        return {"store": store, "key": key, "crl": crl, "now": now}
+
+    async def health(self, request: Request) -> Response:
+        user = self._user(request)
+        view = await self._call(self._health)
+        return self._render("health.html", user, nav="health", title="Health", **view)

@@ -16,13 +16,18 @@ import ssl
 import subprocess
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trustme
+from asn1crypto import cms, core
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
@@ -30,8 +35,16 @@ from _gateway_support import EchoBackend, GatewayThread, Site, https_request, wr
 from _servers import free_port, stop, wait_for
 from ca_server import PASSPHRASE, RunningCa, init_ca, serve
 from conftest import require_program
+from mtlskit.caserver._est import CsrAttrs, csr_attributes, decode_body
 from mtlskit.identity import ClientIdentity
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
+from rfc7030_vectors import (
+    CACERTS,
+    CSRATTRS_4_5_2,
+    CSRATTRS_A_3,
+    SIMPLEENROLL_REQUEST,
+    SIMPLEENROLL_RESPONSE,
+)
 
 WEB = "spiffe://acme.com/web"
 GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -164,7 +177,7 @@ def test_cacerts_is_a_certs_only_pkcs7_of_the_chain_that_openssl_reads(ca):
 
 def test_csrattrs_asks_for_nothing(ca):
     answer = curl(ca, "csrattrs")
-    assert (answer.status, answer.body) == (204, b"")
+    assert (answer.status, base64.b64decode(answer.body)) == (200, b"\x30\x00")  # SEQUENCE {}
 
 
 def test_simpleenroll_with_basic_token_as_password_gives_the_token_identity(ca, tmp_path):
@@ -454,8 +467,8 @@ def _raw(ca: RunningCa, request: bytes) -> tuple[str, dict[str, str], bytes]:
 def test_raw_messages_shaped_like_rfc7030_appendix_a(ca, tmp_path):
     """Raw HTTP/1.1 as an embedded client writes it, after the layout of RFC 7030 Appendix A
     (A.1 cacerts, A.2 simpleenroll): base64 in 64-column CRLF lines, Content-Transfer-Encoding
-    on the request, Basic credentials. Shapes only: the RFC's own bytes were not at hand,
-    and its certificates would not chain to this CA anyway."""
+    on the request, Basic credentials. The RFC's own bytes are tested below; its
+    certificates would not chain to this CA, so this CA's messages take their layout."""
     host = ca.url.removeprefix("https://")
     status, headers, body = _raw(
         ca,
@@ -531,3 +544,198 @@ def test_failed_tokens_are_rate_limited_per_address(tmp_path):
         assert len(_events(running, "est_refused")) == 3
     finally:
         running.stop()
+
+
+# --- RFC 7030 Appendix A's own messages (tests/rfc7030_vectors.py) ---------------------
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    """A CA with ca.toml's defaults (``csr_names = "ignore"``): the Appendix A CSR names a
+    subject CN and no SAN, which this CA drops rather than refuses."""
+    running = serve(init_ca(tmp_path_factory.mktemp("est-plain") / "ca"))
+    yield running
+    running.stop()
+
+
+def _vector(text: str) -> bytes:
+    return decode_body(text.encode())
+
+
+def _cn(name: x509.Name) -> str:
+    return name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def _signed_data_shape(der: bytes) -> dict[str, object]:
+    """What RFC 7030 §4.1.3 fixes in a certs-only Simple PKI Response: SignedData, no
+    digest algorithms, no content, no signers, certificates and nothing else in them."""
+    info = cms.ContentInfo.load(der)
+    signed = info["content"]
+    crls = signed["crls"]
+    return {
+        "content_type": info["content_type"].native,
+        "version": signed["version"].native,
+        "digest_algorithms": len(signed["digest_algorithms"]),
+        "encap": signed["encap_content_info"]["content_type"].native,
+        "encap_content": signed["encap_content_info"]["content"].native,
+        "crls": 0 if isinstance(crls, core.Void) else len(crls),
+        "signers": len(signed["signer_infos"]),
+        "all_certificates": all(c.name == "certificate" for c in signed["certificates"]),
+    }
+
+
+def _load_certs_only(der: bytes) -> tuple[list[x509.Certificate], list[str]]:
+    """cryptography's PKCS#7 loader; also the warnings it gave (its BER fallback)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        certs = pkcs7.load_der_pkcs7_certificates(der)
+    return certs, [str(w.message) for w in caught]
+
+
+def test_appendix_a_cacerts_response_parses_to_its_four_rollover_certificates():
+    der = _vector(CACERTS)
+    certs, _ = _load_certs_only(der)  # its SET OF certificates is BER order; see below
+    named = {(_cn(c.subject), _cn(c.issuer), c.serial_number): c for c in certs}
+    assert set(named) == {
+        ("estExampleCA OwO", "estExampleCA OwO", 11121883874307308188),
+        ("estExampleCA NwO", "estExampleCA OwO", 1),
+        ("estExampleCA OwN", "estExampleCA NwN", 2),
+        ("estExampleCA NwN", "estExampleCA NwN", 16838569520216125969),
+    }
+    by_subject = {_cn(c.subject): c for c in certs}
+    # a root key rollover: NewWithOld carries the new key, OldWithNew the old one
+    assert (
+        by_subject["estExampleCA NwO"].public_key() == by_subject["estExampleCA NwN"].public_key()
+    )
+    assert (
+        by_subject["estExampleCA OwN"].public_key() == by_subject["estExampleCA OwO"].public_key()
+    )
+    # the pipeline docs/est.md gives a client reads the RFC's message too
+    pem = openssl("pkcs7", "-inform", "DER", "-print_certs", stdin=der)
+    assert set(x509.load_pem_x509_certificates(pem)) == set(certs)
+    assert _signed_data_shape(der) == {
+        "content_type": "signed_data", "version": "v1", "digest_algorithms": 0, "encap": "data",
+        "encap_content": None, "crls": 0, "signers": 0, "all_certificates": True,
+    }  # fmt: skip
+
+
+def test_our_cacerts_answers_in_the_shape_of_appendix_a_and_in_strict_der(plain):
+    answer = curl(plain, "cacerts")
+    ours = decode_body(answer.body)
+    assert _signed_data_shape(ours) == _signed_data_shape(_vector(CACERTS))
+    certs, warned = _load_certs_only(ours)
+    assert len(certs) == 2
+    assert warned == []  # DER: cryptography needs no BER fallback, unlike for the RFC's bytes
+    _, rfc_warned = _load_certs_only(_vector(CACERTS))
+    assert all("BER" in text for text in rfc_warned)
+
+
+def _attrs(der: bytes) -> list[tuple[str, ...]]:
+    """``CsrAttrs`` as (OID,) or (attribute type, DER of each value...)."""
+    parsed = CsrAttrs.load(der)
+    assert parsed.dump(force=True) == der  # DER in, the same DER out: nothing was lost
+    return [
+        (item.chosen.dotted,)
+        if item.name == "oid"
+        else (item.chosen["type"].dotted, *(v.dump().hex() for v in item.chosen["values"]))
+        for item in parsed
+    ]
+
+
+def test_appendix_a_csrattrs_parse_with_the_oids_the_rfc_lists():
+    assert _attrs(_vector(CSRATTRS_4_5_2)) == [
+        ("1.2.840.113549.1.9.7",),  # challengePassword
+        ("1.2.840.10045.2.1", "06052b81040022"),  # id-ecPublicKey: secp384r1
+        ("1.2.840.113549.1.9.14", "06072b060101010116"),  # extensionRequest: macAddress
+        ("1.2.840.10045.4.3.3",),  # ecdsaWithSHA384
+    ]
+    printable = (
+        "131950617273652053455420617320322e3939392e{}2064617461"  # "Parse SET as 2.999.N data"
+    )
+    assert _attrs(_vector(CSRATTRS_A_3)) == [
+        ("1.3.6.1.1.1.1.22",),  # macAddress
+        ("2.999.1", printable.format("31")),
+        ("1.2.840.113549.1.9.7",),  # challengePassword
+        ("2.999.2", "0603883703", "0603883704", printable.format("32")),  # 2.999.3, 2.999.4
+        ("1.3.36.3.3.2.8.1.1.11",),  # brainpoolP384r1
+        ("2.16.840.1.101.3.4.2.2",),  # SHA-384
+    ]
+
+
+def test_our_csrattrs_is_application_csrattrs_as_rfc_8951_encodes_it(plain):
+    answer = curl(plain, "csrattrs")
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "application/csrattrs"
+    der = decode_body(answer.body)
+    assert _attrs(der) == []  # every key type accepted, every name set by the CA: an empty SEQUENCE
+    assert b"SEQUENCE" in openssl("asn1parse", "-inform", "DER", stdin=der)
+    # ca.toml accepting only P-384 asks for it exactly as §4.5.2's example does
+    (p384,) = CsrAttrs.load(csr_attributes(frozenset({"ec-p384"})))
+    (_, rfc_p384, _, _) = CsrAttrs.load(_vector(CSRATTRS_4_5_2))
+    assert p384.dump() == rfc_p384.dump()
+    assert _attrs(csr_attributes(frozenset({"ed25519"}))) == [("1.3.101.112",)]
+
+
+def _challenge_password(csr: x509.CertificateSigningRequest) -> bytes:
+    return csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+
+
+def test_appendix_a_simpleenroll_request_parses_and_its_sha1_signature_is_refused(plain, tmp_path):
+    """The A.2 request as the RFC sends it (64-column lines) reaches the CSR check: its
+    subject and challengePassword read as the RFC shows, and its SHA-1 signature is refused
+    with a reason (cryptography no longer verifies SHA-1), recording nothing."""
+    csr = x509.load_der_x509_csr(_vector(SIMPLEENROLL_REQUEST))
+    assert _cn(csr.subject) == "demostep4 1368141352"
+    assert _challenge_password(csr) == b"+rrCir/7+EYu50T4"
+    assert csr.public_key().key_size == 2048
+    body = tmp_path / "a2.b64"
+    body.write_text(SIMPLEENROLL_REQUEST)
+    token = plain.token("spiffe://acme.com/device/demostep4")
+    before = _records(plain)
+    answer = _enroll(plain, body, "-u", f"estuser:{token}")
+    assert answer.status == 400, answer.body
+    assert answer.body.startswith(b"csr_invalid: csr: CSR is signed with SHA1, "), answer.body
+    assert _records(plain) == before
+
+
+def test_a_csr_shaped_like_appendix_a_gets_the_ca_decided_certificate(plain, tmp_path):
+    """A.2's request re-made with SHA-256 (its key is the RFC's secret): subject CN,
+    challengePassword, RSA-2048, no SAN. The certificate carries the token's identity and
+    the profile's EKU; the CSR's subject is dropped, as the CA sets every name."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demostep4 1368141352")]))
+        .add_attribute(AttributeOID.CHALLENGE_PASSWORD, b"+rrCir/7+EYu50T4")
+        .sign(key, hashes.SHA256())
+    )
+    der = csr.public_bytes(serialization.Encoding.DER)
+    body = tmp_path / "shaped.b64"
+    text = base64.b64encode(der).decode()
+    body.write_text("".join(text[i : i + 64] + "\r\n" for i in range(0, len(text), 64)))
+    identity = "spiffe://acme.com/device/demostep4"
+    answer = _enroll(plain, body, "-u", f"estuser:{plain.token(identity)}")
+    assert answer.status == 200, answer.body
+    (cert,) = pkcs7_certs(answer)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(san) == [x509.UniformResourceIdentifier(identity)]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert "demostep4 1368141352" not in cert.subject.rfc4514_string()
+    assert cert.public_key() == key.public_key()
+    assert _signed_data_shape(decode_body(answer.body)) == _signed_data_shape(
+        _vector(SIMPLEENROLL_RESPONSE)
+    )
+
+
+def test_appendix_a_simpleenroll_response_is_the_certificate_for_the_a2_request():
+    (cert,), _ = _load_certs_only(_vector(SIMPLEENROLL_RESPONSE))
+    assert (_cn(cert.issuer), cert.serial_number) == ("estExampleCA NwN", 21)
+    request = x509.load_der_x509_csr(_vector(SIMPLEENROLL_REQUEST))
+    assert cert.subject == request.subject
+    assert cert.public_key() == request.public_key()
+    certs, _ = _load_certs_only(_vector(CACERTS))
+    (new_root,) = [c for c in certs if _cn(c.subject) == _cn(c.issuer) == "estExampleCA NwN"]
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = new_root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest  # issued under A.1's new root key

@@ -17,8 +17,9 @@ import binascii
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
+from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -35,7 +36,7 @@ from mtlskit.issue._provisioner import TokenRefused, VerifiedToken
 if TYPE_CHECKING:
     from mtlskit.caserver._app import CaServer
 
-__all__ = ["EST_PREFIX", "RETRY_AFTER", "est_routes"]
+__all__ = ["EST_PREFIX", "RETRY_AFTER", "CsrAttrs", "csr_attributes", "decode_body", "est_routes"]
 
 EST_PREFIX: Final = "/.well-known/est"
 RETRY_AFTER: Final = 60  # seconds: approvers are people; polling faster only loads the CA
@@ -43,6 +44,54 @@ _CERTS_ONLY: Final = "application/pkcs7-mime; smime-type=certs-only"
 _MAX_BODY: Final = 64 * 1024  # as /v1/enroll's MAX_BODY: base64 of a large CSR stays far below
 _TOKEN_FAILURES: Final = frozenset({"token_invalid", "token_used", "token_expired"})
 _REALM: Final = 'Basic realm="mtlskit EST", Bearer realm="mtlskit EST"'
+# What key a CSR must carry, as RFC 8951 §4 (replacing RFC 7030 §4.5.2) asks for it: an
+# id-ecPublicKey attribute naming the curve, or the algorithm's OID when it has no parameters.
+_EC_CURVES: Final = {"ec-p256": "1.2.840.10045.3.1.7", "ec-p384": "1.3.132.0.34"}
+_ID_EC_PUBLIC_KEY: Final = "1.2.840.10045.2.1"
+_ID_ED25519: Final = "1.3.101.112"
+
+
+class _Values(core.SetOf):
+    _child_spec = core.Any
+
+
+class _Attribute(core.Sequence):
+    """RFC 2986's Attribute, values left undecoded: a client ignores what it does not know."""
+
+    _fields: ClassVar = [("type", core.ObjectIdentifier), ("values", _Values)]
+
+
+class _AttrOrOid(core.Choice):
+    _alternatives: ClassVar = [("oid", core.ObjectIdentifier), ("attribute", _Attribute)]
+
+
+class CsrAttrs(core.SequenceOf):
+    """``CsrAttrs ::= SEQUENCE SIZE (0..MAX) OF AttrOrOID`` (RFC 8951 §4, the ASN.1 that
+    errata 4384 corrected), declared for asn1crypto, which does the DER."""
+
+    _child_spec = _AttrOrOid
+
+
+def csr_attributes(key_types: frozenset[str]) -> bytes:
+    """The DER ``CsrAttrs`` for a CA accepting ``key_types``. The CA sets every name and
+    extension itself, so all it can ask for is the key: the curve when ca.toml accepts
+    only one EC curve, Ed25519 when only that; otherwise nothing (an empty SEQUENCE)."""
+    asked: list[_AttrOrOid] = []
+    if len(key_types) == 1 and (curve := _EC_CURVES.get(next(iter(key_types)))):
+        attribute = _Attribute(
+            {"type": _ID_EC_PUBLIC_KEY, "values": [core.ObjectIdentifier(curve)]}
+        )
+        asked.append(_AttrOrOid(name="attribute", value=attribute))
+    elif key_types == {"ed25519"}:
+        asked.append(_AttrOrOid(name="oid", value=_ID_ED25519))
+    return bytes(CsrAttrs(asked).dump())
+
+
+def decode_body(text: bytes) -> bytes:
+    """An EST body's base64 (RFC 4648 §4), tolerating the CR, LF, space and tab that
+    RFC 8951 §3.1 tells receivers to accept; ``ValueError`` (``binascii.Error``) when it
+    is not base64."""
+    return base64.b64decode(b"".join(text.split()), validate=True)
 
 
 def _certs_only(certs: list[x509.Certificate]) -> Response:
@@ -102,10 +151,9 @@ async def _pkcs10(request: Request) -> x509.CertificateSigningRequest:
                 "request_too_large", f"request body is larger than {_MAX_BODY} bytes", status=413
             )
         chunks.append(chunk)
-    text = b"".join(b"".join(chunks).split())
     try:
-        der = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        der = decode_body(b"".join(chunks))
+    except ValueError:
         raise EnrollmentRefused("csr_invalid", "body is not base64", status=400) from None
     try:
         return load_csr(der, source="csr")
@@ -204,8 +252,13 @@ class _Est:
         return _certs_only(list(self._server._ra.authority.issuer.chain))
 
     async def csrattrs(self, request: Request) -> Response:
-        """§4.5: the CA sets every attribute itself, so it asks for none (204)."""
-        return Response(status_code=204)
+        """§4.5 as RFC 8951 §4 rewrote it: ``application/csrattrs``, base64 of the DER."""
+        der = csr_attributes(self._server._ra.authority.policy.key_types)
+        return Response(
+            base64.encodebytes(der),
+            media_type="application/csrattrs",
+            headers={"Content-Transfer-Encoding": "base64"},
+        )
 
     async def simpleenroll(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"

@@ -356,8 +356,11 @@ def _est_paths() -> dict[str, Any]:
         "/.well-known/est/csrattrs": {
             "get": {
                 "operationId": "estCsrattrs",
-                "summary": "EST: no CSR attributes asked for; the CA decides them (4.5).",
-                "responses": {"204": {"description": "Nothing to ask for."}},
+                "summary": "EST: the CSR attributes asked for, base64 DER CsrAttrs (4.5, "
+                           "RFC 8951 4): the key's curve when ca.toml accepts only one, "
+                           "else an empty SEQUENCE; the CA decides every name.",
+                "responses": {"200": {"description": "CsrAttrs.", "content": {
+                    "application/csrattrs": {"schema": {"type": "string"}}}}},
             }
         },
         "/.well-known/est/simpleenroll": _est_enroll(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -101,11 +102,19 @@ def review_csr(
     """Check the CSR's signature and list every request the issued certificate will not honour."""
     try:
         public_key = csr.public_key()
-        valid = _signature_verifies(csr, public_key)
+        digest = csr.signature_hash_algorithm
+        weak = digest.name if isinstance(digest, (hashes.SHA1, hashes.MD5)) else None
+        valid = weak is None and _signature_verifies(csr, public_key)
     except (ValueError, TypeError, UnsupportedAlgorithm):  # an unknown key OID: fuzzing found it
         raise InputError(
             "CSR has an unsupported key or signature algorithm", source=source
         ) from None
+    if weak is not None:  # pyca does not verify these: say so, not "does not verify"
+        raise InputError(
+            f"CSR is signed with {weak.upper()}, which is no proof "
+            "of possession here: sign it with SHA-256 or stronger",
+            source=source,
+        )
     if not valid:
         raise InputError(
             "CSR signature does not verify: the requester has not proven it holds the key",

@@ -1,0 +1,637 @@
+"""The operator console server (issue 24), driven over real mTLS with httpx.
+
+One CA (two approvers for spiffe://acme.com/prod/**), a real `mtlskit ca serve` and a
+real `mtlskit ca console` on it, as processes. People are certificates the test issues
+from that CA: alice and bob (console approvers, registered with `ca approvers add`),
+carol (approver and requester of her own certificate), dave (console approver, never
+registered), victor (viewer), mallory (identity in neither list); plus a certificate
+from another CA. The browser scenarios are tests/test_console_browser.py's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sqlite3
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from ca_server import RunningCa, init_ca, serve
+from conftest import write
+from mtlskit.certs import load_certificates, private_key_pem
+from mtlskit.cli import main
+from mtlskit.client import enroll
+from mtlskit.testca import LeafSpec, TestCA
+
+ALICE = "spiffe://acme.com/people/alice"
+BOB = "spiffe://acme.com/people/bob"
+CAROL = "spiffe://acme.com/people/carol"
+DAVE = "spiffe://acme.com/people/dave"
+VICTOR = "spiffe://acme.com/people/victor"
+MALLORY = "spiffe://acme.com/people/mallory"
+CA_TOML_TAIL = f"""
+[[approval]]
+ids = ["spiffe://acme.com/prod/**", "{CAROL}"]
+approvers = 2
+
+[console]
+approvers = ["{ALICE}", "{BOB}", "{CAROL}", "{DAVE}"]
+viewers = ["{VICTOR}"]
+"""
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Person:
+    chain: Path
+    key: Path
+
+
+@dataclass
+class Running:
+    ca: RunningCa
+    process: subprocess.Popen[str]
+    url: str
+    people: dict[str, Person]
+
+    def client(self, who: str) -> httpx.Client:
+        context = ssl.create_default_context(cafile=self.ca.root)
+        person = self.people[who]
+        context.load_cert_chain(person.chain, person.key)
+        return httpx.Client(base_url=self.url, verify=context, follow_redirects=False)
+
+    def get(self, who: str, path: str) -> httpx.Response:
+        with self.client(who) as client:
+            return client.get(path)
+
+    def post(self, who: str, path: str, data: dict[str, str]) -> httpx.Response:
+        with self.client(who) as client:
+            return client.post(path, data=data)
+
+    def csrf(self, who: str, path: str) -> str:
+        """The form token on ``path`` as ``who`` sees it."""
+        found = re.search(r'name="csrf" value="([0-9a-f]+)"', self.get(who, path).text)
+        assert found, path
+        return found.group(1)
+
+    def sql(self, statement: str, *args: object) -> None:
+        """Write to ca.db behind the CA's back."""
+        connection = sqlite3.connect(self.ca.directory / "ca.db")
+        try:
+            connection.execute(statement, args)
+            connection.commit()
+        finally:
+            connection.close()
+
+
+def _cli(*args: object) -> None:
+    assert main([os.fspath(a) if isinstance(a, Path) else str(a) for a in args]) == 0
+
+
+def _person(directory: Path, out: Path, identity: str, *, register: bool = False) -> Person:
+    passphrase = directory.parent / f"{directory.name}.pass"
+    _cli("ca", "issue", directory, "--id", identity, "--out", out, "--passphrase-file", passphrase)
+    if register:
+        _cli(
+            "ca",
+            "approvers",
+            "add",
+            directory,
+            "--cert",
+            out / "cert.pem",
+            "--passphrase-file",
+            passphrase,
+        )
+    return Person(chain=out / "chain.pem", key=out / "key.pem")
+
+
+def start_console(directory: Path) -> tuple[subprocess.Popen[str], str]:
+    passphrase = directory.parent / f"{directory.name}.pass"
+    log = (directory.parent / f"{directory.name}.console.log").open("a")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtlskit",
+            "ca",
+            "console",
+            str(directory),
+            "--listen",
+            "127.0.0.1:0",
+            "--passphrase-file",
+            str(passphrase),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    if not first.startswith("console listening on https://"):
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"ca console did not start: {first}{Path(log.name).read_text()}")
+    return process, first.split()[3]
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory) -> Iterator[Running]:
+    base = tmp_path_factory.mktemp("console")
+    directory = init_ca(base / "ca", approval=CA_TOML_TAIL)
+    people = {
+        "alice": _person(directory, base / "alice", ALICE, register=True),
+        "bob": _person(directory, base / "bob", BOB, register=True),
+        "carol": _person(directory, base / "carol", CAROL, register=True),
+        "dave": _person(directory, base / "dave", DAVE),
+        "victor": _person(directory, base / "victor", VICTOR),
+        "mallory": _person(directory, base / "mallory", MALLORY),
+    }
+    outsider = TestCA(name="elsewhere").issue(LeafSpec(uris=(ALICE,)))
+    key = write(base / "outsider.key", private_key_pem(outsider.key))
+    key.chmod(0o600)
+    people["outsider"] = Person(chain=write(base / "outsider.pem", outsider.chain_pem), key=key)
+    ca = serve(directory, "--max-token-failures", "1000")
+    try:
+        process, url = start_console(directory)
+    except BaseException:
+        ca.stop()
+        raise
+    try:
+        yield Running(ca=ca, process=process, url=url, people=people)
+    finally:
+        _stop(process)
+        ca.stop()
+
+
+def _pending(console: Running, identity: str, out: Path) -> str:
+    pending = enroll(
+        console.ca.url, console.ca.token(identity), out, ca_fingerprint=console.ca.fingerprint
+    )
+    assert pending.status == "pending"
+    return pending.request_id
+
+
+def _approve(console: Running, who: str, request_id: str) -> httpx.Response:
+    """Approve as the form on the request page does: its CSRF token, its CSR hash."""
+    page = console.get(who, f"/requests/{request_id}")
+    assert page.status_code == 200, page.text
+    shown = re.search(r'<code id="csr-sha256">([0-9a-f]{64})</code>', page.text)
+    assert shown
+    return console.post(
+        who,
+        f"/requests/{request_id}/approve",
+        {"csrf": console.csrf(who, f"/requests/{request_id}"), "csr_sha256": shown.group(1)},
+    )
+
+
+def _error_code(response: httpx.Response) -> str:
+    found = re.search(r'<code id="error-code">([a-z_]+)</code>', response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+def _approvers(console: Running, request_id: str) -> tuple[str, ...]:
+    store = console.ca.store()
+    try:
+        request = store.get_request(request_id)
+    finally:
+        store.close()
+    assert request is not None
+    return request.approved_by
+
+
+def test_two_approvers_approve_and_the_waiting_enroll_gets_its_certificate(console, tmp_path):
+    token = console.ca.token("spiffe://acme.com/prod/db")
+    out = tmp_path / "db"
+    waiting = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtlskit",
+            "enroll",
+            console.ca.url,
+            "--token",
+            token,
+            "--out",
+            str(out),
+            "--ca-fingerprint",
+            console.ca.fingerprint,
+            "--wait",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()  # "waiting for approval of request ID: 0/2"
+        assert line.startswith("waiting for approval of request "), line
+        request_id = line.split()[5].rstrip(":")
+        listed = console.get("alice", "/requests")
+        assert f'href="/requests/{request_id}"' in listed.text
+        first = _approve(console, "alice", request_id)
+        assert first.status_code == 303, first.text
+        assert first.headers["location"] == f"/requests/{request_id}?done=approved"
+        shown = console.get("alice", first.headers["location"])
+        assert '<p id="flash" role="status">Approval recorded.</p>' in shown.text
+        assert ALICE in shown.text.split('id="approvals"')[1]
+        assert _approvers(console, request_id) == (ALICE,)
+        again = _approve(console, "alice", request_id)  # the same person twice: once
+        assert again.headers["location"].endswith("?done=repeat")
+        assert _approvers(console, request_id) == (ALICE,)
+        assert waiting.poll() is None
+        assert _approve(console, "bob", request_id).status_code == 303
+        _, err_text = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 0, err_text
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://acme.com/prod/db"]
+    store = console.ca.store()
+    try:
+        approvals = [e for e in store.audit_entries() if e.event == "approve"]
+    finally:
+        store.close()
+    by = {e.detail for e in approvals if request_id in e.detail}
+    assert any(ALICE in d for d in by) and any(BOB in d for d in by)
+
+
+def _pending_with_names(console: Running, identity: str) -> str:
+    """A pending request whose CSR asks for a CN and a DNS name the CA will drop."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "admin")]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("evil.example")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    context = ssl.create_default_context(cafile=console.ca.root)
+    response = httpx.post(
+        console.ca.url + "/v1/enroll",
+        json={
+            "token": console.ca.token(identity),
+            "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
+        },
+        verify=context,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["request_id"]
+
+
+def test_the_request_page_shows_the_planned_certificate_and_what_is_dropped(console):
+    request_id = _pending_with_names(console, "spiffe://acme.com/prod/plan")
+    page = console.get("victor", f"/requests/{request_id}").text  # a viewer reads it all
+    assert '<dd id="planned-san">URI:spiffe://acme.com/prod/plan</dd>' in page
+    assert "clientAuth" in page.split('id="planned-eku"')[1].split("</dd>")[0]
+    assert 'id="lint-findings"' in page
+    dropped = page.split('id="dropped"')[1].split("</ul>")[0]
+    assert "subject CN=admin" in dropped and "DNS:evil.example" in dropped
+    assert "<form" not in page and 'id="read-only"' in page  # viewers get no forms
+    assert "PRIVATE KEY" not in page and "BEGIN CERTIFICATE" not in page
+
+
+def test_a_viewer_cannot_approve_deny_or_revoke(console, tmp_path):
+    request_id = _pending(console, "spiffe://acme.com/prod/viewer", tmp_path / "x")
+    own = console.csrf("alice", f"/requests/{request_id}")  # even with a valid-looking token
+    for path, data in (
+        (f"/requests/{request_id}/approve", {"csrf": own, "csr_sha256": "0" * 64}),
+        (f"/requests/{request_id}/deny", {"csrf": own, "reason": "no"}),
+        ("/certificates/1/revoke", {"csrf": own, "reason": "keyCompromise", "confirm": "yes"}),
+    ):
+        refused = console.post("victor", path, data)
+        assert refused.status_code == 403
+        assert _error_code(refused) == "not_approver"
+    assert _approvers(console, request_id) == ()
+    assert console.get("victor", "/requests").status_code == 200
+    assert '<span id="user-role">viewer</span>' in console.get("victor", "/requests").text
+
+
+def test_an_unknown_identity_gets_a_403_page_without_data(console, tmp_path):
+    request_id = _pending(console, "spiffe://acme.com/prod/unknown", tmp_path / "x")
+    for path in ("/requests", f"/requests/{request_id}", "/certificates", "/audit", "/health"):
+        refused = console.get("mallory", path)
+        assert refused.status_code == 403
+        assert _error_code(refused) == "not_console_user"
+        assert request_id not in refused.text and "acme.com/prod" not in refused.text
+        assert "<nav" not in refused.text
+
+
+def _handshake(console: Running, person: Person | None) -> bytes | str:
+    """What the console answers over TLS 1.2 (where a refused client certificate fails the
+    handshake itself, not the first read): the response's first bytes, or the error."""
+    import socket
+
+    context = ssl.create_default_context(cafile=console.ca.root)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    if person is not None:
+        context.load_cert_chain(person.chain, person.key)
+    host, port = console.url.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        try:
+            tls = context.wrap_socket(raw, server_hostname=host)
+        except (ssl.SSLError, ConnectionError) as exc:
+            return f"handshake failed: {exc}"
+        with tls:
+            tls.sendall(b"GET /requests HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return tls.recv(12)
+
+
+def test_a_certificate_from_another_ca_fails_the_handshake(console):
+    assert _handshake(console, console.people["mallory"]) == b"HTTP/1.1 403"  # the control
+    assert str(_handshake(console, console.people["outsider"])).startswith("handshake failed")
+    assert str(_handshake(console, None)).startswith("handshake failed")
+
+
+def test_a_stale_csr_hash_is_refused(console, tmp_path):
+    request_id = _pending(console, "spiffe://acme.com/prod/stale", tmp_path / "x")
+    token = console.csrf("alice", f"/requests/{request_id}")
+    refused = console.post(
+        "alice", f"/requests/{request_id}/approve", {"csrf": token, "csr_sha256": "ab" * 32}
+    )
+    assert refused.status_code == 409
+    assert _error_code(refused) == "approval_stale"
+    # the CSR replaced behind the page: the hash the approver saw no longer approves it
+    shown = re.search(
+        r'<code id="csr-sha256">([0-9a-f]{64})</code>',
+        console.get("alice", f"/requests/{request_id}").text,
+    )
+    assert shown
+    console.sql("UPDATE enrollment_requests SET csr_sha256 = ? WHERE id = ?", "cd" * 32, request_id)
+    refused = console.post(
+        "alice", f"/requests/{request_id}/approve", {"csrf": token, "csr_sha256": shown.group(1)}
+    )
+    assert _error_code(refused) == "approval_stale"
+    assert _approvers(console, request_id) == ()
+
+
+def test_a_post_without_the_right_csrf_token_is_refused(console, tmp_path):
+    request_id = _pending(console, "spiffe://acme.com/prod/csrf", tmp_path / "x")
+    page = console.get("alice", f"/requests/{request_id}").text
+    digest = re.search(r'<code id="csr-sha256">([0-9a-f]{64})</code>', page)
+    assert digest
+    bobs = console.csrf("bob", f"/requests/{request_id}")  # another certificate's token
+    for data in ({"csr_sha256": digest.group(1)}, {"csrf": bobs, "csr_sha256": digest.group(1)}):
+        refused = console.post("alice", f"/requests/{request_id}/approve", data)
+        assert refused.status_code == 403
+        assert _error_code(refused) == "csrf_invalid"
+    refused = console.post("alice", f"/requests/{request_id}/deny", {"reason": "x"})
+    assert _error_code(refused) == "csrf_invalid"
+    assert _approvers(console, request_id) == ()
+
+
+def test_the_requester_and_an_unregistered_key_cannot_approve(console, tmp_path):
+    request_id = _pending(console, CAROL, tmp_path / "x")
+    own = _approve(console, "carol", request_id)
+    assert own.status_code == 403
+    assert _error_code(own) == "approver_is_requester"
+    unregistered = _approve(console, "dave", request_id)  # in [console], not `approvers add`
+    assert _error_code(unregistered) == "approver_unregistered"
+    assert _approvers(console, request_id) == ()
+
+
+def test_deny_with_a_reason_is_audited_with_the_approver(console, tmp_path):
+    out = tmp_path / "x"
+    request_id = _pending(console, "spiffe://acme.com/prod/deny", out)
+    token = console.csrf("bob", f"/requests/{request_id}")
+    denied = console.post(
+        "bob", f"/requests/{request_id}/deny", {"csrf": token, "reason": "not ours"}
+    )
+    assert denied.headers["location"] == f"/requests/{request_id}?done=denied"
+    from mtlskit.client import CaRefused
+
+    with pytest.raises(CaRefused, match="request_denied"):
+        enroll(console.ca.url, "", out, request_id=request_id)
+    store = console.ca.store()
+    try:
+        (entry,) = [
+            e for e in store.audit_entries() if e.event == "deny" and request_id in e.detail
+        ]
+    finally:
+        store.close()
+    assert BOB in entry.detail and "not ours" in entry.detail
+
+
+def test_revoke_asks_to_confirm_then_the_crl_lists_the_serial(console, tmp_path):
+    victim = _person(console.ca.directory, tmp_path / "victim", "spiffe://acme.com/revoke/me")
+    serial = f"{load_certificates(victim.chain.read_bytes())[0].serial_number:x}"
+    page = console.get("alice", f"/certificates/{serial}")
+    assert "Download chain PEM" in page.text and 'id="inspect"' in page.text
+    token = console.csrf("alice", f"/certificates/{serial}")
+    asked = console.post(
+        "alice", f"/certificates/{serial}/revoke", {"csrf": token, "reason": "keyCompromise"}
+    )
+    assert asked.status_code == 200
+    assert ">Confirm revoke</button>" in asked.text and 'name="confirm" value="yes"' in asked.text
+    store = console.ca.store()
+    try:
+        assert store.get(int(serial, 16)).revoked_at is None  # nothing yet
+    finally:
+        store.close()
+    done = console.post(
+        "alice",
+        f"/certificates/{serial}/revoke",
+        {"csrf": token, "reason": "keyCompromise", "confirm": "yes"},
+    )
+    assert done.status_code == 303, done.text
+    crl = x509.load_pem_x509_crl((console.ca.directory / "crl.pem").read_bytes())
+    entry = crl.get_revoked_certificate_by_serial_number(int(serial, 16))
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == (
+        x509.ReasonFlags.key_compromise
+    )
+    health = console.get("victor", "/health").text
+    assert '<dd id="crl-number">' in health
+    out = tmp_path / "crl.pem"
+    _cli(
+        "ca",
+        "crl",
+        console.ca.directory,
+        "--out",
+        out,
+        "--passphrase-file",
+        console.ca.directory.parent / "ca.pass",
+    )
+    assert x509.load_pem_x509_crl(out.read_bytes()).get_revoked_certificate_by_serial_number(
+        int(serial, 16)
+    )
+    store = console.ca.store()
+    try:
+        (entry,) = [e for e in store.audit_entries() if e.event == "console_revoke"]
+    finally:
+        store.close()
+    assert ALICE in entry.detail and serial in entry.detail
+    assert "revoked" in console.get("alice", f"/certificates/{serial}").text
+
+
+def test_certificates_are_searched_and_paged_in_the_database(console, tmp_path):
+    directory = console.ca.directory
+    for number in range(53):
+        _cli(
+            "ca",
+            "issue",
+            directory,
+            "--id",
+            f"spiffe://acme.com/batch/n{number}",
+            "--out",
+            tmp_path / str(number),
+            "--passphrase-file",
+            directory.parent / "ca.pass",
+        )
+    first = console.get("victor", "/certificates?q=acme.com/batch/")
+    assert '<p id="total">53 certificates, page 1</p>' in first.text
+    assert first.text.count('<a href="/certificates/') == 50
+    found = re.search(r'<a href="([^"]+)" rel="next">Next</a>', first.text)
+    assert found and "Previous" not in first.text
+    second = console.get("victor", found.group(1).replace("&amp;", "&"))
+    assert second.text.count('<a href="/certificates/') == 3
+    assert 'rel="prev">Previous</a>' in second.text and "Next" not in second.text
+    soon = console.get("victor", "/certificates?status=expiring&days=2&q=batch/n7")
+    assert '<p id="total">1 certificate, page 1</p>' in soon.text
+
+
+def test_the_audit_page_says_where_the_chain_breaks(console):
+    page = console.get("victor", "/audit").text
+    intact = re.search(r'<strong id="audit-status">intact \((\d+) entries\)</strong>', page)
+    assert intact, page[:2000]
+    store = console.ca.store()
+    try:
+        entries = store.audit_entries()
+    finally:
+        store.close()
+    target = entries[len(entries) // 2]
+    console.sql("UPDATE audit_log SET detail = ? WHERE seq = ?", '{"forged":true}', target.seq)
+    try:
+        broken = console.get("victor", "/audit").text
+        assert f'<strong id="audit-status">broken at entry {target.seq}</strong>' in broken
+    finally:
+        console.sql("UPDATE audit_log SET detail = ? WHERE seq = ?", target.detail, target.seq)
+    assert "intact (" in console.get("victor", "/audit").text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/requests", "/certificates", "/audit", "/health", "/static/console.css", "/no-such-page"],
+)
+def test_every_response_carries_the_security_headers(console, path):
+    for who in ("alice", "mallory"):
+        response = console.get(who, path)
+        assert response.headers["content-security-policy"] == CSP
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cache-control"] == "no-store"
+        assert "<script" not in response.text and "style=" not in response.text
+
+
+def test_root_redirects_to_the_requests(console):
+    response = console.get("alice", "/")
+    assert response.status_code == 303 and response.headers["location"] == "/requests"
+
+
+def test_a_forged_console_approval_row_counts_for_nothing(console, tmp_path):
+    """Someone with ca.db but not the CA key writes a 'countersigned' approval row: the
+    marker without the CA's signature does not count when `ca serve` re-checks."""
+    from mtlskit.issue import ApprovalRefused, check_approval, countersign_approval
+    from mtlskit.issue._approvers import _COUNTERSIGNED
+
+    out = tmp_path / "x"
+    request_id = _pending(console, "spiffe://acme.com/prod/forged", out)
+    assert _approve(console, "alice", request_id).status_code == 303
+    store = console.ca.store()
+    try:
+        request = store.get_request(request_id)
+        bob = next(r for r in store.approvers() if r.identity == BOB)
+        issuer = load_certificates((console.ca.directory / "chain.pem").read_bytes())[0]
+        forged = _COUNTERSIGNED + b"\x30\x06\x02\x01\x01\x02\x01\x01"
+        with pytest.raises(ApprovalRefused, match="approval_signature_invalid"):
+            check_approval(
+                request,
+                bob,
+                fingerprint=bob.fingerprint,
+                signature=forged,
+                at=request.created_at,
+                ca_public_key=issuer.public_key(),
+                revoked=lambda _: False,
+            )
+        other = TestCA(name="not-the-ca").issue(LeafSpec(uris=(BOB,)))  # another key's
+        wrong = countersign_approval(
+            request.id, request.csr_sha256, fingerprint=bob.fingerprint, ca_key=other.key
+        )
+        with pytest.raises(ApprovalRefused, match="approval_signature_invalid"):
+            check_approval(
+                request,
+                bob,
+                fingerprint=bob.fingerprint,
+                signature=wrong,
+                at=request.created_at,
+                ca_public_key=issuer.public_key(),
+                revoked=lambda _: False,
+            )
+        updated, _ = store.approve_request(
+            request_id,
+            approver=BOB,
+            csr_sha256=request.csr_sha256,
+            at=dt.datetime.now(dt.UTC),
+            fingerprint=bob.fingerprint,
+            signature=forged,
+        )
+    finally:
+        store.close()
+    assert updated.status.value == "approved"  # the database is convinced
+    assert enroll(console.ca.url, "", out, request_id=request_id).status == "pending"
+
+
+def test_a_bad_console_table_is_one_line(tmp_path, run_cli):
+    directory = init_ca(tmp_path / "ca", approval='\n[console]\napprovers = "alice"\n')
+    result = run_cli(
+        "ca",
+        "console",
+        directory,
+        "--listen",
+        "127.0.0.1:0",
+        "--passphrase-file",
+        tmp_path / "ca.pass",
+    )
+    assert result.code == 2
+    assert result.err == (
+        f"mtlskit: error: {directory / 'ca.toml'}: key 'console.approvers': "
+        "Input should be a valid list\n"
+    )
+    empty = init_ca(tmp_path / "empty")
+    result = run_cli("ca", "console", empty, "--passphrase-file", tmp_path / "empty.pass")
+    assert result.code == 2
+    assert "no [console] approvers or viewers" in result.err

@@ -56,6 +56,7 @@ def _bad_inputs(tmp: Path) -> dict[tuple[str, ...], list[str] | None]:
         ("ca", "audit", "verify"): [missing],
         ("ca", "console"): [missing],
         ("ca", "console", "--listen"): [missing, "--listen", "8445"],  # no HOST:
+        ("ca", "console", "--cert"): [missing, "--cert", str(pem)],  # without --key
         ("ca", "crl"): [missing, "--out", out],
         ("ca", "init"): [str(pem), "--insecure-no-passphrase"],  # a file where a dir belongs
         ("ca", "issue"): [missing, "--id", "spiffe://acme.com/x", "--out", out],
@@ -180,6 +181,7 @@ OPTIONS = [
     ("ca", "init", "--key-label"),  # a prefix with a space
     ("ca", "issue", "--server"),  # --server with --id
     ("ca", "console", "--listen"),  # a port without a host
+    ("ca", "console", "--cert"),  # --cert without --key
     ("enroll", "--id-token-file"),  # no such file
     ("enroll", "--id-token-env"),  # an unset variable
 ]

@@ -117,7 +117,7 @@ def _person(directory: Path, out: Path, identity: str, *, register: bool = False
     return Person(chain=out / "chain.pem", key=out / "key.pem")
 
 
-def start_console(directory: Path) -> tuple[subprocess.Popen[str], str]:
+def start_console(directory: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     passphrase = directory.parent / f"{directory.name}.pass"
     log = (directory.parent / f"{directory.name}.console.log").open("a")
     process = subprocess.Popen(
@@ -132,6 +132,7 @@ def start_console(directory: Path) -> tuple[subprocess.Popen[str], str]:
             "127.0.0.1:0",
             "--passphrase-file",
             str(passphrase),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -635,3 +636,46 @@ def test_a_bad_console_table_is_one_line(tmp_path, run_cli):
     result = run_cli("ca", "console", empty, "--passphrase-file", tmp_path / "empty.pass")
     assert result.code == 2
     assert "no [console] approvers or viewers" in result.err
+
+
+def test_a_server_certificate_of_ones_own_is_served(console, tmp_path):
+    """--cert/--key: the console presents that certificate, not one minted at start."""
+    import socket
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    directory = console.ca.directory
+    out = tmp_path / "server"
+    _cli(
+        "ca",
+        "issue",
+        directory,
+        "--server",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        out,
+        "--passphrase-file",
+        directory.parent / "ca.pass",
+    )
+    process, url = start_console(
+        directory, "--cert", str(out / "chain.pem"), "--key", str(out / "key.pem")
+    )
+    try:
+        served = Running(ca=console.ca, process=process, url=url, people=console.people)
+        assert served.get("alice", "/requests").status_code == 200
+        context = ssl.create_default_context(cafile=console.ca.root)
+        alice = console.people["alice"]
+        context.load_cert_chain(alice.chain, alice.key)
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            presented = tls.getpeercert(binary_form=True)
+    finally:
+        _stop(process)
+    given = load_certificates((out / "cert.pem").read_bytes())[0]
+    assert presented == given.public_bytes(Encoding.DER)

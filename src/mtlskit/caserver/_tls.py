@@ -22,8 +22,15 @@ import uvicorn
 from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from mtlskit.certs import Fingerprint, chain_pem, generate_private_key, private_key_pem
-from mtlskit.files import write_secret
+from mtlskit.certs import (
+    Fingerprint,
+    chain_pem,
+    generate_private_key,
+    load_certificates,
+    private_key_pem,
+)
+from mtlskit.errors import InputError
+from mtlskit.files import read_bytes, write_secret
 from mtlskit.gateway._tls import TLS12_CIPHERS
 from mtlskit.issue import BACKDATE, Issuer, build_server_certificate
 
@@ -65,6 +72,7 @@ def server_context(
     hosts: tuple[str, ...],
     now: dt.datetime,
     required_clients: str | None = None,
+    cert_files: tuple[Path, Path] | None = None,
 ) -> tuple[ssl.SSLContext, x509.Certificate]:
     """A TLS server context with a fresh key and a certificate from ``issuer`` itself.
 
@@ -72,8 +80,22 @@ def server_context(
     directory that is gone before this returns. Client certificates are requested,
     not required, and verified against the CA's own chain; with ``required_clients``
     (PEM trust anchors: the console's) one chaining to those is required instead, and
-    any other fails the handshake.
+    any other fails the handshake. ``cert_files`` (chain PEM, key PEM): serve that
+    certificate instead of minting one.
     """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)  # AEAD only, as the gateway (testssl.sh: no CBC)
+    if cert_files is not None:
+        chain_path, key_file = cert_files
+        try:
+            context.load_cert_chain(chain_path, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InputError(
+                f"cannot serve this certificate and key: {exc}", source=str(chain_path)
+            ) from None
+        cert = load_certificates(read_bytes(chain_path), source=str(chain_path))[0]
+        return _client_verification(context, issuer, required_clients), cert
     key = generate_private_key()
     not_after = min(now + SERVER_CERT_LIFETIME, issuer.cert.not_valid_after_utc)
     cert = build_server_certificate(
@@ -83,21 +105,24 @@ def server_context(
         not_before=now - BACKDATE,
         not_after=not_after,
     )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers(TLS12_CIPHERS)  # AEAD only, as the gateway (testssl.sh: no CBC)
     with tempfile.TemporaryDirectory(prefix="mtlskit-ca-serve-") as temp:
         cert_path = Path(temp, "server.pem")
         cert_path.write_bytes(chain_pem([cert, *issuer.chain[:-1]]))
         key_path = write_secret(Path(temp, "server.key"), private_key_pem(key))
         context.load_cert_chain(cert_path, key_path)
+    return _client_verification(context, issuer, required_clients), cert
+
+
+def _client_verification(
+    context: ssl.SSLContext, issuer: Issuer, required_clients: str | None
+) -> ssl.SSLContext:
     if required_clients is not None:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cadata=required_clients)
-        return context, cert
+        return context
     context.verify_mode = ssl.CERT_OPTIONAL
     context.load_verify_locations(cadata=chain_pem(list(issuer.chain)).decode())
-    return context, cert
+    return context
 
 
 def bind(listen: str) -> socket.socket:

@@ -1402,7 +1402,6 @@ def serve_command(  # noqa: PLR0917
             records=store,
             approval=config.approval_rules(),
             provisioners=config.oidc_provisioners(),
-            labels=config.est_labels(),
         )
 
     watch = ConfigWatch(
@@ -1459,12 +1458,26 @@ def _console_anchors(ca_dir: CaDirectory, issuer: Issuer) -> str:
     help="Name or address in the server certificate (default: the listen host and localhost).",
 )
 @click.option("--db", help=f"Store URL instead of ca.toml's (or ${DB_URL_ENV}).")
+@click.option(
+    "--cert",
+    "cert_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve this certificate chain (PEM) instead of one this CA issues at start.",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The private key of --cert (0600).",
+)
 @_passphrase_option
-def console_command(
+def console_command(  # noqa: PLR0917
     directory: Path,
     listen: str,
     hostnames: tuple[str, ...],
     db: str | None,
+    cert_path: Path | None,
+    key_path: Path | None,
     passphrase_file: Path | None,
 ) -> None:
     """Serve the operator console: approve requests, search and revoke certificates, audit.
@@ -1488,6 +1501,10 @@ def console_command(
 
     if ":" not in listen:
         raise InputError("expected HOST:PORT", source="--listen")
+    if (cert_path is None) != (key_path is None):
+        raise InputError("give both --cert and --key, or neither", source="--cert/--key")
+    if key_path is not None:
+        check_secret_permissions(key_path, what="server key")
     ca_dir = CaDirectory.open(directory)
     settings = ca_dir.config.console
     if not settings.approvers and not settings.viewers:
@@ -1511,6 +1528,7 @@ def console_command(
         hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))),
         now=now,
         required_clients=anchors,
+        cert_files=(cert_path, key_path) if cert_path and key_path else None,
     )
     store = ca_dir.store(db=db)
     store.record_event(

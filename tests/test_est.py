@@ -65,6 +65,9 @@ issuer = "{K8S}"
 jwks = "k8s-jwks.json"
 audience = "mtlskit-ca"
 identity = "spiffe://acme.com/ns/{{kubernetes.io.namespace}}/sa/{{kubernetes.io.serviceaccount.name}}"
+
+[est.labels]
+svid = "spiffe"
 """
 
 
@@ -145,10 +148,9 @@ def _identity(cert: x509.Certificate) -> str:
     return ClientIdentity.from_certificate(cert).value
 
 
-def _enroll(ca: RunningCa, b64: Path, *auth: str) -> Answer:
+def _enroll(ca: RunningCa, b64: Path, *auth: str, path: str = "simpleenroll") -> Answer:
     return curl(
-        ca, "simpleenroll", "--data-binary", f"@{b64}",
-        "-H", "Content-Type: application/pkcs10", *auth,
+        ca, path, "--data-binary", f"@{b64}", "-H", "Content-Type: application/pkcs10", *auth,
     )  # fmt: skip
 
 
@@ -544,6 +546,64 @@ def test_failed_tokens_are_rate_limited_per_address(tmp_path):
         assert len(_events(running, "est_refused")) == 3
     finally:
         running.stop()
+
+
+def _eku(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
+    return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def test_a_label_enrolls_and_reenrolls_under_its_profile(ca, tmp_path):
+    """ca.toml [est.labels] svid = "spiffe": /.well-known/est/svid/... issues X509-SVIDs
+    (EKU serverAuth + clientAuth); the unlabelled path keeps the CA's client-auth."""
+    identity = "spiffe://acme.com/svid/1"
+    b64 = csr_b64(tmp_path, identity)
+    answer = _enroll(ca, b64, "-u", f"d:{ca.token(identity)}", path="svid/simpleenroll")
+    assert answer.status == 200, answer.body
+    (svid,) = pkcs7_certs(answer)
+    assert _identity(svid) == identity
+    assert _eku(svid) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    plain = _enroll(ca, csr_b64(tmp_path, identity, "p"), "-u", f"d:{ca.token(identity)}")
+    assert _eku(pkcs7_certs(plain)[0]) == [ExtendedKeyUsageOID.CLIENT_AUTH]  # control
+    cert = tmp_path / "svid.pem"
+    cert.write_bytes(svid.public_bytes(serialization.Encoding.PEM))
+    again = curl(
+        ca, "svid/simplereenroll", "--cert", cert, "--key", tmp_path / "req.key",
+        "--data-binary", f"@{csr_b64(tmp_path, identity, 'next')}",
+        "-H", "Content-Type: application/pkcs10",
+    )  # fmt: skip
+    assert again.status == 200, again.body
+    assert _eku(pkcs7_certs(again)[0]) == _eku(svid)
+    assert set(pkcs7_certs(curl(ca, "svid/cacerts"))) == set(pkcs7_certs(curl(ca, "cacerts")))
+    assert curl(ca, "svid/csrattrs").status == 200
+
+
+def test_an_unknown_label_is_404_est_label_unknown_and_burns_nothing(ca, tmp_path):
+    for path in ("nope/cacerts", "nope/csrattrs"):
+        answer = curl(ca, path)
+        assert answer.status == 404 and answer.body.startswith(b"est_label_unknown: "), path
+        assert answer.headers["content-type"].startswith("text/plain")
+    token = ca.token(WEB)
+    audited = len(_events(ca, "est_refused"))
+    b64 = csr_b64(tmp_path, WEB)
+    for path in ("nope/simpleenroll", "nope/simplereenroll"):
+        answer = _enroll(ca, b64, "-u", f"d:{token}", path=path)
+        assert answer.status == 404 and answer.body.startswith(b"est_label_unknown: "), path
+    refusals = _events(ca, "est_refused")[audited:]
+    assert [entry["code"] for entry in refusals] == ["est_label_unknown"] * 2
+    assert _enroll(ca, b64, "-u", f"d:{token}").status == 200  # the token was not burned
+
+
+def test_a_label_added_to_ca_toml_serves_without_a_restart(ca):
+    toml = ca.directory / "ca.toml"
+    before = toml.read_text()
+    assert curl(ca, "later/cacerts").status == 404
+    assert before.rstrip().endswith('[est.labels]\nsvid = "spiffe"')  # CONFIG's last table
+    toml.write_text(before.rstrip() + '\nlater = "client-auth"\n')
+    try:
+        assert curl(ca, "later/cacerts").status == 200
+    finally:
+        toml.write_text(before)
+    assert curl(ca, "later/cacerts").status == 404
 
 
 # --- RFC 7030 Appendix A's own messages (tests/rfc7030_vectors.py) ---------------------

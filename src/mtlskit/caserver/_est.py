@@ -17,6 +17,7 @@ import binascii
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from asn1crypto import core
@@ -208,11 +209,32 @@ def _enroll_verified(
     return ra.enroll_verified(verified, der, now=now, client=client)
 
 
+def _labelled(ra: RegistrationAuthority, label: str | None) -> RegistrationAuthority:
+    """``ra`` issuing under the profile ca.toml's ``[est.labels]`` gives ``label``
+    (§3.2.2's optional segment); the unlabelled paths keep the CA's own profile."""
+    if label is None:
+        return ra
+    profile = ra.labels.get(label)
+    if profile is None:
+        raise EnrollmentRefused(
+            "est_label_unknown", f"this CA has no EST label {label[:64]!r}", status=404
+        )
+    return replace(ra, authority=replace(ra.authority, profile=profile))
+
+
 class _Est:
     """The EST endpoints of one ``CaServer`` (its CA thread, limiter and token verifier)."""
 
     def __init__(self, server: CaServer) -> None:
         self._server = server
+
+    async def _ra(self, label: str | None, reason: str) -> RegistrationAuthority:
+        """The authority for ``label``: a label is looked up in ca.toml as it is now (one
+        added without SIGHUP serves at once); 404 ``est_label_unknown`` when it has none."""
+        if label is None:
+            return self._server._ra
+        server = self._server
+        return await server._call(server._decide, reason, lambda ra: _labelled(ra, label))
 
     async def _audit(self, operation: str, refused: EnrollmentRefused, client: str) -> None:
         detail = {"operation": operation, "code": refused.code, "client": client}
@@ -248,12 +270,21 @@ class _Est:
         return _certs_only([result.cert])
 
     async def cacerts(self, request: Request) -> Response:
-        """§4.1: the issuing chain up to and including the root (no authentication)."""
-        return _certs_only(list(self._server._ra.authority.issuer.chain))
+        """§4.1: the issuing chain up to and including the root (no authentication); one
+        CA, so every label has the same."""
+        try:
+            ra = await self._ra(request.path_params.get("label"), "cacerts")
+        except EnrollmentRefused as refused:
+            return _refusal(refused.code, refused.message, refused.status)
+        return _certs_only(list(ra.authority.issuer.chain))
 
     async def csrattrs(self, request: Request) -> Response:
         """§4.5 as RFC 8951 §4 rewrote it: ``application/csrattrs``, base64 of the DER."""
-        der = csr_attributes(self._server._ra.authority.policy.key_types)
+        try:
+            ra = await self._ra(request.path_params.get("label"), "csrattrs")
+        except EnrollmentRefused as refused:
+            return _refusal(refused.code, refused.message, refused.status)
+        der = csr_attributes(ra.authority.policy.key_types)
         return Response(
             base64.encodebytes(der),
             media_type="application/csrattrs",
@@ -271,7 +302,10 @@ class _Est:
                 {"Retry-After": str(int(wait) + 1)},
             )
 
+        label = request.path_params.get("label")
+
         async def work(client: str) -> Issued | EnrollmentRequest:
+            await self._ra(label, "enroll")  # an unknown label: 404 before anything else
             credentials = _credentials(request)
             if credentials is None:
                 raise EnrollmentRefused(
@@ -287,7 +321,9 @@ class _Est:
                 return await server._call(
                     server._decide,
                     "enroll",
-                    lambda ra: _enroll_token(ra, secret, csr, now=now, client=client),
+                    lambda ra: _enroll_token(
+                        _labelled(ra, label), secret, csr, now=now, client=client
+                    ),
                 )
             # ca.toml's provisioners as they are now, as /v1/enroll reads them
             ra = await server._call(server._decide, "enroll", lambda ra: ra)
@@ -295,20 +331,25 @@ class _Est:
             return await server._call(
                 server._decide,
                 "enroll",
-                lambda ra: _enroll_verified(ra, verified, csr, now=now, client=client),
+                lambda ra: _enroll_verified(
+                    _labelled(ra, label), verified, csr, now=now, client=client
+                ),
             )
 
         return await self._answer("simpleenroll", request, work)
 
     async def simplereenroll(self, request: Request) -> Response:
+        label = request.path_params.get("label")
+
         async def work(client: str) -> Issued:
+            await self._ra(label, "renew")
             presented = presented_certificate(request, "re-enrollment")
             csr = await _pkcs10(request)
             der = csr.public_bytes(serialization.Encoding.DER)
             return await self._server._call(
                 self._server._decide,
                 "renew",
-                lambda ra: ra.renew(presented, der, now=_now()),
+                lambda ra: _labelled(ra, label).renew(presented, der, now=_now()),
             )
 
         return await self._answer("simplereenroll", request, work)
@@ -319,13 +360,17 @@ def _now() -> dt.datetime:
 
 
 def est_routes(server: CaServer) -> list[Route]:
-    """The four EST operations of §3.2.2 for ``server``'s app."""
+    """The four EST operations of §3.2.2 for ``server``'s app, with and without a label."""
     est = _Est(server)
     return [
-        Route(f"{EST_PREFIX}/cacerts", est.cacerts, methods=["GET"]),
-        Route(f"{EST_PREFIX}/csrattrs", est.csrattrs, methods=["GET"]),
-        Route(f"{EST_PREFIX}/simpleenroll", est.simpleenroll, methods=["POST"]),
-        Route(f"{EST_PREFIX}/simplereenroll", est.simplereenroll, methods=["POST"]),
+        Route(f"{EST_PREFIX}{label}/{operation}", handler, methods=[method])
+        for label in ("", "/{label}")
+        for operation, handler, method in (
+            ("cacerts", est.cacerts, "GET"),
+            ("csrattrs", est.csrattrs, "GET"),
+            ("simpleenroll", est.simpleenroll, "POST"),
+            ("simplereenroll", est.simplereenroll, "POST"),
+        )
     ]
 
 

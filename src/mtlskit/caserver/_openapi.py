@@ -344,6 +344,22 @@ def _est_enroll(operation: str, summary: str, *, renew: bool) -> dict[str, Any]:
 
 
 def _est_paths() -> dict[str, Any]:
+    """The unlabelled EST paths and their ``/.well-known/est/{label}/`` twins (§3.2.2)."""
+    paths = _est_unlabelled()
+    label = {"name": "label", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "A label of ca.toml's [est.labels]: its profile issues."}  # fmt: skip
+    for path, item in list(paths.items()):
+        twin: dict[str, Any] = {}
+        for method, operation in item.items():
+            unknown = _text("est_label_unknown: no such label.")
+            responses = {**operation["responses"], "404": unknown}
+            twin[method] = {**operation, "operationId": operation["operationId"] + "Labelled",
+                            "parameters": [label], "responses": responses}  # fmt: skip
+        paths[path.replace("/est/", "/est/{label}/")] = twin
+    return paths
+
+
+def _est_unlabelled() -> dict[str, Any]:
     return {
         "/.well-known/est/cacerts": {
             "get": {

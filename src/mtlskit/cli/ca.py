@@ -1402,6 +1402,7 @@ def serve_command(  # noqa: PLR0917
             records=store,
             approval=config.approval_rules(),
             provisioners=config.oidc_provisioners(),
+            labels=config.est_labels(),
         )
 
     watch = ConfigWatch(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tomllib
 from typing import Any, Literal
 
@@ -17,11 +18,18 @@ from mtlskit.certs import KeyType
 from mtlskit.errors import ConfigError, InputError
 from mtlskit.issue._enroll import ApprovalRule
 from mtlskit.issue._policy import IdentityPattern, IdentityPolicy, parse_duration
+from mtlskit.issue._profile import PROFILES, CertificateProfile
 from mtlskit.issue._provisioner import MAX_SKEW, IdentityTemplate, OidcProvisioner, fetchable
 
 __all__ = ["CaConfig", "ConsoleConfig", "parse_ca_config", "render_ca_config", "validate_ca_config"]
 
 _KEY_TYPES = tuple(kind.value for kind in KeyType)
+_EST_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# RFC 7030 §3.2.2's operation names (and the two mtlskit does not serve): a label equal to
+# one would make /.well-known/est/LABEL/... read like a typo of an unlabelled path.
+_EST_OPERATIONS = frozenset(
+    {"cacerts", "simpleenroll", "simplereenroll", "csrattrs", "fullcmc", "serverkeygen"}
+)
 
 
 class ApprovalConfig(BaseModel):
@@ -107,6 +115,29 @@ class ProvisionerConfig(BaseModel):
         )
 
 
+class EstConfig(BaseModel):
+    """``[est]``: RFC 7030 §3.2.2's optional label segment. ``labels`` maps each label to
+    the profile certificates enrolled under ``/.well-known/est/LABEL/`` get; the unlabelled
+    paths keep the CA's own ``profile``. An unknown label is 404 ``est_label_unknown``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: dict[str, Literal["client-auth", "spiffe"]] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for label in value:
+            if not _EST_LABEL.fullmatch(label):
+                raise ValueError(
+                    f"label {label!r} is not one path segment of [A-Za-z0-9._-] "
+                    "(64 at most, starting with a letter or digit)"
+                )
+            if label in _EST_OPERATIONS:
+                raise ValueError(f"label {label!r} is an EST operation name")
+        return value
+
+
 class Pkcs11Config(BaseModel):
     """``[pkcs11]``: the CA keys live in a PKCS#11 token, named by RFC 7512 URIs.
 
@@ -189,6 +220,8 @@ class CaConfig(BaseModel):
     pkcs11: Pkcs11Config | None = None
     # enrollment with a workload-identity token (OIDC/JWT) instead of a one-time token
     provisioners: list[ProvisionerConfig] = []
+    # EST labels (/.well-known/est/LABEL/...), each issuing under one profile
+    est: EstConfig = EstConfig()
     # the operator console (`mtlskit ca console`): who may use it
     console: ConsoleConfig = ConsoleConfig()
 
@@ -252,6 +285,9 @@ class CaConfig(BaseModel):
 
     def oidc_provisioners(self) -> tuple[OidcProvisioner, ...]:
         return tuple(entry.provisioner() for entry in self.provisioners)
+
+    def est_labels(self) -> dict[str, CertificateProfile]:
+        return {label: PROFILES[name] for label, name in self.est.labels.items()}
 
     def policy(self) -> IdentityPolicy:
         return IdentityPolicy(
@@ -342,6 +378,9 @@ def render_ca_config(config: CaConfig) -> str:
         '# [[provisioners]]\n# kind = "oidc"\n# name = "k8s"\n# issuer = "https://kubernetes.default.svc"',
         '# jwks = "k8s-jwks.json"\n# audience = "mtlskit"\n# max_token_age = "1h"',
         '# identity = "spiffe://acme.com/ns/{kubernetes.io.namespace}/sa/{kubernetes.io.serviceaccount.name}"',
+        "# EST clients (docs/est.md) may name a label, /.well-known/est/LABEL/simpleenroll,",
+        "# that issues under another profile than the one above, e.g.",
+        '# [est.labels]\n# svid = "spiffe"',
     ]
     for rule in config.approval:
         lines += ["[[approval]]", f"ids = {value(rule.ids)}", f"approvers = {rule.approvers}"]

@@ -10,7 +10,8 @@ checks the rest against the CA's own records.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography import x509
@@ -35,7 +36,7 @@ from mtlskit.issue._enroll import (
     unredeemable,
 )
 from mtlskit.issue._policy import IssuanceRefused
-from mtlskit.issue._profile import parse_identity
+from mtlskit.issue._profile import CertificateProfile, parse_identity
 from mtlskit.issue._provisioner import (
     OidcProvisioner,
     TokenIdStore,
@@ -71,6 +72,8 @@ class RegistrationAuthority:
     records: _Records
     approval: tuple[ApprovalRule, ...] = ()
     provisioners: tuple[OidcProvisioner, ...] = ()
+    # ca.toml [est.labels]: other profiles this CA issues under, by EST label
+    labels: Mapping[str, CertificateProfile] = field(default_factory=dict)
 
     def _check_csr(
         self, csr: x509.CertificateSigningRequest, identity: str, now: dt.datetime

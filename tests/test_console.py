@@ -555,6 +555,7 @@ def test_every_response_carries_the_security_headers(console, path):
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "no-referrer"
         assert response.headers["cache-control"] == "no-store"
+        assert re.fullmatch(r"app;dur=\d+\.\d", response.headers["server-timing"])
         assert "<script" not in response.text and "style=" not in response.text
 
 

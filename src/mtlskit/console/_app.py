@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
+import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,7 +90,8 @@ def _now() -> dt.datetime:
 
 
 class _SecurityHeaders:
-    """ASGI middleware: the same headers on every response, errors and assets included."""
+    """ASGI middleware: the same headers on every response, errors and assets included,
+    and ``Server-Timing: app;dur=MS`` (request in to headers out) for bench/console.py."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -99,12 +101,14 @@ class _SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
 
         async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 names = {name for name, _ in self._headers}
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
-                message = {**message, "headers": kept + self._headers}
+                spent = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                message = {**message, "headers": [*kept, *self._headers, (b"server-timing", spent)]}
             await send(message)
 
         await self.app(scope, receive, with_headers)

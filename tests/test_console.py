@@ -31,6 +31,7 @@ from mtlskit.certs import load_certificates, private_key_pem
 from mtlskit.cli import main
 from mtlskit.client import enroll
 from mtlskit.testca import LeafSpec, TestCA
+from pg_cluster import postgres_cluster  # noqa: F401 - the session fixture
 
 ALICE = "spiffe://acme.com/people/alice"
 BOB = "spiffe://acme.com/people/bob"
@@ -680,3 +681,55 @@ def test_a_server_certificate_of_ones_own_is_served(console, tmp_path):
         _stop(process)
     given = load_certificates((out / "cert.pem").read_bytes())[0]
     assert presented == given.public_bytes(Encoding.DER)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ca.db'}"
+    import uuid
+
+    cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.create_database(f"c_{uuid.uuid4().hex[:12]}")
+
+
+def test_certificate_pages_are_counted_and_cut_by_the_database(store_url):
+    """``certificate_page`` on SQLite and PostgreSQL: LIMIT/OFFSET and COUNT in SQL, the
+    search and the filters the console's /certificates offers."""
+    from mtlskit.issue import CertificateRecord, CertificateStatus
+    from mtlskit.store import SqlStore
+
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    store = SqlStore.open(store_url, create=True)
+    try:
+        for number in range(120):
+            store.add_certificate(
+                CertificateRecord(
+                    serial=0x1000 + number,
+                    identity=f"spiffe://acme.com/{'Web' if number % 2 else 'db'}/n{number}",
+                    fingerprint=f"sha256:{number:064x}",
+                    not_before=now - dt.timedelta(days=1),
+                    not_after=now + dt.timedelta(days=number),  # n0 expired already
+                    profile="client-auth",
+                    pem=b"-",
+                    issued_at=now + dt.timedelta(seconds=number),
+                )
+            )
+        for number in (3, 5):
+            store.revoke(0x1000 + number, reason=x509.ReasonFlags.key_compromise, at=now)
+        page, total = store.certificate_page(now=now, limit=50, offset=100)
+        assert total == 120 and [r.serial for r in page] == [0x1000 + n for n in range(19, -1, -1)]
+        page, total = store.certificate_page(now=now, query="/web/", limit=50)
+        assert total == 60 and all("/Web/" in r.identity for r in page) and len(page) == 50
+        assert store.certificate_page(now=now, query="1007")[0][0].identity.endswith("/n7")
+        hit, _ = store.certificate_page(now=now, query=f"SHA256:{9:064X}")
+        assert [r.serial for r in hit] == [0x1009]
+        page, total = store.certificate_page(now=now, status=CertificateStatus.REVOKED)
+        assert total == 2 and {r.serial for r in page} == {0x1003, 0x1005}
+        page, total = store.certificate_page(now=now, expiring_within=dt.timedelta(days=4))
+        assert [r.serial for r in page] == [0x1001, 0x1002, 0x1004] and total == 3
+        valid = store.certificate_page(now=now, status=CertificateStatus.VALID)[1]
+        assert valid == 117  # 120, less two revoked and n0 that expires at ``now``
+        assert store.certificate_page(now=now, query="%")[1] == 0  # LIKE wildcards escaped
+    finally:
+        store.close()

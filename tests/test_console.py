@@ -372,6 +372,20 @@ def _handshake(console: Running, person: Person | None) -> bytes | str:
             return tls.recv(12)
 
 
+def test_a_revoked_certificate_gets_no_page(console, tmp_path):
+    """The handshake reads no CRL: the console checks the CA's records on every request."""
+    directory = console.ca.directory
+    old = _person(directory, tmp_path / "old", VICTOR)
+    serial = f"{load_certificates(old.chain.read_bytes())[0].serial_number:x}"
+    console.people["victor-old"] = old
+    assert console.get("victor-old", "/requests").status_code == 200
+    _cli("ca", "revoke", directory, serial)
+    refused = console.get("victor-old", "/requests")
+    assert refused.status_code == 403 and _error_code(refused) == "cert_revoked"
+    assert "<nav" not in refused.text
+    assert console.get("victor", "/requests").status_code == 200  # the other one still works
+
+
 def test_a_certificate_from_another_ca_fails_the_handshake(console):
     assert _handshake(console, console.people["mallory"]) == b"HTTP/1.1 403"  # the control
     assert str(_handshake(console, console.people["outsider"])).startswith("handshake failed")

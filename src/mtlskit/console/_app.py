@@ -185,17 +185,22 @@ class Console:
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _user(self, request: Request) -> ConsoleUser:
+    async def _user(self, request: Request) -> ConsoleUser:
+        """The user behind this connection's certificate; one this CA has revoked (the
+        handshake does not read CRLs) is ``cert_revoked``, whatever the lists say."""
         tls = (request.scope.get("extensions") or {}).get("tls") or {}
         chain = tls.get("client_cert_chain") or []
         if not chain:  # the handshake requires one; this is a server without the extension
             raise ConsoleRefused("not_console_user", "no client certificate", status=403)
         cert = load_certificates(chain[0].encode(), source="client certificate")[0]
-        return console_user(cert, self._config)
+        user = console_user(cert, self._config)
+        if await self._call(revoked_by(self._issuer.cert, self._store), cert):
+            raise ConsoleRefused("cert_revoked", "this certificate is revoked", status=403)
+        return user
 
     async def _changer(self, request: Request) -> tuple[ConsoleUser, _Form]:
         """The approver behind a POST and its form, after the role and the CSRF token."""
-        user = self._user(request)
+        user = await self._user(request)
         if not user.can_change:
             raise ConsoleRefused("not_approver", "viewers cannot change anything", status=403)
         form = await self._form(request)
@@ -242,7 +247,7 @@ class Console:
         user = None
         if exc.code != "not_console_user":
             try:
-                user = self._user(request)
+                user = await self._user(request)
             except ConsoleRefused:
                 user = None
         return self._error(user, exc.code, exc.message, exc.status)
@@ -250,7 +255,7 @@ class Console:
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         try:
-            user: ConsoleUser | None = self._user(request)
+            user: ConsoleUser | None = await self._user(request)
         except ConsoleRefused:
             return self._error(None, "not_console_user", "not a console user", 403)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -266,14 +271,14 @@ class Console:
     # --- pages --------------------------------------------------------------------------
 
     async def root(self, request: Request) -> Response:
-        self._user(request)
+        await self._user(request)
         return RedirectResponse("/requests", status_code=303)
 
     async def css(self, request: Request) -> Response:
         return Response(self._css, media_type="text/css")
 
     async def requests(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         found = await self._call(self._store.requests)
         pending = [r for r in found if r.status in {RequestStatus.PENDING, RequestStatus.APPROVED}]
         return self._render(
@@ -319,7 +324,7 @@ class Console:
         return {"request": found, "plan": self._plan(found, now)}
 
     async def request_page(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         view = await self._call(self._request_view, request.path_params["request_id"])
         found = view["request"]
         return self._render(
@@ -425,7 +430,7 @@ class Console:
     # --- certificates -------------------------------------------------------------------
 
     async def certificates(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         params = request.query_params
         query = (params.get("q") or "").strip()[:256]
         status_text = params.get("status") or ""
@@ -488,7 +493,7 @@ class Console:
     async def certificate_page(self, request: Request) -> Response:
         from mtlskit.cli.inspect import _rows as inspect_rows  # `mtlskit inspect`'s own fields
 
-        user = self._user(request)
+        user = await self._user(request)
         record = await self._call(self._record, request.path_params["serial"])
         now = _now()
         chain = [*load_certificates(record.pem, source="store"), *self._issuer.chain]
@@ -506,7 +511,7 @@ class Console:
         )
 
     async def chain(self, request: Request) -> Response:
-        self._user(request)
+        await self._user(request)
         record = await self._call(self._record, request.path_params["serial"])
         leaf = load_certificates(record.pem, source="store")[0]
         body = chain_pem([leaf, *self._issuer.chain[:-1]]) + certificate_pem(self._issuer.chain[-1])
@@ -559,7 +564,7 @@ class Console:
     # --- audit and health ----------------------------------------------------------------
 
     async def audit(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         entries = await self._call(self._store.audit_entries)
         problem = verify_audit_chain(entries)
         shown = list(reversed(entries[-AUDIT_SHOWN:]))
@@ -611,6 +616,6 @@ class Console:
         return {"store": store, "key": key, "crl": crl, "now": now}
 
     async def health(self, request: Request) -> Response:
-        user = self._user(request)
+        user = await self._user(request)
         view = await self._call(self._health)
         return self._render("health.html", user, nav="health", title="Health", **view)

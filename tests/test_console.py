@@ -490,7 +490,9 @@ def test_revoke_asks_to_confirm_then_the_crl_lists_the_serial(console, tmp_path)
         x509.ReasonFlags.key_compromise
     )
     health = console.get("victor", "/health").text
-    assert '<dd id="crl-number">' in health
+    assert re.search(r'<dd id="crl-number">\d+</dd>', health)
+    assert '<dd id="crl-written">' in health and 'id="store-status">ok (sqlite' in health
+    assert '<dd id="key-status">file: loaded</dd>' in health
     out = tmp_path / "crl.pem"
     _cli(
         "ca",

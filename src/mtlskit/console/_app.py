@@ -602,7 +602,9 @@ class Console:
             try:
                 end = b"-----END X509 CRL-----"
                 parsed = x509.load_pem_x509_crl(crl_data.split(end)[0] + end)  # the issuer's
+                written = dt.datetime.fromtimestamp(crl_path.stat().st_mtime, dt.UTC)
                 crl |= {
+                    "written": written.replace(microsecond=0),
                     "number": parsed.extensions.get_extension_for_class(
                         x509.CRLNumber
                     ).value.crl_number,

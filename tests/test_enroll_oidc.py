@@ -189,35 +189,60 @@ def _audit(ca: RunningCa, event: str) -> list[dict]:
     return [json.loads(entry.detail) for entry in entries if entry.event == event]
 
 
+def _cli_enroll(ca: RunningCa, out: Path, *token: str, env: dict | None = None) -> str:
+    """``mtlskit enroll URL TOKEN-OPTION... --json`` as a workload runs it: the identity it
+    printed, checked to be the one URI SAN of the certificate it wrote to ``out``."""
+    run = subprocess.run(
+        [sys.executable, "-m", "mtlskit", "enroll", ca.url, *token, "--out", str(out),
+         "--ca-fingerprint", ca.fingerprint, "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    identity = json.loads(run.stdout)["identity"]
+    cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [identity]
+    return identity
+
+
+def fresh_claims(iss: str, **extra) -> dict:
+    """The registered claims a provisioner with ``audience = "mtlskit"`` needs, for a minute."""
+    now = _now()
+    return {"iss": iss, "aud": "mtlskit", "iat": now, "exp": now + 60, **extra}
+
+
+def _provision(ca: RunningCa, name: str, iss: str, identity: str, *, jwks: bool = True) -> Issuer:
+    """A ``[[provisioners]]`` entry appended to the running CA's ca.toml (read before the next
+    decision, no SIGHUP) and its issuer: one P-256 key, in ``NAME-jwks.json`` with ``jwks``,
+    else found by discovery at ``iss``."""
+    issuer = Issuer(
+        iss,
+        [ECKey.generate_key("P-256", parameters={"kid": f"{name}-1"})],
+        ca.directory / f"{name}-jwks.json",
+    )
+    keys = f'jwks = "{name}-jwks.json"\n' if jwks else ""
+    with (ca.directory / "ca.toml").open("a") as handle:
+        handle.write(
+            f'\n[[provisioners]]\nkind = "oidc"\nname = "{name}"\nissuer = "{iss}"\n{keys}'
+            f'audience = "mtlskit"\nidentity = "{identity}"\n'
+        )
+    return issuer
+
+
 def test_kubernetes_token_enrolls_with_the_cli_as_exactly_the_templated_identity(setup, tmp_path):
     ca, k8s, _ = setup
     token_file = tmp_path / "token"
     token_file.write_text(k8s.token(k8s_claims("billing", "payments")) + "\n")
-    run = subprocess.run(
-        [sys.executable, "-m", "mtlskit", "enroll", ca.url, "--id-token-file", str(token_file),
-         "--out", str(tmp_path / "out"), "--ca-fingerprint", ca.fingerprint, "--json"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["identity"] == "spiffe://acme.com/ns/billing/sa/payments"
-    cert = x509.load_pem_x509_certificate((tmp_path / "out" / "cert.pem").read_bytes())
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        "spiffe://acme.com/ns/billing/sa/payments"
-    ]
+    wanted = "spiffe://acme.com/ns/billing/sa/payments"
+    assert _cli_enroll(ca, tmp_path / "out", "--id-token-file", str(token_file)) == wanted
     assert (tmp_path / "out" / "key.pem").stat().st_mode & 0o777 == 0o600
 
 
 def test_id_token_from_an_environment_variable(setup, tmp_path):
     ca, k8s, _ = setup
-    env = {**os.environ, "K8S_TOKEN": k8s.token(k8s_claims("web", "frontend"))}
-    run = subprocess.run(
-        [sys.executable, "-m", "mtlskit", "enroll", ca.url, "--id-token-env", "K8S_TOKEN",
-         "--out", str(tmp_path / "out"), "--ca-fingerprint", ca.fingerprint, "--json"],
-        capture_output=True, text=True, timeout=120, check=False, env=env,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["identity"] == "spiffe://acme.com/ns/web/sa/frontend"
+    env = {"K8S_TOKEN": k8s.token(k8s_claims("web", "frontend"))}
+    identity = _cli_enroll(ca, tmp_path / "out", "--id-token-env", "K8S_TOKEN", env=env)
+    assert identity == "spiffe://acme.com/ns/web/sa/frontend"
 
 
 def test_es256_eddsa_and_ed25519_verify(setup):
@@ -365,20 +390,8 @@ def test_rotated_keys_are_fetched_once_for_an_unknown_kid(setup):
 
 def test_a_provisioner_added_to_ca_toml_is_trusted_without_a_restart(setup, tmp_path):
     ca, _, _ = setup
-    issuer = Issuer(
-        "https://ci.acme.com",
-        [ECKey.generate_key("P-256", parameters={"kid": "ci-1"})],
-        ca.directory / "ci-jwks.json",
-    )
-    with (ca.directory / "ca.toml").open("a") as handle:  # no SIGHUP: read before deciding
-        handle.write(
-            '\n[[provisioners]]\nkind = "oidc"\nname = "ci"\nissuer = "https://ci.acme.com"\n'
-            'jwks = "ci-jwks.json"\naudience = "mtlskit"\n'
-            'identity = "spiffe://acme.com/ci/{project}"\n'
-        )
-    now = _now()
-    claims = {"iss": "https://ci.acme.com", "aud": "mtlskit", "iat": now, "exp": now + 60}
-    response = _enroll(ca, issuer.token({**claims, "project": "deploy-bot"}))
+    ci = _provision(ca, "ci", "https://ci.acme.com", "spiffe://acme.com/ci/{project}")
+    response = _enroll(ca, ci.token(fresh_claims(ci.iss, project="deploy-bot")))
     assert response.status_code == 201, response.text
     assert _identity(response) == "spiffe://acme.com/ci/deploy-bot"
     line = next(line for line in ca.errors.splitlines() if "ca.toml reloaded" in line)
@@ -388,36 +401,19 @@ def test_a_provisioner_added_to_ca_toml_is_trusted_without_a_restart(setup, tmp_
 def test_an_issuer_whose_keys_cannot_be_fetched_is_503_not_the_clients_fault(setup):
     ca, _, _ = setup
     gone = f"http://127.0.0.1:{free_port()}"  # nothing listens: discovery cannot connect
-    with (ca.directory / "ca.toml").open("a") as handle:
-        handle.write(
-            f'\n[[provisioners]]\nkind = "oidc"\nname = "gone"\nissuer = "{gone}"\n'
-            'audience = "mtlskit"\nidentity = "spiffe://acme.com/gone/{sub}"\n'
-        )
-    signer = ECKey.generate_key("P-256", parameters={"kid": "x"})
-    now = _now()
-    claims = {"iss": gone, "aud": "mtlskit", "iat": now, "exp": now + 60, "sub": "s"}
-    token = jwt.encode({"alg": "ES256", "kid": "x"}, claims, signer)
-    response = _enroll(ca, token)
+    issuer = _provision(ca, "gone", gone, "spiffe://acme.com/gone/{sub}", jwks=False)
+    response = _enroll(ca, issuer.token(fresh_claims(gone, sub="s")))
     assert (response.status_code, response.json()["code"]) == (503, "token_issuer_unavailable")
     assert "provisioner gone: keys unavailable" in ca.errors
 
 
 def test_a_claim_that_breaks_a_templated_trust_domain_is_template_value_invalid(setup):
     ca, _, _ = setup
-    issuer = Issuer(
-        "https://tenants.acme.com",
-        [ECKey.generate_key("P-256", parameters={"kid": "t-1"})],
-        ca.directory / "tenants-jwks.json",
+    tenants = _provision(
+        ca, "tenants", "https://tenants.acme.com", "spiffe://{tenant}.acme.com/svc"
     )
-    with (ca.directory / "ca.toml").open("a") as handle:
-        handle.write(
-            '\n[[provisioners]]\nkind = "oidc"\nname = "tenants"\n'
-            'issuer = "https://tenants.acme.com"\njwks = "tenants-jwks.json"\n'
-            'audience = "mtlskit"\nidentity = "spiffe://{tenant}.acme.com/svc"\n'
-        )
-    now = _now()
-    claims = {"iss": "https://tenants.acme.com", "aud": "mtlskit", "iat": now, "exp": now + 60}
-    response = _enroll(ca, issuer.token({**claims, "tenant": "EVIL"}))  # no upper case in a TD
+    evil = fresh_claims(tenants.iss, tenant="EVIL")  # no upper case in a trust domain
+    response = _enroll(ca, tenants.token(evil))
     assert (response.status_code, response.json()["code"]) == (403, "template_value_invalid")
 
 
@@ -540,19 +536,10 @@ scope = "enroll"
 
 def test_a_token_from_a_real_openid_provider_enrolls_once(op, op_ca, tmp_path):
     token = _client_credentials(op)
-    env = {**os.environ, "OP_TOKEN": token}
-    run = subprocess.run(
-        [sys.executable, "-m", "mtlskit", "enroll", op_ca.url, "--id-token-env", "OP_TOKEN",
-         "--out", str(tmp_path / "out"), "--ca-fingerprint", op_ca.fingerprint, "--json"],
-        capture_output=True, text=True, timeout=120, check=False, env=env,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["identity"] == "spiffe://acme.com/oidc/billing-batch"
-    cert = x509.load_pem_x509_certificate((tmp_path / "out" / "cert.pem").read_bytes())
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        "spiffe://acme.com/oidc/billing-batch"
-    ]
+    identity = _cli_enroll(
+        op_ca, tmp_path / "out", "--id-token-env", "OP_TOKEN", env={"OP_TOKEN": token}
+    )
+    assert identity == "spiffe://acme.com/oidc/billing-batch"
     again = _enroll(op_ca, token)  # the OP's jti, burned in the CA's database
     assert (again.status_code, again.json()["code"]) == (409, "token_replayed")
     fresh = _enroll(op_ca, _client_credentials(op))  # a new token: a new jti

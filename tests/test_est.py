@@ -32,7 +32,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
-from _servers import free_port, stop, wait_for
+from _servers import nginx
 from ca_server import PASSPHRASE, RunningCa, init_ca, serve
 from conftest import require_program
 from mtlskit.caserver._est import CsrAttrs, csr_attributes, decode_body
@@ -283,6 +283,26 @@ def test_bad_input_is_refused_with_a_code_and_burns_nothing(ca, tmp_path):
     assert ok.status == 200, ok.body
 
 
+def _approve_the_request(ca: RunningCa, run_cli, identity: str, approver: Path) -> None:
+    """The one request waiting for ``identity``, approved by a new approver (certificate
+    issued into ``approver``, registered, then signing the approval) with the CLI."""
+    store = ca.store()
+    try:
+        (request,) = [r for r in store.requests() if r.identity == identity]
+    finally:
+        store.close()
+    person = f"spiffe://acme.com/approvers/{approver.name}"
+    issued = run_cli("ca", "issue", ca.directory, "--id", person, "--out", approver)
+    assert issued.code == 0, issued.err
+    added = run_cli("ca", "approvers", "add", ca.directory, "--cert", approver / "cert.pem")
+    assert added.code == 0, added.err
+    approved = run_cli(
+        "ca", "requests", "approve", ca.directory, request.id,
+        "--cert", approver / "cert.pem", "--key", approver / "key.pem",
+    )  # fmt: skip
+    assert approved.code == 0, approved.err
+
+
 def test_pending_approval_is_202_with_retry_after_then_the_same_csr_gets_its_cert(
     ca, tmp_path, run_cli, monkeypatch
 ):
@@ -295,24 +315,7 @@ def test_pending_approval_is_202_with_retry_after_then_the_same_csr_gets_its_cer
     assert int(first.headers["retry-after"]) > 0
     again = _enroll(ca, b64, "-u", f"device:{token}")  # polling is sending it again
     assert again.status == 202 and "retry-after" in again.headers
-    store = ca.store()
-    try:
-        (request,) = [r for r in store.requests() if r.identity == identity]
-    finally:
-        store.close()
-    approver = tmp_path / "alice"
-    issued = run_cli(
-        "ca", "issue", ca.directory, "--id", "spiffe://acme.com/approvers/alice", "--out", approver
-    )
-    assert issued.code == 0, issued.err
-    assert (
-        run_cli("ca", "approvers", "add", ca.directory, "--cert", approver / "cert.pem").code == 0
-    )
-    approved = run_cli(
-        "ca", "requests", "approve", ca.directory, request.id,
-        "--cert", approver / "cert.pem", "--key", approver / "key.pem",
-    )  # fmt: skip
-    assert approved.code == 0, approved.err
+    _approve_the_request(ca, run_cli, identity, tmp_path / "alice")
     done = _enroll(ca, b64, "-u", f"device:{token}")
     assert done.status == 200, done.body
     (cert,) = pkcs7_certs(done)
@@ -390,7 +393,7 @@ def test_the_est_certificate_passes_a_real_gateway_handshake(ca, tmp_path):
 
 def test_the_est_certificate_passes_nginx_ssl_verify_client(ca, tmp_path):
     """nginx with ``ssl_verify_client on`` and the EST CA's root (from cacerts) as trust."""
-    nginx = require_program("nginx")
+    require_program("nginx")
     cert, key = _enrolled(ca, tmp_path, "spiffe://acme.com/device/10")
     roots = [c for c in pkcs7_certs(curl(ca, "cacerts")) if c.issuer == c.subject]
     trust = tmp_path / "est-root.pem"
@@ -402,39 +405,15 @@ def test_the_est_certificate_passes_nginx_ssl_verify_client(ca, tmp_path):
     (tmp_path / "server.pem").write_bytes(server.chain_pem)
     (tmp_path / "server.key").write_bytes(server.key_pem)
     (tmp_path / "server-ca.pem").write_bytes(server_ca.bundle_pem)
-    port, work = free_port(), tmp_path / "nginx"
-    work.mkdir()
-    temps = " ".join(f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi"))
-    temps += f" uwsgi_temp_path {work}; scgi_temp_path {work};"
-    config = work / "nginx.conf"
-    config.write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 32; }}
-http {{
-  access_log off;
-  {temps}
-  server {{
-    listen 127.0.0.1:{port} ssl;
+    server = f"""
     ssl_certificate {tmp_path}/server.pem;
     ssl_certificate_key {tmp_path}/server.key;
     ssl_client_certificate {trust};
     ssl_verify_client on;
     ssl_verify_depth 2;
     location / {{ return 200 "$ssl_client_verify\\n"; }}
-  }}
-}}
 """
-    )
-    process = subprocess.Popen(
-        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(port, process, "nginx")
+    with nginx(tmp_path / "nginx", server) as port:
         url = f"https://localhost:{port}/"
         base = [require_program("curl"), "-sS", "--cacert", str(tmp_path / "server-ca.pem")]
         accepted = subprocess.run(
@@ -444,8 +423,6 @@ http {{
         assert accepted.stdout == b"SUCCESS\n", accepted.stderr
         refused = subprocess.run([*base, url], capture_output=True, timeout=30, check=False)
         assert b"No required SSL certificate was sent" in refused.stdout  # negative control
-    finally:
-        stop(process)
 
 
 def _raw(ca: RunningCa, request: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -513,22 +490,7 @@ def test_workload_token_waiting_for_approval_polls_with_a_fresh_token(
         token = _k8s_token(key, "prod", "ledger")
         waiting = _enroll(ca, b64, "-H", f"Authorization: Bearer {token}")
         assert waiting.status == 202 and "retry-after" in waiting.headers, waiting.body
-    store = ca.store()
-    try:
-        (request,) = [r for r in store.requests() if r.identity == identity]
-    finally:
-        store.close()
-    approver = tmp_path / "bob"
-    bob = "spiffe://acme.com/approvers/bob"
-    assert run_cli("ca", "issue", ca.directory, "--id", bob, "--out", approver).code == 0
-    assert (
-        run_cli("ca", "approvers", "add", ca.directory, "--cert", approver / "cert.pem").code == 0
-    )
-    approved = run_cli(
-        "ca", "requests", "approve", ca.directory, request.id,
-        "--cert", approver / "cert.pem", "--key", approver / "key.pem",
-    )  # fmt: skip
-    assert approved.code == 0, approved.err
+    _approve_the_request(ca, run_cli, identity, tmp_path / "bob")
     done = _enroll(ca, b64, "-H", f"Authorization: Bearer {_k8s_token(key, 'prod', 'ledger')}")
     assert done.status == 200, done.body
     assert _identity(pkcs7_certs(done)[0]) == identity

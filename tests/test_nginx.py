@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import subprocess
 
 import pytest
 
-from _servers import free_port as _free_port
-from _servers import stop as _stop
-from _servers import wait_for as _wait_for
+from _servers import nginx
 from conftest import require_program, write
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
@@ -22,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def nginx_ca(tmp_path, run_cli):
-    nginx = require_program("nginx")
+    require_program("nginx")  # before the CA is made: a missing nginx skips at once
     passphrase = write(tmp_path / "pass", b"nginx test passphrase\n")
     ca = tmp_path / "ca"
     assert (
@@ -60,25 +57,7 @@ def nginx_ca(tmp_path, run_cli):
     write(tmp_path / "server.pem", server.chain_pem)
     write(tmp_path / "server.key", server.key_pem)
     write(tmp_path / "server-ca.pem", server_ca.bundle_pem)
-    port = _free_port()
-    work = tmp_path / "nginx"
-    work.mkdir()
-    temp_paths = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    config = write(
-        work / "nginx.conf",
-        f"""
-daemon off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 32; }}
-http {{
-  access_log off;
-  {temp_paths}
-  server {{
-    listen 127.0.0.1:{port} ssl;
+    server = f"""
     ssl_certificate {tmp_path}/server.pem;
     ssl_certificate_key {tmp_path}/server.key;
     ssl_client_certificate {ca}/root.pem;
@@ -86,20 +65,9 @@ http {{
     ssl_verify_depth 2;
     ssl_crl {tmp_path}/crl.pem;
     location / {{ return 200 "$ssl_client_verify\\n"; }}
-  }}
-}}
-""".encode(),
-    )
-    process = subprocess.Popen(
-        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _wait_for(port, process, "nginx")
-    try:
+"""
+    with nginx(tmp_path / "nginx", server) as port:
         yield port, tmp_path
-    finally:
-        _stop(process)
 
 
 def _get(port: int, tmp_path, client: str | None) -> tuple[int, str]:

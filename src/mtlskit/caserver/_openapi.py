@@ -44,6 +44,8 @@ ERROR_CODES: Final = (
     "token_issuer_unavailable",
     "claims_not_allowed",
     "template_value_invalid",
+    # EST only (docs/est.md): a /.well-known/est/LABEL/ that ca.toml's [est.labels] lacks
+    "est_label_unknown",
 )
 
 

@@ -335,6 +335,7 @@ def test_bundle_crl_health_and_openapi(ca):
         "/v1/crl",
         "/v1/bundle",
         *(f"/.well-known/est/{op}" for op in EST_OPERATIONS),
+        *(f"/.well-known/est/{{label}}/{op}" for op in EST_OPERATIONS),  # ca.toml [est.labels]
     }
     cert_der = _server_certificate(ca)
     eku = x509.load_der_x509_certificate(cert_der).extensions.get_extension_for_class(

@@ -749,3 +749,34 @@ def test_certificate_pages_are_counted_and_cut_by_the_database(store_url):
         assert store.certificate_page(now=now, query="%")[1] == 0  # LIKE wildcards escaped
     finally:
         store.close()
+
+
+def test_a_console_approval_and_a_signed_one_issue_together(console, tmp_path):
+    """One approval countersigned by the CA (console), one signed by the approver's own key
+    (`ca requests approve`): `ca serve` counts both kinds."""
+    out = tmp_path / "x"
+    request_id = _pending(console, "spiffe://acme.com/prod/mixed", out)
+    assert _approve(console, "alice", request_id).status_code == 303
+    bob = console.people["bob"]
+    _cli(
+        "ca",
+        "requests",
+        "approve",
+        console.ca.directory,
+        request_id,
+        "--cert",
+        bob.chain.parent / "cert.pem",
+        "--key",
+        bob.key,
+    )
+    assert enroll(console.ca.url, "", out, request_id=request_id).status == "issued"
+
+
+def test_the_same_person_with_another_key_counts_once(console, tmp_path):
+    directory = console.ca.directory
+    request_id = _pending(console, "spiffe://acme.com/prod/twokeys", tmp_path / "x")
+    console.people["alice-2"] = _person(directory, tmp_path / "alice2", ALICE, register=True)
+    assert _approve(console, "alice", request_id).status_code == 303
+    twice = _approve(console, "alice-2", request_id)
+    assert twice.status_code == 403 and _error_code(twice) == "approver_already_counted"
+    assert _approvers(console, request_id) == (ALICE,)

@@ -320,6 +320,7 @@ def test_the_request_page_shows_the_planned_certificate_and_what_is_dropped(cons
     assert '<dd id="planned-san">URI:spiffe://acme.com/prod/plan</dd>' in page
     assert "clientAuth" in page.split('id="planned-eku"')[1].split("</dd>")[0]
     assert 'id="lint-findings"' in page
+    assert '<dd id="planned-lifetime">1d from signing' in page  # default_ttl 24h
     dropped = page.split('id="dropped"')[1].split("</ul>")[0]
     assert "subject CN=admin" in dropped and "DNS:evil.example" in dropped
     assert "<form" not in page and 'id="read-only"' in page  # viewers get no forms

@@ -53,6 +53,7 @@ from mtlskit.issue import (
     check_approval,
     check_not_counted,
     countersign_approval,
+    format_duration,
     load_csr,
     parse_identity,
     review_csr,
@@ -314,7 +315,7 @@ class Console:
             "refused": None,
             "dropped": review.dropped,
             "summary": summary,
-            "lifetime": summary.not_after - now,
+            "lifetime": format_duration(authority.default_ttl),  # what the CA signs with
             "findings": reports[0].findings if reports else (),
         }
 

@@ -1489,7 +1489,8 @@ def console_command(  # noqa: PLR0917
     this CA) fails the handshake, one whose identity is in neither list gets a 403. An
     approver must also be registered (`ca approvers add`); the CA's key countersigns
     their approval, which `ca serve` counts like a signed one. Revocations write the CRL
-    to [console] crl_file (default crl.pem in DIR), as `ca crl --out` does.
+    to [console] crl_file (default crl.pem in DIR), as `ca crl --out` does. ca.toml is
+    read once, at start: restart the console after changing [console].
 
     \b
     Example:

@@ -280,8 +280,14 @@ class Console:
 
     async def requests(self, request: Request) -> Response:
         user = await self._user(request)
-        found = await self._call(self._store.requests)
-        pending = [r for r in found if r.status in {RequestStatus.PENDING, RequestStatus.APPROVED}]
+
+        def open_requests() -> list[EnrollmentRequest]:
+            return [
+                *self._store.requests(status=RequestStatus.PENDING),
+                *self._store.requests(status=RequestStatus.APPROVED),
+            ]
+
+        pending = await self._call(open_requests)
         return self._render(
             "requests.html", user, nav="requests", title="Pending requests", requests=pending
         )

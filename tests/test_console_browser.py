@@ -35,7 +35,7 @@ from ca_server import RunningCa, init_ca, serve
 from conftest import write
 from mtlskit.certs import generate_private_key, private_key_pem
 from mtlskit.cli import main
-from mtlskit.client import enroll
+from mtlskit.client import CaRefused, enroll
 from mtlskit.issue import csr_hash
 from mtlskit.testca import LeafSpec, TestCA
 
@@ -222,6 +222,46 @@ def test_the_same_approver_twice_counts_once(console, tmp_path):
     assert _approve_in_browser(console, "alice", request_id) == 200
     assert _approve_in_browser(console, "alice", request_id) < 500  # told, not counted
     assert _approvals(console, request_id) == (ALICE,)
+
+
+def test_a_denial_with_a_reason_reaches_the_client_and_the_audit_log(console, tmp_path):
+    out = tmp_path / "x"
+    request_id = _pending(console, "spiffe://acme.com/prod/denied", out)
+    page, _ = console.page("bob", f"/requests/{request_id}")
+    page.get_by_label("Reason").fill("no ticket for this service")
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Deny").click()
+    assert navigation.value is not None and navigation.value.status == 200
+    assert page.locator("#request-status").inner_text() == "denied"
+    with pytest.raises(CaRefused, match="request_denied"):
+        enroll(console.ca.url, "", out, request_id=request_id)
+    store = console.ca.store()
+    try:
+        entries = store.audit_entries()
+        (entry,) = [e for e in entries if e.event == "deny" and request_id in e.detail]
+    finally:
+        store.close()
+    assert BOB in entry.detail and "no ticket for this service" in entry.detail
+    page.context.close()
+
+
+def test_the_chain_download_is_the_certificate_and_its_cas_and_nothing_secret(console):
+    store = console.ca.store()
+    try:
+        record = next(r for r in store.certificates(now=dt.datetime.now(dt.UTC)))
+    finally:
+        store.close()
+    page, _ = console.page("victor", f"/certificates/{record.serial:x}")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download chain PEM").click()
+    data = Path(download.value.path()).read_bytes()
+    chain = x509.load_pem_x509_certificates(data)
+    assert chain[0].serial_number == record.serial
+    cas = x509.load_pem_x509_certificates((console.ca.directory / "chain.pem").read_bytes())
+    assert chain[1:] == cas  # the issuing CA, then the root
+    assert b"PRIVATE KEY" not in data
+    assert page.get_by_role("button", name="Revoke").count() == 0  # a viewer's page
+    page.context.close()
 
 
 def test_a_viewer_sees_no_approve_button_and_a_forged_post_is_refused(console, tmp_path):

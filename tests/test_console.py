@@ -393,6 +393,54 @@ def test_a_certificate_from_another_ca_fails_the_handshake(console):
     assert str(_handshake(console, None)).startswith("handshake failed")
 
 
+def _curl(url: str, root: Path, person: Person | None, tls: str) -> subprocess.CompletedProcess:
+    args = ["curl", "-sS", "--max-time", "20", "--cacert", str(root), "--tls-max", tls]
+    if tls == "1.2":
+        args.append("--tlsv1.2")
+    if person is not None:
+        args += ["--cert", str(person.chain), "--key", str(person.key)]
+    return subprocess.run(
+        [*args, f"{url}/requests"], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "tls", "alert"),
+    [
+        (None, "1.3", "alert certificate required"),
+        (None, "1.2", "alert handshake failure"),
+        ("outsider", "1.3", "alert unknown ca"),
+        ("outsider", "1.2", "alert unknown ca"),
+    ],
+)
+def test_a_refused_handshake_gets_its_tls_alert(console, who, tls, alert):
+    """curl names the alert the console sent (not "Empty reply from server", exit 52):
+    the alert is flushed before the connection closes, as the gateway does."""
+    person = console.people[who] if who else None
+    result = _curl(console.url, console.ca.root, person, tls)
+    assert result.returncode not in (0, 52), result.stderr
+    assert alert in result.stderr, result.stderr
+    assert _curl(console.url, console.ca.root, console.people["alice"], tls).returncode == 0
+
+
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+def test_ca_serve_sends_unknown_ca_to_a_foreign_client_certificate(console, tls):
+    """`ca serve` shares the console's TLS server: a client certificate from another CA
+    gets its alert too (none at all is fine there: enrollment needs no certificate)."""
+    url = f"{console.ca.url}/openapi.json"
+    result = _curl(console.ca.url, console.ca.root, console.people["outsider"], tls)
+    assert result.returncode not in (0, 52), result.stderr
+    assert "alert unknown ca" in result.stderr, result.stderr
+    plain = subprocess.run(
+        ["curl", "-sS", "--max-time", "20", "--cacert", str(console.ca.root), url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert plain.returncode == 0, plain.stderr
+
+
 def test_a_stale_csr_hash_is_refused(console, tmp_path):
     request_id = _pending(console, "spiffe://acme.com/prod/stale", tmp_path / "x")
     token = console.csrf("alice", f"/requests/{request_id}")
@@ -574,7 +622,16 @@ def test_every_response_carries_the_security_headers(console, path):
         assert response.headers["referrer-policy"] == "no-referrer"
         assert response.headers["cache-control"] == "no-store"
         assert re.fullmatch(r"app;dur=\d+\.\d", response.headers["server-timing"])
+        assert "server" not in response.headers  # not uvicorn's "server: uvicorn"
         assert "<script" not in response.text and "style=" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/no-such-endpoint"])
+def test_ca_serve_names_no_server_software(console, path):
+    context = ssl.create_default_context(cafile=console.ca.root)
+    response = httpx.get(f"{console.ca.url}{path}", verify=context)
+    assert response.status_code in (200, 404)
+    assert "server" not in response.headers and "date" in response.headers
 
 
 def test_root_redirects_to_the_requests(console):

@@ -5,11 +5,17 @@ uvicorn does not fill ``scope["extensions"]["tls"]`` (DESIGN.md §4), so a one-m
 subclass of its httptools protocol does: after the handshake it reads the peer's leaf and
 wraps the app for that connection. OpenSSL has already verified the chain against
 the CA's own certificates (``CERT_OPTIONAL``: enrollment needs none, renewal one).
+
+uvicorn's TLS is asyncio's (or uvloop's), which drops a refused client without its alert
+(curl: "Empty reply from server"). So uvicorn listens without TLS and each connection's
+protocol is asyncio's TLS protocol stepping its handshake through ``mtlskit.handshake``,
+as the gateway does: ``unknown_ca``, ``certificate_required`` reach the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import datetime as dt
 import socket
 import ssl
@@ -31,7 +37,7 @@ from mtlskit.certs import (
 )
 from mtlskit.errors import InputError
 from mtlskit.files import read_bytes, write_secret
-from mtlskit.gateway._tls import TLS12_CIPHERS
+from mtlskit.handshake import TLS12_CIPHERS, step
 from mtlskit.issue import BACKDATE, Issuer, build_server_certificate
 
 __all__ = ["ServerHandle", "bind", "server_context", "start_in_thread", "uvicorn_server"]
@@ -64,6 +70,33 @@ class _TlsExtensionProtocol(HttpToolsProtocol):
             await inner(scope, receive, send)
 
         self.app = app
+
+
+class _AlertingTls(asyncio.sslproto.SSLProtocol):
+    """asyncio's TLS protocol with the handshake stepped by ``mtlskit.handshake.step``: the
+    alert of a refused handshake is sent before asyncio closes the connection."""
+
+    def _do_handshake(self) -> None:
+        try:
+            done = step(self._sslobj, self._process_outgoing)  # type: ignore[attr-defined]
+        except ssl.SSLSyscallError:
+            return  # asyncio reads this as "again", as its own _do_handshake does
+        except ssl.SSLError as exc:
+            self._on_handshake_complete(exc)  # type: ignore[attr-defined]
+        else:
+            if done:
+                self._on_handshake_complete(None)  # type: ignore[attr-defined]
+
+
+def _alerting(context: ssl.SSLContext) -> Any:
+    """uvicorn's ``http`` protocol factory: ours, under ``_AlertingTls`` for ``context``."""
+
+    def protocol(**options: Any) -> asyncio.BaseProtocol:
+        loop = asyncio.get_running_loop()
+        http = _TlsExtensionProtocol(**{**options, "_loop": loop})
+        return _AlertingTls(loop, http, context, None, server_side=True)
+
+    return protocol
 
 
 def server_context(
@@ -141,18 +174,19 @@ def bind(listen: str) -> socket.socket:
 def uvicorn_server(
     app: Any, context: ssl.SSLContext, *, trusted_proxies: tuple[str, ...] = ()
 ) -> uvicorn.Server:
-    """uvicorn configured for the CA: our TLS context, our protocol, quiet access log.
+    """uvicorn configured for the CA: our TLS context, our protocol, quiet access log, no
+    ``server`` header.
 
     X-Forwarded-For/-Proto are read only from ``trusted_proxies`` (addresses or networks);
     with none, never: uvicorn's default trusts them from 127.0.0.1, so any local client
     chose the address the failed-token limit counts and the audit log records."""
     config = uvicorn.Config(
         app,
-        http=_TlsExtensionProtocol,
+        http=_alerting(context),  # TLS in the protocol, not uvicorn's: see the module doc
         proxy_headers=bool(trusted_proxies),
         forwarded_allow_ips=list(trusted_proxies) or None,
-        ssl_context_factory=lambda _config, _default: context,
         lifespan="off",
+        server_header=False,  # "server: uvicorn" tells a prober what to try; Date stays
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=3,

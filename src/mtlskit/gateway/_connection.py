@@ -2,8 +2,9 @@
 
 The protocol object only moves bytes (TCP in → incoming BIO, outgoing BIO → TCP)
 and wakes one coroutine, ``run``, which walks the lifecycle table of
-``_lifecycle``. Flushing the outgoing BIO after every TLS step is what gets a
-refused client its alert (``unknown_ca``, ``decrypt_error``, ...).
+``_lifecycle``. Flushing the outgoing BIO after every TLS step (``mtlskit.handshake``,
+shared with the CA servers) is what gets a refused client its alert (``unknown_ca``,
+``decrypt_error``, ...).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from mtlskit.gateway._lifecycle import TRANSITIONS, Event, Lifecycle, State
 from mtlskit.gateway._log import json_members
 from mtlskit.gateway._tls import classify_handshake_error, peer_chain
 from mtlskit.gateway._upstream import UpstreamConnection
+from mtlskit.handshake import step as handshake_step
 from mtlskit.verify import Decision
 
 if TYPE_CHECKING:
@@ -669,23 +671,8 @@ class ClientConnection(asyncio.Protocol):
         deadline = started + gateway.limits.handshake_timeout
         while True:
             try:
-                self.tls.do_handshake()
-            except ssl.SSLWantReadError:
-                self._flush()
-                try:
-                    await self._wait(deadline - time.monotonic())
-                except TimeoutError:
-                    self.life.handle(Event.TIMEOUT)
-                    gateway.metrics.handshake("timeout")
-                    self._log_failure("timeout", None, "no complete handshake in time")
-                    return False
-                except _Closed:
-                    self.life.handle(Event.EOF)
-                    gateway.metrics.handshake("eof")
-                    return False
-                continue
-            except ssl.SSLError as exc:
-                self._flush()  # the alert
+                done = handshake_step(self.tls, self._flush)
+            except ssl.SSLError as exc:  # its alert is already sent
                 failure = classify_handshake_error(exc)
                 self.life.handle(Event.HANDSHAKE_FAILED)
                 gateway.metrics.handshake("failed", failure.label)
@@ -694,9 +681,20 @@ class ClientConnection(asyncio.Protocol):
             except OSError:
                 self.life.handle(Event.EOF)
                 return False
-            self._flush()
-            self.life.handle(Event.HANDSHAKE_OK)
-            return True
+            if done:
+                self.life.handle(Event.HANDSHAKE_OK)
+                return True
+            try:
+                await self._wait(deadline - time.monotonic())
+            except TimeoutError:
+                self.life.handle(Event.TIMEOUT)
+                gateway.metrics.handshake("timeout")
+                self._log_failure("timeout", None, "no complete handshake in time")
+                return False
+            except _Closed:
+                self.life.handle(Event.EOF)
+                gateway.metrics.handshake("eof")
+                return False
 
     def _log_failure(
         self, outcome: str, code: str | None, detail: str, verify_code: int | None = None

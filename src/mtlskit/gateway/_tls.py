@@ -1,8 +1,9 @@
 """TLS facts for the gateway: the server context, why a handshake failed, the peer chain.
 
-The handshake itself is driven by the connection over ``ssl.MemoryBIO`` (so a
-refused client gets its alert and the gateway gets OpenSSL's verify code, see
-DESIGN.md §4); this module holds the parts that are plain functions of their inputs.
+The handshake itself is driven by the connection over ``ssl.MemoryBIO``, one
+``mtlskit.handshake.step`` at a time (so a refused client gets its alert and the gateway
+gets OpenSSL's verify code, see DESIGN.md §4); this module holds the parts that are
+plain functions of their inputs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Final
 
+from mtlskit.handshake import TLS12_CIPHERS
 from mtlskit.verify import NO_INTERMEDIATE, Code
 
 __all__ = [
@@ -20,15 +22,6 @@ __all__ = [
     "peer_chain",
     "server_context",
 ]
-
-# TLS 1.2: forward-secret AEAD suites only (Mozilla "intermediate" without DHE). OpenSSL's
-# default also offers the CBC-SHA256/384 suites, which testssl.sh rates weak ("AVERAGE").
-# TLS 1.3 suites are all AEAD and are not affected by this string.
-TLS12_CIPHERS: Final = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
 
 _VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 

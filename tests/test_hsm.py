@@ -513,3 +513,100 @@ def test_two_cas_share_one_token_by_key_label(tmp_path):
                   "--pkcs11-module", token.module, "--token-label", token.label),
         "already holds",
     )  # fmt: skip
+
+
+def _console_client(root: Path, person: Path) -> httpx.Client:
+    context = ssl.create_default_context(cafile=root)
+    context.load_cert_chain(person / "chain.pem", person / "key.pem")
+    return httpx.Client(verify=context, timeout=30)
+
+
+def _health(url: str, root: Path, person: Path) -> tuple[int, str, str]:
+    """/health as ``person`` (a directory with chain.pem and key.pem): status, the
+    #key-status text and the page."""
+    import re
+
+    with _console_client(root, person) as client:
+        response = client.get(f"{url}/health")
+    found = re.search(r'<dd id="key-status">([^<]*)</dd>', response.text)
+    return response.status_code, found.group(1) if found else "", response.text
+
+
+def _revoke(url: str, root: Path, person: Path, serial: str) -> httpx.Response:
+    """``person`` revokes ``serial`` from the console (the confirm step's form)."""
+    import re
+
+    with _console_client(root, person) as client:
+        page = client.get(f"{url}/certificates/{serial}").text
+        found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert found, page
+        form = {"csrf": found.group(1), "reason": "keyCompromise", "confirm": "yes"}
+        return client.post(f"{url}/certificates/{serial}/revoke", data=form)
+
+
+def _status(url: str, root: Path, person: Path, serial: str) -> str:
+    import re
+
+    with _console_client(root, person) as client:
+        page = client.get(f"{url}/certificates/{serial}").text
+    found = re.search(r'<dd id="cert-status">([^<]*)</dd>', page)
+    assert found, page
+    return found.group(1)
+
+
+def test_console_health_shows_the_token_going_away_and_coming_back(tmp_path, monkeypatch):
+    """`ca console` on a token CA: /health says the token signs; with the token directory
+    renamed away it says the token is unavailable (the console keeps serving) and a
+    revocation is refused before it is recorded (else the store would list it and the
+    CRL not, and a retry would say "already revoked"); after the rename back the token
+    signs again and the revocation goes through, with no restart."""
+    from _browser import start_console
+
+    token = _token(tmp_path)
+    ca_dir = tmp_path / "ca"
+    _init(token, ca_dir)
+    alice, viewer = "spiffe://acme.com/people/alice", "spiffe://acme.com/people/victor"
+    with (ca_dir / "ca.toml").open("a") as handle:
+        handle.write(f'\n[console]\napprovers = ["{alice}"]\nviewers = ["{viewer}"]\n')
+    for identity, out in ((viewer, "victor"), (alice, "alice"), ("spiffe://acme.com/x", "x")):
+        issued = token.run("ca", "issue", ca_dir, "--id", identity, "--out", tmp_path / out)
+        assert issued.returncode == 0, issued.stderr
+    person, approver = tmp_path / "victor", tmp_path / "alice"
+    victim = load_certificates((tmp_path / "x" / "cert.pem").read_bytes())[0]
+    serial = f"{victim.serial_number:x}"
+    (tmp_path / "ca.pass").write_text(PIN + "\n")  # what start_console passes
+    (tmp_path / "ca.pass").chmod(0o600)
+    monkeypatch.setenv("SOFTHSM2_CONF", token.env["SOFTHSM2_CONF"])
+    console = start_console(ca_dir)
+    root = ca_dir / "root.pem"
+    name = "PKCS#11 token (pkcs11:token=mtlskit-test;object=mtlskit-issuing;type=private)"
+    try:
+        status, key, page = _health(console.url, root, person)
+        assert status == 200, page
+        assert key == f"{name}: signs", key
+        assert str(tmp_path) not in page  # the CRL file is named relative to the CA dir
+        assert '<dd id="crl-file">crl.pem</dd>' in page
+        hidden = tmp_path / "tokens.away"
+        token.tokendir.rename(hidden)  # the token is pulled out
+        status, key, page = _health(console.url, root, person)
+        assert status == 200, page
+        assert key.startswith(f"{name}: unavailable (the token cannot sign: "), key
+        refused = _revoke(console.url, root, approver, serial)
+        assert refused.status_code == 503, refused.text
+        assert '<code id="error-code">key_unavailable</code>' in refused.text
+        assert _status(console.url, root, person, serial) == "valid"  # nothing recorded
+        assert _health(console.url, root, person)[0] == 200  # still serving
+        hidden.rename(token.tokendir)  # and comes back
+        status, key, page = _health(console.url, root, person)
+        assert status == 200, page
+        assert key == f"{name}: signs", key
+        done = _revoke(console.url, root, approver, serial)
+        assert done.status_code == 303, done.text
+        assert console.process.poll() is None
+    finally:
+        console.stop()
+    crl = x509.load_pem_x509_crl(
+        (ca_dir / "crl.pem").read_bytes().split(b"-----END X509 CRL-----")[0]
+        + b"-----END X509 CRL-----"
+    )
+    assert crl.get_revoked_certificate_by_serial_number(victim.serial_number) is not None

@@ -1551,7 +1551,7 @@ def console_command(  # noqa: PLR0917
         publish_crl=lambda at: publish_crl(
             ca_dir, issuer, root, store, ca_dir.path / settings.crl_file, now=at
         ),
-        key_store=f"pkcs11 token {pkcs11.issuing or pkcs11.root}" if pkcs11 else "file",
+        key_store=f"PKCS#11 token ({pkcs11.issuing or pkcs11.root})" if pkcs11 else "file",
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(

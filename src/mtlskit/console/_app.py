@@ -263,7 +263,8 @@ class Console:
         return self._error(user, code, str(exc.detail), exc.status_code)
 
     async def _unavailable(self, request: Request, exc: Exception) -> Response:
-        code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "key_unavailable"
+        # KeyUnavailable is a StoreUnavailable (the CA cannot answer now): ask for it first.
+        code = "key_unavailable" if isinstance(exc, KeyUnavailable) else "store_unavailable"
         return self._error(None, code, "the CA cannot answer now; try again", 503)
 
     def _flash(self, request: Request) -> str | None:
@@ -528,9 +529,20 @@ class Console:
             headers={"content-disposition": f'attachment; filename="{record.serial:x}.pem"'},
         )
 
+    def _key_signs(self) -> bool:
+        """Whether the CA key is in a token and signs now; ``KeyUnavailable`` if it does not."""
+        if not hasattr(self._issuer.key, "sign_data"):
+            return False  # a key in memory: nothing to ask
+        self._issuer.key.sign_data(b"mtlskit console health")
+        return True
+
     def _revoke(self, user: ConsoleUser, serial_text: str, reason: str) -> None:
+        """Record the revocation, then write the CRL. The token must sign first: a
+        revocation in the store that the CRL lacks would be refused on retry as already
+        revoked, while relying parties still accept the certificate."""
         record = self._record(serial_text)
         flag = x509.ReasonFlags(reason)
+        self._key_signs()
         now = _now()
         try:
             with self._store.group():
@@ -547,7 +559,15 @@ class Console:
                 )
         except UnknownCertificate as exc:
             raise ConsoleRefused("certificate_revoked", exc.detail, status=409) from None
-        self._publish_crl(now)
+        try:
+            self._publish_crl(now)
+        except KeyUnavailable:  # the token went between the check and the CRL
+            raise ConsoleRefused(
+                "crl_not_written",
+                "revoked, but the CRL could not be signed: run `mtlskit ca crl` once the "
+                "CA key is back",
+                status=503,
+            ) from None
 
     async def revoke(self, request: Request) -> Response:
         user, form = await self._changer(request)
@@ -592,15 +612,13 @@ class Console:
             store = f"ok ({self._store.backend}, {latency * 1000:.1f} ms)"
         except StoreUnavailable as exc:
             store = f"unavailable: {exc.detail}"
-        key = f"{self._key_store}: loaded"
-        if hasattr(self._issuer.key, "sign_data"):  # a token key: does it still sign?
-            try:
-                self._issuer.key.sign_data(b"mtlskit console health")
-                key = f"{self._key_store}: signs"
-            except KeyUnavailable as exc:
-                key = f"{self._key_store}: unavailable ({exc})"
+        try:
+            key = f"{self._key_store}: {'signs' if self._key_signs() else 'loaded'}"
+        except KeyUnavailable as exc:
+            key = f"{self._key_store}: unavailable ({exc.detail})"  # its source: the URI
         crl_path = self._ca_dir.path / self._config.crl_file
-        crl: dict[str, Any] = {"path": str(crl_path), "error": None}
+        # As ca.toml names it (relative to the CA directory): the page shows no host paths.
+        crl: dict[str, Any] = {"path": self._config.crl_file, "error": None}
         try:
             crl_data = crl_path.read_bytes()
         except OSError:

@@ -29,7 +29,6 @@ from conftest import require_program, write
 from mtlskit.authzserver import CheckRequest, Proxy, build_decision_point, load_config
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
-NOW = dt.datetime.now(dt.UTC)
 GET = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
@@ -184,10 +183,11 @@ def test_authz_server_takes_the_printed_pin_line(run_cli, tmp_path):
         config = write(tmp_path / "authz.toml", f"[client_auth]\n{pins}\n".encode())
         assert run_cli("authz-server", "--config", config, "--check").code == 0, pins
         point = build_decision_point(load_config(config))
-        allowed = point.check(_nginx_check((tmp_path / "solo" / "cert.pem").read_bytes()), at=NOW)
+        now = dt.datetime.now(dt.UTC)  # not import time: the certificates are minutes younger
+        allowed = point.check(_nginx_check((tmp_path / "solo" / "cert.pem").read_bytes()), at=now)
         assert allowed.status == 200, (pins, allowed.record())
         refused = point.check(
-            _nginx_check((tmp_path / "stranger" / "cert.pem").read_bytes()), at=NOW
+            _nginx_check((tmp_path / "stranger" / "cert.pem").read_bytes()), at=now
         )
         assert refused.status == 403, pins
 

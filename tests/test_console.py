@@ -838,3 +838,63 @@ def test_the_same_person_with_another_key_counts_once(console, tmp_path):
     twice = _approve(console, "alice-2", request_id)
     assert twice.status_code == 403 and _error_code(twice) == "approver_already_counted"
     assert _approvers(console, request_id) == (ALICE,)
+
+
+def _console_log(directory: Path) -> str:
+    return (directory.parent / f"{directory.name}.console.log").read_text()
+
+
+def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
+    """ca.toml's [console] edited under a running console (alice moved to the viewers),
+    then SIGHUP: alice's next POST, with the form token she already holds, is 403, and the
+    console says what it reloaded; bob, still an approver, revokes."""
+    import signal
+    import time
+
+    tail = f'\n[console]\napprovers = ["{ALICE}", "{BOB}"]\nviewers = ["{VICTOR}"]\n'
+    directory = init_ca(tmp_path / "ca", approval=tail)
+    alice = _person(directory, tmp_path / "alice", ALICE)
+    bob = _person(directory, tmp_path / "bob", BOB)
+    victims = [_person(directory, tmp_path / f"v{n}", f"spiffe://acme.com/v{n}") for n in (1, 2)]
+    serials = [f"{load_certificates(v.chain.read_bytes())[0].serial_number:x}" for v in victims]
+    process, url = start_console(directory)
+    ca = RunningCa(directory=directory, process=process, url="", fingerprint="")
+    running = Running(ca=ca, process=process, url=url, people={"alice": alice, "bob": bob})
+    try:
+        token = running.csrf("alice", f"/certificates/{serials[0]}")
+        config = directory / "ca.toml"
+        config.write_text(
+            config.read_text()
+            .replace(f'approvers = ["{ALICE}", "{BOB}"]', f'approvers = ["{BOB}"]')
+            .replace(f'viewers = ["{VICTOR}"]', f'viewers = ["{VICTOR}", "{ALICE}"]')
+        )
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "ca.toml reloaded (SIGHUP)" not in _console_log(directory):
+            assert process.poll() is None, _console_log(directory)
+            assert time.monotonic() < deadline, _console_log(directory)
+            time.sleep(0.05)
+        form = {"csrf": token, "reason": "keyCompromise", "confirm": "yes"}
+        refused = running.post("alice", f"/certificates/{serials[0]}/revoke", form)
+        assert refused.status_code == 403 and _error_code(refused) == "not_approver"
+        assert '<span id="user-role">viewer</span>' in running.get("alice", "/health").text
+        form["csrf"] = running.csrf("bob", f"/certificates/{serials[1]}")
+        done = running.post("bob", f"/certificates/{serials[1]}/revoke", form)
+        assert done.status_code == 303, done.text
+        # No SIGHUP needed: ca.toml is hashed before every request. A broken file shows
+        # no page to anyone until it is fixed.
+        good = config.read_text()
+        config.write_text(good + "\n[console.extra]\n")
+        broken = running.get("bob", "/requests")
+        assert broken.status_code == 503 and _error_code(broken) == "config_invalid"
+        assert "<nav" not in broken.text
+        config.write_text(good.replace(f'approvers = ["{BOB}"]', f'approvers = ["{ALICE}"]'))
+        gone = running.get("bob", "/requests")  # fixed, with bob out and alice back
+        assert gone.status_code == 403 and _error_code(gone) == "not_console_user"
+        back = running.get("alice", "/requests")
+        assert '<span id="user-role">approver</span>' in back.text
+        assert process.poll() is None
+    finally:
+        _stop(process)
+    log = _console_log(directory)
+    assert "ca.toml not reloaded (before a request)" in log, log

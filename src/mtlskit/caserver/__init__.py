@@ -9,7 +9,7 @@ from mtlskit.caserver._app import MAX_BODY, CaServer
 from mtlskit.caserver._bundle import spiffe_bundle
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import ERROR_CODES, openapi_document
-from mtlskit.caserver._reload import ConfigWatch
+from mtlskit.caserver._reload import ConfigWatch, reload_on
 from mtlskit.caserver._tls import (
     ServerHandle,
     bind,
@@ -27,6 +27,7 @@ __all__ = [
     "ServerHandle",
     "bind",
     "openapi_document",
+    "reload_on",
     "server_context",
     "spiffe_bundle",
     "start_in_thread",

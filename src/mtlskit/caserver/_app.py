@@ -15,8 +15,6 @@ import datetime as dt
 import json
 import logging
 import re
-import signal
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +34,7 @@ from mtlskit.caserver._est import est_routes, presented_certificate
 from mtlskit.caserver._jwks import JwksCache, JwksUnavailable
 from mtlskit.caserver._limit import FailureLimiter
 from mtlskit.caserver._openapi import openapi_document
-from mtlskit.caserver._reload import ConfigWatch
+from mtlskit.caserver._reload import ConfigWatch, reload_on
 from mtlskit.certs import certificate_pem, chain_pem
 from mtlskit.errors import InputError
 from mtlskit.identity import ClientIdentity, IdentityError
@@ -178,7 +176,7 @@ class CaServer:
         limiter: FailureLimiter,
         close: Callable[[], None] = lambda: None,
         refresh_hint: int = 3600,
-        watch: ConfigWatch | None = None,
+        watch: ConfigWatch[RegistrationAuthority] | None = None,
         jwks: JwksCache | None = None,
     ) -> None:
         self._ra = ra
@@ -244,21 +242,8 @@ class CaServer:
         self._thread.submit(work).result()
 
     def reload_on(self, signum: int) -> None:
-        """``reload`` whenever ``signum`` arrives (main thread only, before serving).
-
-        The handler only sets an event: a reload waits for the CA thread, which a signal
-        handler interrupting the event loop must never do."""
-        wanted = threading.Event()
-        name = signal.Signals(signum).name
-
-        def reloader() -> None:
-            while True:
-                wanted.wait()
-                wanted.clear()
-                self.reload(name)
-
-        threading.Thread(target=reloader, name="mtlskit-ca-reload", daemon=True).start()
-        signal.signal(signum, lambda _signum, _frame: wanted.set())
+        """``reload`` whenever ``signum`` arrives (main thread only, before serving)."""
+        reload_on(signum, self.reload)
 
     async def _call(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """``fn`` on the CA thread, in the next batch; its answer once that batch committed."""

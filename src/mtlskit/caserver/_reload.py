@@ -11,16 +11,20 @@ and are named. An invalid file refuses issuance until it is fixed.
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from mtlskit.errors import MtlskitError
-from mtlskit.issue import CaConfig, EnrollmentRefused, RegistrationAuthority
+from mtlskit.issue import CaConfig, EnrollmentRefused
 from mtlskit.issue._config import ApprovalConfig
 
-__all__ = ["RESTART_KEYS", "ConfigWatch", "describe_change"]
+__all__ = ["RESTART_KEYS", "ConfigWatch", "describe_change", "reload_on"]
+
+_Built = TypeVar("_Built")
 
 # Keys read once at start: the issuing key and chain, the store, the bundle's names.
 RESTART_KEYS: Final = (
@@ -65,15 +69,35 @@ def describe_change(old: CaConfig, new: CaConfig) -> tuple[list[str], list[str]]
     return applied, restart
 
 
+def reload_on(signum: int, reload: Callable[[str], None]) -> None:
+    """Call ``reload(signal name)`` whenever ``signum`` arrives (main thread only, before
+    serving): ``ca serve``'s and ``ca console``'s SIGHUP.
+
+    The handler only sets an event; a thread of its own reloads, because a reload waits
+    for the server's worker thread, which a handler interrupting the event loop must not."""
+    wanted = threading.Event()
+    name = signal.Signals(signum).name
+
+    def reloader() -> None:
+        while True:
+            wanted.wait()
+            wanted.clear()
+            reload(name)
+
+    threading.Thread(target=reloader, name="mtlskit-ca-reload", daemon=True).start()
+    signal.signal(signum, lambda _signum, _frame: wanted.set())
+
+
 @dataclass(slots=True, kw_only=True)
-class ConfigWatch:
-    """The ca.toml a server runs under, and how to build its authority from a new one.
+class ConfigWatch(Generic[_Built]):
+    """The ca.toml a server runs under, and how to build what it serves from a new one
+    (``ca serve``: its ``RegistrationAuthority``; ``ca console``: its ``CaDirectory``).
 
     Not frozen: it is the one piece of state a reload replaces, used on the CA thread only."""
 
     path: Path
     load: Callable[[], CaConfig]  # reads and validates the file (CaDirectory.open's checks)
-    build: Callable[[CaConfig], RegistrationAuthority]
+    build: Callable[[CaConfig], _Built]
     config: CaConfig
     digest: bytes
     log: Callable[[str], None]
@@ -86,7 +110,7 @@ class ConfigWatch:
         except OSError as exc:
             return f"unreadable: {exc}".encode()
 
-    def check(self, reason: str, *, force: bool = False) -> RegistrationAuthority | None:
+    def check(self, reason: str, *, force: bool = False) -> _Built | None:
         """A new authority when the file changed and is valid; ``None`` when nothing changed.
 
         A changed file that does not validate keeps the old policy for SIGHUP's log and

@@ -1490,17 +1490,25 @@ def console_command(  # noqa: PLR0917
     approver must also be registered (`ca approvers add`); the CA's key countersigns
     their approval, which `ca serve` counts like a signed one. Revocations write the CRL
     to [console] crl_file (default crl.pem in DIR), as `ca crl --out` does. ca.toml is
-    read once, at start: restart the console after changing [console].
+    re-read when it changes (checked before every request) and on SIGHUP, as `ca serve`
+    does: a person removed from [console] is refused from their next request on.
+    [console] trust_anchors (the TLS handshake's) need a restart.
 
     \b
     Example:
       MTLSKIT_CA_PASSPHRASE=... mtlskit ca console ca/ --listen 127.0.0.1:8445
     """
+    import signal
     import sys
 
-    from mtlskit.caserver import bind, server_context, uvicorn_server
+    from mtlskit.caserver import ConfigWatch, bind, reload_on, server_context, uvicorn_server
     from mtlskit.console import Console
+    from mtlskit.issue import CaConfig
 
+    # As ca serve: a SIGHUP before reload_on is in place must not kill the console, and
+    # the per-request check against this digest picks up an edit made meanwhile.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    digest = ConfigWatch.digest_of(directory / CONFIG)
     if ":" not in listen:
         raise InputError("expected HOST:PORT", source="--listen")
     if (cert_path is None) != (key_path is None):
@@ -1544,15 +1552,38 @@ def console_command(  # noqa: PLR0917
         at=now,
     )
     pkcs11 = ca_dir.config.pkcs11
+
+    def log(line: str) -> None:
+        click.echo(f"mtlskit ca console: {line}", err=True)
+
+    def console_dir(config: CaConfig) -> CaDirectory:
+        """The CA directory under a re-read ca.toml; the handshake keeps its anchors."""
+        running = settings.trust_anchors
+        if config.console.trust_anchors != running:
+            log("restart needed: console.trust_anchors (the handshake keeps the running ones)")
+            kept = config.console.model_copy(update={"trust_anchors": running})
+            config = config.model_copy(update={"console": kept})
+        return CaDirectory(path=ca_dir.path, config=config)
+
+    watch = ConfigWatch(
+        path=directory / CONFIG,
+        load=lambda: CaDirectory.open(directory).config,
+        build=console_dir,
+        config=ca_dir.config,
+        digest=digest,
+        log=log,
+    )
     console = Console(
         ca_dir=ca_dir,
         issuer=issuer,
         store=store,
-        publish_crl=lambda at: publish_crl(
-            ca_dir, issuer, root, store, ca_dir.path / settings.crl_file, now=at
+        publish_crl=lambda running, at: publish_crl(
+            running, issuer, root, store, running.path / running.config.console.crl_file, now=at
         ),
         key_store=f"PKCS#11 token ({pkcs11.issuing or pkcs11.root})" if pkcs11 else "file",
+        watch=watch,
     )
+    reload_on(signal.SIGHUP, console.reload)  # before saying it listens
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"console listening on https://{shown}:{port} (fingerprint {Fingerprint.of(server_cert)})"

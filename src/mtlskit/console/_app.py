@@ -12,6 +12,7 @@ security headers, and every POST needs the user's CSRF token and the approver ro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
 import time
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import jinja2
 from cryptography import x509
@@ -43,6 +44,7 @@ from mtlskit.console._auth import (
 from mtlskit.errors import InputError
 from mtlskit.issue import (
     ApprovalRefused,
+    EnrollmentRefused,
     EnrollmentRequest,
     IssuanceRefused,
     Issuer,
@@ -62,6 +64,9 @@ from mtlskit.issue import (
 )
 from mtlskit.issue import CertificateStatus as Status
 from mtlskit.lint import lint_chain
+
+if TYPE_CHECKING:
+    from mtlskit.caserver import ConfigWatch
 
 __all__ = ["PAGE_SIZE", "SECURITY_HEADERS", "Console"]
 
@@ -126,8 +131,11 @@ class _Form:
 class Console:
     """The console over one CA directory, its loaded issuing key and its store.
 
-    ``publish_crl(now)`` writes the CRL file (``mtlskit ca crl``'s own function) and
-    returns the CRL; ``key_store`` names where the CA key lives, for /health."""
+    ``publish_crl(ca_dir, now)`` writes the CRL file ``ca_dir``'s ``[console] crl_file``
+    names (``mtlskit ca crl``'s own function) and returns the CRL; ``key_store`` names
+    where the CA key lives, for /health. With ``watch``, ca.toml is re-read when it
+    changed (hashed before every request, as ``ca serve`` does) and on ``reload``
+    (SIGHUP): an approver removed from ``[console]`` is refused from the next request on."""
 
     def __init__(
         self,
@@ -135,9 +143,11 @@ class Console:
         ca_dir: CaDirectory,
         issuer: Issuer,
         store: Any,
-        publish_crl: Callable[[dt.datetime], x509.CertificateRevocationList],
+        publish_crl: Callable[[CaDirectory, dt.datetime], x509.CertificateRevocationList],
         key_store: str,
+        watch: ConfigWatch[CaDirectory] | None = None,
     ) -> None:
+        self._watch = watch
         self._ca_dir = ca_dir
         self._config = ca_dir.config.console
         self._issuer = issuer
@@ -194,10 +204,39 @@ class Console:
         if not chain:  # the handshake requires one; this is a server without the extension
             raise ConsoleRefused("not_console_user", "no client certificate", status=403)
         cert = load_certificates(chain[0].encode(), source="client certificate")[0]
-        user = console_user(cert, self._config)
-        if await self._call(revoked_by(self._issuer.cert, self._store), cert):
+        user, revoked = await self._call(self._identify, cert)
+        if revoked:
             raise ConsoleRefused("cert_revoked", "this certificate is revoked", status=403)
         return user
+
+    def _identify(self, cert: x509.Certificate) -> tuple[ConsoleUser, bool]:
+        """On the console's thread: ca.toml as it is now, then who ``cert`` is and whether
+        this CA revoked it (one hop to the thread for both)."""
+        self._refresh("before a request")
+        user = console_user(cert, self._config)
+        return user, revoked_by(self._issuer.cert, self._store)(cert)
+
+    def _refresh(self, reason: str, *, force: bool = False) -> None:
+        """Swap in ca.toml if it changed (``ConfigWatch`` logs what); a changed file that
+        does not validate refuses every page (``config_invalid``, 503) until it is fixed."""
+        if self._watch is None:
+            return
+        try:
+            fresh = self._watch.check(reason, force=force)
+        except EnrollmentRefused as exc:
+            raise ConsoleRefused("config_invalid", exc.message, status=503) from None
+        if fresh is not None:
+            self._ca_dir, self._config = fresh, fresh.config.console
+
+    def reload(self, reason: str) -> None:
+        """Re-read ca.toml now (SIGHUP), on the console's thread, between two requests."""
+
+        def work() -> None:
+            with contextlib.suppress(ConsoleRefused):  # logged; pages say config_invalid
+                self._refresh(reason, force=True)
+
+        with contextlib.suppress(RuntimeError):  # the console is closing
+            self._executor.submit(work).result()
 
     async def _changer(self, request: Request) -> tuple[ConsoleUser, _Form]:
         """The approver behind a POST and its form, after the role and the CSRF token."""
@@ -560,7 +599,7 @@ class Console:
         except UnknownCertificate as exc:
             raise ConsoleRefused("certificate_revoked", exc.detail, status=409) from None
         try:
-            self._publish_crl(now)
+            self._publish_crl(self._ca_dir, now)
         except KeyUnavailable:  # the token went between the check and the CRL
             raise ConsoleRefused(
                 "crl_not_written",

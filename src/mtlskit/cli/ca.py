@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -68,7 +69,14 @@ from mtlskit.issue import (
 )
 
 if TYPE_CHECKING:
-    pass
+    import socket
+    import ssl
+    from collections.abc import Callable
+
+    from click.decorators import FC
+
+    from mtlskit.caserver import ConfigWatch
+    from mtlskit.issue import CaConfig
 
 ROOT_VALIDITY: Final = dt.timedelta(days=3650)
 ISSUING_VALIDITY: Final = dt.timedelta(days=1825)
@@ -82,6 +90,17 @@ _passphrase_option = click.option(
     help=f"CA key passphrase (first line); else ${PASSPHRASE_ENV}, else a prompt on a TTY.",
 )
 _dir_argument = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+
+
+def _cert_and_key_options(*, cert: str, key: str) -> Callable[[FC], FC]:
+    """--cert and --key as file paths (``cert_path``, ``key_path``), with each command's help."""
+
+    def option(name: str, dest: str, text: str) -> Callable[[FC], FC]:
+        return click.option(name, dest, type=click.Path(dir_okay=False, path_type=Path), help=text)
+
+    return lambda function: option("--cert", "cert_path", cert)(
+        option("--key", "key_path", key)(function)
+    )
 
 
 def _now() -> dt.datetime:
@@ -1091,17 +1110,9 @@ def _refused_approval(refused: ApprovalRefused) -> None:
 @requests_group.command("approve")
 @_dir_argument
 @click.argument("request_id", metavar="ID")
-@click.option(
-    "--cert",
-    "cert_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Your approver certificate (registered with `ca approvers add`).",
-)
-@click.option(
-    "--key",
-    "key_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Its private key (0600), which signs the approval.",
+@_cert_and_key_options(
+    cert="Your approver certificate (registered with `ca approvers add`).",
+    key="Its private key (0600), which signs the approval.",
 )
 @click.option(
     "--csr-sha256",
@@ -1294,15 +1305,111 @@ def approvers_remove_command(directory: Path, fingerprint: str) -> None:
     click.echo(f"removed approver {identity} ({fingerprint})")
 
 
+def _listen_options(default: str) -> Callable[[FC], FC]:
+    """--listen and --hostname of a server this CA runs (``ca serve``, ``ca console``)."""
+    listen = click.option(
+        "--listen", default=default, show_default=True, help="HOST:PORT (0: any)."
+    )
+    hostname = click.option(
+        "--hostname",
+        "hostnames",
+        multiple=True,
+        help="Name or address in the server certificate (default: the listen host and localhost).",
+    )
+    return lambda function: listen(hostname(function))
+
+
+def _hold_sighup(directory: Path) -> bytes:
+    """ca.toml's digest, taken before it is read, with SIGHUP ignored until ``reload_on``.
+
+    The port accepts before ``reload_on`` is in place; a SIGHUP then must not kill the
+    server. Ignoring it loses nothing: ca.toml is checked against this digest before every
+    request, so an edit made meanwhile shows."""
+    import signal
+
+    from mtlskit.caserver import ConfigWatch
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return ConfigWatch.digest_of(directory / CONFIG)
+
+
+def _config_watch(
+    ca_dir: CaDirectory,
+    digest: bytes,
+    build: Callable[[CaConfig], Any],
+    log: Callable[[str], None],
+) -> ConfigWatch[Any]:
+    """The ConfigWatch re-reading ``ca_dir``'s ca.toml (as ``CaDirectory.open`` checks it)."""
+    from mtlskit.caserver import ConfigWatch
+
+    directory = ca_dir.path
+    return ConfigWatch(
+        path=directory / CONFIG,
+        load=lambda: CaDirectory.open(directory).config,
+        build=build,
+        config=ca_dir.config,
+        digest=digest,
+        log=log,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Https:
+    """A bound --listen socket and the TLS context that serves it."""
+
+    sock: socket.socket
+    context: ssl.SSLContext
+    certificate: x509.Certificate
+
+    @property
+    def address(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+    def audit(self) -> dict[str, str]:
+        """What the start's audit event records of the server."""
+        return {"listen": self.address, "server_certificate": str(Fingerprint.of(self.certificate))}
+
+    def run(self, app: Any, *, close: Callable[[], None], **options: Any) -> None:
+        """Serve ``app`` until stopped (stdout flushed first: tests wait for its lines)."""
+        import sys
+
+        from mtlskit.caserver import uvicorn_server
+
+        sys.stdout.flush()
+        try:
+            uvicorn_server(app, self.context, **options).run(sockets=[self.sock])
+        finally:
+            close()
+            self.sock.close()
+
+
+def _https(
+    listen: str, hostnames: tuple[str, ...], issuer: Issuer, *, now: dt.datetime, **tls: Any
+) -> _Https:
+    """Bind --listen and make its TLS context (``server_context``; ``tls``: its options);
+    the certificate names --hostname, else the listen host and localhost."""
+    from mtlskit.caserver import bind, server_context
+
+    try:
+        sock = bind(listen)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot listen: {exc}", source="--listen") from None
+    host = sock.getsockname()[0]
+    context, certificate = server_context(
+        issuer, hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))), now=now, **tls
+    )
+    return _Https(sock=sock, context=context, certificate=certificate)
+
+
 @command.command("serve")
 @_dir_argument
-@click.option("--listen", default="127.0.0.1:8444", show_default=True, help="HOST:PORT (0: any).")
-@click.option(
-    "--hostname",
-    "hostnames",
-    multiple=True,
-    help="Name or address in the server certificate (default: the listen host and localhost).",
-)
+@_listen_options("127.0.0.1:8444")
 @click.option(
     "--max-token-failures",
     default=10,
@@ -1347,21 +1454,11 @@ def serve_command(  # noqa: PLR0917
     """
     import signal
 
-    from mtlskit.caserver import (
-        CaServer,
-        ConfigWatch,
-        FailureLimiter,
-        bind,
-        server_context,
-        uvicorn_server,
-    )
+    from mtlskit.caserver import CaServer, FailureLimiter
     from mtlskit.caserver._jwks import JwksCache
-    from mtlskit.issue import CaConfig, RegistrationAuthority
+    from mtlskit.issue import RegistrationAuthority
 
-    # The port accepts before reload_on is in place; a SIGHUP then must not kill the CA.
-    # Ignoring it loses nothing: ca.toml is re-read against this digest before every decision.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    digest = ConfigWatch.digest_of(directory / CONFIG)  # before reading: an edit after it shows
+    digest = _hold_sighup(directory)
     ca_dir = CaDirectory.open(directory)
     window = parse_duration(failure_window, source="--failure-window")
     if ":" not in listen:
@@ -1374,21 +1471,14 @@ def serve_command(  # noqa: PLR0917
                 f"{proxy!r} is not an IP address or network", source="--trusted-proxy"
             ) from None
     issuer = _issuer(ca_dir, passphrase_file)
-    try:
-        sock = bind(listen)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot listen: {exc}", source="--listen") from None
-    host, port = sock.getsockname()[:2]
     now = _now()
-    context, server_cert = server_context(
-        issuer, hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))), now=now
-    )
+    https = _https(listen, hostnames, issuer, now=now)
+    server_cert = https.certificate
     store = ca_dir.store(db=db)
     store.record_event(
         "serve",
         {
-            "listen": f"{host}:{port}",
-            "server_certificate": str(Fingerprint.of(server_cert)),
+            **https.audit(),
             "serial": f"{server_cert.serial_number:x}",
             "not_after": server_cert.not_valid_after_utc.isoformat(),
         },
@@ -1405,13 +1495,11 @@ def serve_command(  # noqa: PLR0917
             labels=config.est_labels(),
         )
 
-    watch = ConfigWatch(
-        path=directory / CONFIG,
-        load=lambda: CaDirectory.open(directory).config,
-        build=authority_for,
-        config=ca_dir.config,
-        digest=digest,
-        log=lambda line: click.echo(f"mtlskit ca serve: {line}", err=True),
+    watch = _config_watch(
+        ca_dir,
+        digest,
+        authority_for,
+        lambda line: click.echo(f"mtlskit ca serve: {line}", err=True),
     )
     server = CaServer(
         authority_for(ca_dir.config),
@@ -1423,17 +1511,9 @@ def serve_command(  # noqa: PLR0917
         jwks=JwksCache(base=ca_dir.path),
     )
     server.reload_on(signal.SIGHUP)  # before saying it serves: a SIGHUP after that reloads
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"serving CA {ca_dir.config.name!r} on https://{shown}:{port}")
+    click.echo(f"serving CA {ca_dir.config.name!r} on {https.url}")
     click.echo(f"root SHA-256: {Fingerprint.of(issuer.chain[-1])}", nl=True)
-    import sys
-
-    sys.stdout.flush()
-    try:
-        uvicorn_server(server.app, context, trusted_proxies=trusted_proxies).run(sockets=[sock])
-    finally:
-        server.close()
-        sock.close()
+    https.run(server.app, close=server.close, trusted_proxies=trusted_proxies)
 
 
 def _console_anchors(ca_dir: CaDirectory, issuer: Issuer) -> str:
@@ -1451,25 +1531,11 @@ def _console_anchors(ca_dir: CaDirectory, issuer: Issuer) -> str:
 
 @command.command("console")
 @_dir_argument
-@click.option("--listen", default="127.0.0.1:8445", show_default=True, help="HOST:PORT (0: any).")
-@click.option(
-    "--hostname",
-    "hostnames",
-    multiple=True,
-    help="Name or address in the server certificate (default: the listen host and localhost).",
-)
+@_listen_options("127.0.0.1:8445")
 @click.option("--db", help=f"Store URL instead of ca.toml's (or ${DB_URL_ENV}).")
-@click.option(
-    "--cert",
-    "cert_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Serve this certificate chain (PEM) instead of one this CA issues at start.",
-)
-@click.option(
-    "--key",
-    "key_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The private key of --cert (0600).",
+@_cert_and_key_options(
+    cert="Serve this certificate chain (PEM) instead of one this CA issues at start.",
+    key="The private key of --cert (0600).",
 )
 @_passphrase_option
 def console_command(  # noqa: PLR0917
@@ -1499,16 +1565,11 @@ def console_command(  # noqa: PLR0917
       MTLSKIT_CA_PASSPHRASE=... mtlskit ca console ca/ --listen 127.0.0.1:8445
     """
     import signal
-    import sys
 
-    from mtlskit.caserver import ConfigWatch, bind, reload_on, server_context, uvicorn_server
+    from mtlskit.caserver import reload_on
     from mtlskit.console import Console
-    from mtlskit.issue import CaConfig
 
-    # As ca serve: a SIGHUP before reload_on is in place must not kill the console, and
-    # the per-request check against this digest picks up an edit made meanwhile.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    digest = ConfigWatch.digest_of(directory / CONFIG)
+    digest = _hold_sighup(directory)
     if ":" not in listen:
         raise InputError("expected HOST:PORT", source="--listen")
     if (cert_path is None) != (key_path is None):
@@ -1527,15 +1588,11 @@ def console_command(  # noqa: PLR0917
     if ca_dir.config.intermediate:
         root = _issuer(ca_dir, passphrase_file, stem="root")
     anchors = _console_anchors(ca_dir, issuer)
-    try:
-        sock = bind(listen)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot listen: {exc}", source="--listen") from None
-    host, port = sock.getsockname()[:2]
     now = _now()
-    context, server_cert = server_context(
+    https = _https(
+        listen,
+        hostnames,
         issuer,
-        hosts=hostnames or tuple(dict.fromkeys((host, "localhost"))),
         now=now,
         required_clients=anchors,
         cert_files=(cert_path, key_path) if cert_path and key_path else None,
@@ -1544,8 +1601,7 @@ def console_command(  # noqa: PLR0917
     store.record_event(
         "console",
         {
-            "listen": f"{host}:{port}",
-            "server_certificate": str(Fingerprint.of(server_cert)),
+            **https.audit(),
             "approvers": list(settings.approvers),
             "viewers": list(settings.viewers),
         },
@@ -1565,14 +1621,7 @@ def console_command(  # noqa: PLR0917
             config = config.model_copy(update={"console": kept})
         return CaDirectory(path=ca_dir.path, config=config)
 
-    watch = ConfigWatch(
-        path=directory / CONFIG,
-        load=lambda: CaDirectory.open(directory).config,
-        build=console_dir,
-        config=ca_dir.config,
-        digest=digest,
-        log=log,
-    )
+    watch = _config_watch(ca_dir, digest, console_dir, log)
     console = Console(
         ca_dir=ca_dir,
         issuer=issuer,
@@ -1584,16 +1633,10 @@ def console_command(  # noqa: PLR0917
         watch=watch,
     )
     reload_on(signal.SIGHUP, console.reload)  # before saying it listens
-    shown = f"[{host}]" if ":" in host else host
     click.echo(
-        f"console listening on https://{shown}:{port} (fingerprint {Fingerprint.of(server_cert)})"
+        f"console listening on {https.url} (fingerprint {Fingerprint.of(https.certificate)})"
     )
-    sys.stdout.flush()
-    try:
-        uvicorn_server(console.app, context).run(sockets=[sock])
-    finally:
-        console.close()
-        sock.close()
+    https.run(console.app, close=console.close)
 
 
 @command.command("migrate")

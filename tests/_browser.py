@@ -1,4 +1,5 @@
-"""Headless Debian Chromium driven by Playwright, and a real `mtlskit ca console` to point it at.
+"""Headless Debian Chromium driven by Playwright (the console it is pointed at:
+``ca_server.start_console``).
 
 Nothing is downloaded: Playwright (PyPI) launches ``/usr/bin/chromium`` by
 ``executable_path``. Each user is a browser context presenting that user's client
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,58 +96,3 @@ def chromium(trust: Path, origin: str) -> Iterator[Chromium]:
             browser.close()
     finally:
         manager.__exit__(None, None, None)
-
-
-@dataclass
-class RunningConsole:
-    """A `mtlskit ca console` subprocess on an ephemeral port of 127.0.0.1."""
-
-    directory: Path
-    process: subprocess.Popen[str]
-    url: str
-    fingerprint: str
-
-    @property
-    def log(self) -> str:
-        return (self.directory.parent / f"{self.directory.name}.console.log").read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-def start_console(directory: Path, *extra: str) -> RunningConsole:
-    """``mtlskit ca console DIR --listen 127.0.0.1:0`` with the passphrase file beside DIR
-    (as ``ca_server.init_ca`` writes it), once it prints its ``console listening on`` line."""
-    passphrase = directory.parent / f"{directory.name}.pass"
-    log = (directory.parent / f"{directory.name}.console.log").open("a")
-    command = [sys.executable, "-m", "mtlskit", "ca", "console", str(directory)]
-    process = subprocess.Popen(
-        [*command, "--listen", "127.0.0.1:0", "--passphrase-file", str(passphrase), *extra],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()  # the child holds its own descriptor
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    if not first.startswith("console listening on https://"):
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"ca console did not start: {first}{Path(log.name).read_text()}")
-    # console listening on https://HOST:PORT (fingerprint sha256:...)
-    words = first.split()
-    return RunningConsole(
-        directory=directory,
-        process=process,
-        url=words[3],
-        fingerprint=words[-1].rstrip(")"),
-    )

@@ -1,4 +1,5 @@
-"""A real `mtlskit ca serve` on 127.0.0.1 for tests: a CA directory, a subprocess, tokens.
+"""A real `mtlskit ca serve` (and `ca console`) on 127.0.0.1 for tests: a CA directory,
+a subprocess, tokens.
 
 The server is the installed command run as `python -m mtlskit`, on an ephemeral port it
 prints; ``stop`` terminates it (and kills it if it lingers), so nothing is left behind.
@@ -13,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from _servers import stop
 from mtlskit.cli import main
 from mtlskit.issue import new_token, parse_identity
 from mtlskit.store import SqlStore, database_url
@@ -35,12 +37,48 @@ def init_ca(directory: Path, *extra: str, approval: str = "") -> Path:
 
 
 @dataclass
-class RunningCa:
+class RunningServer:
+    """A `mtlskit ca serve` or `ca console` subprocess on an ephemeral port of 127.0.0.1."""
+
     directory: Path
     process: subprocess.Popen[str]
     url: str
     fingerprint: str
 
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def _start(
+    directory: Path, command: str, extra: tuple[str, ...], *, ready: str, lines: int
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """`mtlskit ca COMMAND DIR --listen 127.0.0.1:0 EXTRA` with the passphrase file beside
+    DIR (as ``init_ca`` writes it), stderr appended to DIR.COMMAND.log: the process and its
+    first ``lines`` stdout lines, once printed; RuntimeError with the log if the first
+    does not start with ``ready``."""
+    passphrase = directory.parent / f"{directory.name}.pass"
+    log = (directory.parent / f"{directory.name}.{command}.log").open("a")
+    argv = [sys.executable, "-m", "mtlskit", "ca", command, str(directory)]
+    process = subprocess.Popen(
+        [*argv, "--listen", "127.0.0.1:0", "--passphrase-file", str(passphrase), *extra],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()  # the child holds its own descriptor
+    assert process.stdout is not None
+    printed = [process.stdout.readline() for _ in range(lines)]
+    if not printed[0].startswith(ready):
+        process.kill()
+        process.wait()
+        errors = Path(log.name).read_text()
+        raise RuntimeError(f"ca {command} did not start: {''.join(printed)}{errors}")
+    return process, printed
+
+
+@dataclass
+class RunningCa(RunningServer):
     @property
     def errors(self) -> str:
         return (self.directory.parent / f"{self.directory.name}.serve.log").read_text()
@@ -65,42 +103,33 @@ class RunningCa:
             store.close()
         return token
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
 
 def serve(directory: Path, *extra: str) -> RunningCa:
-    passphrase = directory.parent / f"{directory.name}.pass"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = (directory.parent / f"{directory.name}.serve.log").open("a")
-    command = [sys.executable, "-m", "mtlskit", "ca", "serve", str(directory)]
-    process = subprocess.Popen(
-        [*command, "--listen", "127.0.0.1:0", "--passphrase-file", str(passphrase), *extra],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env=env,
-    )
-    log.close()  # the child holds its own descriptor
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    second = process.stdout.readline()
-    if not first.startswith("serving CA"):
-        process.kill()
-        process.wait()
-        errors = Path(log.name).read_text()
-        raise RuntimeError(f"ca serve did not start: {first}{second}{errors}")
+    process, (first, second) = _start(directory, "serve", extra, ready="serving CA", lines=2)
     return RunningCa(
         directory=directory,
         process=process,
         url=first.split()[-1],
         fingerprint=second.split()[-1],
+    )
+
+
+@dataclass
+class RunningConsole(RunningServer):
+    @property
+    def log(self) -> str:
+        return (self.directory.parent / f"{self.directory.name}.console.log").read_text()
+
+
+def start_console(directory: Path, *extra: str) -> RunningConsole:
+    """``mtlskit ca console DIR``, once it prints its ``console listening on`` line."""
+    ready = "console listening on https://"
+    process, (first,) = _start(directory, "console", extra, ready=ready, lines=1)
+    # console listening on https://HOST:PORT (fingerprint sha256:...)
+    words = first.split()
+    return RunningConsole(
+        directory=directory,
+        process=process,
+        url=words[3],
+        fingerprint=words[-1].rstrip(")"),
     )

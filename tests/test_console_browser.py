@@ -29,9 +29,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from _browser import Chromium, RunningConsole, chromium, require_browser, start_console
+from _browser import Chromium, chromium, require_browser
 from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
-from ca_server import RunningCa, init_ca, serve
+from ca_server import RunningCa, RunningConsole, init_ca, serve, start_console
 from conftest import write
 from mtlskit.certs import generate_private_key, private_key_pem
 from mtlskit.cli import main

@@ -560,7 +560,7 @@ def test_console_health_shows_the_token_going_away_and_coming_back(tmp_path, mon
     revocation is refused before it is recorded (else the store would list it and the
     CRL not, and a retry would say "already revoked"); after the rename back the token
     signs again and the revocation goes through, with no restart."""
-    from _browser import start_console
+    from ca_server import start_console
 
     token = _token(tmp_path)
     ca_dir = tmp_path / "ca"

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from ca_server import RunningCa, init_ca, serve
+from ca_server import RunningCa, RunningConsole, init_ca, serve, start_console
 from conftest import write
 from mtlskit.certs import load_certificates, private_key_pem
 from mtlskit.cli import main
@@ -63,9 +63,12 @@ class Person:
 @dataclass
 class Running:
     ca: RunningCa
-    process: subprocess.Popen[str]
-    url: str
+    console: RunningConsole
     people: dict[str, Person]
+
+    @property
+    def url(self) -> str:
+        return self.console.url
 
     def client(self, who: str) -> httpx.Client:
         context = ssl.create_default_context(cafile=self.ca.root)
@@ -118,50 +121,6 @@ def _person(directory: Path, out: Path, identity: str, *, register: bool = False
     return Person(chain=out / "chain.pem", key=out / "key.pem")
 
 
-def start_console(directory: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    passphrase = directory.parent / f"{directory.name}.pass"
-    log = (directory.parent / f"{directory.name}.console.log").open("a")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtlskit",
-            "ca",
-            "console",
-            str(directory),
-            "--listen",
-            "127.0.0.1:0",
-            "--passphrase-file",
-            str(passphrase),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    if not first.startswith("console listening on https://"):
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"ca console did not start: {first}{Path(log.name).read_text()}")
-    return process, first.split()[3]
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-    if process.stdout is not None:
-        process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def console(tmp_path_factory) -> Iterator[Running]:
     base = tmp_path_factory.mktemp("console")
@@ -180,14 +139,14 @@ def console(tmp_path_factory) -> Iterator[Running]:
     people["outsider"] = Person(chain=write(base / "outsider.pem", outsider.chain_pem), key=key)
     ca = serve(directory, "--max-token-failures", "1000")
     try:
-        process, url = start_console(directory)
+        running = start_console(directory)
     except BaseException:
         ca.stop()
         raise
     try:
-        yield Running(ca=ca, process=process, url=url, people=people)
+        yield Running(ca=ca, console=running, people=people)
     finally:
-        _stop(process)
+        running.stop()
         ca.stop()
 
 
@@ -736,23 +695,23 @@ def test_a_server_certificate_of_ones_own_is_served(console, tmp_path):
         "--passphrase-file",
         directory.parent / "ca.pass",
     )
-    process, url = start_console(
+    started = start_console(
         directory, "--cert", str(out / "chain.pem"), "--key", str(out / "key.pem")
     )
     try:
-        served = Running(ca=console.ca, process=process, url=url, people=console.people)
+        served = Running(ca=console.ca, console=started, people=console.people)
         assert served.get("alice", "/requests").status_code == 200
         context = ssl.create_default_context(cafile=console.ca.root)
         alice = console.people["alice"]
         context.load_cert_chain(alice.chain, alice.key)
-        host, port = url.removeprefix("https://").rsplit(":", 1)
+        host, port = started.url.removeprefix("https://").rsplit(":", 1)
         with (
             socket.create_connection((host, int(port)), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname=host) as tls,
         ):
             presented = tls.getpeercert(binary_form=True)
     finally:
-        _stop(process)
+        started.stop()
     given = load_certificates((out / "cert.pem").read_bytes())[0]
     assert presented == given.public_bytes(Encoding.DER)
 
@@ -840,10 +799,6 @@ def test_the_same_person_with_another_key_counts_once(console, tmp_path):
     assert _approvers(console, request_id) == (ALICE,)
 
 
-def _console_log(directory: Path) -> str:
-    return (directory.parent / f"{directory.name}.console.log").read_text()
-
-
 def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
     """ca.toml's [console] edited under a running console (alice moved to the viewers),
     then SIGHUP: alice's next POST, with the form token she already holds, is 403, and the
@@ -857,9 +812,10 @@ def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
     bob = _person(directory, tmp_path / "bob", BOB)
     victims = [_person(directory, tmp_path / f"v{n}", f"spiffe://acme.com/v{n}") for n in (1, 2)]
     serials = [f"{load_certificates(v.chain.read_bytes())[0].serial_number:x}" for v in victims]
-    process, url = start_console(directory)
+    started = start_console(directory)
+    process = started.process
     ca = RunningCa(directory=directory, process=process, url="", fingerprint="")
-    running = Running(ca=ca, process=process, url=url, people={"alice": alice, "bob": bob})
+    running = Running(ca=ca, console=started, people={"alice": alice, "bob": bob})
     try:
         token = running.csrf("alice", f"/certificates/{serials[0]}")
         config = directory / "ca.toml"
@@ -870,9 +826,9 @@ def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
         )
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
-        while "ca.toml reloaded (SIGHUP)" not in _console_log(directory):
-            assert process.poll() is None, _console_log(directory)
-            assert time.monotonic() < deadline, _console_log(directory)
+        while "ca.toml reloaded (SIGHUP)" not in started.log:
+            assert process.poll() is None, started.log
+            assert time.monotonic() < deadline, started.log
             time.sleep(0.05)
         form = {"csrf": token, "reason": "keyCompromise", "confirm": "yes"}
         refused = running.post("alice", f"/certificates/{serials[0]}/revoke", form)
@@ -895,6 +851,6 @@ def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
         assert '<span id="user-role">approver</span>' in back.text
         assert process.poll() is None
     finally:
-        _stop(process)
-    log = _console_log(directory)
+        started.stop()
+    log = started.log
     assert "ca.toml not reloaded (before a request)" in log, log

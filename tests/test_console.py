@@ -11,9 +11,7 @@ from another CA. The browser scenarios are tests/test_console_browser.py's.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -25,20 +23,28 @@ import httpx
 import pytest
 from cryptography import x509
 
-from ca_server import RunningCa, RunningConsole, init_ca, serve, start_console
-from conftest import write
-from mtlskit.certs import load_certificates, private_key_pem
-from mtlskit.cli import main
+from _console_support import (
+    ALICE,
+    BOB,
+    MALLORY,
+    VICTOR,
+    Person,
+    approved_by,
+    ca_and_console,
+    cli_ok,
+    issue_people,
+    issue_person,
+    pending_request,
+    sql,
+)
+from ca_server import RunningCa, RunningConsole, init_ca, start_console
+from mtlskit.certs import load_certificates
 from mtlskit.client import enroll
 from mtlskit.testca import LeafSpec, TestCA
 from pg_cluster import postgres_cluster  # noqa: F401 - the session fixture
 
-ALICE = "spiffe://acme.com/people/alice"
-BOB = "spiffe://acme.com/people/bob"
 CAROL = "spiffe://acme.com/people/carol"
 DAVE = "spiffe://acme.com/people/dave"
-VICTOR = "spiffe://acme.com/people/victor"
-MALLORY = "spiffe://acme.com/people/mallory"
 CA_TOML_TAIL = f"""
 [[approval]]
 ids = ["spiffe://acme.com/prod/**", "{CAROL}"]
@@ -52,12 +58,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Person:
-    chain: Path
-    key: Path
 
 
 @dataclass
@@ -91,71 +91,21 @@ class Running:
         return found.group(1)
 
     def sql(self, statement: str, *args: object) -> None:
-        """Write to ca.db behind the CA's back."""
-        connection = sqlite3.connect(self.ca.directory / "ca.db")
-        try:
-            connection.execute(statement, args)
-            connection.commit()
-        finally:
-            connection.close()
-
-
-def _cli(*args: object) -> None:
-    assert main([os.fspath(a) if isinstance(a, Path) else str(a) for a in args]) == 0
-
-
-def _person(directory: Path, out: Path, identity: str, *, register: bool = False) -> Person:
-    passphrase = directory.parent / f"{directory.name}.pass"
-    _cli("ca", "issue", directory, "--id", identity, "--out", out, "--passphrase-file", passphrase)
-    if register:
-        _cli(
-            "ca",
-            "approvers",
-            "add",
-            directory,
-            "--cert",
-            out / "cert.pem",
-            "--passphrase-file",
-            passphrase,
-        )
-    return Person(chain=out / "chain.pem", key=out / "key.pem")
+        sql(self.ca.directory, statement, *args)
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory) -> Iterator[Running]:
     base = tmp_path_factory.mktemp("console")
     directory = init_ca(base / "ca", approval=CA_TOML_TAIL)
-    people = {
-        "alice": _person(directory, base / "alice", ALICE, register=True),
-        "bob": _person(directory, base / "bob", BOB, register=True),
-        "carol": _person(directory, base / "carol", CAROL, register=True),
-        "dave": _person(directory, base / "dave", DAVE),
-        "victor": _person(directory, base / "victor", VICTOR),
-        "mallory": _person(directory, base / "mallory", MALLORY),
-    }
-    outsider = TestCA(name="elsewhere").issue(LeafSpec(uris=(ALICE,)))
-    key = write(base / "outsider.key", private_key_pem(outsider.key))
-    key.chmod(0o600)
-    people["outsider"] = Person(chain=write(base / "outsider.pem", outsider.chain_pem), key=key)
-    ca = serve(directory, "--max-token-failures", "1000")
-    try:
-        running = start_console(directory)
-    except BaseException:
-        ca.stop()
-        raise
-    try:
-        yield Running(ca=ca, console=running, people=people)
-    finally:
-        running.stop()
-        ca.stop()
-
-
-def _pending(console: Running, identity: str, out: Path) -> str:
-    pending = enroll(
-        console.ca.url, console.ca.token(identity), out, ca_fingerprint=console.ca.fingerprint
+    people = issue_people(
+        directory,
+        base,
+        approvers={"alice": ALICE, "bob": BOB, "carol": CAROL},
+        others={"dave": DAVE, "victor": VICTOR, "mallory": MALLORY},
     )
-    assert pending.status == "pending"
-    return pending.request_id
+    with ca_and_console(directory) as (ca, running):
+        yield Running(ca=ca, console=running, people=people)
 
 
 def _approve(console: Running, who: str, request_id: str) -> httpx.Response:
@@ -175,16 +125,6 @@ def _error_code(response: httpx.Response) -> str:
     found = re.search(r'<code id="error-code">([a-z_]+)</code>', response.text)
     assert found, response.text
     return found.group(1)
-
-
-def _approvers(console: Running, request_id: str) -> tuple[str, ...]:
-    store = console.ca.store()
-    try:
-        request = store.get_request(request_id)
-    finally:
-        store.close()
-    assert request is not None
-    return request.approved_by
 
 
 def test_two_approvers_approve_and_the_waiting_enroll_gets_its_certificate(console, tmp_path):
@@ -223,10 +163,10 @@ def test_two_approvers_approve_and_the_waiting_enroll_gets_its_certificate(conso
         shown = console.get("alice", first.headers["location"])
         assert '<p id="flash" role="status">Approval recorded.</p>' in shown.text
         assert ALICE in shown.text.split('id="approvals"')[1]
-        assert _approvers(console, request_id) == (ALICE,)
+        assert approved_by(console.ca, request_id) == (ALICE,)
         again = _approve(console, "alice", request_id)  # the same person twice: once
         assert again.headers["location"].endswith("?done=repeat")
-        assert _approvers(console, request_id) == (ALICE,)
+        assert approved_by(console.ca, request_id) == (ALICE,)
         assert waiting.poll() is None
         assert _approve(console, "bob", request_id).status_code == 303
         _, err_text = waiting.communicate(timeout=60)
@@ -287,7 +227,7 @@ def test_the_request_page_shows_the_planned_certificate_and_what_is_dropped(cons
 
 
 def test_a_viewer_cannot_approve_deny_or_revoke(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/viewer", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/viewer", tmp_path / "x")
     own = console.csrf("alice", f"/requests/{request_id}")  # even with a valid-looking token
     for path, data in (
         (f"/requests/{request_id}/approve", {"csrf": own, "csr_sha256": "0" * 64}),
@@ -297,13 +237,13 @@ def test_a_viewer_cannot_approve_deny_or_revoke(console, tmp_path):
         refused = console.post("victor", path, data)
         assert refused.status_code == 403
         assert _error_code(refused) == "not_approver"
-    assert _approvers(console, request_id) == ()
+    assert approved_by(console.ca, request_id) == ()
     assert console.get("victor", "/requests").status_code == 200
     assert '<span id="user-role">viewer</span>' in console.get("victor", "/requests").text
 
 
 def test_an_unknown_identity_gets_a_403_page_without_data(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/unknown", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/unknown", tmp_path / "x")
     for path in ("/requests", f"/requests/{request_id}", "/certificates", "/audit", "/health"):
         refused = console.get("mallory", path)
         assert refused.status_code == 403
@@ -335,11 +275,11 @@ def _handshake(console: Running, person: Person | None) -> bytes | str:
 def test_a_revoked_certificate_gets_no_page(console, tmp_path):
     """The handshake reads no CRL: the console checks the CA's records on every request."""
     directory = console.ca.directory
-    old = _person(directory, tmp_path / "old", VICTOR)
+    old = issue_person(directory, tmp_path / "old", VICTOR)
     serial = f"{load_certificates(old.chain.read_bytes())[0].serial_number:x}"
     console.people["victor-old"] = old
     assert console.get("victor-old", "/requests").status_code == 200
-    _cli("ca", "revoke", directory, serial)
+    cli_ok("ca", "revoke", directory, serial)
     refused = console.get("victor-old", "/requests")
     assert refused.status_code == 403 and _error_code(refused) == "cert_revoked"
     assert "<nav" not in refused.text
@@ -401,7 +341,7 @@ def test_ca_serve_sends_unknown_ca_to_a_foreign_client_certificate(console, tls)
 
 
 def test_a_stale_csr_hash_is_refused(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/stale", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/stale", tmp_path / "x")
     token = console.csrf("alice", f"/requests/{request_id}")
     refused = console.post(
         "alice", f"/requests/{request_id}/approve", {"csrf": token, "csr_sha256": "ab" * 32}
@@ -419,11 +359,11 @@ def test_a_stale_csr_hash_is_refused(console, tmp_path):
         "alice", f"/requests/{request_id}/approve", {"csrf": token, "csr_sha256": shown.group(1)}
     )
     assert _error_code(refused) == "approval_stale"
-    assert _approvers(console, request_id) == ()
+    assert approved_by(console.ca, request_id) == ()
 
 
 def test_a_post_without_the_right_csrf_token_is_refused(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/csrf", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/csrf", tmp_path / "x")
     page = console.get("alice", f"/requests/{request_id}").text
     digest = re.search(r'<code id="csr-sha256">([0-9a-f]{64})</code>', page)
     assert digest
@@ -434,22 +374,22 @@ def test_a_post_without_the_right_csrf_token_is_refused(console, tmp_path):
         assert _error_code(refused) == "csrf_invalid"
     refused = console.post("alice", f"/requests/{request_id}/deny", {"reason": "x"})
     assert _error_code(refused) == "csrf_invalid"
-    assert _approvers(console, request_id) == ()
+    assert approved_by(console.ca, request_id) == ()
 
 
 def test_the_requester_and_an_unregistered_key_cannot_approve(console, tmp_path):
-    request_id = _pending(console, CAROL, tmp_path / "x")
+    request_id = pending_request(console.ca, CAROL, tmp_path / "x")
     own = _approve(console, "carol", request_id)
     assert own.status_code == 403
     assert _error_code(own) == "approver_is_requester"
     unregistered = _approve(console, "dave", request_id)  # in [console], not `approvers add`
     assert _error_code(unregistered) == "approver_unregistered"
-    assert _approvers(console, request_id) == ()
+    assert approved_by(console.ca, request_id) == ()
 
 
 def test_deny_with_a_reason_is_audited_with_the_approver(console, tmp_path):
     out = tmp_path / "x"
-    request_id = _pending(console, "spiffe://acme.com/prod/deny", out)
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/deny", out)
     token = console.csrf("bob", f"/requests/{request_id}")
     denied = console.post(
         "bob", f"/requests/{request_id}/deny", {"csrf": token, "reason": "not ours"}
@@ -470,7 +410,7 @@ def test_deny_with_a_reason_is_audited_with_the_approver(console, tmp_path):
 
 
 def test_revoke_asks_to_confirm_then_the_crl_lists_the_serial(console, tmp_path):
-    victim = _person(console.ca.directory, tmp_path / "victim", "spiffe://acme.com/revoke/me")
+    victim = issue_person(console.ca.directory, tmp_path / "victim", "spiffe://acme.com/revoke/me")
     serial = f"{load_certificates(victim.chain.read_bytes())[0].serial_number:x}"
     page = console.get("alice", f"/certificates/{serial}")
     assert "Download chain PEM" in page.text and 'id="inspect"' in page.text
@@ -502,7 +442,7 @@ def test_revoke_asks_to_confirm_then_the_crl_lists_the_serial(console, tmp_path)
     assert '<dd id="crl-written">' in health and 'id="store-status">ok (sqlite' in health
     assert '<dd id="key-status">file: loaded</dd>' in health
     out = tmp_path / "crl.pem"
-    _cli(
+    cli_ok(
         "ca",
         "crl",
         console.ca.directory,
@@ -526,7 +466,7 @@ def test_revoke_asks_to_confirm_then_the_crl_lists_the_serial(console, tmp_path)
 def test_certificates_are_searched_and_paged_in_the_database(console, tmp_path):
     directory = console.ca.directory
     for number in range(53):
-        _cli(
+        cli_ok(
             "ca",
             "issue",
             directory,
@@ -605,7 +545,7 @@ def test_a_forged_console_approval_row_counts_for_nothing(console, tmp_path):
     from mtlskit.issue._approvers import _COUNTERSIGNED
 
     out = tmp_path / "x"
-    request_id = _pending(console, "spiffe://acme.com/prod/forged", out)
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/forged", out)
     assert _approve(console, "alice", request_id).status_code == 303
     store = console.ca.store()
     try:
@@ -681,7 +621,7 @@ def test_a_server_certificate_of_ones_own_is_served(console, tmp_path):
 
     directory = console.ca.directory
     out = tmp_path / "server"
-    _cli(
+    cli_ok(
         "ca",
         "issue",
         directory,
@@ -772,10 +712,10 @@ def test_a_console_approval_and_a_signed_one_issue_together(console, tmp_path):
     """One approval countersigned by the CA (console), one signed by the approver's own key
     (`ca requests approve`): `ca serve` counts both kinds."""
     out = tmp_path / "x"
-    request_id = _pending(console, "spiffe://acme.com/prod/mixed", out)
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/mixed", out)
     assert _approve(console, "alice", request_id).status_code == 303
     bob = console.people["bob"]
-    _cli(
+    cli_ok(
         "ca",
         "requests",
         "approve",
@@ -791,12 +731,12 @@ def test_a_console_approval_and_a_signed_one_issue_together(console, tmp_path):
 
 def test_the_same_person_with_another_key_counts_once(console, tmp_path):
     directory = console.ca.directory
-    request_id = _pending(console, "spiffe://acme.com/prod/twokeys", tmp_path / "x")
-    console.people["alice-2"] = _person(directory, tmp_path / "alice2", ALICE, register=True)
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/twokeys", tmp_path / "x")
+    console.people["alice-2"] = issue_person(directory, tmp_path / "alice2", ALICE, register=True)
     assert _approve(console, "alice", request_id).status_code == 303
     twice = _approve(console, "alice-2", request_id)
     assert twice.status_code == 403 and _error_code(twice) == "approver_already_counted"
-    assert _approvers(console, request_id) == (ALICE,)
+    assert approved_by(console.ca, request_id) == (ALICE,)
 
 
 def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
@@ -808,9 +748,11 @@ def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
 
     tail = f'\n[console]\napprovers = ["{ALICE}", "{BOB}"]\nviewers = ["{VICTOR}"]\n'
     directory = init_ca(tmp_path / "ca", approval=tail)
-    alice = _person(directory, tmp_path / "alice", ALICE)
-    bob = _person(directory, tmp_path / "bob", BOB)
-    victims = [_person(directory, tmp_path / f"v{n}", f"spiffe://acme.com/v{n}") for n in (1, 2)]
+    alice = issue_person(directory, tmp_path / "alice", ALICE)
+    bob = issue_person(directory, tmp_path / "bob", BOB)
+    victims = [
+        issue_person(directory, tmp_path / f"v{n}", f"spiffe://acme.com/v{n}") for n in (1, 2)
+    ]
     serials = [f"{load_certificates(v.chain.read_bytes())[0].serial_number:x}" for v in victims]
     started = start_console(directory)
     process = started.process

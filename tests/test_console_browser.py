@@ -30,19 +30,26 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from _browser import Chromium, chromium, require_browser
+from _console_support import (
+    ALICE,
+    BOB,
+    MALLORY,
+    VICTOR,
+    Person,
+    approved_by,
+    ca_and_console,
+    cli_ok,
+    issue_people,
+    issue_person,
+    pending_request,
+    sql,
+)
 from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
-from ca_server import RunningCa, RunningConsole, init_ca, serve, start_console
-from conftest import write
-from mtlskit.certs import generate_private_key, private_key_pem
-from mtlskit.cli import main
+from ca_server import RunningCa, RunningConsole, init_ca
+from mtlskit.certs import generate_private_key
 from mtlskit.client import CaRefused, enroll
 from mtlskit.issue import csr_hash
-from mtlskit.testca import LeafSpec, TestCA
 
-ALICE = "spiffe://acme.com/people/alice"
-BOB = "spiffe://acme.com/people/bob"
-VICTOR = "spiffe://acme.com/people/victor"
-MALLORY = "spiffe://acme.com/people/mallory"
 CA_TOML_TAIL = f"""
 [[approval]]
 ids = ["spiffe://acme.com/prod/**"]
@@ -53,13 +60,6 @@ approvers = ["{ALICE}", "{BOB}"]
 viewers = ["{VICTOR}"]
 """
 GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Person:
-    identity: str
-    chain: Path  # leaf + intermediate, as presented
-    key: Path
 
 
 @dataclass
@@ -84,26 +84,7 @@ class Console:
         return page, response
 
     def sql(self, statement: str, *args: object) -> None:
-        """Write to ca.db behind the CA's back, as someone with the file would."""
-        connection = sqlite3.connect(self.ca.directory / "ca.db")
-        try:
-            connection.execute(statement, args)
-            connection.commit()
-        finally:
-            connection.close()
-
-
-def _cli(*args: object) -> None:
-    assert main([os.fspath(a) if isinstance(a, Path) else str(a) for a in args]) == 0
-
-
-def _person(directory: Path, out: Path, identity: str, *, register: bool = False) -> Person:
-    passphrase = directory.parent / f"{directory.name}.pass"
-    _cli("ca", "issue", directory, "--id", identity, "--out", out, "--passphrase-file", passphrase)
-    if register:
-        _cli("ca", "approvers", "add", directory, "--cert", out / "cert.pem",
-             "--passphrase-file", passphrase)  # fmt: skip
-    return Person(identity=identity, chain=out / "chain.pem", key=out / "key.pem")
+        sql(self.ca.directory, statement, *args)
 
 
 @pytest.fixture(scope="module")
@@ -111,44 +92,17 @@ def console(tmp_path_factory) -> Iterator[Console]:
     require_browser()
     base = tmp_path_factory.mktemp("console")
     directory = init_ca(base / "ca", approval=CA_TOML_TAIL)
-    people = {
-        "alice": _person(directory, base / "alice", ALICE, register=True),
-        "bob": _person(directory, base / "bob", BOB, register=True),
-        "victor": _person(directory, base / "victor", VICTOR),
-        "mallory": _person(directory, base / "mallory", MALLORY),
-    }
-    outsider = TestCA(name="elsewhere").issue(LeafSpec(uris=(ALICE,)))
-    people["outsider"] = Person(
-        identity=ALICE,
-        chain=write(base / "outsider.pem", outsider.chain_pem),
-        key=write(base / "outsider.key", private_key_pem(outsider.key)),
+    people = issue_people(
+        directory,
+        base,
+        approvers={"alice": ALICE, "bob": BOB},
+        others={"victor": VICTOR, "mallory": MALLORY},
     )
-    ca = serve(directory, "--max-token-failures", "1000")
-    running = start_console(directory)
-    try:
-        with chromium(directory / "root.pem", running.url) as browser:
-            yield Console(ca=ca, console=running, browser=browser, people=people)
-    finally:
-        running.stop()
-        ca.stop()
-
-
-def _pending(console: Console, identity: str, out: Path) -> str:
-    pending = enroll(
-        console.ca.url, console.ca.token(identity), out, ca_fingerprint=console.ca.fingerprint
-    )
-    assert pending.status == "pending"
-    return pending.request_id
-
-
-def _approvals(console: Console, request_id: str) -> tuple[str, ...]:
-    store = console.ca.store()
-    try:
-        request = store.get_request(request_id)
-    finally:
-        store.close()
-    assert request is not None
-    return request.approved_by
+    with (
+        ca_and_console(directory) as (ca, running),
+        chromium(directory / "root.pem", running.url) as browser,
+    ):
+        yield Console(ca=ca, console=running, browser=browser, people=people)
 
 
 def _approve_in_browser(console: Console, who: str, request_id: str) -> int:
@@ -191,10 +145,10 @@ def test_two_approvers_approve_in_the_browser_and_the_waiting_enroll_gets_its_ce
         assert line.startswith("waiting for approval of request "), line
         request_id = line.split()[5].rstrip(":")
         assert _approve_in_browser(console, "alice", request_id) == 200
-        assert _approvals(console, request_id) == (ALICE,)
+        assert approved_by(console.ca, request_id) == (ALICE,)
         assert waiting.poll() is None  # one of two: still waiting
         assert _approve_in_browser(console, "bob", request_id) == 200
-        assert _approvals(console, request_id) == (ALICE, BOB)
+        assert approved_by(console.ca, request_id) == (ALICE, BOB)
         out_text, err_text = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:
@@ -218,15 +172,15 @@ def test_two_approvers_approve_in_the_browser_and_the_waiting_enroll_gets_its_ce
 
 
 def test_the_same_approver_twice_counts_once(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/twice", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/twice", tmp_path / "x")
     assert _approve_in_browser(console, "alice", request_id) == 200
     assert _approve_in_browser(console, "alice", request_id) < 500  # told, not counted
-    assert _approvals(console, request_id) == (ALICE,)
+    assert approved_by(console.ca, request_id) == (ALICE,)
 
 
 def test_a_denial_with_a_reason_reaches_the_client_and_the_audit_log(console, tmp_path):
     out = tmp_path / "x"
-    request_id = _pending(console, "spiffe://acme.com/prod/denied", out)
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/denied", out)
     page, _ = console.page("bob", f"/requests/{request_id}")
     page.get_by_label("Reason").fill("no ticket for this service")
     with page.expect_navigation() as navigation:
@@ -265,7 +219,7 @@ def test_the_chain_download_is_the_certificate_and_its_cas_and_nothing_secret(co
 
 
 def test_a_viewer_sees_no_approve_button_and_a_forged_post_is_refused(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/viewed", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/viewed", tmp_path / "x")
     page, response = console.page("victor", f"/requests/{request_id}")
     assert response.status == 200
     assert page.locator("#user-role").inner_text() == "viewer"
@@ -292,13 +246,13 @@ def test_a_viewer_sees_no_approve_button_and_a_forged_post_is_refused(console, t
     )
     assert missing.status == 403
     assert '<code id="error-code">csrf_invalid</code>' in missing.text()
-    assert _approvals(console, request_id) == ()
+    assert approved_by(console.ca, request_id) == ()
     page.context.close()
     alice.context.close()
 
 
 def test_an_unknown_certificate_gets_no_page(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/secret-db", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/secret-db", tmp_path / "x")
     # Another CA's certificate, even with an approver's identity: the handshake fails.
     outsider = console.people["outsider"]
     context = console.browser.user(outsider.chain, outsider.key)
@@ -334,7 +288,7 @@ def test_an_unknown_certificate_gets_no_page(console, tmp_path):
 
 def test_an_approval_of_a_replaced_csr_is_refused_as_stale(console, tmp_path):
     identity = "spiffe://acme.com/prod/stale"
-    request_id = _pending(console, identity, tmp_path / "x")
+    request_id = pending_request(console.ca, identity, tmp_path / "x")
     page, _ = console.page("alice", f"/requests/{request_id}")
     shown = page.locator("#csr-sha256").inner_text().strip()
     key = generate_private_key()
@@ -359,7 +313,7 @@ def test_an_approval_of_a_replaced_csr_is_refused_as_stale(console, tmp_path):
         page.get_by_role("button", name="Approve").click()
     assert navigation.value is not None and navigation.value.status == 409
     assert page.locator("#error-code").inner_text() == "approval_stale"
-    assert _approvals(console, request_id) == ()
+    assert approved_by(console.ca, request_id) == ()
     fresh, _ = console.page("alice", f"/requests/{request_id}")
     assert fresh.locator("#csr-sha256").inner_text().strip() == csr_hash(other) != shown
     page.context.close()
@@ -371,9 +325,9 @@ def test_revoke_in_the_browser_reaches_the_crl_and_the_gateway_after_sighup(
 ):
     directory = console.ca.directory
     passphrase = directory.parent / f"{directory.name}.pass"
-    client = _person(directory, tmp_path / "payments", "spiffe://acme.com/billing/payments")
+    client = issue_person(directory, tmp_path / "payments", "spiffe://acme.com/billing/payments")
     crl = directory / "crl.pem"  # ca.toml [console] crl_file's default: the console writes it
-    _cli("ca", "crl", directory, "--out", crl, "--passphrase-file", passphrase)
+    cli_ok("ca", "crl", directory, "--out", crl, "--passphrase-file", passphrase)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -445,7 +399,7 @@ LABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
 
 
 def test_form_fields_have_labels_and_the_keyboard_reaches_approve(console, tmp_path):
-    request_id = _pending(console, "spiffe://acme.com/prod/keyboard", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/keyboard", tmp_path / "x")
     store = console.ca.store()
     try:
         serial = store.certificates(now=dt.datetime.now(dt.UTC))[0].serial
@@ -471,7 +425,7 @@ def test_form_fields_have_labels_and_the_keyboard_reaches_approve(console, tmp_p
     assert reached[-1] == "BUTTON Approve", reached
     with page.expect_navigation():
         page.keyboard.press("Enter")  # the focused button works from the keyboard too
-    assert ALICE in _approvals(console, request_id)
+    assert ALICE in approved_by(console.ca, request_id)
     page.context.close()
 
 
@@ -488,7 +442,7 @@ PAGES = {
 def test_every_page_renders_with_nav_and_identity_and_is_captured(console, tmp_path):
     """Each page as alice sees it, saved as console-NAME.png: in tmp_path, or in the directory
     MTLSKIT_CONSOLE_SCREENSHOTS names (``docs/img`` regenerates the docs' pictures)."""
-    request_id = _pending(console, "spiffe://acme.com/prod/billing-db", tmp_path / "x")
+    request_id = pending_request(console.ca, "spiffe://acme.com/prod/billing-db", tmp_path / "x")
     store = console.ca.store()
     try:
         serial = store.certificates(now=dt.datetime.now(dt.UTC))[0].serial

@@ -398,13 +398,22 @@ LABELLED = """() => [...document.querySelectorAll('input, select, textarea')]
   .map(e => e.outerHTML)"""
 
 
-def test_form_fields_have_labels_and_the_keyboard_reaches_approve(console, tmp_path):
-    request_id = pending_request(console.ca, "spiffe://acme.com/prod/keyboard", tmp_path / "x")
+def _request_and_certificate(console: Console, identity: str, out: Path) -> tuple[str, int]:
+    """A pending request for ``identity``, and the serial of a certificate in the store:
+    what the request and certificate pages are opened with."""
+    request_id = pending_request(console.ca, identity, out)
     store = console.ca.store()
     try:
         serial = store.certificates(now=dt.datetime.now(dt.UTC))[0].serial
     finally:
         store.close()
+    return request_id, serial
+
+
+def test_form_fields_have_labels_and_the_keyboard_reaches_approve(console, tmp_path):
+    request_id, serial = _request_and_certificate(
+        console, "spiffe://acme.com/prod/keyboard", tmp_path / "x"
+    )
     paths = [f"/requests/{request_id}", f"/certificates/{serial:x}", "/certificates", "/requests"]
     for path in paths:
         page, response = console.page("alice", path)
@@ -442,12 +451,9 @@ PAGES = {
 def test_every_page_renders_with_nav_and_identity_and_is_captured(console, tmp_path):
     """Each page as alice sees it, saved as console-NAME.png: in tmp_path, or in the directory
     MTLSKIT_CONSOLE_SCREENSHOTS names (``docs/img`` regenerates the docs' pictures)."""
-    request_id = pending_request(console.ca, "spiffe://acme.com/prod/billing-db", tmp_path / "x")
-    store = console.ca.store()
-    try:
-        serial = store.certificates(now=dt.datetime.now(dt.UTC))[0].serial
-    finally:
-        store.close()
+    request_id, serial = _request_and_certificate(
+        console, "spiffe://acme.com/prod/billing-db", tmp_path / "x"
+    )
     out = Path(os.environ.get("MTLSKIT_CONSOLE_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     person = console.people["alice"]

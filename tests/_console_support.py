@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,30 @@ def pending_request(ca: RunningCa, identity: str, out: Path) -> str:
     pending = enroll(ca.url, ca.token(identity), out, ca_fingerprint=ca.fingerprint)
     assert pending.status == "pending"
     return pending.request_id
+
+
+@contextlib.contextmanager
+def waiting_enroll(
+    ca: RunningCa, identity: str, out: Path
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``mtlskit enroll URL --wait 120`` for ``identity`` as a subprocess, once it says it
+    waits for approval: the process and its request id. Killed after if still running."""
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "mtlskit", "enroll", ca.url, "--token", ca.token(identity),
+         "--out", str(out), "--ca-fingerprint", ca.fingerprint, "--wait", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()  # "waiting for approval of request ID: 0/2"
+        assert line.startswith("waiting for approval of request "), line
+        yield waiting, line.split()[5].rstrip(":")
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
 
 
 def approved_by(ca: RunningCa, request_id: str) -> tuple[str, ...]:

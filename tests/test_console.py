@@ -14,7 +14,6 @@ import datetime as dt
 import re
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from _console_support import (
     issue_person,
     pending_request,
     sql,
+    waiting_enroll,
 )
 from ca_server import RunningCa, RunningConsole, init_ca, start_console
 from mtlskit.certs import load_certificates
@@ -128,33 +128,8 @@ def _error_code(response: httpx.Response) -> str:
 
 
 def test_two_approvers_approve_and_the_waiting_enroll_gets_its_certificate(console, tmp_path):
-    token = console.ca.token("spiffe://acme.com/prod/db")
     out = tmp_path / "db"
-    waiting = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtlskit",
-            "enroll",
-            console.ca.url,
-            "--token",
-            token,
-            "--out",
-            str(out),
-            "--ca-fingerprint",
-            console.ca.fingerprint,
-            "--wait",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert waiting.stderr is not None
-        line = waiting.stderr.readline()  # "waiting for approval of request ID: 0/2"
-        assert line.startswith("waiting for approval of request "), line
-        request_id = line.split()[5].rstrip(":")
+    with waiting_enroll(console.ca, "spiffe://acme.com/prod/db", out) as (waiting, request_id):
         listed = console.get("alice", "/requests")
         assert f'href="/requests/{request_id}"' in listed.text
         first = _approve(console, "alice", request_id)
@@ -170,10 +145,6 @@ def test_two_approvers_approve_and_the_waiting_enroll_gets_its_certificate(conso
         assert waiting.poll() is None
         assert _approve(console, "bob", request_id).status_code == 303
         _, err_text = waiting.communicate(timeout=60)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
     assert waiting.returncode == 0, err_text
     cert = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

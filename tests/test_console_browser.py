@@ -18,7 +18,6 @@ import os
 import socket
 import sqlite3
 import ssl
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from _console_support import (
     issue_person,
     pending_request,
     sql,
+    waiting_enroll,
 )
 from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
 from ca_server import RunningCa, RunningConsole, init_ca
@@ -130,30 +130,14 @@ def _approve_in_browser(console: Console, who: str, request_id: str) -> int:
 def test_two_approvers_approve_in_the_browser_and_the_waiting_enroll_gets_its_certificate(
     console, tmp_path
 ):
-    token = console.ca.token("spiffe://acme.com/prod/db")
     out = tmp_path / "db"
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "mtlskit", "enroll", console.ca.url, "--token", token,
-         "--out", str(out), "--ca-fingerprint", console.ca.fingerprint, "--wait", "120"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert waiting.stderr is not None
-        line = waiting.stderr.readline()  # "waiting for approval of request ID: 0/2"
-        assert line.startswith("waiting for approval of request "), line
-        request_id = line.split()[5].rstrip(":")
+    with waiting_enroll(console.ca, "spiffe://acme.com/prod/db", out) as (waiting, request_id):
         assert _approve_in_browser(console, "alice", request_id) == 200
         assert approved_by(console.ca, request_id) == (ALICE,)
         assert waiting.poll() is None  # one of two: still waiting
         assert _approve_in_browser(console, "bob", request_id) == 200
         assert approved_by(console.ca, request_id) == (ALICE, BOB)
         out_text, err_text = waiting.communicate(timeout=60)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.communicate()
     assert waiting.returncode == 0, err_text
     assert "enrolled spiffe://acme.com/prod/db" in out_text
     issued = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())

@@ -37,6 +37,29 @@ class Person:
     key: Path
 
 
+@dataclass
+class Servers:
+    """A CA's ``ca serve`` and ``ca console`` and its people (each test module adds how it
+    talks to the console: httpx, or a browser)."""
+
+    ca: RunningCa
+    console: RunningConsole
+    people: dict[str, Person]
+
+    @property
+    def url(self) -> str:
+        return self.console.url
+
+    def sql(self, statement: str, *args: object) -> None:
+        """Write to the CA's ca.db behind its back, as someone with the file would."""
+        connection = sqlite3.connect(self.ca.directory / "ca.db")
+        try:
+            connection.execute(statement, args)
+            connection.commit()
+        finally:
+            connection.close()
+
+
 def cli_ok(*args: object) -> None:
     """``mtlskit ARGS`` in-process; it must exit 0."""
     assert main([os.fspath(a) if isinstance(a, Path) else str(a) for a in args]) == 0
@@ -132,13 +155,3 @@ def approved_by(ca: RunningCa, request_id: str) -> tuple[str, ...]:
         store.close()
     assert request is not None
     return request.approved_by
-
-
-def sql(directory: Path, statement: str, *args: object) -> None:
-    """Write to the CA's ca.db behind its back, as someone with the file would."""
-    connection = sqlite3.connect(directory / "ca.db")
-    try:
-        connection.execute(statement, args)
-        connection.commit()
-    finally:
-        connection.close()

@@ -28,16 +28,16 @@ from _console_support import (
     MALLORY,
     VICTOR,
     Person,
+    Servers,
     approved_by,
     ca_and_console,
     cli_ok,
     issue_people,
     issue_person,
     pending_request,
-    sql,
     waiting_enroll,
 )
-from ca_server import RunningCa, RunningConsole, init_ca, start_console
+from ca_server import RunningCa, init_ca, start_console
 from mtlskit.certs import load_certificates
 from mtlskit.client import enroll
 from mtlskit.testca import LeafSpec, TestCA
@@ -61,14 +61,8 @@ CSP = (
 
 
 @dataclass
-class Running:
-    ca: RunningCa
-    console: RunningConsole
-    people: dict[str, Person]
-
-    @property
-    def url(self) -> str:
-        return self.console.url
+class Running(Servers):
+    """The servers, and the people's httpx clients."""
 
     def client(self, who: str) -> httpx.Client:
         context = ssl.create_default_context(cafile=self.ca.root)
@@ -89,9 +83,6 @@ class Running:
         found = re.search(r'name="csrf" value="([0-9a-f]+)"', self.get(who, path).text)
         assert found, path
         return found.group(1)
-
-    def sql(self, statement: str, *args: object) -> None:
-        sql(self.ca.directory, statement, *args)
 
 
 @pytest.fixture(scope="module")

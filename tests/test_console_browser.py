@@ -34,18 +34,17 @@ from _console_support import (
     BOB,
     MALLORY,
     VICTOR,
-    Person,
+    Servers,
     approved_by,
     ca_and_console,
     cli_ok,
     issue_people,
     issue_person,
     pending_request,
-    sql,
     waiting_enroll,
 )
 from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
-from ca_server import RunningCa, RunningConsole, init_ca
+from ca_server import init_ca
 from mtlskit.certs import generate_private_key
 from mtlskit.client import CaRefused, enroll
 from mtlskit.issue import csr_hash
@@ -63,17 +62,10 @@ GET = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 
 @dataclass
-class Console:
-    """Everything the scenarios share: the CA, its two servers, the browser, the people."""
+class Console(Servers):
+    """Everything the scenarios share: the CA, its two servers, the people, the browser."""
 
-    ca: RunningCa
-    console: RunningConsole
     browser: Chromium
-    people: dict[str, Person]
-
-    @property
-    def url(self) -> str:
-        return self.console.url
 
     def page(self, who: str, path: str = "/requests"):
         """A new page of a fresh context for ``who``, opened at ``path``."""
@@ -82,9 +74,6 @@ class Console:
         response = page.goto(self.url + path)
         assert response is not None
         return page, response
-
-    def sql(self, statement: str, *args: object) -> None:
-        sql(self.ca.directory, statement, *args)
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,7 @@ def run_haproxy(config: Path) -> Iterator[int]:
     """Real HAProxy (foreground) on a `mtlskit config haproxy` file; yields its bind port.
 
     ``haproxy -c`` first, so a config HAProxy refuses fails with HAProxy's own words.
+    HAProxy's stderr (its Lua warnings among it) goes to ``CONFIG.log``.
     """
     haproxy = require_program("haproxy")
     check = subprocess.run(
@@ -126,14 +127,15 @@ def run_haproxy(config: Path) -> Iterator[int]:
     )
     assert check.returncode == 0, check.stdout + check.stderr
     port = int(re.search(r"^\s*bind [^ ]+:(\d+) ", config.read_text(), re.MULTILINE).group(1))
-    process = subprocess.Popen(
-        [haproxy, "-db", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_for(port, process, "haproxy")
-        yield port
-    finally:
-        stop(process)
+    with config.with_suffix(".log").open("wb") as log:
+        process = subprocess.Popen(
+            [haproxy, "-db", "-f", config], stdout=subprocess.DEVNULL, stderr=log
+        )
+        try:
+            wait_for(port, process, "haproxy")
+            yield port
+        finally:
+            stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +257,19 @@ def test_reload_takes_effect_within_a_second_despite_the_cache(tmp_path):
             assert _status(stack, "nocrl") == 403  # the policy no longer allows it
         finally:
             kept.close()
+
+
+def test_no_answer_from_authz_server_is_503_with_the_reason_in_the_log(tmp_path):
+    """Fail closed, but as 503: a denial's 403 would tell client and operator the wrong thing."""
+    with _running(tmp_path) as stack:
+        assert _status(stack, "good") == 200
+        stop(stack["authz"])
+        # A client the Lua has no decision for: it has to ask, and nobody answers.
+        assert _status(stack, "nocrl") == 503
+        assert _status(stack, "gone") == 503  # not 403: nobody said it was revoked
+        log = (tmp_path / "haproxy.log").read_text()
+    assert f"no decision from authz-server http://127.0.0.1:{stack['authz_port']}/haproxy" in log
+    assert "status 503" in log  # what HAProxy's HTTP client got: no server to connect to
 
 
 def _checks(stack: dict) -> float:

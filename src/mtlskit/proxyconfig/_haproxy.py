@@ -14,7 +14,8 @@ leaves revocation to authz-server, which checks the CRL of each CA it has one fo
 not in the file. It deletes every spoofable header with
 one regex (``del-header -m reg``, 2.6+), then the Lua sends the leaf
 (``ssl_c_der``, base64), ``ssl_c_verify`` and the original method and path, fails
-closed on anything but 200, and copies the returned identity headers.
+closed on anything but 200 (403 a denial; 503 with a warning in HAProxy's log when
+authz-server gave no answer), and copies the returned identity headers.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ local slots = {{ {slots} }}
 -- same second, method and URL without calling Lua at all (sess.mtlskit_key and the
 -- header values in sess.mtlskit_h*); this table, one per thread (lua-load-per-thread,
 -- no lock), serves new connections of the same client in that second. Only answers are
--- kept (200 and 403); an error or timeout is asked again, failing closed.
+-- kept (200 and 403); an error or timeout is asked again, failing closed: 503, not the
+-- 403 of a denial, and a warning with the reason in HAProxy's log for the operator.
 local max_entries = {_CACHE_ENTRIES}
 local cache, entries, cache_second = {{}}, 0, -1
 
@@ -66,8 +68,13 @@ local function ask(txn, method, url, der, verify)
     local ok, res = pcall(function()
         return core.httpclient():get{{ url = authz_url, headers = headers, timeout = 5000 }}
     end)
-    if not ok or res == nil or (res.status ~= 200 and res.status ~= 403) then
-        return nil
+    if not ok then
+        return nil, "the HTTP client failed: " .. tostring(res)
+    end
+    if res == nil or (res.status ~= 200 and res.status ~= 403) then
+        -- the HTTP client answers 503/504 itself when it cannot connect or times out
+        local status = res and tostring(res.status) or "none"
+        return nil, "status " .. status .. " " .. tostring(res and res.reason or "")
     end
     local decision = {{ allowed = res.status == 200, values = {{}} }}
     if decision.allowed then
@@ -100,9 +107,13 @@ core.register_action("mtlskit_authz", {{ "http-req" }}, function(txn)
     local full = key .. "\\n" .. verify .. "\\n" .. der
     local decision = cache[full]
     if decision == nil then
-        decision = ask(txn, txn.f:method(), txn.f:url(), der, verify)
-        if decision == nil then
-            return  -- fail closed
+        local why
+        decision, why = ask(txn, txn.f:method(), txn.f:url(), der, verify)
+        if decision == nil then  -- fail closed: haproxy.cfg answers 503
+            txn:set_var("txn.mtlskit_unavailable", why)
+            txn:Warning("mtlskit: no decision from authz-server " .. authz_url .. " (" .. why
+                .. "): answering 503")
+            return
         end
         if entries >= max_entries then
             cache, entries = {{}}, 0
@@ -170,6 +181,8 @@ frontend mtlskit_mtls
     http-request set-var-fmt(txn.mtlskit_key) "%[date] %[method] %[url]"
     acl mtlskit_allowed var(txn.mtlskit_key),strcmp(sess.mtlskit_key) eq 0
     http-request lua.mtlskit_authz unless mtlskit_allowed
+    # No answer from authz-server (down, timeout, an error): 503, the reason in the log.
+    http-request deny deny_status 503 if {{ var(txn.mtlskit_unavailable) -m found }}
     http-request deny deny_status 403 unless mtlskit_allowed
     # The identity headers authz-server returned for this connection's client.
 {headers}

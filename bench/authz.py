@@ -417,23 +417,52 @@ def _nginx_goals(rates: Rates, beside: Rates) -> list[Goal]:
 HAPROXY_CLIENTS = 16
 
 
-def _ab_rate(port: int, client: Path, seconds: int, *, keepalive: bool) -> float:
-    """Requests/s of ``ab`` with HAPROXY_CLIENTS concurrent clients for ``seconds``."""
+def _ab_failures(out: str) -> tuple[int, int]:
+    """ab's failed (connect, read, length) and non-2xx request counts."""
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    non2xx = re.search(r"Non-2xx responses:\s+(\d+)", out)
+    return tuple(int(m.group(1)) if m else 0 for m in (failed, non2xx))
+
+
+def _ab_rate(
+    port: int, client: Path, seconds: int, *, keepalive: bool, bad: list[int] | None = None
+) -> float:
+    """Requests/s of ``ab`` with HAPROXY_CLIENTS concurrent clients for ``seconds``.
+
+    A failed or non-2xx request raises, unless ``bad`` is given: then its port is appended
+    once per such request and the run counts (one odd answer must not lose the numbers).
+    """
     args = ["ab", "-q", "-r", "-c", str(HAPROXY_CLIENTS), "-t", str(seconds), "-n", "10000000"]
     args += ["-E", str(client), *(["-k"] if keepalive else [])]
     out = subprocess.run(
         [*args, f"https://127.0.0.1:{port}/"], check=True, capture_output=True, text=True
     ).stdout
-    failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))
-    if failed or re.search(r"Non-2xx responses:\s+(\d+)", out):
+    failures = sum(_ab_failures(out))
+    if (failures or not _per_second(out)) and bad is None:
         raise RuntimeError(f"ab saw failures on port {port}:\n{out}")
-    return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+    if bad is not None:
+        bad += [port] * failures
+    return _per_second(out)
+
+
+def _per_second(out: str) -> float:
+    """ab's requests/s; 0 when it completed none (it then prints no rate)."""
+    rate = re.search(r"Requests per second:\s+([\d.]+)", out)
+    return float(rate.group(1)) if rate else 0.0
 
 
 def _ab_rates_together(
-    ports: dict[str, int], client: Path, seconds: int, *, keepalive: bool
+    ports: dict[str, int],
+    client: Path,
+    seconds: int,
+    *,
+    keepalive: bool,
+    bad: list[int] | None = None,
 ) -> dict[str, float]:
-    """Requests/s of one ``ab`` per setup, all running at once: under the same load."""
+    """Requests/s of one ``ab`` per setup, all running at once: under the same load.
+
+    ``bad`` as for ``_ab_rate``.
+    """
     args = ["ab", "-q", "-r", "-c", str(HAPROXY_CLIENTS), "-t", str(seconds), "-n", "10000000"]
     args += ["-E", str(client), *(["-k"] if keepalive else [])]
     running = {
@@ -445,10 +474,42 @@ def _ab_rates_together(
     rates = {}
     for name, process in running.items():
         out, _ = process.communicate(timeout=seconds + 60)
-        if process.returncode or re.search(r"Non-2xx responses:\s+(\d+)", out):
+        failures = 0 if process.returncode else sum(_ab_failures(out))
+        if process.returncode or (failures and bad is None):
             raise RuntimeError(f"ab failed against {name}:\n{out}")
-        rates[name] = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+        if bad is not None:
+            bad += [ports[name]] * failures
+        rates[name] = _per_second(out)
     return rates
+
+
+_LOG = "log stderr format raw local0 info"
+_LOG_DEFAULTS = "    log global\n    option httplog\n    option dontlog-normal\n"
+
+
+def _haproxy_failures(ports: dict[str, int], logs: dict[str, Path], bad: list[int]) -> list[str]:
+    """Lines for the report: each setup's failed or non-2xx requests and what HAProxy logged.
+
+    Counted, not fatal: under load one odd answer must not lose the whole run's numbers.
+    """
+    lines = []
+    for scenario, port in ports.items():
+        text = logs[scenario].read_text(errors="replace")
+        statuses: dict[str, int] = {}
+        for status in re.findall(r" mtlskit_mtls~ \S+ \S+ (\d{3}) .* \"GET ", text):
+            if not status.startswith("2"):
+                statuses[status] = statuses.get(status, 0) + 1
+        reasons = sorted(set(re.findall(r"no decision from authz-server \S+ \((.*)\)", text)))
+        count = bad.count(port)
+        if count or statuses or reasons:
+            logged = ", ".join(f"{n}× {status}" for status, n in sorted(statuses.items()))
+            lines.append(
+                f"- **HAProxy {scenario}: {count} request(s) failed or answered non-2xx** "
+                f"(HAProxy's log: {logged or 'no non-2xx answer'}"
+                + (f"; no decision from authz-server: {'; '.join(reasons)}" if reasons else "")
+                + ")"
+            )
+    return lines or ["No request failed or was answered non-2xx in these runs."]
 
 
 def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[Goal]]:
@@ -456,6 +517,8 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
     seconds, repeats = (2, 3) if quick else (3, 7)
     processes: list[subprocess.Popen] = []
     ports: dict[str, int] = {}
+    logs: dict[str, Path] = {}
+    bad: list[int] = []  # a port per failed or non-2xx request
     try:
         for scenario in ("alone", "with mtlskit"):
             authz_port, port = _port(), _port()
@@ -465,6 +528,7 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
             if scenario == "alone":  # the very same config without the check
                 lines = out.read_text().splitlines()
                 check = ("lua-load", "lua.mtlskit", "mtlskit_key", "mtlskit_allowed", "mtlskit_h")
+                check += ("mtlskit_unavailable",)
                 out.write_text("\n".join(x for x in lines if not any(c in x for c in check)) + "\n")
             else:
                 toml.write_text(
@@ -477,24 +541,32 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
                     )
                 )
                 _wait(authz_port, processes[-1])
-            processes.append(subprocess.Popen(["haproxy", "-db", "-f", str(out)]))
+            # Log only what went wrong (dontlog-normal): the status and termination state of
+            # any odd answer, next to the Lua's warnings on stderr.
+            text = out.read_text().replace("global\n", f"global\n    {_LOG}\n", 1)
+            out.write_text(text.replace("defaults\n", f"defaults\n{_LOG_DEFAULTS}", 1))
+            with out.with_suffix(".log").open("w") as log:
+                processes.append(subprocess.Popen(["haproxy", "-db", "-f", str(out)], stderr=log))
             _wait(port, processes[-1])
             ports[scenario] = port
+            logs[scenario] = out.with_suffix(".log")
         client = tmp / "client.pem"
         for port in ports.values():  # warm up
-            _ab_rate(port, client, 1, keepalive=True)
+            _ab_rate(port, client, 1, keepalive=True, bad=bad)
         samples: dict[tuple[str, bool], list[float]] = {(s, k): [] for s in ports for k in (0, 1)}
         together: dict[bool, list[float]] = {False: [], True: []}
         for repeat in range(repeats):
             for keepalive in (False, True):  # alternate which goes first: no order bias
                 for scenario in sorted(ports, reverse=bool(repeat % 2)):
-                    rate = _ab_rate(ports[scenario], client, seconds, keepalive=keepalive)
+                    port = ports[scenario]
+                    rate = _ab_rate(port, client, seconds, keepalive=keepalive, bad=bad)
                     samples[(scenario, keepalive)].append(rate)
-                both = _ab_rates_together(ports, client, seconds, keepalive=keepalive)
+                both = _ab_rates_together(ports, client, seconds, keepalive=keepalive, bad=bad)
                 together[keepalive].append(both["with mtlskit"] / both["alone"])
     finally:
         for process in reversed(processes):
             stop_process(process)
+    failures = _haproxy_failures(ports, logs, bad)
     rate = {key: statistics.median(values) for key, values in samples.items()}
     # The machine is shared: the ratio is the median of back-to-back pairs, not of medians.
     pairs = {
@@ -550,6 +622,8 @@ def _haproxy_part(tmp: Path, backend_port: int, quick: bool) -> tuple[str, list[
             "A decision lasts until the end of the second it was asked in: on a kept-alive "
             "connection the repeat (same second, method, URL) is an HAProxy variable comparison "
             "without Lua; a new connection of the same client is a lookup in the Lua table.",
+            "",
+            *failures,
         ]
     )
     goals = [

@@ -239,6 +239,24 @@ def _redemption(
     return refusal, ("redeem_refused", {"token_sha256": hash, "code": refusal.code, **detail})
 
 
+def _status_conditions(status: CertificateStatus | None, now: dt.datetime) -> list[Any]:
+    """The WHERE clauses for a status: revoked is stored; valid and expired are the
+    unrevoked ones on either side of ``now``."""
+    if status is CertificateStatus.REVOKED:
+        return [certificates.c.status == CertificateStatus.REVOKED.value]
+    if status is CertificateStatus.VALID:
+        return [
+            certificates.c.status == CertificateStatus.VALID.value,
+            certificates.c.not_after > now,
+        ]
+    if status is CertificateStatus.EXPIRED:
+        return [
+            certificates.c.status == CertificateStatus.VALID.value,
+            certificates.c.not_after <= now,
+        ]
+    return []
+
+
 def _record(row: Any, revoked: Any | None = None) -> CertificateRecord:
     return CertificateRecord(
         serial=int(row.serial, 16),
@@ -1049,19 +1067,7 @@ class SqlStore:
         self, *, status: CertificateStatus | None = None, now: dt.datetime
     ) -> Sequence[CertificateRecord]:
         query = self._select().order_by(certificates.c.issued_at, certificates.c.serial)
-        if status is CertificateStatus.REVOKED:
-            query = query.where(certificates.c.status == CertificateStatus.REVOKED.value)
-        elif status is CertificateStatus.VALID:
-            query = query.where(
-                certificates.c.status == CertificateStatus.VALID.value,
-                certificates.c.not_after > now,
-            )
-        elif status is CertificateStatus.EXPIRED:
-            query = query.where(
-                certificates.c.status == CertificateStatus.VALID.value,
-                certificates.c.not_after <= now,
-            )
-        return self._rows(query)
+        return self._rows(query.where(*_status_conditions(status, now)))
 
     def certificate_page(
         self,
@@ -1091,18 +1097,9 @@ class SqlStore:
                     certificates.c.fingerprint == f"sha256:{hex_query}",
                 )
             )
-        if status is CertificateStatus.REVOKED:
-            conditions.append(certificates.c.status == CertificateStatus.REVOKED.value)
-        elif status is CertificateStatus.VALID or expiring_within is not None:
-            conditions += [
-                certificates.c.status == CertificateStatus.VALID.value,
-                certificates.c.not_after > now,
-            ]
-        elif status is CertificateStatus.EXPIRED:
-            conditions += [
-                certificates.c.status == CertificateStatus.VALID.value,
-                certificates.c.not_after <= now,
-            ]
+        if expiring_within is not None and status is not CertificateStatus.REVOKED:
+            status = CertificateStatus.VALID  # expiring: unrevoked and not yet expired
+        conditions += _status_conditions(status, now)
         if expiring_within is not None:
             conditions.append(certificates.c.not_after <= now + expiring_within)
         order = (

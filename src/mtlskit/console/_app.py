@@ -207,6 +207,7 @@ class Console:
         user, revoked = await self._call(self._identify, cert)
         if revoked:
             raise ConsoleRefused("cert_revoked", "this certificate is revoked", status=403)
+        request.state.console_user = user  # for this request's error page, if it gets one
         return user
 
     def _identify(self, cert: x509.Certificate) -> tuple[ConsoleUser, bool]:
@@ -284,8 +285,10 @@ class Console:
 
     async def _refused(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ConsoleRefused)
-        user = None
-        if exc.code != "not_console_user":
+        # A refusal after the user was known (csrf_invalid, request_unknown, ...) reuses
+        # them: no second ca.toml hash, store lookup and signature check for the error page.
+        user: ConsoleUser | None = getattr(request.state, "console_user", None)
+        if user is None and exc.code != "not_console_user":
             try:
                 user = await self._user(request)
             except ConsoleRefused:

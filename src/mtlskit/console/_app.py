@@ -64,6 +64,7 @@ from mtlskit.issue import (
 )
 from mtlskit.issue import CertificateStatus as Status
 from mtlskit.lint import lint_chain
+from mtlskit.trustfiles import read_crls
 
 if TYPE_CHECKING:
     from mtlskit.caserver import ConfigWatch
@@ -661,14 +662,11 @@ class Console:
         crl_path = self._ca_dir.path / self._config.crl_file
         # As ca.toml names it (relative to the CA directory): the page shows no host paths.
         crl: dict[str, Any] = {"path": self._config.crl_file, "error": None}
-        try:
-            crl_data = crl_path.read_bytes()
-        except OSError:
+        if not crl_path.exists():
             crl["error"] = "not written yet (revoke here, or `mtlskit ca crl`)"
         else:
             try:
-                end = b"-----END X509 CRL-----"
-                parsed = x509.load_pem_x509_crl(crl_data.split(end)[0] + end)  # the issuer's
+                parsed = read_crls([crl_path])[0]  # the issuer's (`ca crl` writes two)
                 written = dt.datetime.fromtimestamp(crl_path.stat().st_mtime, dt.UTC)
                 crl |= {
                     "written": written.replace(microsecond=0),
@@ -680,7 +678,7 @@ class Console:
                     "stale": parsed.next_update_utc is None or parsed.next_update_utc <= now,
                     "entries": len(parsed),
                 }
-            except (ValueError, IndexError, x509.ExtensionNotFound):
+            except (InputError, OSError, x509.ExtensionNotFound):
                 crl["error"] = "unreadable"
         return {"store": store, "key": key, "crl": crl, "now": now}
 

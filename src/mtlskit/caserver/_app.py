@@ -32,7 +32,7 @@ from starlette.routing import Route
 from mtlskit.caserver._bundle import spiffe_bundle
 from mtlskit.caserver._est import est_routes, presented_certificate
 from mtlskit.caserver._jwks import JwksCache, JwksUnavailable
-from mtlskit.caserver._limit import FailureLimiter
+from mtlskit.caserver._limit import MAX_BODY, FailureLimiter, read_body
 from mtlskit.caserver._openapi import openapi_document
 from mtlskit.caserver._reload import ConfigWatch, reload_on
 from mtlskit.certs import certificate_pem, chain_pem
@@ -58,7 +58,6 @@ from mtlskit.issue._provisioner import (
 
 __all__ = ["MAX_BODY", "CaServer"]
 
-MAX_BODY: Final = 64 * 1024  # a CSR is ~1 KiB; an RSA-4096 one with extensions stays far below
 _TOKEN_FAILURES: Final = frozenset(
     {"token_invalid", "token_used", "token_expired", "identity_mismatch"}
 )  # an id token's refusals (TokenRefused) all count too
@@ -116,15 +115,7 @@ def _pending(request: EnrollmentRequest) -> Response:
 
 async def _json_object(request: Request, *, required: bool) -> dict[str, Any]:
     """The body as a JSON object (size-limited); ``{}`` for an empty optional body."""
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise EnrollmentRefused(
-                "request_too_large", f"request body is larger than {MAX_BODY} bytes", status=413
-            )
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_body(request)
     if not body.strip() and not required:
         return {}
     try:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mtlskit.caserver._limit import read_body
 from mtlskit.errors import InputError
 from mtlskit.issue import EnrollmentRefused, EnrollmentRequest, Issued, RegistrationAuthority
 from mtlskit.issue._csr import load_csr
@@ -42,7 +43,6 @@ __all__ = ["EST_PREFIX", "RETRY_AFTER", "CsrAttrs", "csr_attributes", "decode_bo
 EST_PREFIX: Final = "/.well-known/est"
 RETRY_AFTER: Final = 60  # seconds: approvers are people; polling faster only loads the CA
 _CERTS_ONLY: Final = "application/pkcs7-mime; smime-type=certs-only"
-_MAX_BODY: Final = 64 * 1024  # as /v1/enroll's MAX_BODY: base64 of a large CSR stays far below
 _TOKEN_FAILURES: Final = frozenset({"token_invalid", "token_used", "token_expired"})
 _REALM: Final = 'Basic realm="mtlskit EST", Bearer realm="mtlskit EST"'
 # What key a CSR must carry, as RFC 8951 §4 (replacing RFC 7030 §4.5.2) asks for it: an
@@ -144,16 +144,9 @@ async def _pkcs10(request: Request) -> x509.CertificateSigningRequest:
         raise EnrollmentRefused(
             "request_invalid", "Content-Type must be application/pkcs10", status=415
         )
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_BODY:
-            raise EnrollmentRefused(
-                "request_too_large", f"request body is larger than {_MAX_BODY} bytes", status=413
-            )
-        chunks.append(chunk)
+    body = await read_body(request)  # /v1/enroll's limit: base64 of a large CSR stays far below
     try:
-        der = decode_body(b"".join(chunks))
+        der = decode_body(body)
     except ValueError:
         raise EnrollmentRefused("csr_invalid", "body is not base64", status=400) from None
     try:

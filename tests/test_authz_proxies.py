@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +29,10 @@ from _servers import free_port as _free_port
 from _servers import stop as _stop
 from _servers import wait_for as _wait_for
 from conftest import require_program, write
+from mtlskit.authzserver._decide import NGINX_SHORT_NAMES, nginx_answer_name
+from mtlskit.forward import HeaderFormat, is_spoofable
+from mtlskit.forward.names import identity_header_names
+from mtlskit.proxyconfig._setup import forwarded_names
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
 pytestmark = pytest.mark.integration
@@ -367,3 +372,52 @@ def test_metrics_endpoint(stack):
     conn.close()
     assert "# TYPE mtlskit_authz_checks_total counter" in text
     assert "mtlskit_authz_cache_hits_total" in text
+
+
+def _nginx_check(stack, query: str) -> tuple[int, list[tuple[str, str]]]:
+    """One check as the generated nginx config sends it, for the allowed client."""
+    pem = (stack["tmp"] / "good" / "cert.pem").read_bytes()
+    escaped = urllib.parse.quote(pem.decode(), safe="")
+    conn = http.client.HTTPConnection("127.0.0.1", stack["authz_port"], timeout=5)
+    conn.request(
+        "GET",
+        "/nginx" + query,
+        headers={
+            "X-Mtlskit-Nginx-Cert": escaped,
+            "X-Mtlskit-Nginx-Verify": "SUCCESS",
+            "X-Mtlskit-Original-Method": "GET",
+            "X-Mtlskit-Original-Uri": "/invoices",
+        },
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, [(k.lower(), v) for k, v in response.getheaders()]
+
+
+def test_nginx_answer_under_short_names_only_when_asked(stack):
+    """The generated config asks for ``names=short``; a config from before still reads the
+    full names. Same values either way, each under the name the config looks up."""
+    status, full = _nginx_check(stack, "")
+    assert status == 200
+    assert ("x-mtlskit-client-identity", ALLOWED) in full
+    status, short = _nginx_check(stack, "?" + NGINX_SHORT_NAMES)
+    assert status == 200
+    assert (nginx_answer_name("X-Mtlskit-Client-Identity"), ALLOWED) in short
+    identity = [(k, v) for k, v in full if k.startswith("x-")]
+    assert [(nginx_answer_name(k), v) for k, v in identity] == [
+        (k, v) for k, v in short if k.startswith("m")
+    ]
+    assert not any(k.startswith("x-") for k, _ in short)
+    config = (stack["tmp"] / "authz-nginx.conf").read_text()
+    assert f"/nginx?{NGINX_SHORT_NAMES};" in config
+    assert f"$upstream_http_{nginx_answer_name('X-Mtlskit-Client-Identity')};" in config
+
+
+def test_short_answer_names_are_distinct_and_never_an_identity_name():
+    names = {n.lower() for n in identity_header_names()} | {
+        n.lower() for f in HeaderFormat for n in forwarded_names((f,))
+    }
+    short = {nginx_answer_name(n) for n in names}
+    assert len(short) == len(names)
+    assert not any(is_spoofable(s) for s in short)

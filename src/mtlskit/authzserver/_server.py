@@ -7,7 +7,8 @@ work — keep-alive, pipelining, limits — correctly; a bare ASGI callable adds
 dict lookup per request where Starlette's routing and Request objects would add
 several allocations. Five paths need no router.
 
-Paths: ``/nginx``, ``/haproxy``, ``/envoy/<original path>``, ``/metrics``,
+Paths: ``/nginx`` (``?names=short``: identity headers under ``nginx_answer_name``'s
+names), ``/haproxy``, ``/envoy/<original path>``, ``/metrics``,
 ``/healthz``. SIGHUP re-reads trust, CRLs and policy and swaps the decision point
 whole (a new trust generation, so no cached verdict survives the reload).
 """
@@ -25,7 +26,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TextIO
 
 from mtlskit.authzserver._config import AuthzServerConfig, ClientAuthMode, parse_address
-from mtlskit.authzserver._decide import CheckRequest, DecisionPoint, Proxy
+from mtlskit.authzserver._decide import (
+    NGINX_SHORT_NAMES,
+    CheckRequest,
+    DecisionPoint,
+    Proxy,
+    short_answer_headers,
+)
 from mtlskit.authzserver._metrics import Metrics
 from mtlskit.errors import InputError
 from mtlskit.forward import ForwardConfig
@@ -134,7 +141,10 @@ class AuthzServer:
         elapsed = time.perf_counter() - started
         self.metrics.count(proxy, answer, elapsed)
         self._write({"proxy": proxy.value, **answer.record(), "ms": round(elapsed * 1000, 3)})
-        await _respond(send, answer.status, answer.headers, b"")
+        headers = answer.headers
+        if proxy is Proxy.NGINX and NGINX_SHORT_NAMES.encode() in query.split(b"&"):
+            headers = short_answer_headers(headers)
+        await _respond(send, answer.status, headers, b"")
 
 
 async def _respond(

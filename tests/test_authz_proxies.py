@@ -421,3 +421,16 @@ def test_short_answer_names_are_distinct_and_never_an_identity_name():
     short = {nginx_answer_name(n) for n in names}
     assert len(short) == len(names)
     assert not any(is_spoofable(s) for s in short)
+
+
+def test_nginx_no_answer_from_authz_server_is_503(stack):
+    """Fail closed, as the HAProxy config does: 503, not auth_request's 500 nor a denial's 403."""
+    tmp = stack["tmp"]
+    stack["cli"](
+        "config", "nginx", *stack["common"], "--authz", f"http://127.0.0.1:{_free_port()}",
+        "--authz-config", tmp / "dead.toml", "--out", tmp / "dead-nginx.conf",
+    )  # fmt: skip
+    with run_nginx(tmp / "dead-nginx.conf", tmp / "nginx-dead") as port:
+        assert _get(port, tmp, "good")[0] == 503
+        assert _get(port, tmp, "nc-inside")[0] == 503
+    assert "auth request unexpected status: 502" in (tmp / "nginx-dead" / "error.log").read_text()

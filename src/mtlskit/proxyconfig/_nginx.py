@@ -127,8 +127,17 @@ server {{
         proxy_read_timeout 5s;
     }}
 
+    # No answer from authz-server (down, timed out, a 5xx): auth_request turns that into a
+    # 500, answered here as 503 so that neither client nor operator takes it for a denial.
+    # nginx's error log names the cause ("auth request unexpected status: 502"). A backend's
+    # own 500 passes through unchanged (proxy_intercept_errors is off).
+    location @mtlskit_no_decision {{
+        return 503;
+    }}
+
     location / {{
-        auth_request /_mtlskit_authz;  # 2xx: proxy; 401/403: that status; anything else: 500
+        auth_request /_mtlskit_authz;  # 2xx: proxy; 401/403: that status; anything else: 503
+        error_page 500 = @mtlskit_no_decision;
         # Identity headers from authz-server, kept for the proxied request:
 {keep}
         proxy_pass http://mtlskit_app;

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
 import os
 import re
 import shutil
@@ -74,13 +75,14 @@ def _generate(
         raise RuntimeError(f"mtlskit config {proxy} failed")
 
 
-def _nginx_conf(work: Path, body: str) -> Path:
+def _nginx_conf(work: Path, body: str, main: str = "") -> Path:
     temp = " ".join(
         f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     conf = work / "nginx.conf"
     conf.write_text(
-        f"daemon off;\nuser {getpass.getuser()};\nworker_processes 1;\npid {work}/nginx.pid;\n"
+        f"{main}daemon off;\nuser {getpass.getuser()};\nworker_processes 1;\n"
+        f"pid {work}/nginx.pid;\n"
         f"error_log {work}/error.log error;\nevents {{ worker_connections 256; }}\n"
         f"http {{\n  access_log off;\n  {temp}\n{body}\n}}\n"
     )
@@ -139,7 +141,10 @@ def run(quick: bool) -> Section:
 
             ports: dict[str, int] = {}
             masters: dict[str, int] = {}
+            module, unbuilt = _build_module()
             for scenario, edit in NGINX_SCENARIOS.items():
+                if edit.module and module is None:
+                    continue
                 authz_port = _port()
                 port = _port()
                 out = tmp / f"{re.sub(r'[^a-z]+', '-', scenario)}.conf"
@@ -150,6 +155,9 @@ def run(quick: bool) -> Section:
                     if before not in snippet:
                         raise RuntimeError(f"{scenario}: {before!r} not in the generated config")
                     snippet = snippet.replace(before, after)
+                main = ""
+                if edit.module:
+                    snippet, main = _module_config(snippet), f"load_module {module};\n"
                 if not scenario.startswith("alone"):
                     text = toml.read_text().replace('decisions = "-"', 'decisions = "/dev/null"')
                     toml.write_text(text)
@@ -172,7 +180,7 @@ def run(quick: bool) -> Section:
                 snippet = snippet.replace(
                     "server_name _;", "server_name _;\n    keepalive_requests 100000;"
                 )
-                conf = _nginx_conf(work, snippet)
+                conf = _nginx_conf(work, snippet, main)
                 processes.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)]))
                 _wait(port, processes[-1])
                 ports[scenario] = port
@@ -237,6 +245,11 @@ def run(quick: bool) -> Section:
             "URI in each second.",
             "",
             *_nginx_rates(rates, beside, cpu, repeats, seconds),
+            "",
+            "C module (prototype): bench/nginx_module, a C module keeping authz-server's answers "
+            "in worker memory until the end of the second instead of nginx's file cache; not part "
+            "of mtlskit (stock nginx cannot do this; docs/proxies.md)."
+            + (f" Not measured: {unbuilt}." if module is None else ""),
         ]
     )
     goals = _nginx_goals(rates, beside)
@@ -252,6 +265,7 @@ class Edit:
 
     args: tuple[str, ...] = ()  # more options for mtlskit config nginx
     replace: tuple[tuple[str, str], ...] = ()  # (text, replacement) in the written config
+    module: bool = False  # the check by bench/nginx_module instead of auth_request + cache
 
 
 _NO_CHECK = ("auth_request /_mtlskit_authz;", "")
@@ -276,7 +290,75 @@ NGINX_SCENARIOS = {
     "generated": Edit(),
     "generated, --forward xfcc": Edit(args=("--forward", "xfcc")),
     "no nginx cache": Edit(replace=(("proxy_cache mtlskit_authz;", ""),)),
+    "C module (prototype)": Edit(module=True),
 }
+MODULE = Path(__file__).parent / "nginx_module"
+
+
+def _module_config(snippet: str) -> str:
+    """The generated config with auth_request + proxy_cache swapped for the prototype module."""
+    snippet = snippet.replace(
+        "auth_request /_mtlskit_authz;",
+        "mtlskit_check /_mtlskit_authz;\n        mtlskit_check_key "
+        '"$ssl_client_fingerprint $ssl_client_verify $request_method $request_uri";',
+    )
+    snippet = re.sub(
+        r"auth_request_set \$(\S+) \$upstream_http_(\S+);", r"mtlskit_check_set $\1 \2;", snippet
+    )
+    return re.sub(r"\n\s*proxy_cache[ _][^;]*;", "", snippet)
+
+
+def _build_module() -> tuple[Path | None, str]:
+    """bench/nginx_module built for this nginx (source from Debian's archive), or why not.
+
+    Kept in ~/.cache/mtlskit-bench by nginx version and module source, so it is built once.
+    """
+    version = re.search(
+        r"nginx/(\S+)",
+        subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr,
+    )
+    if version is None or not all(shutil.which(p) for p in ("apt-get", "make", "cc", "tar")):
+        return None, "needs nginx, apt-get, make, cc and tar"
+    source = b"".join(f.read_bytes() for f in sorted(MODULE.iterdir()))
+    tag = f"{version.group(1)}-{hashlib.sha256(source).hexdigest()[:12]}"
+    cache = Path.home() / ".cache" / "mtlskit-bench" / f"nginx-module-{tag}"
+    built = cache / "ngx_http_mtlskit_module.so"
+    if built.exists():
+        return built, ""
+    cache.mkdir(parents=True, exist_ok=True)
+    lists = cache / "apt-lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    (cache / "src.sources").write_text(
+        "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    apt = [
+        "-o", f"Dir::Etc::sourcelist={cache / 'src.sources'}", "-o", "Dir::Etc::sourceparts=-",
+        "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0",
+    ]  # fmt: skip
+    tarball = cache / f"nginx_{version.group(1)}.orig.tar.gz"
+    for step in (["update"], ["source", "--download-only", "nginx"]):
+        done = subprocess.run(
+            ["apt-get", *apt, *step], cwd=cache, capture_output=True, text=True, check=False
+        )
+    if not tarball.exists():  # only the upstream tarball is needed, whatever else failed
+        return None, f"apt-get source nginx gave no {tarball.name}: {done.stderr.strip()[-200:]}"
+    subprocess.run(["tar", "xzf", tarball.name], cwd=cache, check=True)
+    tree = cache / f"nginx-{version.group(1)}"
+    for argv in (
+        [
+            "./configure",
+            "--with-compat",
+            "--with-http_ssl_module",
+            f"--add-dynamic-module={MODULE}",
+        ],
+        ["make", "modules"],
+    ):
+        done = subprocess.run(argv, cwd=tree, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return None, f"{argv[0]} failed: {(done.stdout + done.stderr).strip()[-300:]}"
+    shutil.copy(tree / "objs" / "ngx_http_mtlskit_module.so", built)
+    return built, ""
 
 
 Rates = dict[tuple[str, bool], list[float]]
@@ -344,6 +426,7 @@ def _nginx_rates(rates: Rates, beside: Rates, cpu: Rates, repeats: int, seconds:
             f"{worker[(s, True)]:.1f}",
         ]
         for s in NGINX_SCENARIOS
+        if (s, True) in rate
     ]
     like = [
         f"- {gen} vs nginx {base}: keep-alive "

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from mtlskit.authzserver._config import AuthzServerConfig, ClientAuthMode, parse_address
 from mtlskit.authzserver._decide import (
@@ -160,6 +160,14 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+# Idle proxy connections are kept longer than the proxies keep them (nginx's upstream
+# keepalive_timeout defaults to 60 s), so the proxy is the one that closes: when authz-server
+# closed first (uvicorn's default is 5 s), a check sent on a connection at the moment it was
+# being closed met a reset (seen in nginx's error log under load; nginx retries such a check,
+# other clients may not).
+KEEP_ALIVE_SECONDS: Final = 75
+
+
 def serve(config: AuthzServerConfig) -> None:
     """Run until SIGINT/SIGTERM; SIGHUP reloads trust, CRLs and policy."""
     import uvicorn
@@ -190,6 +198,7 @@ def serve(config: AuthzServerConfig) -> None:
             server_header=False,
             date_header=False,
             backlog=1024,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
     )
 

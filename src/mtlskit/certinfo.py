@@ -1,7 +1,8 @@
 """What ``inspect`` shows about a certificate, as one plain value both renderers share.
 
 Pure: a certificate (and the rest of the file it came in) goes in, a
-``CertificateSummary`` comes out; the CLI turns it into a rich table or JSON.
+``CertificateSummary`` comes out; its ``rows`` are what ``mtlskit inspect`` prints
+(as lines or a rich table) and the operator console shows, its ``as_dict`` the JSON.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mtlskit.certs import UNREADABLE_EXTENSIONS, Fingerprint, key_info
 from mtlskit.identity import ClientIdentity, IdentityError, san_entries
 from mtlskit.publicca import find_public_root
 
-__all__ = ["CertificateSummary", "IssuerClass", "summarize"]
+__all__ = ["CertificateSummary", "IssuerClass", "SummaryRow", "summarize"]
 
 EKU_NAMES: dict[x509.ObjectIdentifier, str] = {
     ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
@@ -48,6 +49,18 @@ class IssuerClass(StrEnum):
     PRIVATE = "private"
     PUBLIC = "public"
     UNKNOWN = "unknown"
+
+
+# (field, plain value, rich style name of the value or None): a style is only a name, so
+# this module stays free of rich; shells without colour (the console, piped output) drop it.
+SummaryRow = tuple[str, str, str | None]
+
+_CLASS_STYLE: dict[IssuerClass, str] = {
+    IssuerClass.SELF_SIGNED: "yellow",
+    IssuerClass.PRIVATE: "green",
+    IssuerClass.PUBLIC: "bold red",
+    IssuerClass.UNKNOWN: "dim",
+}
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:
@@ -134,6 +147,53 @@ class CertificateSummary:
 
     def time_left(self, now: dt.datetime) -> dt.timedelta:
         return self.not_after - now
+
+    def rows(self, now: dt.datetime) -> list[SummaryRow]:
+        """The fields ``mtlskit inspect`` prints, in its order and words: one content
+        for its lines, its rich table and the console's certificate page."""
+        found = self.identity
+        identity: tuple[str, str | None] = (f"none ({self.identity_error})", "red")
+        if found is not None:
+            legacy = " (legacy: subject CN)" if found.legacy else ""
+            identity = (f"{found.kind.value}: {found.value}{legacy}", "yellow" if legacy else None)
+        left, left_style = _format_left(self.time_left(now))
+        absent = ("absent", "dim")
+        key_usage = (
+            (", ".join(self.key_usage) + (" (critical)" if self.key_usage_critical else ""), None)
+            if self.key_usage is not None
+            else absent
+        )
+        eku = (
+            (", ".join(f"{name} ({oid})" for name, oid in self.eku), None)
+            if self.eku is not None
+            else absent
+        )
+        rows = [
+            ("Identity", *identity),
+            ("Subject", self.subject, None),
+            ("Issuer", self.issuer, None),
+            ("Issuer class", str(self.issuer_class), _CLASS_STYLE[self.issuer_class]),
+            ("Serial", self.serial, None),
+            ("Not before", self.not_before.isoformat(), None),
+            ("Not after", f"{self.not_after.isoformat()}  ({left})", left_style),
+            ("Key", self.key, None),
+            ("Signature", self.signature_algorithm, None),
+            (
+                "Basic constraints",
+                *((self.basic_constraints, None) if self.basic_constraints else absent),
+            ),
+            ("Key usage", *key_usage),
+            ("Extended key usage", *eku),
+            (
+                "Subject alt names",
+                *((", ".join(self.san), None) if self.san else ("none", "dim")),
+            ),
+            ("SHA-256", self.fingerprint.colon_hex, None),
+            ("SHA-256 base64", self.fingerprint.base64, None),
+        ]
+        if self.extensions_error:
+            rows.insert(1, ("Extensions", f"unreadable ({self.extensions_error})", "red"))
+        return rows
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         return {
@@ -223,3 +283,18 @@ def _key_usage_names(usage: x509.KeyUsage) -> list[str]:
     if usage.key_agreement:
         names += [flag for flag in ("encipher_only", "decipher_only") if getattr(usage, flag)]
     return names
+
+
+def _format_left(delta: dt.timedelta) -> tuple[str, str | None]:
+    seconds = int(delta.total_seconds())
+    if seconds < 0:
+        return f"expired {_span(-seconds)} ago", "red"
+    return f"{_span(seconds)} left", None
+
+
+def _span(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {rest // 60}m"

@@ -9,88 +9,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mtlskit.certinfo import CertificateSummary, IssuerClass, summarize
+from mtlskit.certinfo import CertificateSummary, summarize
 from mtlskit.cli._inputs import read_certificates
 from mtlskit.cli._output import echo_lines, one_line, rich_output
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-_CLASS_STYLE = {
-    IssuerClass.SELF_SIGNED: "yellow",
-    IssuerClass.PRIVATE: "green",
-    IssuerClass.PUBLIC: "bold red",
-    IssuerClass.UNKNOWN: "dim",
-}
-
-
-def _format_left(delta: dt.timedelta) -> tuple[str, str | None]:
-    seconds = int(delta.total_seconds())
-    if seconds < 0:
-        return f"expired {_span(-seconds)} ago", "red"
-    return f"{_span(seconds)} left", None
-
-
-def _span(seconds: int) -> str:
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    if days:
-        return f"{days}d {hours}h"
-    return f"{hours}h {rest // 60}m"
-
-
-def _rows(summary: CertificateSummary, now: dt.datetime) -> list[tuple[str, str, str | None]]:
-    """(field, plain value, rich style of the value or None): the one content both shapes show."""
-    found = summary.identity
-    identity: tuple[str, str | None] = (f"none ({summary.identity_error})", "red")
-    if found is not None:
-        legacy = " (legacy: subject CN)" if found.legacy else ""
-        identity = (f"{found.kind.value}: {found.value}{legacy}", "yellow" if legacy else None)
-    left, left_style = _format_left(summary.time_left(now))
-    absent = ("absent", "dim")
-    key_usage = (
-        (", ".join(summary.key_usage) + (" (critical)" if summary.key_usage_critical else ""), None)
-        if summary.key_usage is not None
-        else absent
-    )
-    eku = (
-        (", ".join(f"{name} ({oid})" for name, oid in summary.eku), None)
-        if summary.eku is not None
-        else absent
-    )
-    rows = [
-        ("Identity", *identity),
-        ("Subject", summary.subject, None),
-        ("Issuer", summary.issuer, None),
-        ("Issuer class", str(summary.issuer_class), _CLASS_STYLE[summary.issuer_class]),
-        ("Serial", summary.serial, None),
-        ("Not before", summary.not_before.isoformat(), None),
-        ("Not after", f"{summary.not_after.isoformat()}  ({left})", left_style),
-        ("Key", summary.key, None),
-        ("Signature", summary.signature_algorithm, None),
-        (
-            "Basic constraints",
-            *((summary.basic_constraints, None) if summary.basic_constraints else absent),
-        ),
-        ("Key usage", *key_usage),
-        ("Extended key usage", *eku),
-        (
-            "Subject alt names",
-            *((", ".join(summary.san), None) if summary.san else ("none", "dim")),
-        ),
-        ("SHA-256", summary.fingerprint.colon_hex, None),
-        ("SHA-256 base64", summary.fingerprint.base64, None),
-    ]
-    if summary.extensions_error:
-        rows.insert(1, ("Extensions", f"unreadable ({summary.extensions_error})", "red"))
-    return rows
-
 
 def _lines(path: str, summary: CertificateSummary, now: dt.datetime) -> list[str]:
     """``PATH [INDEX]`` then one indented ``Field: value`` line per row, as openssl prints."""
     return [
         f"{one_line(path)} [{summary.index}]",
-        *(f"  {field}: {one_line(value)}" for field, value, _ in _rows(summary, now)),
+        *(f"  {field}: {one_line(value)}" for field, value, _ in summary.rows(now)),
     ]
 
 
@@ -103,7 +34,7 @@ def _table(path: str, summary: CertificateSummary, now: dt.datetime) -> Table:
     )
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    for field, value, style in _rows(summary, now):
+    for field, value, style in summary.rows(now):
         text = escape(value.replace(", ", "\n") if field == "Subject alt names" else value)
         table.add_row(field, f"[{style}]{text}[/]" if style else text)
     return table

@@ -542,13 +542,11 @@ class Console:
         return record
 
     async def certificate_page(self, request: Request) -> Response:
-        from mtlskit.cli.inspect import _rows as inspect_rows  # `mtlskit inspect`'s own fields
-
         user = await self._user(request)
         record = await self._call(self._record, request.path_params["serial"])
         now = _now()
         chain = [*load_certificates(record.pem, source="store"), *self._issuer.chain]
-        rows = [(field, value) for field, value, _ in inspect_rows(summarize(chain), now)]
+        rows = [(field, value) for field, value, _ in summarize(chain).rows(now)]  # as inspect
         return self._render(
             "certificate.html",
             user,

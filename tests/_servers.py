@@ -6,6 +6,7 @@ Ports are ephemeral on loopback; every process a test starts is stopped by ``sto
 from __future__ import annotations
 
 import contextlib
+import getpass
 import socket
 import subprocess
 import time
@@ -52,33 +53,63 @@ def stop(process: subprocess.Popen) -> None:
             stream.close()
 
 
-@contextlib.contextmanager
-def nginx(work: Path, server: str) -> Iterator[int]:
-    """nginx in the foreground with one TLS ``server`` on a free loopback port; its port.
+def wait_for_log(
+    path: Path, text: str, *, seconds: float = 15.0, process: subprocess.Popen | None = None
+) -> str:
+    """The log at ``path`` once it holds ``text`` (waits for an event, asserts no timing).
 
-    ``server`` is the block's body after ``listen 127.0.0.1:PORT ssl;`` (certificates,
-    ``ssl_verify_client``, locations). The config, pid, error.log and temp files live in
-    ``work`` (created), so a test reads ``work / "error.log"``; nginx is stopped on exit."""
+    The test fails with the log if ``text`` is not there within ``seconds`` or, given the
+    ``process`` writing it, as soon as that exits: a crashed server is not a slow one."""
+    deadline = time.monotonic() + seconds
+    while True:
+        log = path.read_text() if path.exists() else ""
+        if text in log:
+            return log
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"{text!r} not logged, the process exited {process.returncode}:\n{log}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{text!r} never appeared in {path}:\n{log}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def nginx(
+    work: Path, server: str = "", *, http: str = "", port: int | None = None
+) -> Iterator[int]:
+    """nginx in the foreground (master + one worker) on a loopback port; its port.
+
+    ``server`` is the body of a TLS server block after ``listen 127.0.0.1:PORT ssl;``
+    (certificates, ``ssl_verify_client``, locations), on ``port`` or a free one. ``http`` is
+    more text for ``http {}``, such as a whole ``server`` block from the docs or from
+    ``mtlskit config nginx``; without ``server``, ``port`` is the one it listens on. The
+    config, ``nginx.pid`` (SIGHUP to it reloads), error.log (level info) and temp files live
+    in ``work`` (created), so a test reads ``work / "error.log"``; nginx is stopped on exit.
+
+    The ``user`` line keeps the worker this user: as root it would otherwise run as nobody,
+    unable to write the proxy cache and temp files in ``work``. 256 connections: each
+    request behind ``auth_request`` holds three (client, check, upstream)."""
+    if not server and port is None:
+        raise ValueError("nginx: without a server body, pass the port the http text listens on")
     program = require_program("nginx")
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port() if port is None else port
     temps = " ".join(
         f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    block = f"server {{\n    listen 127.0.0.1:{port} ssl;\n    {server}\n  }}" if server else ""
     config = work / "nginx.conf"
     config.write_text(
         f"""daemon off;
+user {getpass.getuser()};
 worker_processes 1;
 pid {work}/nginx.pid;
 error_log {work}/error.log info;
-events {{ worker_connections 32; }}
+events {{ worker_connections 256; }}
 http {{
   access_log off;
   {temps}
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    {server}
-  }}
+  {block}
+{http}
 }}
 """
     )

@@ -30,8 +30,8 @@ from fastapi.responses import StreamingResponse
 
 from _gateway_support import Site, write_config
 from _servers import free_port as _free_port
+from _servers import nginx
 from _servers import wait_for as _wait_for
-from conftest import require_program
 from mtlskit.asgi import (
     NOT_FORWARDED,
     ClientCertMiddleware,
@@ -476,41 +476,8 @@ class UvicornThread:
         self.thread.join(10)
 
 
-def start_nginx(work: Path, config: str, port: int) -> subprocess.Popen[bytes]:
-    nginx = require_program("nginx")
-    (work / "nginx.conf").write_text(config)
-    process = subprocess.Popen(
-        [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                error = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"nginx did not start: {error}")
-            time.sleep(0.05)
-
-
-def nginx_conf(work: Path, *, port: int, upstream: int, server: Path, trust: Path) -> str:
-    temp = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+def nginx_server(*, upstream: int, server: Path, trust: Path) -> str:
     return f"""
-daemon off;
-worker_processes 1;
-pid {work}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  {temp}
-  server {{
-    listen 127.0.0.1:{port} ssl;
     ssl_certificate {server};
     ssl_certificate_key {server};
     ssl_client_certificate {trust};
@@ -522,8 +489,6 @@ http {{
       proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
       proxy_set_header X-SSL-Client-Verify $ssl_client_verify;
     }}
-  }}
-}}
 """
 
 
@@ -535,50 +500,39 @@ def test_behind_nginx_middleware_gives_the_same_identity(tmp_path, site, served,
     server_cert.private_key_and_cert_chain_pem.write_to_path(str(work / "server.pem"))
     app = make_app()
     app.add_middleware(ClientCertMiddleware, proxies={"127.0.0.2": "nginx"})
-    app_port, nginx_port = _free_port(), _free_port()
+    app_port = _free_port()
     backend = UvicornThread(app, app_port)
-    nginx = start_nginx(
-        work,
-        nginx_conf(
-            work,
-            port=nginx_port,
-            upstream=app_port,
-            server=work / "server.pem",
-            trust=site.dir / "trust.pem",
-        ),
-        nginx_port,
+    config = nginx_server(
+        upstream=app_port, server=work / "server.pem", trust=site.dir / "trust.pem"
     )
     try:
-        with _client(site, leaf) as client:
-            behind = client.get(f"https://localhost:{nginx_port}/whoami")
-            direct = client.get(f"https://localhost:{served[0].port}/whoami")
-        assert behind.status_code == 200, behind.text
-        assert behind.json()["id"] == direct.json()["id"] == SPIFFE
-        tls = behind.json()["tls"]
-        assert tls["client_cert_chain"][0] == certificate_pem(leaf.cert).decode()
-        assert tls["client_cert_name"] == direct.json()["tls"]["client_cert_name"]
-        assert tls["client_cert_error"] is None
-        assert behind.json()["client"][0] == "127.0.0.2"
-        # the same headers, sent straight to the app from 127.0.0.1: ignored and stripped
-        spoof = {
-            "X-SSL-Client-Cert": escaped_pem(leaf.cert),
-            "X-SSL-Client-Verify": "SUCCESS",
-            "X-Forwarded-Client-Cert": f"Hash={'ab' * 32};URI={SPIFFE}",
-        }
-        with httpx.Client() as plain:
-            spoofed = plain.get(f"http://127.0.0.1:{app_port}/whoami", headers=spoof)
-        assert spoofed.status_code == 403
-        # and a client nginx refuses never reaches the app at all
-        with (
-            pytest.raises(httpx.HTTPError),
-            httpx.Client(verify=site.client_context(None)) as anonymous,
-        ):
-            anonymous.get(f"https://localhost:{nginx_port}/whoami").raise_for_status()
+        with nginx(work, config) as nginx_port:
+            with _client(site, leaf) as client:
+                behind = client.get(f"https://localhost:{nginx_port}/whoami")
+                direct = client.get(f"https://localhost:{served[0].port}/whoami")
+            assert behind.status_code == 200, behind.text
+            assert behind.json()["id"] == direct.json()["id"] == SPIFFE
+            tls = behind.json()["tls"]
+            assert tls["client_cert_chain"][0] == certificate_pem(leaf.cert).decode()
+            assert tls["client_cert_name"] == direct.json()["tls"]["client_cert_name"]
+            assert tls["client_cert_error"] is None
+            assert behind.json()["client"][0] == "127.0.0.2"
+            # the same headers, sent straight to the app from 127.0.0.1: ignored and stripped
+            spoof = {
+                "X-SSL-Client-Cert": escaped_pem(leaf.cert),
+                "X-SSL-Client-Verify": "SUCCESS",
+                "X-Forwarded-Client-Cert": f"Hash={'ab' * 32};URI={SPIFFE}",
+            }
+            with httpx.Client() as plain:
+                spoofed = plain.get(f"http://127.0.0.1:{app_port}/whoami", headers=spoof)
+            assert spoofed.status_code == 403
+            # and a client nginx refuses never reaches the app at all
+            with (
+                pytest.raises(httpx.HTTPError),
+                httpx.Client(verify=site.client_context(None)) as anonymous,
+            ):
+                anonymous.get(f"https://localhost:{nginx_port}/whoami").raise_for_status()
     finally:
-        nginx.terminate()
-        nginx.wait(10)
-        if nginx.stderr:
-            nginx.stderr.close()
         backend.stop()
 
 

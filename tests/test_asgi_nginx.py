@@ -11,12 +11,12 @@ and is stopped in teardown.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import ssl
 import subprocess
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,8 +24,7 @@ import httpx
 import pytest
 import trustme
 
-from _servers import free_port, stop, wait_for
-from conftest import require_program
+from _servers import free_port, nginx, stop, wait_for
 from mtlskit.asgi import ClientCertMiddleware
 from mtlskit.certs import certificate_pem
 from mtlskit.forward import (
@@ -123,9 +122,8 @@ def pki(tmp_path_factory):
     return {"tmp": tmp, "acme": acme, "alice": alice, "admin": admin}
 
 
-def start_docs_nginx(work: Path, certs: Path, port: int, upstream: int) -> subprocess.Popen:
+def docs_nginx(work: Path, certs: Path, port: int, upstream: int) -> AbstractContextManager[int]:
     """docs/python.md's ``nginx-site.conf`` inside a minimal ``http {}``."""
-    nginx = require_program("nginx")
     site = (
         blocks()["nginx-site.conf"]
         .replace(":9443", f":{port}")
@@ -134,20 +132,7 @@ def start_docs_nginx(work: Path, certs: Path, port: int, upstream: int) -> subpr
     )
     # the docs' depth default suits a client CA without intermediates; ours has one
     assert "ssl_verify_depth" in site
-    temp = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (work / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
-        f"events {{ worker_connections 32; }}\nhttp {{\n access_log off;\n {temp}\n{site}\n}}\n"
-    )
-    process = subprocess.Popen(
-        [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "err.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    wait_for(port, process, "nginx")
-    return process
+    return nginx(work, http=site, port=port)
 
 
 @pytest.mark.integration
@@ -161,9 +146,7 @@ def test_forged_identity_headers_through_docs_nginx_never_give_admin(
     trust = TrustStore.build(anchors=[pki["alice"].chain[1]]) if reverify else None
     app_port, nginx_port = free_port(), free_port()
     backend = UvicornThread(_outer(protected(_app(seen), trust), seen), app_port)
-    work = tmp_path / "nginx"
-    work.mkdir()
-    nginx = start_docs_nginx(work, pki["tmp"] / "certs", nginx_port, app_port)
+    running = docs_nginx(tmp_path / "nginx", pki["tmp"] / "certs", nginx_port, app_port)
     context = ssl.create_default_context(cafile=pki["tmp"] / "certs" / "server-ca.pem")
     context.load_cert_chain(pki["tmp"] / "alice.pem", pki["tmp"] / "alice.key")
     forged_names = {
@@ -171,6 +154,7 @@ def test_forged_identity_headers_through_docs_nginx_never_give_admin(
     } - {"x-ssl-client-cert", "x-ssl-client-verify"}  # nginx's own two, which it overwrites
     try:
         with (
+            running,
             httpx.Client(verify=context, timeout=10) as client,
             caplog.at_level(logging.WARNING, logger="mtlskit.asgi"),
         ):
@@ -187,7 +171,6 @@ def test_forged_identity_headers_through_docs_nginx_never_give_admin(
         # nothing reached the middleware for it to ignore: the docs' list is complete
         assert "passed on identity headers" not in caplog.text
     finally:
-        stop(nginx)
         backend.stop()
 
 
@@ -199,7 +182,6 @@ def generated_stack(pki, tmp_path, request):
     """
     from mtlskit.cli import main
 
-    nginx = require_program("nginx")
     acme, certs = pki["acme"], pki["tmp"] / "certs"
     (tmp_path / "root.pem").write_bytes(acme.root.cert_pem)
     (tmp_path / "issuing.pem").write_bytes(certificate_pem(pki["alice"].chain[1]))
@@ -228,27 +210,11 @@ def generated_stack(pki, tmp_path, request):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    work = tmp_path / "nginx"
-    work.mkdir()
-    temp = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (work / "nginx.conf").write_text(
-        f"daemon off;\nuser {getpass.getuser()};\nworker_processes 1;\npid {work}/nginx.pid;\n"
-        f"events {{ worker_connections 32; }}\nhttp {{\n access_log off;\n {temp}\n"
-        f"{(tmp_path / 'site.conf').read_text()}\n}}\n"
-    )
-    proxy = subprocess.Popen(
-        [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "err.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     try:
         wait_for(authz_port, authz, "authz-server")
-        wait_for(port, proxy, "nginx")
-        yield port, seen, fmt
+        with nginx(tmp_path / "nginx", http=(tmp_path / "site.conf").read_text(), port=port):
+            yield port, seen, fmt
     finally:
-        stop(proxy)
         stop(authz)
         backend.stop()
 

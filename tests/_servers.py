@@ -82,8 +82,9 @@ def nginx(
     (certificates, ``ssl_verify_client``, locations), on ``port`` or a free one. ``http`` is
     more text for ``http {}``, such as a whole ``server`` block from the docs or from
     ``mtlskit config nginx``; without ``server``, ``port`` is the one it listens on. The
-    config, ``nginx.pid`` (SIGHUP to it reloads), error.log (level info) and temp files live
-    in ``work`` (created), so a test reads ``work / "error.log"``; nginx is stopped on exit.
+    config, ``nginx.pid`` (written on return; SIGHUP to it reloads), error.log (level info)
+    and temp files live in ``work`` (created), so a test reads ``work / "error.log"``; nginx
+    is stopped on exit.
 
     The ``user`` line keeps the worker this user: as root it would otherwise run as nobody,
     unable to write the proxy cache and temp files in ``work``. 256 connections: each
@@ -120,6 +121,8 @@ http {{
     )
     try:
         wait_for(port, process, "nginx")
+        # the master writes its pid just after it listens; a test may SIGHUP it at once
+        wait_for_log(work / "nginx.pid", "\n", seconds=5, process=process)
         yield port
     finally:
         stop(process)

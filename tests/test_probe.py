@@ -8,12 +8,14 @@ stopped by its own pid in teardown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ import trustme
 
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
 from _servers import free_port as _free_port
+from _servers import nginx
+from _servers import stop as _stop
 from _servers import wait_for as _wait_for
 from conftest import SPIFFE_ID, require_program, write
 from mtlskit.certs import load_certificates, load_private_key
@@ -279,26 +283,17 @@ def _server_files(tmp_path: Path) -> tuple[Path, Path]:
     )
 
 
+@dataclass(frozen=True)
 class Proxy:
     """A proxy process in front of the echo backend; ``reload`` re-reads its files."""
 
-    def __init__(self, argv: list[str], port: int, name: str, reload_signal: int) -> None:
-        self.port = port
-        self.reload_signal = reload_signal
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait_for(port, self.process, name)
+    port: int
+    pid: int
+    reload_signal: int
 
     def reload(self) -> None:
-        self.process.send_signal(self.reload_signal)
+        os.kill(self.pid, self.reload_signal)
         time.sleep(0.5)  # new workers take over; the revoked case runs last anyway
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
@@ -306,33 +301,15 @@ def proxies(tmp_path: Path, ca_dir: Path) -> Iterator:
     """``start(kind, crl=bool)``: nginx or HAProxy trusting ``ca_dir``; all stopped at teardown."""
     backend = EchoBackend()
     cert, key = _server_files(tmp_path)
-    running: list[Proxy] = []
+    running = contextlib.ExitStack()
 
     def start(kind: str, *, crl: bool) -> Proxy:
         port = _free_port()
         work = tmp_path / f"{kind}-{port}"
         work.mkdir()
         if kind == "nginx":
-            nginx = require_program("nginx")
-            temp_paths = " ".join(
-                f"{name}_temp_path {work};"
-                for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-            )
             crl_line = f"ssl_crl {ca_dir / 'crl.pem'};" if crl else ""
-            config = write(
-                work / "nginx.conf",
-                f"""
-daemon off;
-master_process on;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  {temp_paths}
-  server {{
-    listen 127.0.0.1:{port} ssl;
+            server = f"""
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_client_certificate {ca_dir / "root.pem"};
@@ -344,20 +321,17 @@ http {{
       proxy_pass {backend.url};
       proxy_set_header X-SSL-Client-Verify $ssl_client_verify;
     }}
-  }}
-}}
-""".encode(),
-            )
-            argv = [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")]
-            proxy = Proxy(argv, port, "nginx", signal.SIGHUP)
-        else:
-            haproxy = require_program("haproxy")
-            write(work / "server.pem", cert.read_bytes() + key.read_bytes())
-            verify = f"ca-file {ca_dir / 'root.pem'} verify required"
-            verify += f" crl-file {ca_dir / 'crl.pem'}" if crl else ""
-            config = write(
-                work / "haproxy.cfg",
-                f"""
+"""
+            running.enter_context(nginx(work, server, port=port))
+            # in the foreground: the pid nginx writes is its master's, which SIGHUP reloads
+            return Proxy(port, int((work / "nginx.pid").read_text()), signal.SIGHUP)
+        haproxy = require_program("haproxy")
+        write(work / "server.pem", cert.read_bytes() + key.read_bytes())
+        verify = f"ca-file {ca_dir / 'root.pem'} verify required"
+        verify += f" crl-file {ca_dir / 'crl.pem'}" if crl else ""
+        config = write(
+            work / "haproxy.cfg",
+            f"""
 global
   log stderr format raw local0 err
 defaults
@@ -372,17 +346,17 @@ frontend mtls
 backend echo
   server echo {backend.url.removeprefix("http://")}
 """.encode(),
-            )
-            argv = [haproxy, "-W", "-db", "-f", str(config)]  # master-worker: SIGUSR2 reloads
-            proxy = Proxy(argv, port, "haproxy", signal.SIGUSR2)
-        running.append(proxy)
-        return proxy
+        )
+        argv = [haproxy, "-W", "-db", "-f", str(config)]  # master-worker: SIGUSR2 reloads
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        running.callback(_stop, process)
+        _wait_for(port, process, "haproxy")
+        return Proxy(port, process.pid, signal.SIGUSR2)
 
     try:
-        yield start
+        with running:
+            yield start
     finally:
-        for proxy in running:
-            proxy.stop()
         backend.stop()
 
 

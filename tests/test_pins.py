@@ -10,7 +10,6 @@ Python's ``ssl`` has no verify callback, so the gateway needs the certificate fi
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import http.client
 import json
 import shutil
@@ -24,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from _gateway_support import EchoBackend, GatewayThread, Site, write_config
-from _servers import free_port, stop, wait_for
-from conftest import require_program, write
+from _servers import free_port, nginx, stop, wait_for
+from conftest import write
 from mtlskit.authzserver import CheckRequest, Proxy, build_decision_point, load_config
 from mtlskit.testca import SERVER_AUTH, LeafSpec, TestCA
 
@@ -206,7 +205,6 @@ def test_verify_takes_the_printed_pin_and_the_file(run_cli, tmp_path):
 def test_authz_server_behind_real_nginx_lets_in_only_the_pinned_client(run_cli, tmp_path):
     """nginx does the handshake (it trusts both self-signed clients); authz-server, given
     the printed pin line for one of them, answers 200 for it and 403 for the other."""
-    nginx = require_program("nginx")
     solo_line = _selfsigned(run_cli, tmp_path / "solo")
     _selfsigned(run_cli, tmp_path / "other")
     server_ca = TestCA(name="pins server")
@@ -215,8 +213,6 @@ def test_authz_server_behind_real_nginx_lets_in_only_the_pinned_client(run_cli, 
     write(tmp_path / "server.key", server.key_pem)
     backend = EchoBackend()
     port, authz_port = free_port(), free_port()
-    work = tmp_path / "nginx"
-    work.mkdir()
     result = run_cli(
         "config", "nginx",
         "--trust", tmp_path / "solo" / "cert.pem", "--trust", tmp_path / "other" / "cert.pem",
@@ -230,50 +226,26 @@ def test_authz_server_behind_real_nginx_lets_in_only_the_pinned_client(run_cli, 
     lines = [solo_line if line.startswith("trust = ") else line for line in authz_toml.splitlines()]
     write(tmp_path / "authz.toml", "\n".join(lines).encode())
     assert "pins = " in (tmp_path / "authz.toml").read_text()
-    temp_paths = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    config = write(
-        work / "nginx.conf",
-        f"""daemon off;
-user {getpass.getuser()};  # as root: the worker writes the authz cache in this temp dir
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  {temp_paths}
-{(tmp_path / "mtls.conf").read_text()}
-}}
-""".encode(),
-    )
     authz = subprocess.Popen(
         [sys.executable, "-m", "mtlskit", "authz-server", "--config", str(tmp_path / "authz.toml")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    proxy = subprocess.Popen(
-        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     try:
         wait_for(authz_port, authz, "authz-server")
-        wait_for(port, proxy, "nginx")
-        statuses = {}
-        for name in ("solo", "other"):
-            client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            client.load_verify_locations(cadata=server_ca.bundle_pem.decode())
-            client.load_cert_chain(tmp_path / name / "cert.pem", tmp_path / name / "key.pem")
-            conn = http.client.HTTPSConnection("localhost", port, context=client, timeout=10)
-            try:
-                conn.request("GET", "/")
-                statuses[name] = conn.getresponse().status
-            finally:
-                conn.close()
+        with nginx(tmp_path / "nginx", http=(tmp_path / "mtls.conf").read_text(), port=port):
+            statuses = {}
+            for name in ("solo", "other"):
+                client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                client.load_verify_locations(cadata=server_ca.bundle_pem.decode())
+                client.load_cert_chain(tmp_path / name / "cert.pem", tmp_path / name / "key.pem")
+                conn = http.client.HTTPSConnection("localhost", port, context=client, timeout=10)
+                try:
+                    conn.request("GET", "/")
+                    statuses[name] = conn.getresponse().status
+                finally:
+                    conn.close()
         assert statuses == {"solo": 200, "other": 403}
     finally:
-        stop(proxy)
         stop(authz)
         backend.stop()

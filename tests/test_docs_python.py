@@ -19,9 +19,9 @@ import pytest
 import trustme
 
 from _servers import free_port as _free_port
+from _servers import nginx
 from _servers import stop as _stop
 from _servers import wait_for as _wait_for
-from conftest import require_program
 from mtlskit.forward.names import identity_header_names
 from mtlskit.testca import LeafSpec, TestCA
 
@@ -61,7 +61,6 @@ def test_nginx_block_clears_every_identity_header_mtlskit_knows():
 
 @pytest.mark.integration
 def test_docs_python_examples_run(tmp_path):
-    nginx = require_program("nginx")
     ports = {"8443": _free_port(), "8000": _free_port(), "9443": _free_port()}
 
     def ported(text: str) -> str:
@@ -107,40 +106,28 @@ def test_docs_python_examples_run(tmp_path):
         processes.append(process)
         _wait_for(port, process, argv[0])
 
-    work = tmp_path / "nginx"
-    work.mkdir()
     site = ported(files["nginx-site.conf"]).replace("certs/", f"{certs}/")
-    temp = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (work / "nginx.conf").write_text(
-        f"daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\n"
-        f"events {{ worker_connections 32; }}\nhttp {{\n access_log off;\n {temp}\n{site}\n}}\n"
-    )
     try:
         start(serve_cmd, ports["8443"])
         start(
             [str(Path(sys.executable).parent / "uvicorn"), *uvicorn_cmd[1:]],
             ports["8000"],
         )
-        start(
-            [nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-e", str(work / "err.log")],
-            ports["9443"],
-        )
-        expected = {"id": ID, "kind": "spiffe", "subject": leaf.cert.subject.rfc4514_string()}
-        for script in ("client_httpx.py", "client_requests.py"):
-            done = subprocess.run(
-                [sys.executable, script],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
-            printed = json.loads(done.stdout.strip().replace("'", '"').replace("None", "null"))
-            assert printed == expected, script
+        with nginx(tmp_path / "nginx", http=site, port=ports["9443"]):
+            expected = {"id": ID, "kind": "spiffe", "subject": leaf.cert.subject.rfc4514_string()}
+            for script in ("client_httpx.py", "client_requests.py"):
+                done = subprocess.run(
+                    [sys.executable, script],
+                    cwd=tmp_path,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                assert done.returncode == 0, done.stderr
+                printed = json.loads(done.stdout.strip().replace("'", '"').replace("None", "null"))
+                assert printed == expected, script
     finally:
         for process in reversed(processes):
             _stop(process)

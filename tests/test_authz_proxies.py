@@ -8,8 +8,6 @@ headers never reach the backend. Each process is stopped by its own handle.
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import http.client
 import json
 import os
@@ -19,13 +17,14 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from _servers import free_port as _free_port
+from _servers import nginx
 from _servers import stop as _stop
 from _servers import wait_for as _wait_for
 from conftest import require_program, write
@@ -195,45 +194,16 @@ def _decisions(tmp: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp / "decisions.log").read_text().splitlines()]
 
 
-@contextlib.contextmanager
-def run_nginx(snippet: Path, work: Path) -> Iterator[int]:
-    """Real nginx (master + one worker, foreground) serving a `mtlskit config nginx` snippet
-    on a fresh port; yields the port. SIGHUP to ``work/nginx.pid`` reloads it."""
-    nginx = require_program("nginx")
+def run_nginx(snippet: Path, work: Path) -> AbstractContextManager[int]:
+    """A `mtlskit config nginx` snippet in _servers.nginx, its ``listen`` moved to a fresh
+    port; yields the port. SIGHUP to ``work/nginx.pid`` reloads it."""
     port = _free_port()
-    work.mkdir()
     text = snippet.read_text()
     listen = re.search(r"listen (\S+) ssl;", text)
     assert listen is not None
-    text = text.replace(listen.group(0), f"listen 127.0.0.1:{port} ssl;")
-    temp_paths = " ".join(
-        f"{kind}_temp_path {work};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    return nginx(
+        work, http=text.replace(listen.group(0), f"listen 127.0.0.1:{port} ssl;"), port=port
     )
-    config = write(
-        work / "nginx.conf",
-        f"""daemon off;
-user {getpass.getuser()};  # as root: the worker writes the authz cache under this temp dir
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  {temp_paths}
-{text}
-}}
-""".encode(),
-    )
-    process = subprocess.Popen(
-        [nginx, "-c", str(config), "-p", str(work), "-e", str(work / "error.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for(port, process, "nginx")
-        yield port
-    finally:
-        _stop(process)
 
 
 def test_nginx_with_authz_server(stack):

@@ -80,8 +80,13 @@ def _start(
 @dataclass
 class RunningCa(RunningServer):
     @property
+    def log_file(self) -> Path:
+        """The server's stderr (``_start`` appends it there), for ``wait_for_log``."""
+        return self.directory.parent / f"{self.directory.name}.serve.log"
+
+    @property
     def errors(self) -> str:
-        return (self.directory.parent / f"{self.directory.name}.serve.log").read_text()
+        return self.log_file.read_text()
 
     @property
     def root(self) -> Path:
@@ -117,8 +122,13 @@ def serve(directory: Path, *extra: str) -> RunningCa:
 @dataclass
 class RunningConsole(RunningServer):
     @property
+    def log_file(self) -> Path:
+        """The console's stderr (``_start`` appends it there), for ``wait_for_log``."""
+        return self.directory.parent / f"{self.directory.name}.console.log"
+
+    @property
     def log(self) -> str:
-        return (self.directory.parent / f"{self.directory.name}.console.log").read_text()
+        return self.log_file.read_text()
 
 
 def start_console(directory: Path, *extra: str) -> RunningConsole:

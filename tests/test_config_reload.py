@@ -14,28 +14,16 @@ import signal
 import socket
 import ssl
 import sys
-import time
 
 import httpx
 import pytest
 
 from _gateway_support import gateway_process, https_request, sighup_reloads, write_config
+from _servers import wait_for_log
 from ca_server import RunningCa, init_ca, serve
 from mtlskit.client import CaUnavailable, enroll
 
 APPROVAL = '\n[[approval]]\nids = ["spiffe://acme.com/prod/**"]\napprovers = 1\n'
-
-
-def _wait_for_log(ca: RunningCa, text: str, *, seconds: float = 15.0) -> str:
-    """The server's stderr once it holds ``text`` (a wait for an event, not a timing check)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        log = ca.errors
-        if text in log:
-            return log
-        assert ca.process.poll() is None, f"ca serve exited {ca.process.returncode}: {log}"
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in the log:\n{ca.errors}")
 
 
 @pytest.fixture
@@ -57,7 +45,7 @@ def test_an_approval_rule_added_and_sighup_makes_enrollment_wait(running_ca, tmp
     with (ca_.directory / "ca.toml").open("a") as handle:
         handle.write(APPROVAL)
     ca_.process.send_signal(signal.SIGHUP)
-    log = _wait_for_log(ca_, "ca.toml reloaded")
+    log = wait_for_log(ca_.log_file, "ca.toml reloaded", process=ca_.process)
     line = next(line for line in log.splitlines() if "ca.toml reloaded" in line)
     assert "SIGHUP" in line
     assert "approval: +1 rule (spiffe://acme.com/prod/** by 1)" in line
@@ -91,7 +79,7 @@ def test_a_broken_ca_toml_keeps_the_old_policy_on_sighup_and_issues_nothing(runn
     config = ca_.directory / "ca.toml"
     config.write_text(config.read_text() + "\nunknown_key = 1\n")
     ca_.process.send_signal(signal.SIGHUP)
-    log = _wait_for_log(ca_, "ca.toml not reloaded")
+    log = wait_for_log(ca_.log_file, "ca.toml not reloaded", process=ca_.process)
     assert "unknown key 'unknown_key'" in log
     with pytest.raises(CaUnavailable, match="HTTP 503"):
         enroll(
@@ -111,7 +99,7 @@ def test_a_restart_only_key_is_named_not_applied(running_ca):
     config = ca_.directory / "ca.toml"
     config.write_text(config.read_text().replace('name = "', 'name = "renamed-'))
     ca_.process.send_signal(signal.SIGHUP)
-    log = _wait_for_log(ca_, "ca.toml reloaded")
+    log = wait_for_log(ca_.log_file, "ca.toml reloaded", process=ca_.process)
     assert "restart needed: name" in log
 
 

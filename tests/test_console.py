@@ -37,6 +37,7 @@ from _console_support import (
     pending_request,
     waiting_enroll,
 )
+from _servers import wait_for_log
 from ca_server import RunningCa, init_ca, start_console
 from mtlskit.certs import load_certificates
 from mtlskit.client import enroll
@@ -697,7 +698,6 @@ def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
     then SIGHUP: alice's next POST, with the form token she already holds, is 403, and the
     console says what it reloaded; bob, still an approver, revokes."""
     import signal
-    import time
 
     tail = f'\n[console]\napprovers = ["{ALICE}", "{BOB}"]\nviewers = ["{VICTOR}"]\n'
     directory = init_ca(tmp_path / "ca", approval=tail)
@@ -720,11 +720,7 @@ def test_an_approver_removed_from_ca_toml_is_refused_after_sighup(tmp_path):
             .replace(f'viewers = ["{VICTOR}"]', f'viewers = ["{VICTOR}", "{ALICE}"]')
         )
         process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while "ca.toml reloaded (SIGHUP)" not in started.log:
-            assert process.poll() is None, started.log
-            assert time.monotonic() < deadline, started.log
-            time.sleep(0.05)
+        wait_for_log(started.log_file, "ca.toml reloaded (SIGHUP)", seconds=30, process=process)
         form = {"csrf": token, "reason": "keyCompromise", "confirm": "yes"}
         refused = running.post("alice", f"/certificates/{serials[0]}/revoke", form)
         assert refused.status_code == 403 and _error_code(refused) == "not_approver"

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _gateway_support import EchoBackend, GatewayThread, Site, https_request, write_config
-from _servers import free_port, stop, wait_for
+from _servers import free_port, stop, wait_for, wait_for_log
 from conftest import SPIFFE_ID, write
 from mtlskit.authz import PathError, needs_normalizing, normalize_target
 from mtlskit.certs import certificate_pem
@@ -252,13 +252,8 @@ def test_authz_server_allows_legitimate_paths(authz_server, proxy, target):
 def test_authz_server_logs_the_refused_path_and_why(authz_server):
     port, leaf, tmp = authz_server
     assert _check(port, leaf, "nginx", "/public/..%2fadmin") == 403
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = (tmp / "decisions.log").read_text().splitlines()
-        records = [json.loads(line) for line in lines if "..%2fadmin" in line]
-        if records:
-            break
-        time.sleep(0.05)
+    log = wait_for_log(tmp / "decisions.log", "..%2fadmin", seconds=5)
+    records = [json.loads(line) for line in log.splitlines() if "..%2fadmin" in line]
     assert "encoded slash" in records[-1]["reasons"][-1]["message"]
 
 

@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -404,3 +405,17 @@ def test_nginx_no_answer_from_authz_server_is_503(stack):
         assert _get(port, tmp, "good")[0] == 503
         assert _get(port, tmp, "nc-inside")[0] == 503
     assert "auth request unexpected status: 502" in (tmp / "nginx-dead" / "error.log").read_text()
+
+
+def test_authz_server_outlasts_the_proxies_idle_connections(stack):
+    """An idle keep-alive connection from a proxy stays open past uvicorn's default 5 s, so
+    the proxy (nginx: 60 s) closes it, never authz-server while a check is on its way."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack["authz_port"], timeout=5)
+    try:
+        for pause in (0, 6):
+            time.sleep(pause)
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (200, b"ok\n")
+    finally:
+        conn.close()

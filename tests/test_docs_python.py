@@ -7,6 +7,7 @@ run as subprocesses, nginx with the page's server block inside a minimal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -99,35 +100,32 @@ def test_docs_python_examples_run(tmp_path):
     serve_cmd = ported(files["serve"]).split()
     uvicorn_cmd = ported(files["uvicorn"]).split()
     assert serve_cmd[0] == "mtlskit" and uvicorn_cmd[0] == "uvicorn"
-    processes: list[subprocess.Popen[bytes]] = []
+    running = contextlib.ExitStack()  # stops them last started first
 
     def start(argv: list[str], port: int) -> None:
         process = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-        processes.append(process)
+        running.callback(_stop, process)
         _wait_for(port, process, argv[0])
 
     site = ported(files["nginx-site.conf"]).replace("certs/", f"{certs}/")
-    try:
+    with running:
         start(serve_cmd, ports["8443"])
         start(
             [str(Path(sys.executable).parent / "uvicorn"), *uvicorn_cmd[1:]],
             ports["8000"],
         )
-        with nginx(tmp_path / "nginx", http=site, port=ports["9443"]):
-            expected = {"id": ID, "kind": "spiffe", "subject": leaf.cert.subject.rfc4514_string()}
-            for script in ("client_httpx.py", "client_requests.py"):
-                done = subprocess.run(
-                    [sys.executable, script],
-                    cwd=tmp_path,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                )
-                assert done.returncode == 0, done.stderr
-                printed = json.loads(done.stdout.strip().replace("'", '"').replace("None", "null"))
-                assert printed == expected, script
-    finally:
-        for process in reversed(processes):
-            _stop(process)
+        running.enter_context(nginx(tmp_path / "nginx", http=site, port=ports["9443"]))
+        expected = {"id": ID, "kind": "spiffe", "subject": leaf.cert.subject.rfc4514_string()}
+        for script in ("client_httpx.py", "client_requests.py"):
+            done = subprocess.run(
+                [sys.executable, script],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            printed = json.loads(done.stdout.strip().replace("'", '"').replace("None", "null"))
+            assert printed == expected, script

@@ -44,6 +44,7 @@ from mtlskit.files import (
 from mtlskit.identity import ClientIdentity, SpiffeIdError, TrustDomain
 from mtlskit.issue import (
     PROFILES,
+    REVOCATION_REASONS,
     ApprovalRefused,
     CertificateStatus,
     IssuanceRefused,
@@ -80,7 +81,6 @@ if TYPE_CHECKING:
 
 ROOT_VALIDITY: Final = dt.timedelta(days=3650)
 ISSUING_VALIDITY: Final = dt.timedelta(days=1825)
-_REASONS: Final = [reason.value for reason in x509.ReasonFlags]
 # A token object label per CA key: PREFIX-root, PREFIX-issuing (plain, so URIs need no quoting).
 _KEY_LABEL: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -718,7 +718,7 @@ def _parse_serial(text: str) -> int:
 @click.option("--cert", "cert_path", type=click.Path(dir_okay=False), help="Revoke this cert.")
 @click.option(
     "--reason",
-    type=click.Choice(_REASONS, case_sensitive=False),
+    type=click.Choice(REVOCATION_REASONS, case_sensitive=False),
     default="unspecified",
     show_default=True,
     help="RFC 5280 §5.3.1 reason code.",

@@ -43,6 +43,7 @@ from mtlskit.console._auth import (
 )
 from mtlskit.errors import InputError
 from mtlskit.issue import (
+    REVOCATION_REASONS,
     ApprovalRefused,
     EnrollmentRefused,
     EnrollmentRequest,
@@ -82,7 +83,6 @@ SECURITY_HEADERS: Final = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
-REASONS: Final = tuple(reason.value for reason in x509.ReasonFlags)
 _FLASH: Final = {
     "approved": "Approval recorded.",
     "repeat": "You had already approved this request; it still counts once.",
@@ -556,7 +556,7 @@ class Console:
             record=record,
             status=record.status(now).value,
             rows=rows,
-            reasons=REASONS,
+            reasons=REVOCATION_REASONS,
         )
 
     async def chain(self, request: Request) -> Response:
@@ -614,7 +614,7 @@ class Console:
         user, form = await self._changer(request)
         serial = request.path_params["serial"]
         reason = form.get("reason") or "unspecified"
-        if reason not in REASONS:
+        if reason not in REVOCATION_REASONS:
             raise ConsoleRefused("reason_invalid", "not an RFC 5280 reason", status=400)
         if form.get("confirm") != "yes":
             record = await self._call(self._record, serial)

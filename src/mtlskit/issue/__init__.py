@@ -93,6 +93,7 @@ from mtlskit.issue._profile import (
 )
 from mtlskit.issue._ra import RegistrationAuthority
 from mtlskit.issue._store import (
+    REVOCATION_REASONS,
     CertificateRecord,
     CertificateStatus,
     SerialTaken,
@@ -106,6 +107,7 @@ __all__ = [
     "CLIENT_AUTH",
     "GENESIS_HASH",
     "PROFILES",
+    "REVOCATION_REASONS",
     "SERVER_AUTH",
     "SPIFFE",
     "TOKEN_PREFIX",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from cryptography import x509
 
@@ -20,6 +20,7 @@ from mtlskit.errors import InputError, MtlskitError
 from mtlskit.issue._audit import AuditEntry
 
 __all__ = [
+    "REVOCATION_REASONS",
     "CertificateRecord",
     "CertificateStatus",
     "SerialTaken",
@@ -27,6 +28,10 @@ __all__ = [
     "StoreUnavailable",
     "UnknownCertificate",
 ]
+
+# What ``Store.revoke`` records, by RFC 5280 §5.3.1 name as cryptography spells it
+# ("keyCompromise"): the choices ``mtlskit ca revoke`` and the console offer.
+REVOCATION_REASONS: Final = tuple(reason.value for reason in x509.ReasonFlags)
 
 
 class CertificateStatus(StrEnum):

@@ -57,6 +57,7 @@ from mtlskit.issue import (
     check_not_counted,
     countersign_approval,
     format_duration,
+    is_external_key,
     load_csr,
     parse_identity,
     review_csr,
@@ -572,9 +573,10 @@ class Console:
 
     def _key_signs(self) -> bool:
         """Whether the CA key is in a token and signs now; ``KeyUnavailable`` if it does not."""
-        if not hasattr(self._issuer.key, "sign_data"):
+        key = self._issuer.key
+        if not is_external_key(key):
             return False  # a key in memory: nothing to ask
-        self._issuer.key.sign_data(b"mtlskit console health")
+        key.sign_data(b"mtlskit console health")
         return True
 
     def _revoke(self, user: ConsoleUser, serial_text: str, reason: str) -> None:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from mtlskit.certs import Fingerprint, PrivateKey, certificate_pem, load_certificates
 from mtlskit.errors import MtlskitError
 from mtlskit.identity import ClientIdentity, IdentityError
-from mtlskit.issue._build import _IN_MEMORY, CaKey, signature_hash
+from mtlskit.issue._build import CaKey, is_external_key, signature_hash
 from mtlskit.issue._enroll import Approval, EnrollmentRequest
 from mtlskit.issue._store import Store
 
@@ -83,7 +83,7 @@ def approver_identity(cert: x509.Certificate) -> str:
 
 
 def _sign(key: CaKey, data: bytes) -> bytes:
-    if not isinstance(key, _IN_MEMORY):  # a CA key in a token (ExternalKey)
+    if is_external_key(key):
         return key.sign_data(data)
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return key.sign(data)

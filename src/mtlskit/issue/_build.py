@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Final, Protocol, runtime_checkable
+from typing import Final, Protocol, TypeGuard, runtime_checkable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -33,6 +33,7 @@ __all__ = [
     "build_leaf",
     "build_self_signed",
     "build_server_certificate",
+    "is_external_key",
     "sign_certificate",
     "sign_crl",
     "signature_hash",
@@ -102,6 +103,12 @@ _IN_MEMORY: Final = (
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 )
+
+
+def is_external_key(key: CaKey) -> TypeGuard[ExternalKey]:
+    """Whether the CA key signs elsewhere (a PKCS#11 token) rather than in memory: such a
+    key can fail now (``KeyUnavailable``) while it loaded fine at start."""
+    return not isinstance(key, _IN_MEMORY)
 
 
 def sign_certificate(builder: x509.CertificateBuilder, key: CaKey) -> x509.Certificate:

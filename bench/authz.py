@@ -296,11 +296,17 @@ MODULE = Path(__file__).parent / "nginx_module"
 
 
 def _module_config(snippet: str) -> str:
-    """The generated config with auth_request + proxy_cache swapped for the prototype module."""
+    """The generated config with auth_request + proxy_cache swapped for the prototype module.
+
+    The module's key is the generated cache key without its ``$time_iso8601`` (the module
+    flushes its answers at every new second itself), read from the config, not copied."""
+    cache_key = re.search(r'proxy_cache_key "([^"]*)";', snippet)
+    if cache_key is None:
+        raise RuntimeError("no proxy_cache_key in the generated nginx config")
+    key = cache_key.group(1).removesuffix(" $time_iso8601")
     snippet = snippet.replace(
         "auth_request /_mtlskit_authz;",
-        "mtlskit_check /_mtlskit_authz;\n        mtlskit_check_key "
-        '"$ssl_client_fingerprint $ssl_client_verify $request_method $request_uri";',
+        f'mtlskit_check /_mtlskit_authz;\n        mtlskit_check_key "{key}";',
     )
     snippet = re.sub(
         r"auth_request_set \$(\S+) \$upstream_http_(\S+);", r"mtlskit_check_set $\1 \2;", snippet
@@ -319,8 +325,9 @@ def _build_module() -> tuple[Path | None, str]:
     )
     if version is None or not all(shutil.which(p) for p in ("apt-get", "make", "cc", "tar")):
         return None, "needs nginx, apt-get, make, cc and tar"
+    release = version.group(1)
     source = b"".join(f.read_bytes() for f in sorted(MODULE.iterdir()))
-    tag = f"{version.group(1)}-{hashlib.sha256(source).hexdigest()[:12]}"
+    tag = f"{release}-{hashlib.sha256(source).hexdigest()[:12]}"
     cache = Path.home() / ".cache" / "mtlskit-bench" / f"nginx-module-{tag}"
     built = cache / "ngx_http_mtlskit_module.so"
     if built.exists():
@@ -336,7 +343,7 @@ def _build_module() -> tuple[Path | None, str]:
         "-o", f"Dir::Etc::sourcelist={cache / 'src.sources'}", "-o", "Dir::Etc::sourceparts=-",
         "-o", f"Dir::State::Lists={lists}", "-o", "APT::Get::List-Cleanup=0",
     ]  # fmt: skip
-    tarball = cache / f"nginx_{version.group(1)}.orig.tar.gz"
+    tarball = cache / f"nginx_{release}.orig.tar.gz"
     for step in (["update"], ["source", "--download-only", "nginx"]):
         done = subprocess.run(
             ["apt-get", *apt, *step], cwd=cache, capture_output=True, text=True, check=False
@@ -344,7 +351,7 @@ def _build_module() -> tuple[Path | None, str]:
     if not tarball.exists():  # only the upstream tarball is needed, whatever else failed
         return None, f"apt-get source nginx gave no {tarball.name}: {done.stderr.strip()[-200:]}"
     subprocess.run(["tar", "xzf", tarball.name], cwd=cache, check=True)
-    tree = cache / f"nginx-{version.group(1)}"
+    tree = cache / f"nginx-{release}"
     for argv in (
         [
             "./configure",

@@ -37,7 +37,6 @@ typedef struct {
 typedef struct {
     ngx_uint_t            done;
     ngx_uint_t            status;
-    ngx_http_request_t   *subrequest;
     ngx_str_t             key;
     ngx_str_t             values[MTLSKIT_MAX_SET];
 } ngx_http_mtlskit_ctx_t;
@@ -240,7 +239,6 @@ ngx_http_mtlskit_handler(ngx_http_request_t *r)
     sr->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
     if (sr->request_body == NULL) return NGX_ERROR;
     sr->header_only = 1;
-    ctx->subrequest = sr;
     return NGX_AGAIN;
 }
 

@@ -142,7 +142,7 @@ class AuthzServer:
         self.metrics.count(proxy, answer, elapsed)
         self._write({"proxy": proxy.value, **answer.record(), "ms": round(elapsed * 1000, 3)})
         headers = answer.headers
-        if proxy is Proxy.NGINX and NGINX_SHORT_NAMES.encode() in query.split(b"&"):
+        if proxy is Proxy.NGINX and _SHORT_NAMES in query.split(b"&"):
             headers = short_answer_headers(headers)
         await _respond(send, answer.status, headers, b"")
 
@@ -165,7 +165,8 @@ async def _respond(
 # closed first (uvicorn's default is 5 s), a check sent on a connection at the moment it was
 # being closed met a reset (seen in nginx's error log under load; nginx retries such a check,
 # other clients may not).
-KEEP_ALIVE_SECONDS: Final = 75
+_KEEP_ALIVE_SECONDS: Final = 75
+_SHORT_NAMES: Final = NGINX_SHORT_NAMES.encode()  # the query part, as the ASGI scope has it
 
 
 def serve(config: AuthzServerConfig) -> None:
@@ -198,7 +199,7 @@ def serve(config: AuthzServerConfig) -> None:
             server_header=False,
             date_header=False,
             backlog=1024,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            timeout_keep_alive=_KEEP_ALIVE_SECONDS,
         )
     )
 
